@@ -1,0 +1,173 @@
+"""Checkpoints without pickle: architecture as JSON, weights as safetensors, in one file.
+
+A checkpoint is a `.safetensors` file whose metadata entry "compress" holds JSON:
+  model       the base model's spec (see compress.models.build_model)
+  edits       structural changes to the base (resized or replaced layers) as data
+  classes     class names in label order
+  input_size  the square image size the model was trained for
+  info        free-form provenance (training command, epochs, metrics)
+Loading rebuilds the module tree from data, applies the edits, then loads the tensors.
+Nothing is ever unpickled; foreign `.pt` files are read with `weights_only=True` only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.errors import UserError
+from compress.models import ModelSpec, build_model
+from compress.models.module_spec import apply_edits, structural_edits
+
+FORMAT_VERSION = 1
+METADATA_KEY = "compress"
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module
+    model_spec: ModelSpec
+    classes: list[str]
+    input_size: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
+    """Write atomically: a crash mid-write never leaves a damaged file at `path`."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = build_model(checkpoint.model_spec)
+    header = {
+        "format_version": FORMAT_VERSION,
+        "model": checkpoint.model_spec,
+        "edits": structural_edits(checkpoint.model, base),
+        "classes": list(checkpoint.classes),
+        "input_size": int(checkpoint.input_size),
+        "info": checkpoint.info,
+    }
+    tensors = {k: v.detach().cpu().contiguous().clone()
+               for k, v in checkpoint.model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header)})
+    os.replace(tmp, path)
+    return path
+
+
+def is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with an 8-byte header length and a JSON object."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return int.from_bytes(head[:8], "little") < os.path.getsize(path)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Rebuild a model from a compress checkpoint; anything else is refused clearly."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path}: file not found")
+    if not is_safetensors(path):
+        _refuse_foreign_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise UserError(f"checkpoint {path}: corrupt safetensors file ({exc})") from None
+    if METADATA_KEY not in metadata:
+        raise UserError(f"checkpoint {path}: safetensors file without compress metadata "
+                        "(weights only: use `compress import` with its model YAML)")
+    header = json.loads(metadata[METADATA_KEY])
+    if header.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"checkpoint {path}: format version {header.get('format_version')} "
+                        f"is not supported (expected {FORMAT_VERSION})")
+    model = apply_edits(build_model(header["model"]), header["edits"])
+    load_weights(model, tensors, source=str(path))
+    model.eval()
+    return Checkpoint(model, header["model"], header["classes"], header["input_size"],
+                      header.get("info", {}))
+
+
+def _refuse_foreign_file(path: Path) -> None:
+    """Explain what a non-checkpoint file is; never unpickle anything."""
+    read_state_dict(path)  # raises a clear error when torch refuses the file as unsafe
+    raise UserError(f"checkpoint {path}: a plain state_dict without architecture; "
+                    "turn it into a checkpoint with `compress import --model MODEL.yaml "
+                    f"--weights {path} --out CHECKPOINT`")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a foreign `.pt` state_dict with `torch.load(weights_only=True)` only."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights {path}: file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: refused, not a plain state_dict that torch.load(weights_only"
+                        f"=True) accepts ({reason[:160]})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
+        raise UserError(f"{path}: refused, expected a state_dict (a mapping of names to tensors)")
+    return obj
+
+
+_ROW_KEY = re.compile(r"^(model\.\d+)\.(.*)$")
+
+
+def _candidate_keys(key: str) -> list[str]:
+    """Spellings of one Kindle state_dict key: with or without the `model.` prefix and the
+    `.0` that one-block rows get from their Sequential wrapper."""
+    keys = [key] if key.startswith("model.") else [key, f"model.{key}"]
+    candidates = []
+    for k in keys:
+        candidates.append(k)
+        match = _ROW_KEY.match(k)
+        if match:
+            row, rest = match.groups()
+            candidates.append(f"{row}.0.{rest}")
+            if rest.startswith("0."):
+                candidates.append(f"{row}.{rest[2:]}")
+    return candidates
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Load tensors strictly; names and shapes that do not fit are listed in the error."""
+    expected = model.state_dict()
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        target = next((k for k in _candidate_keys(key) if k in expected), key)
+        renamed[target] = value
+    missing = [k for k in expected if k not in renamed]
+    unexpected = [k for k in renamed if k not in expected]
+    wrong_shape = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+                   for k, v in renamed.items() if k in expected and v.shape != expected[k].shape]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected),
+                             ("wrong shape", wrong_shape)):
+            if items:
+                parts.append(f"{len(items)} {label} (e.g. {', '.join(items[:3])})")
+        raise UserError(f"{source}: weights do not fit the model: {'; '.join(parts)}")
+    model.load_state_dict(renamed, strict=True)

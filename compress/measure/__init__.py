@@ -1,0 +1,1 @@
+"""Measurements of a model: MACs and parameters (latency and score come with the pipeline)."""

@@ -1,0 +1,50 @@
+"""MACs and parameter counts.
+
+Convention (the competition's ptflops count): multiply-accumulates of Conv2d and Linear
+layers only, for one image; activations, normalisation, pooling and additions are not
+counted. A conv's MACs = output elements x (in_channels / groups) x kernel area.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def layer_macs(model: nn.Module, input_size: int, in_channels: int = 3) -> dict[str, int]:
+    """MACs of every Conv2d and Linear layer, by module name, for one image."""
+    macs: dict[str, int] = {}
+    hooks = []
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs, output: torch.Tensor) -> None:
+            if isinstance(module, nn.Conv2d):
+                kernel = module.kernel_size[0] * module.kernel_size[1]
+                per_output = (module.in_channels // module.groups) * kernel
+            else:
+                per_output = module.in_features
+            macs[name] = macs.get(name, 0) + output.numel() * per_output
+        return record
+
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            hooks.append(module.register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        model(torch.zeros(1, in_channels, input_size, input_size, device=device))
+    finally:
+        model.train(was_training)
+        for handle in hooks:
+            handle.remove()
+    return macs
+
+
+def count_macs(model: nn.Module, input_size: int, in_channels: int = 3) -> int:
+    return sum(layer_macs(model, input_size, in_channels).values())

@@ -1,0 +1,222 @@
+"""The training engine: used by `compress train` and, later, by fine-tuning stages.
+
+SGD (momentum 0.9) with OneCycleLR, as the competition baseline; cross-entropy with
+optional label smoothing; mixed precision on CUDA, float32 on CPU. The best epoch by val
+macro F1 is written to OUT/best.safetensors; OUT/last.safetensors and
+OUT/train_state.safetensors let an interrupted run resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from compress.data import make_loader
+from compress.errors import UserError
+from compress.evaluate import classification_metrics, predict
+
+BEST_NAME, LAST_NAME, STATE_NAME, HISTORY_NAME = (
+    "best.safetensors", "last.safetensors", "train_state.safetensors", "history.json")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    lr: float = 0.1  # OneCycleLR's maximum learning rate (the competition's INIT_LR)
+    batch_size: int = 64
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    amp: bool = True  # mixed precision; only ever used on CUDA
+    seed: int = 42
+    num_workers: int = 2
+    device: str = "auto"
+
+
+@dataclass
+class TrainResult:
+    best_f1: float
+    best_epoch: int
+    best_path: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device}: CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _progress(iterable, total: int, description: str):
+    from tqdm import tqdm
+
+    interactive = sys.stderr.isatty()
+    return tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True,
+                mininterval=0.5 if interactive else 30.0)
+
+
+def _save_train_state(path: Path, optimizer: torch.optim.Optimizer, epoch: int,
+                      scheduler_steps: int, best_f1: float, best_epoch: int) -> None:
+    """Optimizer buffers as tensors and counters as JSON metadata: resumable without pickle."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
+    meta = {"epoch": epoch, "scheduler_steps": scheduler_steps, "best_f1": best_f1,
+            "best_epoch": best_epoch}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"train_state": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def _load_train_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["train_state"])
+        buffers = {k: f.get_tensor(k) for k in f.keys()}
+    state = optimizer.state_dict()
+    for key, value in buffers.items():
+        index, name = key.split(".", 1)
+        state["state"].setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict(state)
+    return meta
+
+
+def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainConfig,
+        out_dir: str | Path, template: Checkpoint, resume: bool = True) -> TrainResult:
+    """Train `model` in place; return where the best checkpoint (by val macro F1) is.
+
+    `template` gives what a saved checkpoint carries besides weights (model spec, classes,
+    input size, provenance). With `resume`, a run interrupted in OUT continues from its last
+    finished epoch.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    use_amp = config.amp and device.type == "cuda"
+    seed_everything(config.seed)
+
+    train_loader = make_loader(train_set, config.batch_size, shuffle=True,
+                               num_workers=config.num_workers, seed=config.seed)
+    val_loader = make_loader(val_set, config.batch_size * 2, shuffle=False,
+                             num_workers=config.num_workers)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise UserError("nothing to train: every parameter is frozen")
+    optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    steps_per_epoch = len(train_loader)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best_f1, best_epoch = 0, -1.0, -1
+    history: list[dict[str, Any]] = []
+    state_path, last_path = out_dir / STATE_NAME, out_dir / LAST_NAME
+    if resume and state_path.is_file() and last_path.is_file():
+        model.load_state_dict(load_checkpoint(last_path).model.state_dict())
+        meta = _load_train_state(state_path, optimizer)
+        start_epoch, best_f1, best_epoch = meta["epoch"], meta["best_f1"], meta["best_epoch"]
+        with warnings.catch_warnings():  # replaying the schedule, not training
+            warnings.simplefilter("ignore")
+            for _ in range(meta["scheduler_steps"]):
+                scheduler.step()
+        if (out_dir / HISTORY_NAME).is_file():
+            history = json.loads((out_dir / HISTORY_NAME).read_text())[:start_epoch]
+        print(f"resuming from epoch {start_epoch} (best val macro F1 so far "
+              f"{best_f1:.4f} at epoch {best_epoch})", file=sys.stderr)
+
+    model.to(device)
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        train_loader.generator.manual_seed(config.seed + epoch)  # same batches on resume
+        model.train()
+        running_loss, seen = 0.0, 0
+        bar = _progress(train_loader, steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}")
+        for images, labels in bar:
+            images, labels = images.to(device, non_blocking=True), labels.to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss = criterion(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            running_loss += loss.item() * len(labels)
+            seen += len(labels)
+            bar.set_postfix(loss=f"{running_loss / seen:.3f}", refresh=False)
+        bar.close()
+
+        targets, predictions = predict(model, val_loader, device)
+        metrics = classification_metrics(targets, predictions, template.classes)
+        record = {"epoch": epoch + 1, "train_loss": running_loss / max(seen, 1),
+                  "val_macro_f1": metrics["macro_f1"], "val_accuracy": metrics["accuracy"],
+                  "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
+        history.append(record)
+        improved = metrics["macro_f1"] > best_f1
+        if improved:
+            best_f1, best_epoch = metrics["macro_f1"], epoch + 1
+            info = {**template.info, "train": {**asdict(config), "best_epoch": best_epoch,
+                                               "val_macro_f1": best_f1,
+                                               "val_accuracy": metrics["accuracy"]}}
+            save_checkpoint(out_dir / BEST_NAME, _with_model(template, model, info))
+        save_checkpoint(last_path, _with_model(template, model, template.info))
+        _save_train_state(state_path, optimizer, epoch + 1, scheduler.last_epoch, best_f1,
+                          best_epoch)
+        (out_dir / HISTORY_NAME).write_text(json.dumps(history, indent=1))
+        print(f"epoch {epoch + 1:>3}/{config.epochs}  loss {record['train_loss']:.4f}  "
+              f"val macro F1 {metrics['macro_f1']:.4f}  acc {metrics['accuracy']:.4f}  "
+              f"{record['seconds']:.0f}s{'  *best' if improved else ''}", file=sys.stderr)
+
+    model.cpu()
+    return TrainResult(best_f1, best_epoch, out_dir / BEST_NAME, history)
+
+
+def _with_model(template: Checkpoint, model: nn.Module, info: dict[str, Any]) -> Checkpoint:
+    return Checkpoint(model, template.model_spec, template.classes, template.input_size, info)
+
+
+def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str | Path,
+                           device: str = "auto", resume: bool = True,
+                           provenance: dict[str, Any] | None = None) -> TrainResult:
+    """`compress train`: a new model from its spec, trained on the data YAML's folders."""
+    from compress.data import train_val_datasets
+    from compress.models import build_model
+
+    train_set, val_set, classes = train_val_datasets(data_config)
+    seed_everything(data_config.seed)  # the same initial weights for the same seed
+    model = build_model(model_spec)
+    template = Checkpoint(model, model_spec, classes, data_config.img_size,
+                          info={"data": asdict(data_config), **(provenance or {})})
+    config = TrainConfig(epochs=data_config.epochs, lr=data_config.init_lr,
+                         batch_size=data_config.batch_size, weight_decay=data_config.weight_decay,
+                         label_smoothing=data_config.label_smoothing, amp=data_config.fp16,
+                         seed=data_config.seed, num_workers=data_config.num_workers,
+                         device=device)
+    return fit(model, train_set, val_set, config, out_dir, template, resume=resume)
