@@ -171,3 +171,16 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str
                 parts.append(f"{len(items)} {label} (e.g. {', '.join(items[:3])})")
         raise UserError(f"{source}: weights do not fit the model: {'; '.join(parts)}")
     model.load_state_dict(renamed, strict=True)
+
+
+def import_weights(model_yaml: str | Path, weights: str | Path, classes: list[str],
+                   input_size: int) -> Checkpoint:
+    """A team's model YAML + trained `best.pt` state_dict -> a compress checkpoint."""
+    from compress.models import model_spec_from_arg
+
+    spec = model_spec_from_arg(str(model_yaml), num_classes=len(classes))
+    model = build_model(spec)
+    load_weights(model, read_state_dict(weights), source=str(weights))
+    model.eval()
+    return Checkpoint(model, spec, list(classes), input_size,
+                      info={"imported_from": {"model": str(model_yaml), "weights": str(weights)}})

@@ -72,3 +72,64 @@ def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resu
                                     provenance={"command": command})
     click.echo(f"best val macro F1 {result.best_f1:.4f} at epoch {result.best_epoch}: "
                f"{result.best_path}")
+
+
+@main.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--data", "data_root", required=True, help="Data root with SPLIT/<class>/*.jpg.")
+@click.option("--split", default="val", show_default=True, help="Split folder: val, test, ...")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_command(checkpoint, data_root, split, batch_size, device, as_json) -> None:
+    """Accuracy, macro F1, per-class F1 and confusion matrix of CHECKPOINT on a split."""
+    from compress.evaluate import evaluate_checkpoint, format_metrics
+
+    metrics = evaluate_checkpoint(checkpoint, data_root, split, batch_size, device=device)
+    if as_json:
+        click.echo(json.dumps(metrics))
+    else:
+        click.echo(f"{checkpoint} on {data_root}/{split}")
+        click.echo(format_metrics(metrics, list(metrics["per_class"])))
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def inspect(checkpoint, as_json) -> None:
+    """Layers, parameters, MACs at the stored input size, and classes of CHECKPOINT."""
+    from compress.checkpoint import load_checkpoint
+    from compress.summary import checkpoint_summary, format_summary
+
+    summary = checkpoint_summary(load_checkpoint(checkpoint))
+    click.echo(json.dumps(summary) if as_json else format_summary(summary))
+
+
+@main.command("import")
+@click.option("--model", "model_yaml", required=True, type=click.Path(dir_okay=False),
+              help="The team's model YAML (Kindle format).")
+@click.option("--weights", required=True, type=click.Path(dir_okay=False),
+              help="Their trained state_dict (best.pt); read with weights_only=True only.")
+@click.option("--classes", default=None, help="Comma-separated class names in label order.")
+@click.option("--data", "data_root", default=None,
+              help="Or take the sorted class folders of DATA/train (or DATA).")
+@click.option("--input-size", type=click.IntRange(min=8), default=224, show_default=True,
+              help="Square image size the model was trained at (the data YAML's IMG_SIZE).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Checkpoint to write (.safetensors).")
+def import_command(model_yaml, weights, classes, data_root, input_size, out) -> None:
+    """Turn a team's model YAML + best.pt into a compress checkpoint."""
+    from pathlib import Path
+
+    from compress.checkpoint import import_weights, save_checkpoint
+    from compress.data import find_classes
+
+    if (classes is None) == (data_root is None):
+        raise UserError("give exactly one of --classes or --data")
+    if classes is not None:
+        class_names = [c.strip() for c in classes.split(",") if c.strip()]
+    else:
+        root = Path(data_root)
+        class_names = find_classes(root / "train" if (root / "train").is_dir() else root)
+    checkpoint = import_weights(model_yaml, weights, class_names, input_size)
+    click.echo(f"wrote {save_checkpoint(out, checkpoint)}")

@@ -202,9 +202,11 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: i
                 seed: int = 0) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     workers = min(num_workers, os.cpu_count() or 1)
+    # A training batch of one image breaks BatchNorm after global pooling: drop it.
+    drop_last = shuffle and len(dataset) % batch_size == 1
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
                       generator=generator, persistent_workers=workers > 0,
-                      drop_last=False)
+                      drop_last=drop_last)
 
 
 def train_val_datasets(config: DataConfig, cache: bool = True) -> tuple[Dataset, Dataset, list[str]]:

@@ -1,0 +1,54 @@
+"""A readable summary of a checkpoint: layers, parameters, MACs, classes, provenance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from compress.checkpoint import Checkpoint
+from compress.measure.macs import count_params, layer_macs
+
+
+def _layer_shape(module: nn.Module) -> str:
+    if isinstance(module, nn.Conv2d):
+        k = "x".join(map(str, module.kernel_size))
+        groups = f" g{module.groups}" if module.groups > 1 else ""
+        return f"{module.in_channels}->{module.out_channels} k{k} s{module.stride[0]}{groups}"
+    if isinstance(module, nn.Linear):
+        return f"{module.in_features}->{module.out_features}"
+    return ""
+
+
+def checkpoint_summary(checkpoint: Checkpoint) -> dict[str, Any]:
+    macs = layer_macs(checkpoint.model, checkpoint.input_size)
+    layers = []
+    for name, module in checkpoint.model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            layers.append({"name": name, "type": type(module).__name__,
+                           "shape": _layer_shape(module), "params": count_params(module),
+                           "macs": macs.get(name, 0)})
+    return {"model": checkpoint.model_spec.get("name", checkpoint.model_spec["kind"]),
+            "classes": checkpoint.classes, "input_size": checkpoint.input_size,
+            "params": count_params(checkpoint.model), "macs": sum(macs.values()),
+            "layers": layers, "info": checkpoint.info}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"{'layer':<28}{'type':<8}{'shape':<26}{'params':>10}{'MACs':>13}"]
+    for layer in summary["layers"]:
+        lines.append(f"{layer['name']:<28}{layer['type']:<8}{layer['shape']:<26}"
+                     f"{layer['params']:>10,}{layer['macs']:>13,}")
+    train = summary["info"].get("train", {})
+    lines += [
+        "",
+        f"model       {summary['model']}",
+        f"input       3x{summary['input_size']}x{summary['input_size']}",
+        f"params      {summary['params']:,}",
+        f"MACs        {summary['macs']:,} (conv + linear, one image)",
+        f"classes     {len(summary['classes'])}: {', '.join(summary['classes'])}",
+    ]
+    if train:
+        lines.append(f"trained     {train.get('best_epoch')} of {train.get('epochs')} epochs, "
+                     f"val macro F1 {train.get('val_macro_f1', float('nan')):.4f}")
+    return "\n".join(lines)

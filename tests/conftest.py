@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny image folders and tiny models built in the test, and the real
+data where it is present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+TRASHNET = REPO.parent / "shared" / "data" / "trashnet"
+TINY_CLASSES = ["blue", "green", "red"]
+
+# A small Kindle-style model with the blocks MobileNetV3 uses; fast on CPU.
+TINY_MNV3 = {
+    "input_channel": 3, "depth_multiple": 1.0, "width_multiple": 1.0,
+    "backbone": [
+        [1, "Conv", [16, 3, 2, None, 1, "HardSwish"]],
+        [1, "InvertedResidualv3", [3, 1, 16, 0, 0, 1]],
+        [1, "InvertedResidualv3", [3, 4, 24, 1, 1, 2]],
+        [1, "InvertedResidualv3", [5, 3, 24, 1, 1, 1]],
+        [1, "Conv", [64, 1, 1]],
+        [1, "GlobalAvgPool", []],
+        [1, "Flatten", []],
+        [1, "Linear", [3]],
+    ],
+}
+
+
+def make_image_folder(root: Path, per_class: dict[str, int], size: int = 40,
+                      seed: int = 0) -> Path:
+    """ROOT/<split>/<class>/*.png where each class is a dominant colour plus noise."""
+    rng = np.random.default_rng(seed)
+    for split, count in per_class.items():
+        for channel, name in enumerate(TINY_CLASSES[::-1]):  # red=0, green=1, blue=2
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 90, size=(size, size + 8, 3), dtype=np.uint8)
+                pixels[..., channel] = rng.integers(150, 255, size=(size, size + 8))
+                Image.fromarray(pixels).save(folder / f"{name}{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("tiny"), {"train": 12, "val": 4})
+
+
+@pytest.fixture()
+def tiny_model_spec() -> dict:
+    return {"kind": "kindle", "config": TINY_MNV3}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def trashnet() -> Path:
+    if not (TRASHNET / "val").is_dir():
+        pytest.skip(f"real data not found at {TRASHNET}: place TrashNet there to run this test")
+    return TRASHNET
