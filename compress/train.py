@@ -155,7 +155,9 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
     model.to(device)
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
-        train_loader.generator.manual_seed(config.seed + epoch)  # same batches on resume
+        # Seeded per epoch, so a resumed run sees the same batches and augmentations.
+        train_loader.generator.manual_seed(config.seed + epoch)
+        seed_everything(config.seed + epoch)
         model.train()
         running_loss, seen = 0.0, 0
         bar = _progress(train_loader, steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}")

@@ -1,0 +1,169 @@
+"""The commands end to end on tiny data, and every bad input the foundation promises to name."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from compress.checkpoint import Checkpoint, save_checkpoint
+from compress.cli import main
+from compress.data import load_data_config
+from compress.models import build_model
+
+from conftest import TINY_MNV3
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path, tiny_model_spec):
+    model = build_model(tiny_model_spec).eval()
+    return save_checkpoint(tmp_path / "tiny.safetensors",
+                           Checkpoint(model, tiny_model_spec, ["blue", "green", "red"], 32))
+
+
+def _run(args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def _assert_user_error(args, *fragments):
+    code, output = _run(args)
+    assert code == 2, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_eval_json_has_the_promised_keys(tiny_checkpoint, tiny_data):
+    code, output = _run(["eval", tiny_checkpoint, "--data", tiny_data, "--json"])
+    assert code == 0, output
+    metrics = json.loads(output)
+    for key in ("macro_f1", "accuracy", "per_class", "num_images", "confusion_matrix"):
+        assert key in metrics
+    assert metrics["num_images"] == 12 and set(metrics["per_class"]) == {"blue", "green", "red"}
+    assert sum(map(sum, metrics["confusion_matrix"])) == 12
+
+
+def test_eval_text_report(tiny_checkpoint, tiny_data):
+    code, output = _run(["eval", tiny_checkpoint, "--data", tiny_data])
+    assert code == 0 and "macro F1" in output and "confusion matrix" in output
+
+
+def test_inspect_prints_layers_params_macs_and_classes(tiny_checkpoint):
+    code, output = _run(["inspect", tiny_checkpoint, "--json"])
+    assert code == 0, output
+    summary = json.loads(output)
+    model = build_model({"kind": "kindle", "config": TINY_MNV3})
+    assert summary["params"] == sum(p.numel() for p in model.parameters())
+    assert summary["macs"] == sum(layer["macs"] for layer in summary["layers"]) > 0
+    assert summary["classes"] == ["blue", "green", "red"] and summary["input_size"] == 32
+    code, text = _run(["inspect", tiny_checkpoint])
+    assert "MACs" in text and "model.7.linear" in text
+
+
+def test_import_turns_a_teams_best_pt_into_a_checkpoint(tmp_path, tiny_data):
+    model_yaml = tmp_path / "model.yaml"
+    model_yaml.write_text(yaml.safe_dump(TINY_MNV3))
+    trained = build_model({"kind": "kindle", "config": TINY_MNV3}).eval()
+    torch.save(trained.state_dict(), tmp_path / "best.pt")
+    out = tmp_path / "imported.safetensors"
+    code, output = _run(["import", "--model", model_yaml, "--weights", tmp_path / "best.pt",
+                         "--data", tiny_data, "--input-size", 32, "--out", out])
+    assert code == 0, output
+    from compress.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(out)
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.equal(loaded.model(x), trained(x))
+    assert loaded.classes == ["blue", "green", "red"]
+
+
+def test_import_refuses_a_class_count_the_model_cannot_predict(tmp_path):
+    model_yaml = tmp_path / "model.yaml"
+    model_yaml.write_text(yaml.safe_dump(TINY_MNV3))
+    torch.save(build_model({"kind": "kindle", "config": TINY_MNV3}).state_dict(),
+               tmp_path / "best.pt")
+    _assert_user_error(["import", "--model", model_yaml, "--weights", tmp_path / "best.pt",
+                        "--classes", "a,b", "--out", tmp_path / "x.safetensors"],
+                       "3 outputs", "2 classes")
+
+
+def test_train_command_writes_a_checkpoint(tmp_path, tiny_data):
+    model_yaml = tmp_path / "model.yaml"
+    model_yaml.write_text(yaml.safe_dump(TINY_MNV3))
+    data_yaml = tmp_path / "data.yaml"
+    data_yaml.write_text(yaml.safe_dump({"DATA_PATH": str(tiny_data), "IMG_SIZE": 32,
+                                         "EPOCHS": 2, "BATCH_SIZE": 8, "INIT_LR": 0.05,
+                                         "NUM_WORKERS": 0}))
+    code, output = _run(["train", "--model", model_yaml, "--data", data_yaml,
+                         "--out", tmp_path / "run"])
+    assert code == 0, output
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
+
+
+def test_missing_data_folder(tiny_checkpoint, tmp_path):
+    _assert_user_error(["eval", tiny_checkpoint, "--data", tmp_path / "nope"],
+                       "nope", "not found")
+
+
+def test_split_folder_without_class_folders(tiny_checkpoint, tmp_path):
+    (tmp_path / "root" / "val").mkdir(parents=True)
+    _assert_user_error(["eval", tiny_checkpoint, "--data", tmp_path / "root"],
+                       "no class folders")
+
+
+def test_unreadable_image_is_named(tiny_checkpoint, tmp_path):
+    from conftest import make_image_folder
+
+    root = make_image_folder(tmp_path / "data", {"val": 2})
+    (root / "val" / "red" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    _assert_user_error(["eval", tiny_checkpoint, "--data", root], "broken.jpg",
+                       "cannot be read")
+
+
+def test_unknown_module_in_model_yaml(tmp_path, tiny_data):
+    config = json.loads(json.dumps(TINY_MNV3))
+    config["backbone"][2][1] = "FancyBlock"
+    model_yaml = tmp_path / "model.yaml"
+    model_yaml.write_text(yaml.safe_dump(config))
+    data_yaml = tmp_path / "data.yaml"
+    data_yaml.write_text(yaml.safe_dump({"DATA_PATH": str(tiny_data), "IMG_SIZE": 32}))
+    _assert_user_error(["train", "--model", model_yaml, "--data", data_yaml,
+                        "--out", tmp_path / "run"], "FancyBlock", "row 2")
+
+
+def test_checkpoint_classes_differ_from_the_data(tmp_path, tiny_model_spec, tiny_data):
+    path = save_checkpoint(tmp_path / "abc.safetensors",
+                           Checkpoint(build_model(tiny_model_spec), tiny_model_spec,
+                                      ["a", "b", "c"], 32))
+    _assert_user_error(["eval", path, "--data", tiny_data], "differ")
+
+
+def test_competition_data_yaml_is_read_and_unknown_keys_warned(tmp_path, caplog):
+    path = tmp_path / "taco_im156.yaml"
+    path.write_text("DATA_PATH: /opt/ml/data/\nDATASET: TACO\nIMG_SIZE: 156\n"
+                    "AUG_TRAIN: randaugment_train\nAUG_TEST: simple_augment_test\n"
+                    "AUG_TRAIN_PARAMS:\n  n_select: 3\n  level: null\nAUG_TEST_PARAMS: null\n"
+                    "BATCH_SIZE: 64\nEPOCHS: 200\nVAL_RATIO: 0.1\nINIT_LR: 0.1\nFP16: True\n"
+                    "SEED: 2021\nWNB_ENTITY: team\nWNB_PROJECT: p\n")
+    with caplog.at_level(logging.WARNING):
+        config = load_data_config(path)
+    assert (config.img_size, config.epochs, config.seed, config.val_ratio) == (156, 200, 2021, 0.1)
+    assert config.aug_train_params == {"n_select": 3, "level": None}
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "WNB_ENTITY" in warned and "DATASET" not in warned
+
+
+def test_bad_data_yaml_value(tmp_path):
+    path = tmp_path / "data.yaml"
+    path.write_text("DATA_PATH: x\nAUG_TRAIN: cutmix\n")
+    from compress.errors import UserError
+
+    with pytest.raises(UserError, match="AUG_TRAIN"):
+        load_data_config(path)
