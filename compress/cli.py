@@ -133,3 +133,78 @@ def import_command(model_yaml, weights, classes, data_root, input_size, out) -> 
         class_names = find_classes(root / "train" if (root / "train").is_dir() else root)
     checkpoint = import_weights(model_yaml, weights, class_names, input_size)
     click.echo(f"wrote {save_checkpoint(out, checkpoint)}")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--data", "data_root", default=None,
+              help="Data root (ROOT/train, ROOT/val); overrides the recipe's data.root.")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Run folder [default: runs/<recipe name>].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, e.g. --set stages.1.epochs=1 (repeatable).")
+@click.option("--resume", is_flag=True, help="Continue after the last finished stage.")
+def run(recipe, data_root, out, overrides, resume) -> None:
+    """Run a recipe: stages, each saved and measured (latency, MACs, params, F1, score).
+
+    Without a data folder, stages and figures that need images are skipped and marked n/a.
+    """
+    from pathlib import Path
+
+    from compress.errors import StageFailed
+    from compress.pipeline import run_recipe
+    from compress.recipe import load_recipe
+
+    parsed = load_recipe(recipe, list(overrides), data_root)
+    try:
+        run_recipe(parsed, out or Path("runs") / Path(recipe).stem, resume, echo=click.echo)
+    except StageFailed as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--data", "data_root", required=True, help="Data root with train/ and val/.")
+@click.option("--freeze", default="none", show_default=True,
+              help="none, decomposed, convs, all-but-classifier, bn, or comma-separated "
+                   "parameter-name patterns to freeze.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01,
+              show_default=True, help="Peak learning rate.")
+@click.option("--distill/--no-distill", default=False, show_default=True,
+              help="Soft targets from CHECKPOINT itself as the teacher.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder; the result is OUT/best.safetensors.")
+def finetune(checkpoint, data_root, freeze, epochs, lr, distill, batch_size, device, out) -> None:
+    """Fine-tune CHECKPOINT, optionally with layers frozen, keeping the best val epoch."""
+    from compress.single_stage import finetune_checkpoint
+
+    policy = freeze if freeze in ("none", "decomposed", "convs", "all-but-classifier", "bn") \
+        else [p.strip() for p in freeze.split(",") if p.strip()]
+    path, details = finetune_checkpoint(checkpoint, data_root, out, policy, epochs, lr,
+                                        distill, batch_size, device)
+    click.echo(f"best val macro F1 {details['best_val_macro_f1']:.4f} at epoch "
+               f"{details['best_epoch']}: {path}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--fp16", is_flag=True, help="FP16 weights and compute, float32 input/output.")
+@click.option("--opset", type=click.IntRange(17, 23), default=17, show_default=True)
+@click.option("--data", "data_root", default=None,
+              help="Check parity on real val images from this root (else random inputs).")
+def export(checkpoint, out, fp16, opset, data_root) -> None:
+    """Export CHECKPOINT to ONNX (dynamic batch), checked against the torch model."""
+    from compress.errors import StageFailed
+    from compress.single_stage import export_checkpoint
+
+    try:
+        checks = export_checkpoint(checkpoint, out, fp16, opset, data_root)
+    except StageFailed as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote {out}: " + json.dumps(checks))

@@ -7,3 +7,7 @@ every other exception is a bug and keeps its traceback.
 
 class UserError(Exception):
     """Bad input from the user: a missing file, a wrong key, an unreadable image."""
+
+
+class StageFailed(Exception):
+    """A stage ran but its result failed a check (e.g. export parity); exit code 1."""

@@ -44,6 +44,10 @@ class TrainConfig:
     seed: int = 42
     num_workers: int = 2
     device: str = "auto"
+    schedule: str = "onecycle"  # onecycle | cosine | constant
+    freeze_bn_stats: bool = False  # keep batch-norm running statistics as they are
+    distill_temperature: float = 4.0  # used when fit() gets a teacher
+    distill_alpha: float = 0.5  # weight of the soft-target loss
 
 
 @dataclass
@@ -107,13 +111,36 @@ def _load_train_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str,
     return meta
 
 
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if config.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    raise ValueError(f"unknown schedule {config.schedule!r}")
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """Hinton's soft-target loss, scaled by T^2 so its gradients match cross-entropy's."""
+    return nn.functional.kl_div(
+        nn.functional.log_softmax(student_logits / temperature, dim=1),
+        nn.functional.softmax(teacher_logits / temperature, dim=1),
+        reduction="batchmean") * temperature ** 2
+
+
 def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainConfig,
-        out_dir: str | Path, template: Checkpoint, resume: bool = True) -> TrainResult:
+        out_dir: str | Path, template: Checkpoint, resume: bool = True,
+        teacher: nn.Module | None = None) -> TrainResult:
     """Train `model` in place; return where the best checkpoint (by val macro F1) is.
 
     `template` gives what a saved checkpoint carries besides weights (model spec, classes,
     input size, provenance). With `resume`, a run interrupted in OUT continues from its last
-    finished epoch.
+    finished epoch. With a `teacher`, the loss mixes in distillation from its soft targets.
+    Parameters with requires_grad False stay exactly as they are.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -131,8 +158,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
     optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     steps_per_epoch = len(train_loader)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -153,18 +179,30 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
               f"{best_f1:.4f} at epoch {best_epoch})", file=sys.stderr)
 
     model.to(device)
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         # Seeded per epoch, so a resumed run sees the same batches and augmentations.
         train_loader.generator.manual_seed(config.seed + epoch)
         seed_everything(config.seed + epoch)
         model.train()
+        if config.freeze_bn_stats:
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         running_loss, seen = 0.0, 0
         bar = _progress(train_loader, steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}")
         for images, labels in bar:
             images, labels = images.to(device, non_blocking=True), labels.to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = criterion(model(images), labels)
+                logits = model(images)
+                loss = criterion(logits, labels)
+                if teacher is not None:
+                    with torch.no_grad():
+                        soft_targets = teacher(images)
+                    loss = (1 - config.distill_alpha) * loss + config.distill_alpha * \
+                        distillation_loss(logits, soft_targets, config.distill_temperature)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -197,6 +235,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
               f"{record['seconds']:.0f}s{'  *best' if improved else ''}", file=sys.stderr)
 
     model.cpu()
+    if teacher is not None:
+        teacher.cpu()
     return TrainResult(best_f1, best_epoch, out_dir / BEST_NAME, history)
 
 

@@ -1,0 +1,198 @@
+"""Runs a recipe: [stage -> save -> measure] x N -> report.
+
+The pipeline owns the run folder, resume, and the measurements after every stage (and of
+the input checkpoint as stage 0): latency (ONNX Runtime on the run's device), MACs,
+parameters, macro F1 and accuracy, the competition score, and the stage's wall time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from compress.data import (DataConfig, ImageFolderDataset, eval_transform, make_loader,
+                           train_transform)
+from compress.errors import UserError
+from compress.evaluate import classification_metrics
+from compress.measure.latency import measure_latency
+from compress.measure.macs import count_macs, count_params
+from compress.measure.score import ScoreConstants, competition_score
+from compress.onnx_export import export_onnx, ort_logits, ort_session
+from compress.recipe import Recipe, recipe_to_yaml
+from compress.report import format_row, header_line, write_report
+from compress.runstore import RunStore, StageRecord
+from compress.stages import StageContext, TrainingData
+from compress.train import resolve_device
+
+SLOWER_TOLERANCE = 1.05  # flag a stage whose batch-1 latency grew by more than 5 %
+
+
+def open_data(recipe: Recipe, checkpoint: Checkpoint) -> TrainingData | None:
+    """Train and evaluation splits at the checkpoint's input size; None without a data folder."""
+    root = Path(recipe.data.root)
+    if not root.is_dir():
+        return None
+    config = DataConfig(data_path=str(root), img_size=checkpoint.input_size,
+                        aug_train=recipe.data.aug_train,
+                        aug_train_params={"n_select": recipe.data.n_select,
+                                          "level": recipe.data.level},
+                        batch_size=recipe.data.batch_size, num_workers=recipe.data.num_workers,
+                        seed=recipe.seed)
+    train = ImageFolderDataset(root / "train", classes=checkpoint.classes,
+                               transform=train_transform(config), cache=True)
+    val = ImageFolderDataset(root / recipe.data.split, classes=checkpoint.classes,
+                             transform=eval_transform(checkpoint.input_size), cache=True)
+    return TrainingData(train, val, checkpoint.classes, recipe.data.batch_size,
+                        recipe.data.num_workers)
+
+
+@dataclass
+class Measurer:
+    """Measures a stage's model and its ONNX file; never changes the model."""
+
+    recipe: Recipe
+    data: TrainingData | None
+    device: torch.device
+    input_size: int
+
+    def metrics(self, onnx_path: Path) -> dict | None:
+        if self.data is None:
+            return None
+        session = ort_session(onnx_path, str(self.device), self.recipe.bench.threads)
+        loader = make_loader(self.data.val, self.recipe.data.batch_size, shuffle=False,
+                             num_workers=self.recipe.data.num_workers)
+        targets, predictions = [], []
+        for images, labels in loader:
+            predictions.append(ort_logits(session, images.numpy()).argmax(1))
+            targets.append(labels.numpy())
+        return classification_metrics(np.concatenate(targets), np.concatenate(predictions),
+                                      self.data.classes)
+
+    def measure(self, index: int, name: str, model: nn.Module, checkpoint_path: Path,
+                onnx_path: Path, seconds: float, details: dict,
+                baseline: StageRecord | None, previous: StageRecord | None) -> StageRecord:
+        bench = self.recipe.bench
+        latencies = {b: measure_latency(onnx_path, self.input_size, b, str(self.device),
+                                        bench.warmup, bench.runs, bench.threads)
+                     for b in bench.batch_sizes}
+        one = latencies[1]
+        metrics = self.metrics(onnx_path)
+        macs = count_macs(model, self.input_size)
+        record = StageRecord(
+            index=index, name=name, status="done", note="", params=count_params(model),
+            macs=macs, latency_ms=one.median_ms, latency_p90_ms=one.p90_ms,
+            latency_by_batch={str(b): {"median_ms": l.median_ms, "p90_ms": l.p90_ms,
+                                       "images_per_s": 1000 * b / l.median_ms}
+                              for b, l in latencies.items()},
+            provider=one.provider,
+            macro_f1=None if metrics is None else metrics["macro_f1"],
+            accuracy=None if metrics is None else metrics["accuracy"],
+            score=None, seconds=seconds, checkpoint=str(checkpoint_path), onnx=str(onnx_path),
+            slower=previous is not None and one.median_ms > previous.latency_ms * SLOWER_TOLERANCE,
+            details=details)
+        return replace(record, score=self.score(record, baseline or record))
+
+    def score(self, record: StageRecord, baseline: StageRecord) -> float | None:
+        s = self.recipe.score
+        baseline_f1 = s.baseline_f1 if s.baseline_f1 is not None else baseline.macro_f1
+        if record.macro_f1 is None or baseline_f1 is None:
+            return None
+        constants = ScoreConstants(s.formula, s.time_weight, s.f1_slope, s.f1_floor,
+                                   s.f1_floor_term)
+        return competition_score(
+            record.macro_f1, baseline_f1, constants, time=record.latency_ms,
+            baseline_time=s.baseline_time_ms or baseline.latency_ms, macs=record.macs,
+            baseline_macs=s.baseline_macs or baseline.macs)
+
+
+def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
+               echo: Callable[[str], None] = print) -> list[StageRecord]:
+    """Run every stage of `recipe` into `out_dir`; return one record per stage (0 = input)."""
+    store = RunStore(out_dir)
+    input_checkpoint = load_checkpoint(recipe.checkpoint)
+    stages = recipe.stage_objects()
+    for index, (name, stage) in enumerate(zip(recipe.stage_names(), stages)):
+        try:
+            stage.check(input_checkpoint.model)
+        except ValueError as exc:
+            raise UserError(f"recipe: stages.{index}.{name}: {exc}") from None
+    store.prepare(recipe_to_yaml(recipe), resume)
+    device = resolve_device(recipe.device)
+    data = open_data(recipe, input_checkpoint)
+    notes = []
+    if data is None:
+        notes.append(f"no data folder at {recipe.data.root}: fine-tuning, macro F1, accuracy, "
+                     "score and data-driven steps are skipped (n/a); give --data ROOT")
+        echo(notes[-1])
+    measurer = Measurer(recipe, data, device, input_checkpoint.input_size)
+    teacher = load_checkpoint(recipe.checkpoint).model  # stages change `model` in place
+    done = {r.index: r for r in store.completed()}
+    echo(header_line())
+
+    def finish(index: int, name: str, model: nn.Module, started: float, details: dict,
+               stage_dir: Path) -> StageRecord:
+        checkpoint_path = save_checkpoint(stage_dir / "model.safetensors", Checkpoint(
+            model, input_checkpoint.model_spec, input_checkpoint.classes,
+            input_checkpoint.input_size, {"stage": name, "details": details}))
+        onnx_path = stage_dir / "model.onnx"
+        if not onnx_path.is_file():  # an export stage writes its own (maybe FP16) file
+            export_onnx(model, onnx_path, input_checkpoint.input_size)
+        previous = max((r for r in done.values() if r.status == "done" and r.index < index),
+                       key=lambda r: r.index, default=None)
+        record = measurer.measure(index, name, model, checkpoint_path, onnx_path,
+                                  time.perf_counter() - started, details, done.get(0), previous)
+        store.write_record(record)
+        done[index] = record
+        echo(format_row(record))
+        if record.slower:
+            echo(f"warning: stage {index}:{name} made batch-1 latency worse "
+                 f"({previous.latency_ms:.2f} -> {record.latency_ms:.2f} ms)")
+        return record
+
+    model = input_checkpoint.model
+    if 0 in done:
+        echo(format_row(done[0]))
+    else:
+        started = time.perf_counter()
+        finish(0, "input", model, started, {"checkpoint": recipe.checkpoint},
+               _fresh_dir(store, 0, "input"))
+    for index, (name, stage) in enumerate(zip(recipe.stage_names(), stages), start=1):
+        if index in done:
+            echo(format_row(done[index]))
+            if done[index].status == "done":
+                model = load_checkpoint(done[index].checkpoint).model
+            continue
+        if stage.needs_data() and data is None:
+            previous = done[index - 1]
+            record = replace(previous, index=index, name=name, status="skipped",
+                             note="needs data", seconds=0.0, slower=False, details={})
+            store.write_record(record)
+            done[index] = record
+            echo(f"skipped stage {index}:{name}: it needs data and none was found")
+            continue
+        stage_dir = store.stage_dir(index, name)
+        ctx = StageContext(input_checkpoint.input_size, input_checkpoint.classes, device,
+                           stage_dir, input_checkpoint.model_spec,
+                           teacher=teacher, data=data, seed=recipe.seed)
+        started = time.perf_counter()
+        model = stage.apply(model, ctx)
+        finish(index, name, model, started, ctx.details, stage_dir)
+
+    records = [done[i] for i in sorted(done)]
+    paths = write_report(Path(out_dir), records, recipe.model_dump(mode="json"), notes)
+    echo("report: " + ", ".join(str(p) for p in paths.values()))
+    return records
+
+
+def _fresh_dir(store: RunStore, index: int, name: str) -> Path:
+    path = store.stage_dir(index, name)
+    shutil.rmtree(path)
+    return store.stage_dir(index, name)

@@ -1,0 +1,75 @@
+"""Run report: report.json, a Markdown table, and a plot of macro F1 against latency."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from compress.runstore import StageRecord, write_json_atomic
+
+COLUMNS = ("stage", "params", "MACs", "lat b1 ms", "p90 ms", "macro F1", "acc", "score", "s")
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def row_cells(record: StageRecord) -> list[str]:
+    flag = " (slower)" if record.slower else ""
+    name = f"{record.index}:{record.name}" + (" [skipped]" if record.status == "skipped" else "")
+    return [name, f"{record.params:,}", f"{record.macs / 1e6:.1f}M",
+            f"{record.latency_ms:.2f}{flag}", f"{record.latency_p90_ms:.2f}",
+            _fmt(record.macro_f1, ".4f"), _fmt(record.accuracy, ".4f"), _fmt(record.score, ".4f"),
+            f"{record.seconds:.0f}"]
+
+
+def format_row(record: StageRecord) -> str:
+    widths = (24, 11, 9, 18, 8, 9, 8, 8, 6)
+    return "".join(f"{c:<{w}}" for c, w in zip(row_cells(record), widths))
+
+
+def header_line() -> str:
+    widths = (24, 11, 9, 18, 8, 9, 8, 8, 6)
+    return "".join(f"{c:<{w}}" for c, w in zip(COLUMNS, widths))
+
+
+def write_report(root: Path, records: list[StageRecord], recipe: dict[str, Any],
+                 notes: list[str]) -> dict[str, Path]:
+    root = Path(root)
+    report = {"recipe": recipe, "notes": notes, "stages": [asdict(r) for r in records]}
+    write_json_atomic(root / "report.json", report)
+    lines = ["# compress run report", ""]
+    lines += [f"- {note}" for note in notes] + ([""] if notes else [])
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row_cells(r)) + " |" for r in records]
+    lines += ["", "Latency: ONNX Runtime, batch-1 median of the timed runs, provider "
+              f"{records[0].provider}. Score: lower is better (see recipe 'score')."]
+    (root / "report.md").write_text("\n".join(lines) + "\n")
+    paths = {"json": root / "report.json", "markdown": root / "report.md"}
+    if all(r.macro_f1 is not None for r in records):
+        paths["plot"] = _plot(root / "report.png", records)
+    return paths
+
+
+def _plot(path: Path, records: list[StageRecord]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    xs = [r.latency_ms for r in records]
+    ys = [r.macro_f1 for r in records]
+    ax.plot(xs, ys, "-o", color="tab:blue")
+    for r in records:
+        ax.annotate(f"{r.index}:{r.name}", (r.latency_ms, r.macro_f1), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("batch-1 latency, ms (ONNX Runtime)")
+    ax.set_ylabel("macro F1")
+    ax.set_title("macro F1 against latency, per stage")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,59 @@
+"""ONNX export (opset >= 17, dynamic batch), optionally FP16, checked against torch."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from compress.errors import StageFailed
+from compress.onnx_export import check_parity, convert_fp16, export_onnx
+from compress.stages import register_stage
+from compress.stages.base import Stage, StageConfig, StageContext
+
+FP32_MAX_RELATIVE_ERROR = 1e-4
+FP16_MIN_TOP1_AGREEMENT = 0.99
+
+
+class ExportConfig(StageConfig):
+    fp16: bool = Field(False, description="FP16 weights and compute, float32 input/output")
+    opset: int = Field(17, ge=17, le=23)
+    check_images: int = Field(64, ge=1, description="real images compared with torch")
+
+
+def parity_images(ctx: StageContext, count: int) -> tuple[torch.Tensor, str]:
+    """Real val images through the test transform, or seeded noise when there is no data."""
+    if ctx.data is not None:
+        images = [ctx.data.val[i][0] for i in range(min(count, len(ctx.data.val)))]
+        return torch.stack(images), "val images"
+    generator = torch.Generator().manual_seed(ctx.seed)
+    return torch.randn(count, 3, ctx.input_size, ctx.input_size, generator=generator), \
+        "random inputs (no data)"
+
+
+@register_stage
+class Export(Stage):
+    name = "export"
+    Config = ExportConfig
+    config: ExportConfig
+
+    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+        cfg = self.config
+        deployable = ctx.stage_dir / "model.onnx"
+        fp32_path = ctx.stage_dir / ("model_fp32.onnx" if cfg.fp16 else "model.onnx")
+        export_onnx(model, fp32_path, ctx.input_size, cfg.opset)
+        images, source = parity_images(ctx, cfg.check_images)
+        fp32 = check_parity(model, fp32_path, images)
+        checks = {"fp32": fp32, "check_inputs": source}
+        if fp32["relative_error"] > FP32_MAX_RELATIVE_ERROR:
+            raise StageFailed(f"export: float32 ONNX differs from torch, relative error "
+                              f"{fp32['relative_error']:.2e} > {FP32_MAX_RELATIVE_ERROR:.0e}")
+        if cfg.fp16:
+            convert_fp16(fp32_path, deployable)
+            fp16 = check_parity(model, deployable, images)
+            checks["fp16"] = fp16
+            if fp16["top1_agreement"] < FP16_MIN_TOP1_AGREEMENT:
+                raise StageFailed(f"export: FP16 top-1 agreement {fp16['top1_agreement']:.1%} "
+                                  f"< {FP16_MIN_TOP1_AGREEMENT:.0%} on {source}")
+        ctx.details.update({"fp16": cfg.fp16, "opset": cfg.opset, "checks": checks})
+        return model

@@ -1,0 +1,65 @@
+"""Fine-tuning with the training engine, optional freezing and distillation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from torch import nn
+
+from compress.checkpoint import Checkpoint, load_checkpoint
+from compress.freeze import POLICIES, apply_freeze
+from compress.stages import register_stage
+from compress.stages.base import Stage, StageConfig, StageContext
+from compress.train import TrainConfig, fit
+
+
+class DistillConfig(StageConfig):
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft-target loss")
+
+
+class FinetuneConfig(StageConfig):
+    epochs: int = Field(5, ge=1)
+    lr: float = Field(0.01, gt=0, description="peak learning rate")
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    batch_size: int | None = Field(None, ge=1, description="default: the data's batch size")
+    weight_decay: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    freeze: str | list[str] = Field("none", description=f"one of {POLICIES} or name patterns")
+    distill: DistillConfig | None = None
+
+    @field_validator("freeze")
+    @classmethod
+    def _known_policy(cls, value):
+        if isinstance(value, str) and value not in POLICIES:
+            raise ValueError(f"expected one of {', '.join(POLICIES)} or a list of patterns")
+        return value
+
+
+@register_stage
+class Finetune(Stage):
+    name = "finetune"
+    Config = FinetuneConfig
+    config: FinetuneConfig
+
+    def needs_data(self) -> bool:
+        return True
+
+    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+        cfg = self.config
+        trainable, freeze_bn_stats = apply_freeze(model, cfg.freeze, ctx.base_model_spec)
+        train_config = TrainConfig(
+            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size or ctx.data.batch_size,
+            weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
+            seed=ctx.seed, num_workers=ctx.data.num_workers, device=str(ctx.device),
+            schedule=cfg.schedule, freeze_bn_stats=freeze_bn_stats,
+            distill_temperature=cfg.distill.temperature if cfg.distill else 4.0,
+            distill_alpha=cfg.distill.alpha if cfg.distill else 0.0)
+        template = Checkpoint(model, ctx.base_model_spec, ctx.classes, ctx.input_size)
+        result = fit(model, ctx.data.train, ctx.data.val, train_config, ctx.stage_dir / "train",
+                     template, teacher=ctx.teacher if cfg.distill else None)
+        ctx.details.update({"freeze": cfg.freeze, "trainable_tensors": len(trainable),
+                            "best_epoch": result.best_epoch, "best_val_macro_f1": result.best_f1,
+                            "distill": cfg.distill.model_dump() if cfg.distill else None})
+        return load_checkpoint(result.best_path).model

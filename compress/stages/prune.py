@@ -1,0 +1,134 @@
+"""Structured channel pruning with torch-pruning's dependency graph.
+
+Coupled layers (residual adds, squeeze-excite gates, depthwise convs) shrink together, so
+the result is a smaller dense model. The classifier's output width never changes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Literal
+
+
+from pydantic import Field, model_validator
+from torch import nn
+
+from compress.measure.macs import count_macs
+from compress.stages import register_stage
+from compress.stages.base import Stage, StageConfig, StageContext
+
+# How finely a MACs target is approached: the ratio grows in this many steps up to 0.95.
+_TARGET_STEPS = 60
+_MAX_RATIO = 0.95
+
+
+class PruneConfig(StageConfig):
+    importance: Literal["l1", "l2", "taylor", "bn-scale"] = "l2"
+    ratio: float | None = Field(None, gt=0, lt=1, description="fraction of channels removed")
+    target_macs: float | None = Field(None, gt=0, lt=1,
+                                      description="fraction of the input MACs to keep")
+    global_pruning: bool = False
+    iterative_steps: int = Field(1, ge=1, le=100)
+    round_to: int = Field(8, ge=1)
+    ignore: list[str] = Field(default_factory=list, description="module name patterns kept")
+    taylor_batches: int = Field(4, ge=1, description="training batches for taylor gradients")
+
+    @model_validator(mode="after")
+    def _one_amount(self):
+        if (self.ratio is None) == (self.target_macs is None):
+            raise ValueError("give exactly one of ratio or target_macs")
+        return self
+
+
+def classifier_layer(model: nn.Module) -> nn.Module:
+    """The last Conv2d or Linear: its output is the model's output, its width is fixed."""
+    last = None
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            last = module
+    if last is None:
+        raise ValueError("model has no Conv2d or Linear layer")
+    return last
+
+
+def _importance(name: str):
+    import torch_pruning as tp
+
+    return {
+        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+        "taylor": lambda: tp.importance.GroupTaylorImportance(),
+        "bn-scale": lambda: tp.importance.BNScaleImportance(),
+    }[name]()
+
+
+def _matching(model: nn.Module, pattern: str) -> list[nn.Module]:
+    return [m for name, m in model.named_modules() if name and fnmatch.fnmatchcase(name, pattern)]
+
+
+@register_stage
+class Prune(Stage):
+    name = "prune"
+    Config = PruneConfig
+    config: PruneConfig
+
+    def needs_data(self) -> bool:
+        return self.config.importance == "taylor"
+
+    def check(self, model: nn.Module) -> None:
+        for pattern in self.config.ignore:
+            if not _matching(model, pattern):
+                raise ValueError(f"ignore pattern {pattern!r} matches no layer of the model")
+
+    def _taylor_gradients(self, model: nn.Module, ctx: StageContext) -> None:
+        from compress.data import make_loader
+
+        loader = make_loader(ctx.data.train, ctx.data.batch_size, shuffle=True, seed=ctx.seed)
+        model.zero_grad()
+        model.eval()  # BN statistics stay as trained; only gradients are wanted
+        for i, (images, labels) in enumerate(loader):
+            if i == self.config.taylor_batches:
+                break
+            loss = nn.functional.cross_entropy(model(images.to(ctx.device)), labels.to(ctx.device))
+            loss.backward()
+
+    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+        import torch_pruning as tp
+
+        cfg = self.config
+        ignored = [classifier_layer(model)]
+        for pattern in cfg.ignore:
+            ignored += _matching(model, pattern)
+        model = model.to(ctx.device).eval()
+        example = ctx.example_input().to(ctx.device)
+        macs_before = count_macs(model, ctx.input_size)
+        widths_before = {n: m.out_channels for n, m in model.named_modules()
+                         if isinstance(m, nn.Conv2d)}
+        steps = cfg.iterative_steps if cfg.ratio is not None else _TARGET_STEPS
+        pruner = tp.pruner.BasePruner(
+            model, example, importance=_importance(cfg.importance),
+            global_pruning=cfg.global_pruning,
+            pruning_ratio=cfg.ratio if cfg.ratio is not None else _MAX_RATIO,
+            iterative_steps=steps, ignored_layers=ignored, round_to=cfg.round_to)
+        taken = 0
+        for _ in range(steps):
+            if cfg.target_macs is not None and \
+                    count_macs(model, ctx.input_size) <= cfg.target_macs * macs_before:
+                break
+            if cfg.importance == "taylor":
+                self._taylor_gradients(model, ctx)
+            pruner.step()
+            taken += 1
+        model.zero_grad(set_to_none=True)
+        macs_after = count_macs(model, ctx.input_size)
+        ctx.details.update({
+            "importance": cfg.importance, "steps": taken,
+            "macs_before": macs_before, "macs_after": macs_after,
+            "macs_kept": macs_after / macs_before,
+            "widths": {n: [widths_before[n], m.out_channels] for n, m in model.named_modules()
+                       if isinstance(m, nn.Conv2d) and n in widths_before
+                       and m.out_channels != widths_before[n]},
+        })
+        return model.cpu()
+
+

@@ -1,0 +1,196 @@
+"""Each stage on tiny models built in the test: shapes, reload, ONNX parity, what it promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from compress.data import DataConfig, train_val_datasets
+from compress.decomposition import svd_conv1x1, svd_linear, tucker2_conv
+from compress.measure.macs import count_macs, layer_macs
+from compress.models import build_model
+from compress.onnx_export import check_parity, export_onnx
+from compress.stages import StageContext, TrainingData, create_stage, list_stages
+
+TV_SMALL = {"kind": "torchvision", "name": "mobilenet_v3_small", "num_classes": 3,
+            "kwargs": {"width_mult": 0.5}}
+SIZE = 64
+
+
+def _ctx(tmp_path: Path, spec: dict, data: TrainingData | None = None, teacher=None):
+    return StageContext(SIZE, ["blue", "green", "red"], torch.device("cpu"), tmp_path, spec,
+                        teacher=teacher, data=data)
+
+
+def _tiny_data(tiny_data) -> TrainingData:
+    train, val, classes = train_val_datasets(DataConfig(data_path=str(tiny_data), img_size=SIZE,
+                                                        num_workers=0))
+    return TrainingData(train, val, classes, batch_size=8, num_workers=0)
+
+
+def _reload_and_export(tmp_path, model, spec):
+    path = save_checkpoint(tmp_path / "m.safetensors",
+                           Checkpoint(model, spec, ["blue", "green", "red"], SIZE))
+    loaded = load_checkpoint(path).model
+    x = torch.randn(3, 3, SIZE, SIZE)
+    assert torch.allclose(model.eval()(x), loaded(x), atol=1e-6)
+    onnx_path = export_onnx(loaded, tmp_path / "m.onnx", SIZE)
+    assert check_parity(loaded, onnx_path, x)["relative_error"] < 1e-4
+    return loaded
+
+
+def test_every_stage_is_registered():
+    assert {"prune", "decompose", "finetune", "export"} <= set(list_stages())
+
+
+@pytest.mark.parametrize("spec_name", ["tiny", "torchvision"])
+@pytest.mark.parametrize("importance", ["l1", "l2", "bn-scale"])
+def test_prune_shrinks_macs_keeps_the_classifier_and_reloads(tmp_path, tiny_model_spec,
+                                                              spec_name, importance):
+    spec = tiny_model_spec if spec_name == "tiny" else TV_SMALL
+    model = build_model(spec).eval()
+    before = count_macs(model, SIZE)
+    stage = create_stage("prune", {"importance": importance, "ratio": 0.5})
+    ctx = _ctx(tmp_path, spec)
+    pruned = stage.apply(model, ctx)
+    assert count_macs(pruned, SIZE) < 0.6 * before
+    assert pruned(torch.randn(2, 3, SIZE, SIZE)).shape == (2, 3)
+    assert ctx.details["widths"], "some conv must have lost channels"
+    assert all(new % 8 == 0 or new == old for old, new in ctx.details["widths"].values())
+    _reload_and_export(tmp_path, pruned, spec)
+
+
+def test_prune_to_a_macs_target_and_ignored_layers(tmp_path, tiny_model_spec):
+    model = build_model(tiny_model_spec).eval()
+    stage = create_stage("prune", {"target_macs": 0.5, "ignore": ["model.0.*"]})
+    pruned = stage.apply(model, _ctx(tmp_path, tiny_model_spec))
+    assert pruned.model[0].conv.out_channels == 16
+    kept = count_macs(pruned, SIZE) / count_macs(build_model(tiny_model_spec), SIZE)
+    assert kept <= 0.5
+
+
+def test_prune_taylor_uses_real_gradients(tmp_path, tiny_model_spec, tiny_data):
+    model = build_model(tiny_model_spec).eval()
+    stage = create_stage("prune", {"importance": "taylor", "ratio": 0.3})
+    assert stage.needs_data()
+    pruned = stage.apply(model, _ctx(tmp_path, tiny_model_spec, _tiny_data(tiny_data)))
+    assert pruned(torch.randn(1, 3, SIZE, SIZE)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("ranks", [{"ranks": "ratio", "ratio": 0.25}, {"ranks": "vbmf"},
+                                   {"ranks": "energy", "energy": 0.5}])
+def test_decompose_never_increases_a_layers_macs(tmp_path, ranks):
+    spec = {"kind": "torchvision", "name": "mobilenet_v3_small", "num_classes": 3}
+    model = build_model(spec).eval()
+    before_total = count_macs(model, SIZE)
+    stage = create_stage("decompose", {**ranks, "min_layer_macs": 0, "min_macs_reduction": 0.0})
+    ctx = _ctx(tmp_path, spec)
+    decomposed = stage.apply(model, ctx)
+    assert ctx.details["decomposed"], "something must be decomposed at these ranks"
+    for name, layer in ctx.details["decomposed"].items():
+        assert layer["macs_after"] <= layer["macs_before"], name
+        assert all(r % 8 == 0 or r in layer["shape"] for r in layer["ranks"]), layer
+    measured = layer_macs(decomposed, SIZE)
+    for name, layer in ctx.details["decomposed"].items():
+        assert sum(v for k, v in measured.items() if k.startswith(name + ".")) == layer["macs_after"]
+    assert count_macs(decomposed, SIZE) < before_total
+    _reload_and_export(tmp_path, decomposed, spec)
+
+
+def test_decompose_skips_depthwise_and_layers_that_would_cost_more(tmp_path, tiny_model_spec):
+    model = build_model(tiny_model_spec).eval()
+    stage = create_stage("decompose", {"ranks": "ratio", "ratio": 1.0, "min_layer_macs": 0})
+    ctx = _ctx(tmp_path, tiny_model_spec)
+    stage.apply(model, ctx)
+    assert ctx.details["decomposed"] == {}  # full ratio never pays
+    assert not any(".conv.3" in name for name in ctx.details["skipped"])  # depthwise: not tried
+
+
+def test_full_rank_factorisation_reproduces_the_model(tiny_model_spec):
+    model = build_model(tiny_model_spec).eval()
+    x = torch.randn(4, 3, SIZE, SIZE)
+    expected = model(x)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Conv2d) and module.groups == 1:
+            if module.kernel_size == (1, 1):
+                rank = min(module.in_channels, module.out_channels)
+                model.set_submodule(name, svd_conv1x1(module, rank)[0])
+            else:
+                model.set_submodule(name, tucker2_conv(module, module.out_channels,
+                                                       module.in_channels)[0])
+        elif isinstance(module, nn.Linear):
+            model.set_submodule(name, svd_linear(module, min(module.weight.shape))[0])
+    got = model(x)
+    assert float((got - expected).detach().norm() / expected.detach().norm()) < 1e-4
+
+
+def test_decompose_rank_map_is_checked_against_the_layer(tiny_model_spec):
+    model = build_model(tiny_model_spec)
+    with pytest.raises(ValueError, match="larger than the layer"):
+        create_stage("decompose", {"ranks": "map", "rank_map": {"model.4.conv": 512}}).check(model)
+    with pytest.raises(ValueError, match="not a decomposable"):
+        create_stage("decompose", {"ranks": "map", "rank_map": {"model.9": 8}}).check(model)
+
+
+def _decomposed_tiny(tiny_model_spec):
+    model = build_model(tiny_model_spec)
+    model.model[4].conv = svd_conv1x1(model.model[4].conv, 8)[0]
+    return model
+
+
+@pytest.mark.parametrize("policy", ["none", "decomposed", "convs", "all-but-classifier", "bn",
+                                    ["model.0.*", "*.bn.*"]])
+def test_freeze_policies_train_exactly_what_they_say(tmp_path, tiny_model_spec, tiny_data, policy):
+    model = _decomposed_tiny(tiny_model_spec)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stage = create_stage("finetune", {"epochs": 1, "lr": 0.05, "freeze": policy})
+    tuned = stage.apply(model, _ctx(tmp_path, tiny_model_spec, _tiny_data(tiny_data)))
+    after = tuned.state_dict()
+    params = dict(model.named_parameters())
+    should_train = {
+        "none": lambda n: True,
+        "bn": lambda n: True,
+        "decomposed": lambda n: n.startswith("model.4.conv."),
+        "convs": lambda n: n.endswith("weight") and isinstance(
+            model.get_submodule(n.rsplit(".", 1)[0]), nn.Conv2d),
+        "all-but-classifier": lambda n: n.startswith("model.7.linear."),
+    }.get(policy if isinstance(policy, str) else "", lambda n: not (
+        n.startswith("model.0.") or ".bn." in n))
+    for name in params:
+        changed = not torch.equal(before[name], after[name])
+        assert changed == should_train(name), (policy, name)
+    if policy == "bn":
+        running = [k for k in before if k.endswith("running_mean")]
+        assert all(torch.equal(before[k], after[k]) for k in running)
+    elif policy == "none":
+        assert any(not torch.equal(before[k], after[k]) for k in before if "running_mean" in k)
+
+
+def test_finetune_with_distillation_runs(tmp_path, tiny_model_spec, tiny_data):
+    teacher = build_model(tiny_model_spec).eval()
+    student = build_model(tiny_model_spec)
+    stage = create_stage("finetune", {"epochs": 1, "distill": {"temperature": 2.0, "alpha": 0.7}})
+    ctx = _ctx(tmp_path, tiny_model_spec, _tiny_data(tiny_data), teacher=teacher)
+    stage.apply(student, ctx)
+    assert ctx.details["distill"] == {"temperature": 2.0, "alpha": 0.7}
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_export_checks_parity_on_real_images(tmp_path, tiny_model_spec, tiny_data, fp16):
+    model = build_model(tiny_model_spec).eval()
+    ctx = _ctx(tmp_path, tiny_model_spec, _tiny_data(tiny_data))
+    create_stage("export", {"fp16": fp16}).apply(model, ctx)
+    checks = ctx.details["checks"]
+    assert checks["check_inputs"] == "val images" and checks["fp32"]["relative_error"] < 1e-4
+    assert (tmp_path / "model.onnx").is_file()
+    if fp16:
+        import onnx
+
+        graph = onnx.load(str(tmp_path / "model.onnx")).graph
+        assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert checks["fp16"]["top1_agreement"] >= 0.99
+        assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
