@@ -45,8 +45,6 @@ def apply_freeze(model: nn.Module, policy: str | list[str],
                 param.requires_grad_(False)
     elif policy == "decomposed":
         factors = decomposed_layers(model, base_spec)
-        if not factors:
-            raise ValueError("freeze: decomposed, but the model has no decomposed layers")
         model.requires_grad_(False)
         for path in factors:
             model.get_submodule(path).requires_grad_(True)

@@ -194,3 +194,12 @@ def test_export_checks_parity_on_real_images(tmp_path, tiny_model_spec, tiny_dat
         assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
         assert checks["fp16"]["top1_agreement"] >= 0.99
         assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
+
+
+def test_finetune_with_nothing_left_to_train_keeps_the_model(tmp_path, tiny_model_spec, tiny_data):
+    model = build_model(tiny_model_spec)  # nothing decomposed
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx = _ctx(tmp_path, tiny_model_spec, _tiny_data(tiny_data))
+    tuned = create_stage("finetune", {"epochs": 1, "freeze": "decomposed"}).apply(model, ctx)
+    assert ctx.details["skipped"] == "no parameter left to train"
+    assert all(torch.equal(before[k], v) for k, v in tuned.state_dict().items())

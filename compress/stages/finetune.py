@@ -49,6 +49,10 @@ class Finetune(Stage):
     def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
         cfg = self.config
         trainable, freeze_bn_stats = apply_freeze(model, cfg.freeze, ctx.base_model_spec)
+        if not trainable:  # e.g. freeze: decomposed after a decompose stage that changed nothing
+            model.requires_grad_(True)
+            ctx.details.update({"freeze": cfg.freeze, "skipped": "no parameter left to train"})
+            return model
         train_config = TrainConfig(
             epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size or ctx.data.batch_size,
             weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,

@@ -1,0 +1,148 @@
+"""`compress run` end to end on a tiny checkpoint and folder, resume, and bad recipes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from compress.checkpoint import Checkpoint, save_checkpoint
+from compress.cli import main
+from compress.models import build_model
+
+from conftest import REPO
+
+
+@pytest.fixture()
+def tiny_recipe(tmp_path, tiny_model_spec, tiny_data) -> Path:
+    """A recipe with every stage kind over a tiny checkpoint at 32 px."""
+    checkpoint = save_checkpoint(tmp_path / "tiny.safetensors", Checkpoint(
+        build_model(tiny_model_spec).eval(), tiny_model_spec, ["blue", "green", "red"], 32))
+    recipe = {
+        "checkpoint": str(checkpoint),
+        "data": {"root": str(tiny_data), "batch_size": 8, "num_workers": 0},
+        "bench": {"batch_sizes": [1, 4], "warmup": 1, "runs": 3},
+        "stages": [
+            {"prune": {"ratio": 0.25}},
+            {"finetune": {"epochs": 1, "lr": 0.05}},
+            {"decompose": {"ranks": "ratio", "ratio": 0.25, "min_layer_macs": 0}},
+            {"finetune": {"epochs": 1, "freeze": "decomposed"}},
+            {"export": {"fp16": True}},
+        ],
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _run(*args):
+    result = CliRunner().invoke(main, ["run", *map(str, args)])
+    return result.exit_code, result.output
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def test_every_stage_is_saved_measured_and_reported(tmp_path, tiny_recipe):
+    out = tmp_path / "run"
+    code, output = _run(tiny_recipe, "--out", out)
+    assert code == 0, output
+    stages = _report(out)["stages"]
+    assert [s["name"] for s in stages] == ["input", "prune", "finetune", "decompose",
+                                           "finetune", "export"]
+    for stage in stages:
+        for key in ("params", "macs", "latency_ms", "macro_f1", "accuracy", "score",
+                    "checkpoint", "onnx", "seconds"):
+            assert stage[key] is not None, (stage["name"], key)
+        assert Path(stage["checkpoint"]).is_file() and Path(stage["onnx"]).is_file()
+        assert set(stage["latency_by_batch"]) == {"1", "4"}
+    assert stages[0]["score"] == pytest.approx(1.0)  # the input is its own baseline
+    assert stages[1]["macs"] < stages[0]["macs"] and stages[3]["macs"] < stages[2]["macs"]
+    assert stages[3]["details"]["decomposed"]
+    assert stages[5]["details"]["checks"]["fp16"]["top1_agreement"] >= 0.99
+    assert (out / "report.md").read_text().count("\n| ") == 7
+    assert (out / "report.png").stat().st_size > 1000
+
+
+def test_without_data_the_data_stages_are_skipped_and_marked(tmp_path, tiny_recipe):
+    out = tmp_path / "run"
+    code, output = _run(tiny_recipe, "--out", out, "--data", tmp_path / "absent")
+    assert code == 0, output
+    assert "no data folder" in output and "skipped stage 2:finetune" in output
+    stages = _report(out)["stages"]
+    assert [s["status"] for s in stages] == ["done", "done", "skipped", "done", "skipped", "done"]
+    assert all(s["macro_f1"] is None and s["score"] is None for s in stages)
+    assert stages[3]["macs"] < stages[1]["macs"]
+    assert "n/a" in (out / "report.md").read_text()
+
+
+def test_resume_continues_after_the_last_finished_stage(tmp_path, tiny_recipe, monkeypatch):
+    out = tmp_path / "run"
+    from compress.stages.decompose import Decompose
+
+    def interrupted(self, model, ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Decompose, "apply", interrupted)
+    code, output = _run(tiny_recipe, "--out", out)
+    assert code == 130 and "resume" in output
+    finished = sorted(p.parent.name for p in out.glob("stages/*/record.json"))
+    assert finished == ["00-input", "01-prune", "02-finetune"]
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("stages/*/record.json")}
+
+    code, output = _run(tiny_recipe, "--out", out)
+    assert code == 2 and "--resume" in output  # nothing already written is overwritten
+
+    monkeypatch.undo()
+    code, output = _run(tiny_recipe, "--out", out, "--resume")
+    assert code == 0, output
+    assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())
+    assert len(_report(out)["stages"]) == 6
+
+
+def test_set_overrides_a_stage_option(tmp_path, tiny_recipe):
+    from compress.recipe import load_recipe
+
+    recipe = load_recipe(tiny_recipe, ["stages.1.epochs=3", "bench.runs=7"])
+    assert recipe.stages[1]["finetune"]["epochs"] == 3 and recipe.bench.runs == 7
+
+
+@pytest.mark.parametrize("edit, fragments", [
+    (lambda r: r["stages"].append({"quantum": {}}), ["stages.5", "unknown stage 'quantum'"]),
+    (lambda r: r["stages"][0]["prune"].update(ratio=1.5), ["stages.0.prune.ratio", "less than 1"]),
+    (lambda r: r["stages"][0]["prune"].update(colour="red"), ["stages.0.prune.colour",
+                                                              "unknown key"]),
+    (lambda r: r["stages"][1]["finetune"].update(epochs="many"), ["stages.1.finetune.epochs"]),
+    (lambda r: r["stages"][1]["finetune"].update(freeze="half"), ["stages.1.finetune.freeze"]),
+    (lambda r: r.update(checkpoint="nope.safetensors"), ["checkpoint", "not found"]),
+    (lambda r: r.update(colour=1), ["colour", "unknown key"]),
+    (lambda r: r["stages"][2]["decompose"].update(ranks="map", rank_map={"model.4.conv": 999}),
+     ["stages.2.decompose", "larger than the layer"]),
+])
+def test_bad_recipes_fail_before_any_work(tmp_path, tiny_recipe, edit, fragments):
+    raw = yaml.safe_load(tiny_recipe.read_text())
+    edit(raw)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    code, output = _run(bad, "--out", tmp_path / "run")
+    assert code == 2, output
+    line, = output.strip().splitlines()
+    assert line.startswith("error: ") and ("bad.yaml" in line or "recipe:" in line)
+    for fragment in fragments:
+        assert fragment in line
+    assert not (tmp_path / "run" / "stages").exists()
+
+
+def test_the_smoke_recipe_on_trashnet(tmp_path, trashnet):
+    shipped = REPO / "checkpoints" / "mnv3_trashnet.safetensors"
+    code, output = _run(REPO / "recipes" / "smoke.yaml", "--out", tmp_path / "run",
+                        "--data", trashnet)
+    assert code == 0, output
+    stages = _report(tmp_path / "run")["stages"]
+    assert len(stages) == 5 and all(s["macro_f1"] is not None for s in stages)
+    assert stages[1]["macs"] < 0.65 * stages[0]["macs"]
+    assert shipped.is_file()
