@@ -34,7 +34,7 @@ _YAML_KEYS = {
     "VAL_RATIO": "val_ratio", "INIT_LR": "init_lr", "FP16": "fp16", "SEED": "seed",
     # Additions of ours; the competition files simply do not have them.
     "LABEL_SMOOTHING": "label_smoothing", "WEIGHT_DECAY": "weight_decay",
-    "NUM_WORKERS": "num_workers",
+    "NUM_WORKERS": "num_workers", "GRAD_CLIP": "grad_clip",
 }
 # Keys the competition files carry that mean nothing here (test policy is fixed).
 _IGNORED_KEYS = {"DATASET", "AUG_TEST", "AUG_TEST_PARAMS"}
@@ -57,6 +57,7 @@ class DataConfig:
     label_smoothing: float = 0.0
     weight_decay: float = 0.0
     num_workers: int = 2
+    grad_clip: float | None = None
 
     def __post_init__(self) -> None:
         if self.aug_train not in TRAIN_POLICIES:

@@ -45,6 +45,7 @@ class TrainConfig:
     num_workers: int = 2
     device: str = "auto"
     schedule: str = "onecycle"  # onecycle | cosine | constant
+    grad_clip: float | None = None  # clip the gradients' global norm to this value
     freeze_bn_stats: bool = False  # keep batch-norm running statistics as they are
     distill_temperature: float = 4.0  # used when fit() gets a teacher
     distill_alpha: float = 0.5  # weight of the soft-target loss
@@ -205,6 +206,9 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
                         distillation_loss(logits, soft_targets, config.distill_temperature)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if config.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(trainable, config.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -260,5 +264,5 @@ def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str
                          batch_size=data_config.batch_size, weight_decay=data_config.weight_decay,
                          label_smoothing=data_config.label_smoothing, amp=data_config.fp16,
                          seed=data_config.seed, num_workers=data_config.num_workers,
-                         device=device)
+                         grad_clip=data_config.grad_clip, device=device)
     return fit(model, train_set, val_set, config, out_dir, template, resume=resume)

@@ -98,7 +98,7 @@ def test_train_command_writes_a_checkpoint(tmp_path, tiny_data):
     model_yaml.write_text(yaml.safe_dump(TINY_MNV3))
     data_yaml = tmp_path / "data.yaml"
     data_yaml.write_text(yaml.safe_dump({"DATA_PATH": str(tiny_data), "IMG_SIZE": 32,
-                                         "EPOCHS": 2, "BATCH_SIZE": 8, "INIT_LR": 0.05,
+                                         "EPOCHS": 2, "BATCH_SIZE": 8, "INIT_LR": 0.05, "GRAD_CLIP": 1.0,
                                          "NUM_WORKERS": 0}))
     code, output = _run(["train", "--model", model_yaml, "--data", data_yaml,
                          "--out", tmp_path / "run"])

@@ -1,0 +1,57 @@
+"""Issue-3 target: `compress run recipes/mnv3_tucker.yaml` on the shipped baseline.
+
+Runs the recipe, then re-measures the input and the final ONNX model interleaved
+(A B A B ...) on this machine, and prints the speed-up, the macro F1 change and the wall
+time against the targets (>= 2x faster at batch 1, <= 1.5 points of val macro F1, <= 20 min).
+
+    python benchmarks/default_recipe.py [--data ../shared/data/trashnet] [--out runs/bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from compress.checkpoint import load_checkpoint
+from compress.measure.latency import compare_latency
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default=str(REPO / "recipes" / "mnv3_tucker.yaml"))
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "trashnet"))
+    parser.add_argument("--out", default=str(REPO / "runs" / "bench_default_recipe"))
+    parser.add_argument("--runs", type=int, default=300)
+    args = parser.parse_args()
+    if not Path(args.data).is_dir():
+        print(f"skipped: no data at {args.data}")
+        return 0
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "compress", "run", args.recipe, "--data", args.data,
+                    "--out", args.out], check=True, cwd=REPO)
+    wall_min = (time.perf_counter() - started) / 60
+    stages = json.loads((Path(args.out) / "report.json").read_text())["stages"]
+    first, last = stages[0], stages[-1]
+    input_size = load_checkpoint(first["checkpoint"]).input_size
+    comparison = compare_latency(first["onnx"], last["onnx"], input_size, runs=args.runs)
+    f1_drop = 100 * (first["macro_f1"] - last["macro_f1"])
+    print(f"input  {first['onnx']}: {comparison.a.median_ms:.2f} ms (p90 {comparison.a.p90_ms:.2f})")
+    print(f"final  {last['onnx']}: {comparison.b.median_ms:.2f} ms (p90 {comparison.b.p90_ms:.2f})")
+    print(f"speed-up (interleaved, batch 1, {args.runs} runs): {comparison.ratio:.2f}x  target >= 2x")
+    print(f"MACs: {first['macs'] / 1e6:.1f}M -> {last['macs'] / 1e6:.1f}M "
+          f"({first['macs'] / last['macs']:.2f}x fewer)")
+    print(f"val macro F1: {first['macro_f1']:.4f} -> {last['macro_f1']:.4f} "
+          f"(drop {f1_drop:.2f} points)  target <= 1.5")
+    print(f"score (time formula, in-run baseline): {last['score']:.4f}")
+    print(f"wall time: {wall_min:.1f} min  target <= 20")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

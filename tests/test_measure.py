@@ -1,0 +1,65 @@
+"""MACs, latency and score: hand-computed networks and the competition's published rows."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from compress.measure.latency import compare_latency, measure_latency
+from compress.measure.macs import count_macs, count_params
+from compress.measure.score import ScoreConstants, competition_score
+from compress.onnx_export import export_onnx
+
+
+class HandNet(nn.Module):
+    """conv 3->8 k3 s1 p1 at 10x10, depthwise 8 k3 s2 p1 -> 5x5, 1x1 8->4, linear 4->2."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, 2, 1, groups=8, bias=False)
+        self.pw = nn.Conv2d(8, 4, 1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.pw(self.dw(torch.relu(self.bn(self.conv(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_macs_of_a_hand_computed_network():
+    expected = (10 * 10 * 8 * 3 * 9) + (5 * 5 * 8 * 1 * 9) + (5 * 5 * 4 * 8) + (4 * 2)
+    assert count_macs(HandNet(), 10) == expected == 24_208
+    assert count_params(HandNet()) == 8 * 3 * 9 + 16 + 8 * 9 + (8 * 4 + 4) + (4 * 2 + 2)
+
+
+@pytest.mark.parametrize("f1, time, published", [(0.7012, 58.1225, 1.1676), (0.6530, 92.926, 1.7950)])
+def test_time_score_reproduces_the_published_rows(f1, time, published):
+    # Published rows fit baseline_f1 = 0.7 and baseline_time ~= 43.17 s.
+    score = competition_score(f1, 0.7, ScoreConstants(), time=time, baseline_time=43.17)
+    assert score == pytest.approx(published, abs=2e-3)
+
+
+def test_macs_score_and_its_floor():
+    constants = ScoreConstants(formula="macs")
+    assert competition_score(0.8, 0.8, constants, macs=50, baseline_macs=100) == pytest.approx(1.0)
+    assert competition_score(0.4, 0.8, constants, macs=50, baseline_macs=100) == pytest.approx(1.5)
+    sigmoid = 1 / (1 + math.exp(-20 * 0.1))
+    assert competition_score(0.7, 0.8, constants, macs=100, baseline_macs=100) == \
+        pytest.approx(1 + sigmoid)
+
+
+def test_latency_and_interleaved_comparison(tmp_path):
+    small = export_onnx(HandNet().eval(), tmp_path / "small.onnx", 32)
+    big_model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 2)).eval()
+    big = export_onnx(big_model, tmp_path / "big.onnx", 32)
+    latency = measure_latency(small, 32, batch=4, warmup=2, runs=5)
+    assert latency.batch == 4 and latency.runs == 5 and latency.provider == "CPUExecutionProvider"
+    assert 0 < latency.median_ms <= latency.p90_ms
+    comparison = compare_latency(big, small, 32, warmup=2, runs=20)
+    assert comparison.ratio == pytest.approx(comparison.a.median_ms / comparison.b.median_ms)
+    assert comparison.ratio > 1  # ~150x the MACs cannot be faster
