@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import yaml
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from compress.errors import UserError
+from compress.yamlio import read_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,7 @@ class DataConfig:
 def load_data_config(path: str | Path, data_path: str | None = None) -> DataConfig:
     """Read a data YAML with the competition's keys; `data_path` overrides DATA_PATH."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"data config {path}: file not found")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml_file(path, "data config") or {}
     if not isinstance(raw, dict):
         raise UserError(f"data config {path}: expected a mapping of KEY: value")
     values: dict[str, Any] = {}

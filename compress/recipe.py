@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from compress.errors import UserError
+from compress.yamlio import read_yaml_file
 from compress.stages import Stage, create_stage, list_stages
 
 
@@ -129,12 +130,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (),
                 data_root: str | None = None) -> Recipe:
     """Read and validate a recipe; the stages are checked against the registry too."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"recipe {path}: file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"recipe {path}: not valid YAML ({exc.__class__.__name__})") from None
+    raw = read_yaml_file(path, "recipe")
     if not isinstance(raw, dict):
         raise UserError(f"recipe {path}: expected a mapping with 'checkpoint' and 'stages'")
     for assignment in overrides:

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from torch import nn
 
 from compress.errors import UserError
+from compress.yamlio import read_yaml_file
 from compress.models.kindle_blocks import (
     Bottleneck, Conv, DWConv, InvertedResidualv2, InvertedResidualv3, Linear, make_divisible,
 )
@@ -137,13 +137,7 @@ ROW_BUILDERS: dict[str, tuple[Callable[[_Row], tuple[nn.Module, int]], range]] =
 
 def load_kindle_yaml(path: str | Path) -> dict[str, Any]:
     """Read a model YAML file; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"model config {path}: file not found")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"model config {path}: not valid YAML ({exc.__class__.__name__})") from None
+    config = read_yaml_file(path, "model config")
     validate_kindle_config(config, source=str(path))
     return config
 
