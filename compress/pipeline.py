@@ -22,7 +22,7 @@ from compress.data import (DataConfig, ImageFolderDataset, eval_transform, make_
                            train_transform)
 from compress.errors import UserError
 from compress.evaluate import classification_metrics
-from compress.measure.latency import measure_latency
+from compress.measure.latency import compare_latency, measure_latency
 from compress.measure.macs import count_macs, count_params
 from compress.measure.score import ScoreConstants, competition_score
 from compress.onnx_export import export_onnx, ort_logits, ort_session
@@ -76,19 +76,36 @@ class Measurer:
         return classification_metrics(np.concatenate(targets), np.concatenate(predictions),
                                       self.data.classes)
 
+    def _batch1(self, onnx_path: Path, baseline: StageRecord | None,
+                previous: StageRecord | None):
+        """Batch-1 latency, its speed-up over the input and over the previous stage.
+
+        Both ratios come from interleaved timing (A B A B ...), so a busy machine slows
+        both models alike instead of flagging the wrong stage."""
+        bench = self.recipe.bench
+        args = (self.input_size, 1, str(self.device), bench.warmup, bench.runs, bench.threads)
+        if baseline is None:
+            alone = measure_latency(onnx_path, *args)
+            return alone, 1.0, 1.0
+        vs_input = compare_latency(baseline.onnx, onnx_path, *args)
+        vs_previous = vs_input if previous is None or previous.index == 0 else \
+            compare_latency(previous.onnx, onnx_path, *args)
+        return vs_input.b, vs_input.ratio, vs_previous.ratio
+
     def measure(self, index: int, name: str, model: nn.Module, checkpoint_path: Path,
                 onnx_path: Path, seconds: float, details: dict,
                 baseline: StageRecord | None, previous: StageRecord | None) -> StageRecord:
         bench = self.recipe.bench
-        latencies = {b: measure_latency(onnx_path, self.input_size, b, str(self.device),
-                                        bench.warmup, bench.runs, bench.threads)
-                     for b in bench.batch_sizes}
-        one = latencies[1]
+        one, speedup, vs_previous = self._batch1(onnx_path, baseline, previous)
+        latencies = {1: one} | {b: measure_latency(onnx_path, self.input_size, b,
+                                                   str(self.device), bench.warmup, bench.runs,
+                                                   bench.threads)
+                                for b in bench.batch_sizes[1:]}
         metrics = self.metrics(onnx_path)
-        macs = count_macs(model, self.input_size)
         record = StageRecord(
             index=index, name=name, status="done", note="", params=count_params(model),
-            macs=macs, latency_ms=one.median_ms, latency_p90_ms=one.p90_ms,
+            macs=count_macs(model, self.input_size), latency_ms=one.median_ms,
+            latency_p90_ms=one.p90_ms, speedup_vs_input=speedup,
             latency_by_batch={str(b): {"median_ms": l.median_ms, "p90_ms": l.p90_ms,
                                        "images_per_s": 1000 * b / l.median_ms}
                               for b, l in latencies.items()},
@@ -96,8 +113,7 @@ class Measurer:
             macro_f1=None if metrics is None else metrics["macro_f1"],
             accuracy=None if metrics is None else metrics["accuracy"],
             score=None, seconds=seconds, checkpoint=str(checkpoint_path), onnx=str(onnx_path),
-            slower=previous is not None and one.median_ms > previous.latency_ms * SLOWER_TOLERANCE,
-            details=details)
+            slower=vs_previous * SLOWER_TOLERANCE < 1.0, details=details)
         return replace(record, score=self.score(record, baseline or record))
 
     def score(self, record: StageRecord, baseline: StageRecord) -> float | None:
@@ -107,10 +123,12 @@ class Measurer:
             return None
         constants = ScoreConstants(s.formula, s.time_weight, s.f1_slope, s.f1_floor,
                                    s.f1_floor_term)
-        return competition_score(
-            record.macro_f1, baseline_f1, constants, time=record.latency_ms,
-            baseline_time=s.baseline_time_ms or baseline.latency_ms, macs=record.macs,
-            baseline_macs=s.baseline_macs or baseline.macs)
+        # Without a given baseline time, the time ratio is the interleaved speed-up.
+        time, baseline_time = (record.latency_ms, s.baseline_time_ms) if s.baseline_time_ms \
+            else (1.0, record.speedup_vs_input)
+        return competition_score(record.macro_f1, baseline_f1, constants, time=time,
+                                 baseline_time=baseline_time, macs=record.macs,
+                                 baseline_macs=s.baseline_macs or baseline.macs)
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
@@ -153,8 +171,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
         done[index] = record
         echo(format_row(record))
         if record.slower:
-            echo(f"warning: stage {index}:{name} made batch-1 latency worse "
-                 f"({previous.latency_ms:.2f} -> {record.latency_ms:.2f} ms)")
+            echo(f"warning: stage {index}:{name} made batch-1 latency worse than stage "
+                 f"{previous.index}:{previous.name} (timed interleaved)")
         return record
 
     model = input_checkpoint.model

@@ -28,6 +28,7 @@ class StageRecord:
     macs: int
     latency_ms: float  # batch-1 median
     latency_p90_ms: float
+    speedup_vs_input: float  # batch-1 medians, input and this stage timed interleaved
     latency_by_batch: dict[str, dict[str, float]]
     provider: str
     macro_f1: float | None

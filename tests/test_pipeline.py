@@ -55,12 +55,13 @@ def test_every_stage_is_saved_measured_and_reported(tmp_path, tiny_recipe):
     assert [s["name"] for s in stages] == ["input", "prune", "finetune", "decompose",
                                            "finetune", "export"]
     for stage in stages:
-        for key in ("params", "macs", "latency_ms", "macro_f1", "accuracy", "score",
+        for key in ("params", "macs", "latency_ms", "speedup_vs_input", "macro_f1", "accuracy", "score",
                     "checkpoint", "onnx", "seconds"):
             assert stage[key] is not None, (stage["name"], key)
         assert Path(stage["checkpoint"]).is_file() and Path(stage["onnx"]).is_file()
         assert set(stage["latency_by_batch"]) == {"1", "4"}
     assert stages[0]["score"] == pytest.approx(1.0)  # the input is its own baseline
+    assert stages[0]["speedup_vs_input"] == 1.0 and stages[1]["speedup_vs_input"] > 0
     assert stages[1]["macs"] < stages[0]["macs"] and stages[3]["macs"] < stages[2]["macs"]
     assert stages[3]["details"]["decomposed"]
     assert stages[5]["details"]["checks"]["fp16"]["top1_agreement"] >= 0.99
