@@ -167,3 +167,26 @@ def test_bad_data_yaml_value(tmp_path):
 
     with pytest.raises(UserError, match="AUG_TRAIN"):
         load_data_config(path)
+
+
+def test_finetune_and_export_commands(tmp_path, tiny_checkpoint, tiny_data):
+    out = tmp_path / "ft"
+    code, output = _run(["finetune", tiny_checkpoint, "--data", tiny_data, "--freeze",
+                         "all-but-classifier", "--epochs", 1, "--batch-size", 8, "--out", out])
+    assert code == 0, output
+    from compress.checkpoint import load_checkpoint
+
+    tuned = load_checkpoint(out / "best.safetensors")
+    original = load_checkpoint(tiny_checkpoint)
+    assert torch.equal(tuned.model.model[0].conv.weight, original.model.model[0].conv.weight)
+    assert not torch.equal(tuned.model.model[7].linear.weight, original.model.model[7].linear.weight)
+    code, output = _run(["export", out / "best.safetensors", "--out", tmp_path / "m.onnx",
+                         "--fp16", "--data", tiny_data])
+    assert code == 0, output
+    assert (tmp_path / "m.onnx").is_file() and '"fp16"' in output
+
+
+def test_export_of_a_file_that_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"\x08\x07garbage")
+    _assert_user_error(["export", path, "--out", tmp_path / "x.onnx"], "model.onnx")
