@@ -8,6 +8,7 @@ from typing import Any
 
 from compress.runstore import StageRecord, write_json_atomic
 
+_WIDTHS = (24, 11, 9, 18, 10, 10, 8, 8, 6)
 COLUMNS = ("stage", "params", "MACs", "lat b1 ms", "speed-up", "macro F1", "acc", "score", "s")
 
 
@@ -25,13 +26,11 @@ def row_cells(record: StageRecord) -> list[str]:
 
 
 def format_row(record: StageRecord) -> str:
-    widths = (24, 11, 9, 18, 8, 9, 8, 8, 6)
-    return "".join(f"{c:<{w}}" for c, w in zip(row_cells(record), widths))
+    return "".join(f"{c:<{w}}" for c, w in zip(row_cells(record), _WIDTHS))
 
 
 def header_line() -> str:
-    widths = (24, 11, 9, 18, 8, 9, 8, 8, 6)
-    return "".join(f"{c:<{w}}" for c, w in zip(COLUMNS, widths))
+    return "".join(f"{c:<{w}}" for c, w in zip(COLUMNS, _WIDTHS))
 
 
 def write_report(root: Path, records: list[StageRecord], recipe: dict[str, Any],
