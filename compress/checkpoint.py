@@ -38,10 +38,6 @@ class Checkpoint:
     input_size: int
     info: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
 
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     """Write atomically: a crash mid-write never leaves a damaged file at `path`."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -97,10 +97,6 @@ def load_data_config(path: str | Path, data_path: str | None = None) -> DataConf
         raise UserError(f"data config {path}: {exc}") from None
     except TypeError as exc:
         raise UserError(f"data config {path}: {exc}") from None
-
-
-def data_config_fields() -> list[str]:
-    return [f.name for f in fields(DataConfig)]
 
 
 class SquarePad:

@@ -72,3 +72,17 @@ def test_everything_frozen_is_a_user_error(tmp_path, tiny_data, tiny_model_spec)
     with pytest.raises(UserError, match="frozen"):
         fit(model, train_set, val_set, TrainConfig(epochs=1, num_workers=0, device="cpu"),
             tmp_path, template)
+
+
+def test_val_ratio_carves_a_stratified_val_split_when_there_is_no_val_folder(tmp_path):
+    from conftest import make_image_folder
+
+    root = make_image_folder(tmp_path / "only_train", {"train": 8})
+    train, val, classes = train_val_datasets(DataConfig(data_path=str(root), img_size=32,
+                                                        val_ratio=0.25, num_workers=0))
+    assert (len(train), len(val)) == (18, 6) and classes == ["blue", "green", "red"]
+    assert sorted(label for _, label in (val[i] for i in range(len(val)))) == [0, 0, 1, 1, 2, 2]
+    from compress.errors import UserError
+
+    with pytest.raises(UserError, match="no val split"):
+        train_val_datasets(DataConfig(data_path=str(root), img_size=32, num_workers=0))
