@@ -20,7 +20,6 @@ from torch import nn
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data import (DataConfig, ImageFolderDataset, eval_transform, make_loader,
                            train_transform)
-from compress.errors import UserError
 from compress.evaluate import classification_metrics
 from compress.measure.latency import compare_latency, measure_latency
 from compress.measure.macs import count_macs, count_params
@@ -133,15 +132,11 @@ class Measurer:
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
                echo: Callable[[str], None] = print) -> list[StageRecord]:
-    """Run every stage of `recipe` into `out_dir`; return one record per stage (0 = input)."""
+    """Run every stage of `recipe` (validated by load_recipe) into `out_dir`; return one
+    record per stage (0 = input)."""
     store = RunStore(out_dir)
     input_checkpoint = load_checkpoint(recipe.checkpoint)
     stages = recipe.stage_objects()
-    for index, (name, stage) in enumerate(zip(recipe.stage_names(), stages)):
-        try:
-            stage.check(input_checkpoint.model)
-        except ValueError as exc:
-            raise UserError(f"recipe: stages.{index}.{name}: {exc}") from None
     store.prepare(recipe_to_yaml(recipe), resume)
     device = resolve_device(recipe.device)
     data = open_data(recipe, input_checkpoint)

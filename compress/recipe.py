@@ -158,6 +158,14 @@ def load_recipe(path: str | Path, overrides: list[str] = (),
                             f"{_describe_error(exc.errors()[0])}") from None
     if not Path(recipe.checkpoint).is_file():
         raise UserError(f"recipe {path}: checkpoint: file {recipe.checkpoint} not found")
+    from compress.checkpoint import load_checkpoint
+
+    model = load_checkpoint(recipe.checkpoint).model
+    for index, (name, stage) in enumerate(zip(recipe.stage_names(), recipe.stage_objects())):
+        try:
+            stage.check(model)  # e.g. a rank larger than the layer, a pattern matching nothing
+        except ValueError as exc:
+            raise UserError(f"recipe {path}: stages.{index}.{name}: {exc}") from None
     return recipe
 
 

@@ -132,7 +132,7 @@ def test_bad_recipes_fail_before_any_work(tmp_path, tiny_recipe, edit, fragments
     code, output = _run(bad, "--out", tmp_path / "run")
     assert code == 2, output
     line, = output.strip().splitlines()
-    assert line.startswith("error: ") and ("bad.yaml" in line or "recipe:" in line)
+    assert line.startswith("error: recipe ") and "bad.yaml" in line
     for fragment in fragments:
         assert fragment in line
     assert not (tmp_path / "run" / "stages").exists()
