@@ -229,3 +229,32 @@ def train_val_datasets(config: DataConfig, cache: bool = True) -> tuple[Dataset,
                                   transform=eval_transform(config.img_size), cache=False)
     val_view._cache = train._cache  # same files, same order: share the decoded images
     return Subset(train, train_idx), Subset(val_view, val_idx), train.classes
+
+
+@dataclass
+class TrainingData:
+    """The splits a stage trains and checks on, with their loader settings."""
+
+    train: Dataset
+    val: Dataset
+    classes: list[str]
+    batch_size: int = 64
+    num_workers: int = 2
+
+
+def open_training_data(root: str | Path, classes: list[str], img_size: int, split: str = "val",
+                       aug_train: str = "randaugment_train",
+                       aug_train_params: dict[str, Any] | None = None, batch_size: int = 64,
+                       num_workers: int = 2, seed: int = 42,
+                       cache_train: bool = True) -> TrainingData:
+    """ROOT/train with augmentation and ROOT/SPLIT with the test transform, for a model that
+    predicts `classes` at `img_size` (class folders must match)."""
+    root = Path(root)
+    config = DataConfig(data_path=str(root), img_size=img_size, aug_train=aug_train,
+                        aug_train_params=aug_train_params or {}, batch_size=batch_size,
+                        num_workers=num_workers, seed=seed)
+    train = ImageFolderDataset(split_folder(root, "train"), classes=classes,
+                               transform=train_transform(config), cache=cache_train)
+    val = ImageFolderDataset(root / split, classes=classes, transform=eval_transform(img_size),
+                             cache=True)
+    return TrainingData(train, val, list(classes), batch_size, num_workers)

@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from compress.data import (DataConfig, ImageFolderDataset, eval_transform, make_loader,
-                           train_transform)
+from compress.data import TrainingData, make_loader, open_training_data
 from compress.evaluate import classification_metrics
 from compress.measure.latency import compare_latency, measure_latency
 from compress.measure.macs import count_macs, count_params
@@ -28,7 +27,7 @@ from compress.onnx_export import export_onnx, ort_logits, ort_session
 from compress.recipe import Recipe, recipe_to_yaml
 from compress.report import format_row, header_line, write_report
 from compress.runstore import RunStore, StageRecord
-from compress.stages import StageContext, TrainingData
+from compress.stages import StageContext
 from compress.train import resolve_device
 
 SLOWER_TOLERANCE = 1.05  # flag a stage whose batch-1 latency grew by more than 5 %
@@ -36,21 +35,12 @@ SLOWER_TOLERANCE = 1.05  # flag a stage whose batch-1 latency grew by more than 
 
 def open_data(recipe: Recipe, checkpoint: Checkpoint) -> TrainingData | None:
     """Train and evaluation splits at the checkpoint's input size; None without a data folder."""
-    root = Path(recipe.data.root)
-    if not root.is_dir():
+    if not Path(recipe.data.root).is_dir():
         return None
-    config = DataConfig(data_path=str(root), img_size=checkpoint.input_size,
-                        aug_train=recipe.data.aug_train,
-                        aug_train_params={"n_select": recipe.data.n_select,
-                                          "level": recipe.data.level},
-                        batch_size=recipe.data.batch_size, num_workers=recipe.data.num_workers,
-                        seed=recipe.seed)
-    train = ImageFolderDataset(root / "train", classes=checkpoint.classes,
-                               transform=train_transform(config), cache=True)
-    val = ImageFolderDataset(root / recipe.data.split, classes=checkpoint.classes,
-                             transform=eval_transform(checkpoint.input_size), cache=True)
-    return TrainingData(train, val, checkpoint.classes, recipe.data.batch_size,
-                        recipe.data.num_workers)
+    data = recipe.data
+    return open_training_data(data.root, checkpoint.classes, checkpoint.input_size, data.split,
+                              data.aug_train, {"n_select": data.n_select, "level": data.level},
+                              data.batch_size, data.num_workers, recipe.seed)
 
 
 @dataclass

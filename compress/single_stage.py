@@ -7,19 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from compress.data import DataConfig, ImageFolderDataset, eval_transform, train_transform
-from compress.stages import StageContext, TrainingData, create_stage
+from compress.data import TrainingData, open_training_data
+from compress.stages import StageContext, create_stage
 from compress.train import resolve_device
-
-
-def _training_data(root: str, checkpoint: Checkpoint, batch_size: int) -> TrainingData:
-    config = DataConfig(data_path=root, img_size=checkpoint.input_size,
-                        aug_train="randaugment_train", batch_size=batch_size)
-    train = ImageFolderDataset(Path(root) / "train", classes=checkpoint.classes,
-                               transform=train_transform(config), cache=True)
-    val = ImageFolderDataset(Path(root) / "val", classes=checkpoint.classes,
-                             transform=eval_transform(checkpoint.input_size), cache=True)
-    return TrainingData(train, val, checkpoint.classes, batch_size)
 
 
 def _context(checkpoint: Checkpoint, out: Path, data: TrainingData | None, device: str,
@@ -37,7 +27,8 @@ def finetune_checkpoint(path: str, data_root: str, out: str, freeze: str | list[
         options["distill"] = {}
     stage = create_stage("finetune", options)
     out_dir = Path(out)
-    ctx = _context(checkpoint, out_dir, _training_data(data_root, checkpoint, batch_size), device,
+    ctx = _context(checkpoint, out_dir, open_training_data(
+        data_root, checkpoint.classes, checkpoint.input_size, batch_size=batch_size), device,
                    teacher=load_checkpoint(path).model if distill else None)
     model = stage.apply(checkpoint.model, ctx)
     result = save_checkpoint(out_dir / "best.safetensors", Checkpoint(
@@ -53,7 +44,9 @@ def export_checkpoint(path: str, out: str, fp16: bool, opset: int,
     import tempfile
 
     checkpoint = load_checkpoint(path)
-    data = _training_data(data_root, checkpoint, 64) if data_root else None
+    # Only the val images are used (for the parity check): train is listed, not decoded.
+    data = open_training_data(data_root, checkpoint.classes, checkpoint.input_size,
+                              cache_train=False) if data_root else None
     stage = create_stage("export", {"fp16": fp16, "opset": opset})
     with tempfile.TemporaryDirectory() as tmp:
         ctx = _context(checkpoint, Path(tmp), data, "cpu")

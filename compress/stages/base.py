@@ -15,22 +15,14 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
-from torch.utils.data import Dataset
+
+from compress.data import TrainingData
 
 
 class StageConfig(BaseModel):
     """Base of every stage's options: the recipe keys, typed; unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-@dataclass
-class TrainingData:
-    train: Dataset
-    val: Dataset
-    classes: list[str]
-    batch_size: int = 64
-    num_workers: int = 2
 
 
 @dataclass
