@@ -10,6 +10,7 @@ import click
 
 from compress import __version__
 from compress.errors import UserError
+from compress.measure.runners import PROVIDER_CHOICES
 
 
 def _one_line(exc: BaseException) -> str:
@@ -27,6 +28,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except UserError as exc:
             click.echo(f"error: {_one_line(exc)}", err=True)
+            sys.exit(2)
+        except click.UsageError as exc:  # a bad option of a sub-command: one line too
+            if exc.ctx is None or exc.ctx.command is self:
+                raise
+            click.echo(f"error: {exc.ctx.command_path}: {exc.format_message()}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted: finished steps are kept; run again to resume", err=True)
@@ -95,13 +101,17 @@ def eval_command(checkpoint, data_root, split, batch_size, device, as_json) -> N
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--input-size", type=click.IntRange(min=8), default=None,
+              help="ONNX files without a fixed input size: the size to count MACs at.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def inspect(checkpoint, as_json) -> None:
-    """Layers, parameters, MACs at the stored input size, and classes of CHECKPOINT."""
+def inspect(checkpoint, input_size, as_json) -> None:
+    """Layers, parameters, MACs at the stored input size, and classes of CHECKPOINT
+    (a compress checkpoint or an .onnx file; MACs by the same convention for both)."""
     from compress.checkpoint import load_checkpoint
-    from compress.summary import checkpoint_summary, format_summary
+    from compress.summary import checkpoint_summary, format_summary, onnx_summary
 
-    summary = checkpoint_summary(load_checkpoint(checkpoint))
+    summary = onnx_summary(checkpoint, input_size) if checkpoint.endswith(".onnx") else \
+        checkpoint_summary(load_checkpoint(checkpoint))
     click.echo(json.dumps(summary) if as_json else format_summary(summary))
 
 
@@ -208,3 +218,133 @@ def export(checkpoint, out, fp16, opset, data_root) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     click.echo(f"wrote {out}: " + json.dumps(checks))
+
+
+def _batch_sizes(ctx, param, value: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of batch sizes >= 1")
+    return sizes
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="cpu",
+              show_default=True, help="ONNX Runtime execution provider (a checkpoint: torch on "
+              "cpu or cuda). auto picks the best one that loads and says which.")
+@click.option("--batch", "batches", default="1,8", show_default=True, callback=_batch_sizes,
+              help="Batch sizes to sweep, comma-separated.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op threads [default: the cores this process may use].")
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Untimed runs first (and at least 0.5 s of them).")
+@click.option("--runs", type=click.IntRange(min=2), default=300, show_default=True,
+              help="Timed runs per batch size (per model with --compare).")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Time for this long per batch size instead of a number of runs.")
+@click.option("--input-size", type=click.IntRange(min=8), default=None,
+              help="Square input size [default: from the model].")
+@click.option("--compare", "other_path", type=click.Path(dir_okay=False), default=None,
+              help="A second model timed interleaved with MODEL; prints the ratio of medians.")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="Checkpoints only: time torch.compile's model instead of eager mode.")
+@click.option("--peak/--no-peak", default=True, show_default=True,
+              help="Measure this device's float32 MatMul peak (GFLOP/s) for comparison.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per batch size on stdout (machine header on stderr).")
+def bench(model, provider, batches, threads, warmup, runs, seconds, input_size, other_path,
+          compile_model, peak, as_json) -> None:
+    """Latency of MODEL (an .onnx file, or a checkpoint run in torch) per batch size:
+    median, p90, p99, mean, std, images/s, MACs and achieved GFLOP/s.
+
+    The median is the headline figure. For a fair A/B on a noisy machine use --compare:
+    both models run in alternating blocks and the speed-up is the ratio of their medians.
+    """
+    from compress.bench import bench as run_bench
+    from compress.bench import format_rows, open_model
+    from compress.measure.machine import format_machine, machine_info, peak_gflops, usable_cores
+
+    threads = threads or usable_cores()
+    info = machine_info(threads)
+    target = open_model(model, provider, threads, input_size, compile_model)
+    other = open_model(other_path, provider, threads, target.input_size, compile_model) \
+        if other_path else None
+    say = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    say(format_machine(info))
+    for note in {target.note, other and other.note} - {None}:
+        say(f"note: {note}")
+    say(f"model: {target.path}, {target.input_size}x{target.input_size}, "
+        f"{target.macs / 1e6:.2f} M MACs per image, provider {target.runner.provider}"
+        + (f"; interleaved with {other.path}" if other else ""))
+    rows = run_bench(target, batches, warmup, runs, seconds, other,
+                     progress=lambda b: None if as_json else
+                     click.echo(f"timing batch {b} ...", err=True))
+    peak_value = peak_gflops(provider, threads) if peak and "torch" not in \
+        target.runner.provider else None
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row.as_dict() | {"model": target.path, "peak_gflops": peak_value}))
+        return
+    for line in format_rows(rows):
+        click.echo(line)
+    if other:
+        click.echo(f"speed-up = median({other.path}) / median({target.path}), per batch size")
+    if peak_value:
+        best = max(row.gflops for row in rows)
+        click.echo(f"peak float32 MatMul on this device: {peak_value:.1f} GFLOP/s; the model "
+                   f"reaches {best:.2f} GFLOP/s ({best / peak_value:.1%} of it)")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--images", "images_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder of images (searched recursively).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="File to write, e.g. submission.csv.")
+@click.option("--format", "output_format", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True, help="csv: rows file,class. json: one object {file: class} "
+              "(the competition wrote this into its submission.csv).")
+@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="cpu",
+              show_default=True, help="ONNX Runtime execution provider (checkpoints: torch).")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Images per model call; 1 is the competition's setting.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Decoding processes working ahead of the model [default: usable cores].")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Model intra-op threads [default: usable cores].")
+@click.option("--classes", "classes_option", default=None,
+              help="Comma-separated class names, for files that do not store them.")
+def predict(model, images_dir, out, output_format, provider, batch_size, workers, threads,
+            classes_option) -> None:
+    """Predict the class of every image in a folder and report the end-to-end time
+    (decode, square-pad, resize, normalise, infer): the competition's "submit time"."""
+    from pathlib import Path
+
+    from compress.bench import open_model
+    from compress.measure.machine import usable_cores
+    from compress.predict import (format_predictions, list_images, model_classes,
+                                  predict_files, write_atomic)
+
+    out_path = Path(out)
+    if out_path.is_dir():
+        raise UserError(f"--out {out}: is a folder, give a file name")
+    files = list_images(images_dir)
+    opened = open_model(model, provider, threads or usable_cores())
+    if opened.note:
+        click.echo(f"note: {opened.note}", err=True)
+    classes = model_classes(opened, classes_option)
+    workers = usable_cores() if workers is None else workers
+    click.echo(f"predicting {len(files)} images with {model} "
+               f"({opened.runner.provider}, batch {batch_size}, {workers} workers)", err=True)
+    result = predict_files(opened.runner, files, opened.input_size, batch_size, workers)
+    if int(result.labels.max()) >= len(classes):
+        raise UserError(f"{model} predicts {int(result.labels.max()) + 1}+ classes but "
+                        f"{len(classes)} class names were given")
+    write_atomic(out_path, format_predictions(files, Path(images_dir), result.labels, classes,
+                                              output_format))
+    click.echo(f"wrote {out}: {len(files)} images in {result.seconds:.2f} s "
+               f"({result.images_per_s:.1f} images/s end to end; the model took "
+               f"{result.model_seconds:.2f} s, {result.model_seconds / result.seconds:.0%})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import warnings
 from pathlib import Path
@@ -13,12 +14,15 @@ import torch
 from torch import nn
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+CLASSES_KEY, INPUT_SIZE_KEY = "compress.classes", "compress.input_size"
 DEFAULT_OPSET = 17
 
 
 def export_onnx(model: nn.Module, path: str | Path, input_size: int,
-                opset: int = DEFAULT_OPSET) -> Path:
-    """Write `model` as ONNX with a dynamic batch axis, atomically.
+                opset: int = DEFAULT_OPSET, classes: list[str] | None = None) -> Path:
+    """Write `model` as ONNX with a dynamic batch axis, atomically; `classes` (label order)
+    and the input size go into the file's metadata so that `compress predict` needs nothing
+    else.
 
     Uses torch's TorchScript-based exporter: about 1 s for MobileNetV3 where the dynamo
     exporter takes about 15 s and needs an opset conversion for 17.
@@ -34,8 +38,33 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: int,
                           output_names=[OUTPUT_NAME], opset_version=opset,
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                           dynamo=False)
+    if classes is not None:
+        import onnx
+
+        onnx_model = onnx.load(str(tmp))
+        set_metadata(onnx_model, classes, input_size)
+        onnx.save(onnx_model, str(tmp))
     os.replace(tmp, path)
     return path
+
+
+def set_metadata(onnx_model, classes: list[str], input_size: int) -> None:
+    """Store class names and input size in an onnx.ModelProto's metadata_props."""
+    entries = {CLASSES_KEY: json.dumps(list(classes)), INPUT_SIZE_KEY: str(input_size)}
+    kept = [p for p in onnx_model.metadata_props if p.key not in entries]
+    del onnx_model.metadata_props[:]
+    onnx_model.metadata_props.extend(kept)
+    for key, value in entries.items():
+        entry = onnx_model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def read_metadata(session) -> tuple[list[str] | None, int | None]:
+    """Class names and input size stored by export_onnx, from an ONNX Runtime session."""
+    custom = session.get_modelmeta().custom_metadata_map
+    classes = json.loads(custom[CLASSES_KEY]) if CLASSES_KEY in custom else None
+    input_size = int(custom[INPUT_SIZE_KEY]) if INPUT_SIZE_KEY in custom else None
+    return classes, input_size
 
 
 def convert_fp16(src: str | Path, dst: str | Path) -> Path:
@@ -53,17 +82,9 @@ def convert_fp16(src: str | Path, dst: str | Path) -> Path:
 
 def ort_session(path: str | Path, device: str = "cpu", threads: int | None = None):
     """An ONNX Runtime session on the run's device (CUDA provider when asked and present)."""
-    import onnxruntime as ort
+    from compress.measure.runners import open_session, provider_for_device
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(str(path), options, providers=providers)
+    return open_session(path, provider_for_device(device), threads)[0]
 
 
 def ort_logits(session, images: np.ndarray) -> np.ndarray:

@@ -22,8 +22,10 @@ from compress.data import TrainingData, make_loader, open_training_data
 from compress.evaluate import classification_metrics
 from compress.measure.latency import compare_latency, measure_latency
 from compress.measure.macs import count_macs, count_params
+from compress.measure.runners import OrtRunner, provider_for_device
 from compress.measure.score import ScoreConstants, competition_score
-from compress.onnx_export import export_onnx, ort_logits, ort_session
+from compress.onnx_export import export_onnx
+from compress.predict import predict_files
 from compress.recipe import Recipe, recipe_to_yaml
 from compress.report import format_row, header_line, write_report
 from compress.runstore import RunStore, StageRecord
@@ -52,18 +54,25 @@ class Measurer:
     device: torch.device
     input_size: int
 
-    def metrics(self, onnx_path: Path) -> dict | None:
+    def metrics(self, onnx_path: Path) -> tuple[dict | None, float | None]:
+        """Macro F1 and accuracy of the ONNX file on the evaluated split, and with
+        score.time end_to_end the wall time of predicting it image by image from the files."""
         if self.data is None:
-            return None
-        session = ort_session(onnx_path, str(self.device), self.recipe.bench.threads)
-        loader = make_loader(self.data.val, self.recipe.data.batch_size, shuffle=False,
-                             num_workers=self.recipe.data.num_workers)
-        targets, predictions = [], []
-        for images, labels in loader:
-            predictions.append(ort_logits(session, images.numpy()).argmax(1))
-            targets.append(labels.numpy())
-        return classification_metrics(np.concatenate(targets), np.concatenate(predictions),
-                                      self.data.classes)
+            return None, None
+        runner = self.runner(onnx_path)
+        targets = np.array([label for _, label in self.data.val.samples])
+        if self.recipe.score.time == "end_to_end":
+            files = [path for path, _ in self.data.val.samples]
+            result = predict_files(runner, files, self.input_size, batch_size=1,
+                                   workers=self.recipe.data.num_workers)
+            predictions, seconds = result.labels, result.seconds
+        else:
+            loader = make_loader(self.data.val, self.recipe.data.batch_size, shuffle=False,
+                                 num_workers=self.recipe.data.num_workers)
+            predictions = np.concatenate([runner(runner.prepare(images.numpy())).argmax(1)
+                                          for images, _ in loader])
+            seconds = None
+        return classification_metrics(targets, predictions, self.data.classes), seconds
 
     def _batch1(self, onnx_path: Path, baseline: StageRecord | None,
                 previous: StageRecord | None):
@@ -72,25 +81,28 @@ class Measurer:
         Both ratios come from interleaved timing (A B A B ...), so a busy machine slows
         both models alike instead of flagging the wrong stage."""
         bench = self.recipe.bench
-        args = (self.input_size, 1, str(self.device), bench.warmup, bench.runs, bench.threads)
+        args = (self.input_size, 1, bench.warmup, bench.runs)
+        runner = self.runner(onnx_path)
         if baseline is None:
-            alone = measure_latency(onnx_path, *args)
-            return alone, 1.0, 1.0
-        vs_input = compare_latency(baseline.onnx, onnx_path, *args)
+            return measure_latency(runner, *args), 1.0, 1.0
+        vs_input = compare_latency(self.runner(baseline.onnx), runner, *args)
         vs_previous = vs_input if previous is None or previous.index == 0 else \
-            compare_latency(previous.onnx, onnx_path, *args)
+            compare_latency(self.runner(previous.onnx), runner, *args)
         return vs_input.b, vs_input.ratio, vs_previous.ratio
+
+    def runner(self, onnx_path: str | Path) -> OrtRunner:
+        return OrtRunner.open(onnx_path, provider_for_device(str(self.device)),
+                              self.recipe.bench.threads)
 
     def measure(self, index: int, name: str, model: nn.Module, checkpoint_path: Path,
                 onnx_path: Path, seconds: float, details: dict,
                 baseline: StageRecord | None, previous: StageRecord | None) -> StageRecord:
         bench = self.recipe.bench
         one, speedup, vs_previous = self._batch1(onnx_path, baseline, previous)
-        latencies = {1: one} | {b: measure_latency(onnx_path, self.input_size, b,
-                                                   str(self.device), bench.warmup, bench.runs,
-                                                   bench.threads)
+        latencies = {1: one} | {b: measure_latency(self.runner(onnx_path), self.input_size, b,
+                                                   bench.warmup, bench.runs)
                                 for b in bench.batch_sizes[1:]}
-        metrics = self.metrics(onnx_path)
+        metrics, end_to_end_s = self.metrics(onnx_path)
         record = StageRecord(
             index=index, name=name, status="done", note="", params=count_params(model),
             macs=count_macs(model, self.input_size), latency_ms=one.median_ms,
@@ -102,7 +114,8 @@ class Measurer:
             macro_f1=None if metrics is None else metrics["macro_f1"],
             accuracy=None if metrics is None else metrics["accuracy"],
             score=None, seconds=seconds, checkpoint=str(checkpoint_path), onnx=str(onnx_path),
-            slower=vs_previous * SLOWER_TOLERANCE < 1.0, details=details)
+            slower=vs_previous * SLOWER_TOLERANCE < 1.0, details=details,
+            end_to_end_s=end_to_end_s)
         return replace(record, score=self.score(record, baseline or record))
 
     def score(self, record: StageRecord, baseline: StageRecord) -> float | None:
@@ -112,9 +125,13 @@ class Measurer:
             return None
         constants = ScoreConstants(s.formula, s.time_weight, s.f1_slope, s.f1_floor,
                                    s.f1_floor_term)
-        # Without a given baseline time, the time ratio is the interleaved speed-up.
-        time, baseline_time = (record.latency_ms, s.baseline_time_ms) if s.baseline_time_ms \
-            else (1.0, record.speedup_vs_input)
+        if s.time == "end_to_end":
+            time = record.end_to_end_s * 1000
+            baseline_time = s.baseline_time_ms or baseline.end_to_end_s * 1000
+        elif s.baseline_time_ms:
+            time, baseline_time = record.latency_ms, s.baseline_time_ms
+        else:  # the time ratio is the interleaved batch-1 speed-up over the input
+            time, baseline_time = 1.0, record.speedup_vs_input
         return competition_score(record.macro_f1, baseline_f1, constants, time=time,
                                  baseline_time=baseline_time, macs=record.macs,
                                  baseline_macs=s.baseline_macs or baseline.macs)
@@ -147,7 +164,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
             input_checkpoint.input_size, {"stage": name, "details": details}))
         onnx_path = stage_dir / "model.onnx"
         if not onnx_path.is_file():  # an export stage writes its own (maybe FP16) file
-            export_onnx(model, onnx_path, input_checkpoint.input_size)
+            export_onnx(model, onnx_path, input_checkpoint.input_size,
+                        classes=input_checkpoint.classes)
         previous = max((r for r in done.values() if r.status == "done" and r.index < index),
                        key=lambda r: r.index, default=None)
         record = measurer.measure(index, name, model, checkpoint_path, onnx_path,

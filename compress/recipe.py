@@ -59,7 +59,13 @@ class ScoreSection(_Strict):
     f1_floor: float = Field(0.5, ge=0, le=1)
     f1_floor_term: float = 1.0
     baseline_f1: float | None = Field(None, ge=0, le=1, description="null: the input, measured")
-    baseline_time_ms: float | None = Field(None, gt=0, description="null: the input, measured")
+    time: Literal["latency", "end_to_end"] = Field(
+        "latency", description="latency: batch-1 model latency; end_to_end: wall time to "
+        "decode, preprocess and predict the whole evaluated split at batch 1 (the "
+        "competition's submit time)")
+    baseline_time_ms: float | None = Field(
+        None, gt=0, description="null: the input, measured; in ms per image (latency) or ms "
+        "for the whole split (end_to_end)")
     baseline_macs: float | None = Field(None, gt=0, description="null: the input, measured")
 
 

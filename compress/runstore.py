@@ -39,6 +39,7 @@ class StageRecord:
     onnx: str
     slower: bool = False
     details: dict[str, Any] = field(default_factory=dict)
+    end_to_end_s: float | None = None  # decode + preprocess + predict the split, batch 1
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

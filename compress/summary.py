@@ -34,6 +34,23 @@ def checkpoint_summary(checkpoint: Checkpoint) -> dict[str, Any]:
             "layers": layers, "info": checkpoint.info}
 
 
+def onnx_summary(path: str, input_size: int | None = None) -> dict[str, Any]:
+    """The same summary for an ONNX file: its Conv / Gemm / MatMul nodes by the same MACs
+    convention, parameters as deployed (BatchNorm folded into the convs by the export)."""
+    from compress.bench import open_model
+    from compress.measure.onnx_macs import onnx_layer_macs, onnx_params
+    from compress.onnx_export import read_metadata
+
+    opened = open_model(path, "cpu", 1, input_size)
+    macs = onnx_layer_macs(path, opened.input_size)
+    classes = read_metadata(opened.runner.session)[0] or []
+    layers = [{"name": name, "type": "", "shape": "", "params": 0, "macs": value}
+              for name, value in macs.items()]
+    return {"model": f"ONNX file {path}", "classes": classes, "input_size": opened.input_size,
+            "params": onnx_params(path), "macs": sum(macs.values()), "layers": layers,
+            "info": {}}
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"{'layer':<28}{'type':<8}{'shape':<26}{'params':>10}{'MACs':>13}"]
     for layer in summary["layers"]:
@@ -46,7 +63,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"input       3x{summary['input_size']}x{summary['input_size']}",
         f"params      {summary['params']:,}",
         f"MACs        {summary['macs']:,} (conv + linear, one image)",
-        f"classes     {len(summary['classes'])}: {', '.join(summary['classes'])}",
+        f"classes     {len(summary['classes'])}: {', '.join(summary['classes']) or 'not stored'}",
     ]
     if train:
         lines.append(f"trained     {train.get('best_epoch')} of {train.get('epochs')} epochs, "

@@ -10,6 +10,7 @@ from torch import nn
 
 from compress.measure.latency import compare_latency, measure_latency
 from compress.measure.macs import count_macs, count_params
+from compress.measure.runners import OrtRunner
 from compress.measure.score import ScoreConstants, competition_score
 from compress.onnx_export import export_onnx
 
@@ -57,9 +58,10 @@ def test_latency_and_interleaved_comparison(tmp_path):
     big_model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1),
                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 2)).eval()
     big = export_onnx(big_model, tmp_path / "big.onnx", 32)
-    latency = measure_latency(small, 32, batch=4, warmup=2, runs=5)
+    latency = measure_latency(OrtRunner.open(small), 32, batch=4, warmup=2, runs=5)
     assert latency.batch == 4 and latency.runs == 5 and latency.provider == "CPUExecutionProvider"
-    assert 0 < latency.median_ms <= latency.p90_ms
-    comparison = compare_latency(big, small, 32, warmup=2, runs=20)
+    assert 0 < latency.median_ms <= latency.p90_ms <= latency.p99_ms
+    comparison = compare_latency(OrtRunner.open(big), OrtRunner.open(small), 32, warmup=2,
+                                 runs=20)
     assert comparison.ratio == pytest.approx(comparison.a.median_ms / comparison.b.median_ms)
     assert comparison.ratio > 1  # ~150x the MACs cannot be faster

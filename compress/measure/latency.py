@@ -1,14 +1,24 @@
-"""Model latency with ONNX Runtime: warm-up, then many timed runs, median and p90."""
+"""Latency of a runner (ONNX Runtime session or torch model): warm-up, then timed runs.
+
+How the figures are kept stable on a shared, noisy machine:
+- warm-up: `warmup` runs and at least WARMUP_MIN_SECONDS of runs, so that thread pools,
+  allocators, caches and clock frequency have settled before timing starts;
+- fixed threads: ONNX Runtime's intra-op pool size is set explicitly (bench: the cores this
+  process may use), one inter-op thread;
+- robust statistics: the median is the headline figure (a run that the OS pre-empts lands
+  in p99, not in the median); mean and standard deviation are reported to show the spread;
+- comparisons run interleaved in blocks (see compare_latency), so drift hits both models.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from compress.onnx_export import ort_logits, ort_session
+WARMUP_MIN_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -18,23 +28,48 @@ class Latency:
     p90_ms: float
     runs: int
     provider: str
+    p99_ms: float = 0.0
+    mean_ms: float = 0.0
+    std_ms: float = 0.0
+
+    @classmethod
+    def from_times(cls, batch: int, provider: str, times_ms: list[float]) -> "Latency":
+        times = np.asarray(times_ms)
+        return cls(batch, float(np.median(times)), float(np.percentile(times, 90)), len(times),
+                   provider, float(np.percentile(times, 99)), float(times.mean()),
+                   float(times.std(ddof=1)) if len(times) > 1 else 0.0)
+
+    @property
+    def images_per_s(self) -> float:
+        return 1000.0 * self.batch / self.median_ms
 
 
-def measure_latency(onnx_path: str | Path, input_size: int, batch: int = 1,
-                    device: str = "cpu", warmup: int = 10, runs: int = 50,
-                    threads: int | None = None) -> Latency:
-    session = ort_session(onnx_path, device, threads)
-    images = np.random.default_rng(0).standard_normal(
+def random_batch(batch: int, input_size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(
         (batch, 3, input_size, input_size)).astype(np.float32)
-    for _ in range(warmup):
-        ort_logits(session, images)
-    times = []
-    for _ in range(runs):
+
+
+def _warm_up(runner: Any, prepared: Any, warmup: int) -> None:
+    started = time.perf_counter()
+    done = 0
+    while done < warmup or time.perf_counter() - started < WARMUP_MIN_SECONDS:
+        runner(prepared)
+        done += 1
+
+
+def measure_latency(runner: Any, input_size: int, batch: int = 1, warmup: int = 10,
+                    runs: int = 50, seconds: float | None = None) -> Latency:
+    """Time `runs` runs, or as many as fit in `seconds` (at least 10) when it is given."""
+    prepared = runner.prepare(random_batch(batch, input_size))
+    _warm_up(runner, prepared, warmup)
+    times: list[float] = []
+    started = time.perf_counter()
+    while (len(times) < runs) if seconds is None else \
+            (time.perf_counter() - started < seconds or len(times) < 10):
         start = time.perf_counter()
-        ort_logits(session, images)
+        runner(prepared)
         times.append((time.perf_counter() - start) * 1000)
-    return Latency(batch, float(np.median(times)), float(np.percentile(times, 90)), runs,
-                   session.get_providers()[0])
+    return Latency.from_times(batch, runner.provider, times)
 
 
 @dataclass(frozen=True)
@@ -44,32 +79,33 @@ class Comparison:
     ratio: float  # median(a) / median(b): how many times faster b is than a
 
 
-def compare_latency(path_a: str | Path, path_b: str | Path, input_size: int, batch: int = 1,
-                    device: str = "cpu", warmup: int = 10, runs: int = 100,
-                    threads: int | None = None, block: int = 10) -> Comparison:
+def compare_latency(runner_a: Any, runner_b: Any, input_size: int, batch: int = 1,
+                    warmup: int = 10, runs: int = 100, block: int = 10,
+                    seconds: float | None = None) -> Comparison:
     """Time two models in alternating blocks (A x block, B x block, A ...), so that a noisy
-    machine slows both alike.
+    machine slows both alike; `runs` timed runs each, or blocks for `seconds` in all.
 
     Blocks, not single runs: ONNX Runtime's worker threads keep spinning for a while after
     a run, and with strict A B A B alternation the spinning threads of one session steal
     cores from the other (seen here: 1.7x by A B A B where runs alone and blocks gave 2.0x).
     The first run of each block, right after the switch, is not counted.
     """
-    sessions = [ort_session(path_a, device, threads), ort_session(path_b, device, threads)]
-    images = np.random.default_rng(0).standard_normal(
-        (batch, 3, input_size, input_size)).astype(np.float32)
-    for session in sessions:
-        for _ in range(warmup):
-            ort_logits(session, images)
+    runners = [runner_a, runner_b]
+    images = random_batch(batch, input_size)
+    prepared = [runner.prepare(images) for runner in runners]
+    for runner, inputs in zip(runners, prepared):
+        _warm_up(runner, inputs, warmup)
     times: list[list[float]] = [[], []]
     block = max(1, min(block, runs))
-    for _ in range(max(1, runs // block)):
-        for session, bucket in zip(sessions, times):
-            ort_logits(session, images)
+    blocks, started = 0, time.perf_counter()
+    while blocks < max(1, runs // block) if seconds is None else \
+            (time.perf_counter() - started < seconds or blocks < 2):
+        blocks += 1
+        for runner, inputs, bucket in zip(runners, prepared, times):
+            runner(inputs)
             for _ in range(block):
                 start = time.perf_counter()
-                ort_logits(session, images)
+                runner(inputs)
                 bucket.append((time.perf_counter() - start) * 1000)
-    a, b = (Latency(batch, float(np.median(t)), float(np.percentile(t, 90)), len(t),
-                    s.get_providers()[0]) for s, t in zip(sessions, times))
+    a, b = (Latency.from_times(batch, r.provider, t) for r, t in zip(runners, times))
     return Comparison(a, b, a.median_ms / b.median_ms)

@@ -41,7 +41,7 @@ class Export(Stage):
         cfg = self.config
         deployable = ctx.stage_dir / "model.onnx"
         fp32_path = ctx.stage_dir / ("model_fp32.onnx" if cfg.fp16 else "model.onnx")
-        export_onnx(model, fp32_path, ctx.input_size, cfg.opset)
+        export_onnx(model, fp32_path, ctx.input_size, cfg.opset, ctx.classes)
         images, source = parity_images(ctx, cfg.check_images)
         fp32 = check_parity(model, fp32_path, images)
         checks = {"fp32": fp32, "check_inputs": source}

@@ -1,0 +1,160 @@
+"""`compress bench`: latency of an ONNX file or a checkpoint over a batch sweep, optionally
+interleaved with a second model, with MACs, achieved GFLOP/s and the device's peak."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compress.errors import UserError
+from compress.measure.latency import Comparison, Latency, compare_latency, measure_latency
+from compress.measure.runners import OrtRunner, TorchRunner
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+@dataclass
+class BenchModel:
+    """A model opened for timing, with what is needed to read its figures."""
+
+    path: str
+    runner: Any
+    input_size: int
+    macs: int
+    classes: list[str] | None = None
+
+    @property
+    def note(self) -> str | None:
+        return self.runner.note
+
+
+def _torch_device(provider: str) -> tuple[str, str | None]:
+    import torch
+
+    if provider == "tensorrt":
+        raise UserError("--provider tensorrt applies to ONNX files; a checkpoint runs in torch")
+    if provider == "cpu":
+        return "cpu", None
+    if torch.cuda.is_available():
+        return "cuda", None
+    if provider == "cuda":
+        return "cpu", "torch has no CUDA device here; measured on the CPU instead"
+    return "cpu", "provider auto: no CUDA device, using torch on the CPU"
+
+
+def open_model(path: str | Path, provider: str = "cpu", threads: int | None = None,
+               input_size: int | None = None, compile_model: bool = False) -> BenchModel:
+    """Open an ONNX file in ONNX Runtime, or a compress checkpoint in torch."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    if path.suffix == ".onnx":
+        if compile_model:
+            raise UserError("--compile applies to checkpoints (torch), not to ONNX files")
+        return _open_onnx(path, provider, threads, input_size)
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        return _open_checkpoint(path, provider, threads, input_size, compile_model)
+    raise UserError(f"{path}: not a model file (expected .onnx or a checkpoint: "
+                    + ", ".join(CHECKPOINT_SUFFIXES) + ")")
+
+
+def _open_onnx(path: Path, provider: str, threads: int | None,
+               input_size: int | None) -> BenchModel:
+    from compress.measure.onnx_macs import onnx_macs
+    from compress.onnx_export import read_metadata
+
+    try:
+        runner = OrtRunner.open(path, provider, threads)
+    except UserError:
+        raise
+    except Exception as exc:  # onnxruntime raises its own types for a corrupt file
+        raise UserError(f"{path} is not a valid ONNX model: {str(exc).splitlines()[0]}")
+    fixed = runner.input_size()
+    classes, stored = read_metadata(runner.session)
+    if fixed is not None and input_size is not None and input_size != fixed:
+        raise UserError(f"{path} takes {fixed}x{fixed} images; --input-size {input_size} "
+                        "does not fit")
+    size = input_size or fixed or stored
+    if size is None:
+        raise UserError(f"{path} has no fixed input size: give --input-size")
+    return BenchModel(str(path), runner, size, onnx_macs(path, size), classes)
+
+
+def _open_checkpoint(path: Path, provider: str, threads: int | None, input_size: int | None,
+                     compile_model: bool) -> BenchModel:
+    import torch
+
+    from compress.checkpoint import load_checkpoint
+    from compress.measure.macs import count_macs
+
+    checkpoint = load_checkpoint(path)
+    if threads:
+        torch.set_num_threads(threads)
+    device, note = _torch_device(provider)
+    size = input_size or checkpoint.input_size
+    macs = count_macs(checkpoint.model, size)
+    runner = TorchRunner.open(checkpoint.model, device, compile_model)
+    runner.note = note
+    return BenchModel(str(path), runner, size, macs, checkpoint.classes)
+
+
+@dataclass
+class BenchRow:
+    batch: int
+    latency: Latency
+    macs: int
+    comparison: Comparison | None = None  # a = the --compare model, b = this model
+
+    @property
+    def gflops(self) -> float:
+        """Achieved GFLOP/s: 2 x MACs per image x batch / median latency."""
+        return 2 * self.macs * self.batch / (self.latency.median_ms / 1000) / 1e9
+
+    def as_dict(self) -> dict[str, Any]:
+        lat = self.latency
+        row = {"provider": lat.provider, "batch": self.batch, "p50_ms": lat.median_ms,
+               "p90_ms": lat.p90_ms, "p99_ms": lat.p99_ms, "mean_ms": lat.mean_ms,
+               "std_ms": lat.std_ms, "runs": lat.runs, "images_per_s": lat.images_per_s,
+               "macs": self.macs, "gflops": self.gflops}
+        if self.comparison is not None:
+            row |= {"compare_p50_ms": self.comparison.a.median_ms,
+                    "speedup_vs_compare": self.comparison.ratio}
+        return row
+
+
+def bench(model: BenchModel, batches: list[int], warmup: int, runs: int,
+          seconds: float | None = None, other: BenchModel | None = None,
+          progress=lambda batch: None) -> list[BenchRow]:
+    """One row per batch size; with `other`, both are timed interleaved at each size."""
+    rows = []
+    for batch in batches:
+        progress(batch)
+        if other is None:
+            latency = measure_latency(model.runner, model.input_size, batch, warmup, runs,
+                                      seconds)
+            rows.append(BenchRow(batch, latency, model.macs))
+        else:
+            comparison = compare_latency(other.runner, model.runner, model.input_size, batch,
+                                         warmup, runs, seconds=seconds)
+            rows.append(BenchRow(batch, comparison.b, model.macs, comparison))
+    return rows
+
+
+COLUMNS = ("batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "img/s", "GFLOP/s",
+           "runs")
+
+
+def format_rows(rows: list[BenchRow]) -> list[str]:
+    compare = rows and rows[0].comparison is not None
+    header = COLUMNS + ("other p50", "speed-up") if compare else COLUMNS
+    lines = ["".join(f"{c:>10}" for c in header)]
+    for row in rows:
+        lat = row.latency
+        cells = [str(row.batch), f"{lat.median_ms:.3f}", f"{lat.p90_ms:.3f}",
+                 f"{lat.p99_ms:.3f}", f"{lat.mean_ms:.3f}", f"{lat.std_ms:.3f}",
+                 f"{lat.images_per_s:.1f}", f"{row.gflops:.2f}", str(lat.runs)]
+        if compare:
+            cells += [f"{row.comparison.a.median_ms:.3f}", f"{row.comparison.ratio:.2f}x"]
+        lines.append("".join(f"{c:>10}" for c in cells))
+    return lines

@@ -1,0 +1,150 @@
+"""What gets timed: an ONNX Runtime session on an execution provider, or a torch model.
+
+A runner turns a float32 NCHW batch into the form its engine wants (`prepare`, not timed)
+and runs it synchronously (`__call__`, timed). `provider` names what really ran: ONNX
+Runtime silently falls back to the CPU when a GPU provider fails to load, so the provider
+is read back from the session, and `note` says when it differs from what was asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress.errors import UserError
+
+PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
+_ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+              "tensorrt": "TensorrtExecutionProvider"}
+_FALLBACK_CHAIN = {"cpu": ["cpu"], "cuda": ["cuda", "cpu"], "tensorrt": ["tensorrt", "cuda", "cpu"]}
+_GPU_HINT = "install onnxruntime-gpu (pip install -e '.[gpu]') on a machine with CUDA"
+
+
+def provider_for_device(device: str) -> str:
+    """The provider matching a torch device string ("cuda:0" -> "cuda")."""
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
+def session_options(threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.inter_op_num_threads = 1  # one model, one graph: no parallel branches to run
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+def _session_on(model: str | bytes, provider: str, threads: int | None):
+    import onnxruntime as ort
+
+    chain = [_ORT_NAMES[p] for p in _FALLBACK_CHAIN[provider]]
+    return ort.InferenceSession(model, session_options(threads), providers=chain)
+
+
+def open_session(model: str | Path | bytes, provider: str = "cpu",
+                 threads: int | None = None) -> tuple[Any, str | None]:
+    """An ONNX Runtime session on `provider` (auto|cpu|cuda|tensorrt) and a note when the
+    provider really used is not the one asked for (None when it is)."""
+    import onnxruntime as ort
+
+    if provider not in PROVIDER_CHOICES:
+        raise UserError(f"unknown provider {provider!r}; choose one of "
+                        + ", ".join(PROVIDER_CHOICES))
+    model = model if isinstance(model, bytes) else str(model)
+    available = ort.get_available_providers()
+    if provider == "auto":
+        failures = []
+        for candidate in ("tensorrt", "cuda", "cpu"):
+            if _ORT_NAMES[candidate] not in available:
+                continue
+            try:
+                session = _session_on(model, candidate, threads)
+            except Exception as exc:  # a GPU provider whose libraries fail to load
+                failures.append(f"{_ORT_NAMES[candidate]} failed ({str(exc).splitlines()[0]})")
+                continue
+            if session.get_providers()[0] == _ORT_NAMES[candidate]:
+                used = session.get_providers()[0]
+                return session, "provider auto: " + "; ".join(failures + [f"using {used}"])
+            failures.append(f"{_ORT_NAMES[candidate]} did not load")
+        raise UserError("no ONNX Runtime execution provider could load the model")
+    wanted = _ORT_NAMES[provider]
+    if wanted not in available:
+        session = _session_on(model, "cpu", threads)
+        return session, (f"{wanted} is not available in this onnxruntime build ({_GPU_HINT}); "
+                         f"measured on {session.get_providers()[0]} instead")
+    session = _session_on(model, provider, threads)
+    used = session.get_providers()[0]
+    if used != wanted:
+        return session, (f"{wanted} failed to load (CUDA/cuDNN/TensorRT libraries missing or "
+                         f"incompatible?); ONNX Runtime fell back to {used}")
+    return session, None
+
+
+@dataclass
+class OrtRunner:
+    session: Any
+    note: str | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, provider: str = "cpu", threads: int | None = None
+             ) -> "OrtRunner":
+        return cls(*open_session(path, provider, threads))
+
+    @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+    def input_size(self) -> int | None:
+        """The model's square input size when its ONNX input shape fixes it."""
+        height, width = self.session.get_inputs()[0].shape[2:4]
+        return height if isinstance(height, int) and height == width else None
+
+    def prepare(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        return {self.session.get_inputs()[0].name: images.astype(np.float32)}
+
+    def __call__(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, feed)[0]
+
+
+@dataclass
+class TorchRunner:
+    """A torch model in eager mode or compiled with torch.compile; CUDA runs synchronised."""
+
+    model: Any
+    device: Any
+    compiled: bool = False
+    note: str | None = None
+
+    @classmethod
+    def open(cls, model, device: str = "cpu", compile_model: bool = False) -> "TorchRunner":
+        import torch
+
+        torch_device = torch.device(device)
+        model = model.eval().to(torch_device)
+        if compile_model:
+            model = torch.compile(model)
+        return cls(model, torch_device, compile_model)
+
+    @property
+    def provider(self) -> str:
+        return f"torch-{'compile' if self.compiled else 'eager'}-{self.device.type}"
+
+    def prepare(self, images: np.ndarray):
+        import torch
+
+        return torch.from_numpy(images.astype(np.float32)).to(self.device)
+
+    def __call__(self, images) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model(images)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return logits
