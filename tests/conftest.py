@@ -45,6 +45,26 @@ def make_image_folder(root: Path, per_class: dict[str, int], size: int = 40,
     return root
 
 
+def run_cli(args):
+    """Exit code and the combined stdout/stderr of `compress ARGS`."""
+    from click.testing import CliRunner
+
+    from compress.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def assert_user_error(args, *fragments):
+    """The command fails with one line naming the problem and exit code 2."""
+    code, output = run_cli(args)
+    assert code == 2, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("tiny"), {"train": 12, "val": 4})

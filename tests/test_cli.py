@@ -8,14 +8,12 @@ import logging
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner
 
 from compress.checkpoint import Checkpoint, save_checkpoint
-from compress.cli import main
 from compress.data import load_data_config
 from compress.models import build_model
 
-from conftest import TINY_MNV3
+from conftest import TINY_MNV3, assert_user_error, run_cli
 
 
 @pytest.fixture()
@@ -25,22 +23,8 @@ def tiny_checkpoint(tmp_path, tiny_model_spec):
                            Checkpoint(model, tiny_model_spec, ["blue", "green", "red"], 32))
 
 
-def _run(args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result.exit_code, result.output
-
-
-def _assert_user_error(args, *fragments):
-    code, output = _run(args)
-    assert code == 2, output
-    lines = output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), output
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
 def test_eval_json_has_the_promised_keys(tiny_checkpoint, tiny_data):
-    code, output = _run(["eval", tiny_checkpoint, "--data", tiny_data, "--json"])
+    code, output = run_cli(["eval", tiny_checkpoint, "--data", tiny_data, "--json"])
     assert code == 0, output
     metrics = json.loads(output)
     for key in ("macro_f1", "accuracy", "per_class", "num_images", "confusion_matrix"):
@@ -50,19 +34,19 @@ def test_eval_json_has_the_promised_keys(tiny_checkpoint, tiny_data):
 
 
 def test_eval_text_report(tiny_checkpoint, tiny_data):
-    code, output = _run(["eval", tiny_checkpoint, "--data", tiny_data])
+    code, output = run_cli(["eval", tiny_checkpoint, "--data", tiny_data])
     assert code == 0 and "macro F1" in output and "confusion matrix" in output
 
 
 def test_inspect_prints_layers_params_macs_and_classes(tiny_checkpoint):
-    code, output = _run(["inspect", tiny_checkpoint, "--json"])
+    code, output = run_cli(["inspect", tiny_checkpoint, "--json"])
     assert code == 0, output
     summary = json.loads(output)
     model = build_model({"kind": "kindle", "config": TINY_MNV3})
     assert summary["params"] == sum(p.numel() for p in model.parameters())
     assert summary["macs"] == sum(layer["macs"] for layer in summary["layers"]) > 0
     assert summary["classes"] == ["blue", "green", "red"] and summary["input_size"] == 32
-    code, text = _run(["inspect", tiny_checkpoint])
+    code, text = run_cli(["inspect", tiny_checkpoint])
     assert "MACs" in text and "model.7.linear" in text
 
 
@@ -72,7 +56,7 @@ def test_import_turns_a_teams_best_pt_into_a_checkpoint(tmp_path, tiny_data):
     trained = build_model({"kind": "kindle", "config": TINY_MNV3}).eval()
     torch.save(trained.state_dict(), tmp_path / "best.pt")
     out = tmp_path / "imported.safetensors"
-    code, output = _run(["import", "--model", model_yaml, "--weights", tmp_path / "best.pt",
+    code, output = run_cli(["import", "--model", model_yaml, "--weights", tmp_path / "best.pt",
                          "--data", tiny_data, "--input-size", 32, "--out", out])
     assert code == 0, output
     from compress.checkpoint import load_checkpoint
@@ -88,7 +72,7 @@ def test_import_refuses_a_class_count_the_model_cannot_predict(tmp_path):
     model_yaml.write_text(yaml.safe_dump(TINY_MNV3))
     torch.save(build_model({"kind": "kindle", "config": TINY_MNV3}).state_dict(),
                tmp_path / "best.pt")
-    _assert_user_error(["import", "--model", model_yaml, "--weights", tmp_path / "best.pt",
+    assert_user_error(["import", "--model", model_yaml, "--weights", tmp_path / "best.pt",
                         "--classes", "a,b", "--out", tmp_path / "x.safetensors"],
                        "3 outputs", "2 classes")
 
@@ -100,7 +84,7 @@ def test_train_command_writes_a_checkpoint(tmp_path, tiny_data):
     data_yaml.write_text(yaml.safe_dump({"DATA_PATH": str(tiny_data), "IMG_SIZE": 32,
                                          "EPOCHS": 2, "BATCH_SIZE": 8, "INIT_LR": 0.05, "GRAD_CLIP": 1.0,
                                          "NUM_WORKERS": 0}))
-    code, output = _run(["train", "--model", model_yaml, "--data", data_yaml,
+    code, output = run_cli(["train", "--model", model_yaml, "--data", data_yaml,
                          "--out", tmp_path / "run"])
     assert code == 0, output
     assert (tmp_path / "run" / "best.safetensors").is_file()
@@ -108,13 +92,13 @@ def test_train_command_writes_a_checkpoint(tmp_path, tiny_data):
 
 
 def test_missing_data_folder(tiny_checkpoint, tmp_path):
-    _assert_user_error(["eval", tiny_checkpoint, "--data", tmp_path / "nope"],
+    assert_user_error(["eval", tiny_checkpoint, "--data", tmp_path / "nope"],
                        "nope", "not found")
 
 
 def test_split_folder_without_class_folders(tiny_checkpoint, tmp_path):
     (tmp_path / "root" / "val").mkdir(parents=True)
-    _assert_user_error(["eval", tiny_checkpoint, "--data", tmp_path / "root"],
+    assert_user_error(["eval", tiny_checkpoint, "--data", tmp_path / "root"],
                        "no class folders")
 
 
@@ -123,7 +107,7 @@ def test_unreadable_image_is_named(tiny_checkpoint, tmp_path):
 
     root = make_image_folder(tmp_path / "data", {"val": 2})
     (root / "val" / "red" / "broken.jpg").write_bytes(b"not a jpeg at all")
-    _assert_user_error(["eval", tiny_checkpoint, "--data", root], "broken.jpg",
+    assert_user_error(["eval", tiny_checkpoint, "--data", root], "broken.jpg",
                        "cannot be read")
 
 
@@ -134,7 +118,7 @@ def test_unknown_module_in_model_yaml(tmp_path, tiny_data):
     model_yaml.write_text(yaml.safe_dump(config))
     data_yaml = tmp_path / "data.yaml"
     data_yaml.write_text(yaml.safe_dump({"DATA_PATH": str(tiny_data), "IMG_SIZE": 32}))
-    _assert_user_error(["train", "--model", model_yaml, "--data", data_yaml,
+    assert_user_error(["train", "--model", model_yaml, "--data", data_yaml,
                         "--out", tmp_path / "run"], "FancyBlock", "row 2")
 
 
@@ -142,7 +126,7 @@ def test_checkpoint_classes_differ_from_the_data(tmp_path, tiny_model_spec, tiny
     path = save_checkpoint(tmp_path / "abc.safetensors",
                            Checkpoint(build_model(tiny_model_spec), tiny_model_spec,
                                       ["a", "b", "c"], 32))
-    _assert_user_error(["eval", path, "--data", tiny_data], "differ")
+    assert_user_error(["eval", path, "--data", tiny_data], "differ")
 
 
 def test_competition_data_yaml_is_read_and_unknown_keys_warned(tmp_path, caplog):
@@ -171,7 +155,7 @@ def test_bad_data_yaml_value(tmp_path):
 
 def test_finetune_and_export_commands(tmp_path, tiny_checkpoint, tiny_data):
     out = tmp_path / "ft"
-    code, output = _run(["finetune", tiny_checkpoint, "--data", tiny_data, "--freeze",
+    code, output = run_cli(["finetune", tiny_checkpoint, "--data", tiny_data, "--freeze",
                          "all-but-classifier", "--epochs", 1, "--batch-size", 8, "--out", out])
     assert code == 0, output
     from compress.checkpoint import load_checkpoint
@@ -180,7 +164,7 @@ def test_finetune_and_export_commands(tmp_path, tiny_checkpoint, tiny_data):
     original = load_checkpoint(tiny_checkpoint)
     assert torch.equal(tuned.model.model[0].conv.weight, original.model.model[0].conv.weight)
     assert not torch.equal(tuned.model.model[7].linear.weight, original.model.model[7].linear.weight)
-    code, output = _run(["export", out / "best.safetensors", "--out", tmp_path / "m.onnx",
+    code, output = run_cli(["export", out / "best.safetensors", "--out", tmp_path / "m.onnx",
                          "--fp16", "--data", tiny_data])
     assert code == 0, output
     assert (tmp_path / "m.onnx").is_file() and '"fp16"' in output
@@ -189,4 +173,4 @@ def test_finetune_and_export_commands(tmp_path, tiny_checkpoint, tiny_data):
 def test_export_of_a_file_that_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"\x08\x07garbage")
-    _assert_user_error(["export", path, "--out", tmp_path / "x.onnx"], "model.onnx")
+    assert_user_error(["export", path, "--out", tmp_path / "x.onnx"], "model.onnx")
