@@ -104,7 +104,8 @@ class Measurer:
                                 for b in bench.batch_sizes[1:]}
         metrics, end_to_end_s = self.metrics(onnx_path)
         record = StageRecord(
-            index=index, name=name, status="done", note="", params=count_params(model),
+            index=index, name=name, status="done", note=details.get("note", ""),
+            params=count_params(model),
             macs=count_macs(model, self.input_size), latency_ms=one.median_ms,
             latency_p90_ms=one.p90_ms, speedup_vs_input=speedup,
             latency_by_batch={str(b): {"median_ms": l.median_ms, "p90_ms": l.p90_ms,
@@ -173,6 +174,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
         store.write_record(record)
         done[index] = record
         echo(format_row(record))
+        if record.note:
+            echo(f"note: stage {index}:{name}: {record.note}")
         if record.slower:
             echo(f"warning: stage {index}:{name} made batch-1 latency worse than stage "
                  f"{previous.index}:{previous.name} (timed interleaved)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,8 @@ def test_every_stage_is_saved_measured_and_reported(tmp_path, tiny_recipe):
     assert stages[1]["macs"] < stages[0]["macs"] and stages[3]["macs"] < stages[2]["macs"]
     assert stages[3]["details"]["decomposed"]
     assert stages[5]["details"]["checks"]["fp16"]["top1_agreement"] >= 0.99
+    speedup = stages[5]["details"]["fp16_speedup_vs_float32_b1"]
+    assert stages[5]["note"].startswith("FP16 is") and f"{speedup:.2f}x" in stages[5]["note"]
     assert (out / "report.md").read_text().count("\n| ") == 7
     assert (out / "report.png").stat().st_size > 1000
 
@@ -103,6 +106,26 @@ def test_resume_continues_after_the_last_finished_stage(tmp_path, tiny_recipe, m
     assert code == 0, output
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())
     assert len(_report(out)["stages"]) == 6
+
+
+def test_end_to_end_time_drives_the_score_when_asked(tmp_path, tiny_recipe):
+    raw = yaml.safe_load(tiny_recipe.read_text())
+    raw["stages"] = [{"prune": {"ratio": 0.25}}, {"quantize": {"calibration_images": 8,
+                                                                "timing_runs": 10}}]
+    raw["score"] = {"time": "end_to_end"}
+    recipe = tmp_path / "e2e.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    code, output = _run(recipe, "--out", tmp_path / "run")
+    assert code == 0, output
+    stages = _report(tmp_path / "run")["stages"]
+    assert all(s["end_to_end_s"] > 0 for s in stages)
+    for stage in stages:
+        time_term = 0.5 * stage["end_to_end_s"] / stages[0]["end_to_end_s"]
+        f1_term = 1 / (1 + math.exp(-20 * (stages[0]["macro_f1"] - stage["macro_f1"])))
+        assert stage["score"] == pytest.approx(time_term + f1_term)
+    quantize = stages[2]
+    assert quantize["details"]["kept"] in ("int8", "float32")
+    assert quantize["note"] and quantize["note"] in output
 
 
 def test_set_overrides_a_stage_option(tmp_path, tiny_recipe):

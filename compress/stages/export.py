@@ -7,6 +7,8 @@ from pydantic import Field
 from torch import nn
 
 from compress.errors import StageFailed
+from compress.measure.latency import compare_latency
+from compress.measure.runners import OrtRunner, provider_for_device
 from compress.onnx_export import check_parity, convert_fp16, export_onnx
 from compress.stages import register_stage
 from compress.stages.base import Stage, StageConfig, StageContext
@@ -29,6 +31,18 @@ def parity_images(ctx: StageContext, count: int) -> tuple[torch.Tensor, str]:
     generator = torch.Generator().manual_seed(ctx.seed)
     return torch.randn(count, 3, ctx.input_size, ctx.input_size, generator=generator), \
         "random inputs (no data)"
+
+
+def _fp16_speed_note(fp32_path, fp16_path, ctx: StageContext) -> str:
+    """FP16 is a GPU format: say what it costs or gains on the device the run measures."""
+    provider = provider_for_device(str(ctx.device))
+    timing = compare_latency(OrtRunner.open(fp32_path, provider),
+                             OrtRunner.open(fp16_path, provider), ctx.input_size, runs=100)
+    ctx.details["fp16_speedup_vs_float32_b1"] = timing.ratio
+    verdict = "slower" if timing.ratio < 1 else "faster"
+    hint = " (CPUs have no fast FP16 arithmetic: keep float32 or use INT8 there; FP16 is " \
+           "for CUDA / TensorRT)" if provider == "cpu" and timing.ratio < 1 else ""
+    return f"FP16 is {verdict} than float32 on {provider}: {timing.ratio:.2f}x at batch 1{hint}"
 
 
 @register_stage
@@ -55,5 +69,6 @@ class Export(Stage):
             if fp16["top1_agreement"] < FP16_MIN_TOP1_AGREEMENT:
                 raise StageFailed(f"export: FP16 top-1 agreement {fp16['top1_agreement']:.1%} "
                                   f"< {FP16_MIN_TOP1_AGREEMENT:.0%} on {source}")
+            ctx.details["note"] = _fp16_speed_note(fp32_path, deployable, ctx)
         ctx.details.update({"fp16": cfg.fp16, "opset": cfg.opset, "checks": checks})
         return model

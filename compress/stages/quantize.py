@@ -1,0 +1,180 @@
+"""INT8 quantization with ONNX Runtime, kept only when it is correct and (by default) faster.
+
+The stage exports the float32 model, runs ONNX Runtime's pre-processing (shape inference
+and graph optimisation), quantizes statically (calibrated on training images through the
+test transform) or dynamically, checks top-1 agreement with float32 on val, times both
+interleaved, and writes the chosen file as the stage's model.onnx. The torch model is not
+changed: quantization lives in the ONNX file, which is what the pipeline measures.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from compress.data import eval_transform, read_image
+from compress.errors import StageFailed
+from compress.measure.latency import compare_latency
+from compress.measure.runners import OrtRunner, provider_for_device
+from compress.onnx_export import export_onnx, set_metadata
+from compress.stages import register_stage
+from compress.stages.base import Stage, StageConfig, StageContext
+from compress.stages.export import parity_images
+
+
+class QuantizeConfig(StageConfig):
+    mode: Literal["static", "dynamic"] = Field(
+        "static", description="static: calibrated activations (needs data); dynamic: "
+        "activations quantized at run time")
+    format: Literal["qdq", "qoperator"] = Field(
+        "qdq", description="qdq: Q/DQ pairs around float ops; qoperator: QLinearConv & co.")
+    per_channel: bool = True
+    activations: Literal["uint8", "int8"] = "uint8"
+    calibration_images: int = Field(200, ge=1, description="training images, test transform")
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    op_types: list[str] | None = Field(
+        None, description="op types to quantize, e.g. [Conv]; null: ONNX Runtime's default")
+    exclude: list[str] = Field(
+        default_factory=list, description="node-name patterns (fnmatch) kept in float32")
+    min_agreement: float = Field(0.98, ge=0, le=1,
+                                 description="top-1 agreement with float32 on val")
+    keep: Literal["fastest", "int8"] = Field(
+        "fastest", description="fastest: keep float32 when INT8 is not faster (or not "
+        "correct); int8: always keep INT8 (fails when not correct)")
+    timing_runs: int = Field(200, ge=10, description="batch-1 runs each, interleaved")
+
+
+def choose_model(agreement: float, min_agreement: float, speedup: float,
+                 keep: str) -> tuple[str, str]:
+    """Which file the stage keeps ("int8" or "float32") and why, from measured figures."""
+    correct = agreement >= min_agreement
+    if keep == "int8":
+        if not correct:
+            raise StageFailed(f"quantize: INT8 top-1 agreement with float32 {agreement:.1%} "
+                              f"< {min_agreement:.0%}")
+        return "int8", f"INT8 kept (keep: int8); {speedup:.2f}x the float32 speed"
+    if not correct:
+        return "float32", (f"INT8 rejected: top-1 agreement {agreement:.1%} < "
+                           f"{min_agreement:.0%}; float32 kept")
+    if speedup <= 1.0:
+        return "float32", (f"INT8 not faster here ({speedup:.2f}x the float32 speed at batch 1)"
+                           "; float32 kept (keep: fastest)")
+    return "int8", f"INT8 kept: {speedup:.2f}x the float32 speed at batch 1"
+
+
+class _Calibration:
+    """onnxruntime.quantization.CalibrationDataReader over preprocessed images."""
+
+    def __init__(self, input_name: str, images: torch.Tensor):
+        self._batches = iter([{input_name: image[None].numpy()} for image in images])
+
+    def get_next(self):
+        return next(self._batches, None)
+
+
+def calibration_images(ctx: StageContext, count: int) -> torch.Tensor:
+    """`count` training images, spread over the classes by a seeded draw, through the test
+    transform (the model sees test-time inputs, not augmented ones)."""
+    samples = ctx.data.train.samples
+    order = np.random.default_rng(ctx.seed).permutation(len(samples))[:count]
+    transform = eval_transform(ctx.input_size)
+    return torch.stack([transform(read_image(samples[i][0])) for i in order])
+
+
+def _val_images(ctx: StageContext) -> tuple[torch.Tensor, np.ndarray | None, str]:
+    if ctx.data is None:
+        images, source = parity_images(ctx, 64)
+        return images, None, source
+    images = torch.stack([ctx.data.val[i][0] for i in range(len(ctx.data.val))])
+    return images, np.array(ctx.data.val.targets), "val images"
+
+
+@register_stage
+class Quantize(Stage):
+    name = "quantize"
+    Config = QuantizeConfig
+    config: QuantizeConfig
+
+    def needs_data(self) -> bool:
+        return self.config.mode == "static"
+
+    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        cfg = self.config
+        float_path = export_onnx(model, ctx.stage_dir / "model_fp32.onnx", ctx.input_size,
+                                 classes=ctx.classes)
+        prepared = ctx.stage_dir / "model_fp32_prep.onnx"
+        quant_pre_process(str(float_path), str(prepared))
+        int8_path = ctx.stage_dir / "model_int8.onnx"
+        self._quantize(prepared, int8_path, ctx)
+        images, targets, source = _val_images(ctx)
+        provider = provider_for_device(str(ctx.device))
+        float_runner, int8_runner = (OrtRunner.open(p, provider) for p in (float_path, int8_path))
+        float_top1 = float_runner(float_runner.prepare(images.numpy())).argmax(1)
+        int8_top1 = int8_runner(int8_runner.prepare(images.numpy())).argmax(1)
+        agreement = float(np.mean(float_top1 == int8_top1))
+        timing = compare_latency(float_runner, int8_runner, ctx.input_size,
+                                 runs=cfg.timing_runs)
+        choice, reason = choose_model(agreement, cfg.min_agreement, timing.ratio, cfg.keep)
+        shutil.copyfile(int8_path if choice == "int8" else float_path,
+                        ctx.stage_dir / "model.onnx")
+        ctx.details.update({
+            "kept": choice, "note": reason, "top1_agreement": agreement,
+            "checked_on": f"{len(images)} {source}",
+            "int8_speedup_vs_float32_b1": timing.ratio,
+            "float32_b1_ms": timing.a.median_ms, "int8_b1_ms": timing.b.median_ms,
+            "int8_ops": _op_counts(int8_path)})
+        if targets is not None:
+            from sklearn.metrics import f1_score
+
+            f1 = {name: float(f1_score(targets, top1, average="macro", zero_division=0))
+                  for name, top1 in (("float32", float_top1), ("int8", int8_top1))}
+            ctx.details["macro_f1"] = f1 | {"change": f1["int8"] - f1["float32"]}
+        return model
+
+    def _quantize(self, prepared: Path, out: Path, ctx: StageContext) -> None:
+        import onnx
+        from onnxruntime import quantization as q
+
+        cfg = self.config
+        graph = onnx.load(str(prepared)).graph
+        excluded = [n.name for n in graph.node
+                    if any(fnmatch.fnmatch(n.name, p) for p in cfg.exclude)]
+        if cfg.mode == "dynamic":
+            q.quantize_dynamic(str(prepared), str(out), per_channel=cfg.per_channel,
+                               weight_type=q.QuantType.QInt8, nodes_to_exclude=excluded,
+                               op_types_to_quantize=cfg.op_types)
+        else:
+            reader = _Calibration(graph.input[0].name,
+                                  calibration_images(ctx, cfg.calibration_images))
+            q.quantize_static(
+                str(prepared), str(out), reader,
+                quant_format=q.QuantFormat.QDQ if cfg.format == "qdq" else q.QuantFormat.QOperator,
+                per_channel=cfg.per_channel, weight_type=q.QuantType.QInt8,
+                activation_type=q.QuantType.QUInt8 if cfg.activations == "uint8"
+                else q.QuantType.QInt8,
+                op_types_to_quantize=cfg.op_types, nodes_to_exclude=excluded,
+                calibrate_method={"minmax": q.CalibrationMethod.MinMax,
+                                  "entropy": q.CalibrationMethod.Entropy,
+                                  "percentile": q.CalibrationMethod.Percentile}[
+                                      cfg.calibrate_method])
+        quantized = onnx.load(str(out))
+        set_metadata(quantized, ctx.classes, ctx.input_size)
+        onnx.save(quantized, str(out))
+
+
+def _op_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path)).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))

@@ -1,0 +1,103 @@
+"""The quantize stage: the keep logic on injected figures, and real INT8 files of a small
+trained model checked against float32."""
+
+from __future__ import annotations
+
+import filecmp
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from compress.data import DataConfig, train_val_datasets
+from compress.errors import StageFailed
+from compress.models import build_model
+from compress.onnx_export import ort_logits, ort_session
+from compress.stages import StageContext, TrainingData, create_stage
+from compress.stages.quantize import choose_model
+
+from conftest import TINY_CLASSES, TINY_MNV3
+
+SIZE = 32
+
+
+@pytest.mark.parametrize("agreement, speedup, keep, expected", [
+    (0.99, 1.30, "fastest", "int8"),
+    (0.99, 0.85, "fastest", "float32"),  # correct but slower: the float32 file is kept
+    (0.99, 1.00, "fastest", "float32"),  # a tie is no reason to change the arithmetic
+    (0.90, 2.00, "fastest", "float32"),  # fast but wrong
+    (0.99, 0.85, "int8", "int8"),
+])
+def test_keep_logic(agreement, speedup, keep, expected):
+    choice, reason = choose_model(agreement, 0.98, speedup, keep)
+    assert choice == expected
+    assert f"{speedup:.2f}x" in reason or f"{agreement:.1%}" in reason
+
+
+def test_keep_int8_fails_when_int8_is_not_correct():
+    with pytest.raises(StageFailed, match="agreement"):
+        choose_model(0.5, 0.98, 3.0, "int8")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    """The tiny MobileNetV3 fine-tuned on the colour folders, so that its predictions mean
+    something (an untrained net's near-uniform logits flip under any rounding)."""
+    torch.manual_seed(0)
+    spec = {"kind": "kindle", "config": TINY_MNV3}
+    train, val, classes = train_val_datasets(DataConfig(data_path=str(tiny_data),
+                                                        img_size=SIZE, num_workers=0))
+    data = TrainingData(train, val, classes, batch_size=8, num_workers=0)
+    model = build_model(spec)
+    ctx = StageContext(SIZE, TINY_CLASSES, torch.device("cpu"),
+                       tmp_path_factory.mktemp("ft"), spec, data=data)
+    model = create_stage("finetune", {"epochs": 4, "lr": 0.05}).apply(model, ctx)
+    return model.eval(), spec, data
+
+
+def _quantize(tmp_path, trained, **options):
+    model, spec, data = trained
+    ctx = StageContext(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path, spec, data=data)
+    create_stage("quantize", {"timing_runs": 20, **options}).apply(model, ctx)
+    return ctx.details
+
+
+def _op_types(path) -> set[str]:
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_static_qdq_is_checked_against_float32_and_kept_when_asked(tmp_path, trained):
+    details = _quantize(tmp_path, trained, keep="int8", calibration_images=16)
+    int8 = tmp_path / "model_int8.onnx"
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _op_types(int8)
+    assert details["kept"] == "int8" and filecmp.cmp(int8, tmp_path / "model.onnx")
+    # The agreement it reports is the one a user would measure.
+    _, _, data = trained
+    images = torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy()
+    top1 = {name: ort_logits(ort_session(tmp_path / f"model_{name}.onnx"), images).argmax(1)
+            for name in ("fp32", "int8")}
+    assert details["top1_agreement"] == pytest.approx(np.mean(top1["fp32"] == top1["int8"]))
+    assert details["top1_agreement"] >= 0.98
+    assert set(details["macro_f1"]) == {"float32", "int8", "change"}
+    assert details["int8_speedup_vs_float32_b1"] == pytest.approx(
+        details["float32_b1_ms"] / details["int8_b1_ms"])
+
+
+def test_keep_fastest_writes_the_file_it_names(tmp_path, trained):
+    details = _quantize(tmp_path, trained, calibration_images=16)
+    kept = tmp_path / ("model_int8.onnx" if details["kept"] == "int8" else "model_fp32.onnx")
+    assert filecmp.cmp(kept, tmp_path / "model.onnx")
+    assert (details["kept"] == "int8") == (details["int8_speedup_vs_float32_b1"] > 1.0)
+
+
+def test_dynamic_mode_needs_no_calibration_data():
+    assert not create_stage("quantize", {"mode": "dynamic"}).needs_data()
+    assert create_stage("quantize", {}).needs_data()
+
+
+def test_dynamic_mode_quantizes_weights(tmp_path, trained):
+    details = _quantize(tmp_path, trained, mode="dynamic", keep="int8", min_agreement=0.0)
+    assert _op_types(tmp_path / "model_int8.onnx") & {"ConvInteger", "MatMulInteger",
+                                                       "DynamicQuantizeLinear"}
+    assert 0.0 <= details["top1_agreement"] <= 1.0
