@@ -13,9 +13,9 @@ import torch
 from compress.data import DataConfig, train_val_datasets
 from compress.errors import StageFailed
 from compress.models import build_model
-from compress.onnx_export import ort_logits, ort_session
+from compress.onnx_export import export_onnx, ort_logits, ort_session
 from compress.stages import StageContext, TrainingData, create_stage
-from compress.stages.quantize import choose_model
+from compress.stages.quantize import choose_model, per_image_quantile_ranges
 
 from conftest import TINY_CLASSES, TINY_MNV3
 
@@ -89,6 +89,23 @@ def test_keep_fastest_writes_the_file_it_names(tmp_path, trained):
     kept = tmp_path / ("model_int8.onnx" if details["kept"] == "int8" else "model_fp32.onnx")
     assert filecmp.cmp(kept, tmp_path / "model.onnx")
     assert (details["kept"] == "int8") == (details["int8_speedup_vs_float32_b1"] > 1.0)
+
+
+def test_per_image_quantile_ranges(tmp_path, trained):
+    model, _, data = trained
+    path = export_onnx(model, tmp_path / "m.onnx", SIZE)
+    images = torch.stack([data.train[i][0] for i in range(10)])
+    widest = per_image_quantile_ranges(path, images, 1.0, tmp_path)
+    narrower = per_image_quantile_ranges(path, images, 0.6, tmp_path)
+    session = ort_session(path)
+    logits = np.stack([ort_logits(session, image[None].numpy())[0] for image in images])
+    output = session.get_outputs()[0].name
+    assert widest[output][0]["rmax"] == pytest.approx(max(logits.max(), 0), rel=1e-5)
+    assert widest[output][0]["rmin"] == pytest.approx(min(logits.min(), 0), rel=1e-5)
+    assert set(widest) == set(narrower) and len(widest) > 20
+    for name in widest:
+        low, high = widest[name][0], narrower[name][0]
+        assert low["rmin"] <= high["rmin"] <= 0 <= high["rmax"] <= low["rmax"]
 
 
 def test_dynamic_mode_needs_no_calibration_data():

@@ -38,7 +38,14 @@ class QuantizeConfig(StageConfig):
     per_channel: bool = True
     activations: Literal["uint8", "int8"] = "uint8"
     calibration_images: int = Field(200, ge=1, description="training images, test transform")
-    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    ranges: Literal["per_image_quantile", "minmax", "entropy", "percentile"] = Field(
+        "per_image_quantile", description="activation ranges: per_image_quantile takes, for "
+        "every tensor, the range_quantile of the per-image maxima (and 1 - it of the minima); "
+        "the others are ONNX Runtime's calibrators over all images at once")
+    range_quantile: float = Field(0.95, gt=0.5, le=1.0)
+    optimize_before: bool = Field(
+        False, description="ONNX Runtime's graph optimisation in the pre-processing; it "
+        "splits HardSwish into HardSigmoid + Mul, which then run as slow QLinearMul")
     op_types: list[str] | None = Field(
         None, description="op types to quantize, e.g. [Conv]; null: ONNX Runtime's default")
     exclude: list[str] = Field(
@@ -79,6 +86,42 @@ class _Calibration:
         return next(self._batches, None)
 
 
+def per_image_quantile_ranges(model_path: Path, images: torch.Tensor, quantile: float,
+                              work_dir: Path) -> dict[str, list[dict[str, np.float32]]]:
+    """Activation ranges for every tensor: the `quantile` of the per-image maxima and the
+    1 - `quantile` of the per-image minima (always including 0).
+
+    MinMax takes the extreme over all calibration images, so one unusual image widens a
+    tensor's range and coarsens its step for every other image; on MobileNetV3 the error
+    then blows up in the late squeeze-excite blocks (seen: 68 % top-1 agreement with
+    float32 on TrashNet val; 98.9 % with these ranges)."""
+    from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
+
+    from compress.measure.runners import open_session
+
+    probe = work_dir / "calibration_probe.onnx"
+    modify_model_output_intermediate_tensors(str(model_path), str(probe))
+    session, _ = open_session(probe)
+    names = [output.name for output in session.get_outputs()]
+    input_name = session.get_inputs()[0].name
+    minima, maxima = [], []
+    for image in images:
+        outputs = session.run(names, {input_name: image[None].numpy()})
+        minima.append([float(o.min()) if o.size else 0.0 for o in outputs])
+        maxima.append([float(o.max()) if o.size else 0.0 for o in outputs])
+    probe.unlink()
+    low = np.minimum(np.quantile(np.array(minima), 1 - quantile, axis=0), 0.0)
+    high = np.maximum(np.quantile(np.array(maxima), quantile, axis=0), 0.0)
+    ranges = {name: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
+              for name, lo, hi in zip(names, low, high)}
+    images_np = images.numpy()
+    ranges[input_name] = [{"rmin": np.float32(min(np.quantile(images_np.min((1, 2, 3)),
+                                                              1 - quantile), 0.0)),
+                           "rmax": np.float32(max(np.quantile(images_np.max((1, 2, 3)),
+                                                              quantile), 0.0))}]
+    return ranges
+
+
 def calibration_images(ctx: StageContext, count: int) -> torch.Tensor:
     """`count` training images, spread over the classes by a seeded draw, through the test
     transform (the model sees test-time inputs, not augmented ones)."""
@@ -112,7 +155,8 @@ class Quantize(Stage):
         float_path = export_onnx(model, ctx.stage_dir / "model_fp32.onnx", ctx.input_size,
                                  classes=ctx.classes)
         prepared = ctx.stage_dir / "model_fp32_prep.onnx"
-        quant_pre_process(str(float_path), str(prepared))
+        quant_pre_process(str(float_path), str(prepared),
+                          skip_optimization=not cfg.optimize_before)
         int8_path = ctx.stage_dir / "model_int8.onnx"
         self._quantize(prepared, int8_path, ctx)
         images, targets, source = _val_images(ctx)
@@ -153,19 +197,23 @@ class Quantize(Stage):
                                weight_type=q.QuantType.QInt8, nodes_to_exclude=excluded,
                                op_types_to_quantize=cfg.op_types)
         else:
-            reader = _Calibration(graph.input[0].name,
-                                  calibration_images(ctx, cfg.calibration_images))
+            images = calibration_images(ctx, cfg.calibration_images)
+            overrides = {} if cfg.ranges != "per_image_quantile" else \
+                per_image_quantile_ranges(prepared, images, cfg.range_quantile, ctx.stage_dir)
             q.quantize_static(
-                str(prepared), str(out), reader,
+                # With every tensor's range given, the calibrator's own pass is a formality.
+                str(prepared), str(out),
+                _Calibration(graph.input[0].name, images[:8] if overrides else images),
                 quant_format=q.QuantFormat.QDQ if cfg.format == "qdq" else q.QuantFormat.QOperator,
                 per_channel=cfg.per_channel, weight_type=q.QuantType.QInt8,
                 activation_type=q.QuantType.QUInt8 if cfg.activations == "uint8"
                 else q.QuantType.QInt8,
                 op_types_to_quantize=cfg.op_types, nodes_to_exclude=excluded,
-                calibrate_method={"minmax": q.CalibrationMethod.MinMax,
-                                  "entropy": q.CalibrationMethod.Entropy,
-                                  "percentile": q.CalibrationMethod.Percentile}[
-                                      cfg.calibrate_method])
+                calibrate_method={"entropy": q.CalibrationMethod.Entropy,
+                                  "percentile": q.CalibrationMethod.Percentile}.get(
+                                      cfg.ranges, q.CalibrationMethod.MinMax),
+                extra_options={"TensorQuantOverrides": overrides} if overrides else None)
+            ctx.details["excluded_nodes"] = excluded
         quantized = onnx.load(str(out))
         set_metadata(quantized, ctx.classes, ctx.input_size)
         onnx.save(quantized, str(out))
