@@ -1,0 +1,63 @@
+"""INT8 variants of the quantize stage on the shipped baseline (and optionally another
+checkpoint): top-1 agreement with float32 on val, macro F1 change, batch-1 speed-up over
+float32 (interleaved). Needs ../shared/data/trashnet (or --data).
+
+    python benchmarks/int8_variants.py [--checkpoint CKPT] [--data ROOT] [--runs 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from compress.checkpoint import load_checkpoint
+from compress.data import open_training_data
+from compress.stages import StageContext, create_stage
+
+REPO = Path(__file__).resolve().parents[1]
+EARLY_BLOCKS = ["/model/model.0/*", "/model/model.1/*"]
+VARIANTS = {
+    "plain QDQ, MinMax, ORT pre-optimisation": {"ranges": "minmax", "optimize_before": True},
+    "MinMax, HardSwish kept whole": {"ranges": "minmax"},
+    "per-image q95 ranges": {},
+    "per-image q95 ranges, stem + block 1 float32": {"exclude": EARLY_BLOCKS},
+    "same, QOperator format": {"exclude": EARLY_BLOCKS, "format": "qoperator"},
+    "same, per-tensor weights": {"exclude": EARLY_BLOCKS, "per_channel": False},
+    "Conv only, MinMax": {"ranges": "minmax", "op_types": ["Conv"]},
+    "dynamic": {"mode": "dynamic"},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=str(REPO / "checkpoints" /
+                                                    "mnv3_trashnet.safetensors"))
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "trashnet"))
+    parser.add_argument("--runs", type=int, default=300)
+    args = parser.parse_args()
+    if not Path(args.data, "val").is_dir():
+        raise SystemExit(f"no data at {args.data}: give --data ROOT")
+    checkpoint = load_checkpoint(args.checkpoint)
+    data = open_training_data(args.data, checkpoint.classes, checkpoint.input_size,
+                              cache_train=False)
+    print(f"{args.checkpoint}: {len(data.val)} val images; speed-up = float32 median / INT8 "
+          f"median, batch 1, interleaved, {args.runs} runs each")
+    print(f"{'variant':<48}{'agreement':>10}{'F1 fp32':>9}{'F1 int8':>9}{'speed-up':>10}")
+    for name, options in VARIANTS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            ctx = StageContext(checkpoint.input_size, checkpoint.classes, torch.device("cpu"),
+                               Path(tmp), checkpoint.model_spec, data=data)
+            stage = create_stage("quantize", {"keep": "fastest", "min_agreement": 0.0,
+                                              "timing_runs": args.runs, **options})
+            stage.apply(checkpoint.model, ctx)
+        d = ctx.details
+        print(f"{name:<48}{d['top1_agreement']:>10.1%}{d['macro_f1']['float32']:>9.4f}"
+              f"{d['macro_f1']['int8']:>9.4f}{d['int8_speedup_vs_float32_b1']:>9.2f}x",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
