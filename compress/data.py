@@ -7,6 +7,7 @@ optional RandAugment; test = square-pad, resize; ImageNet normalisation.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass, field
@@ -184,6 +185,13 @@ class ImageFolderDataset(Dataset):
         path, label = self.samples[index]
         image = self._cache[index] if self._cache is not None else read_image(path)
         return (self.transform(image) if self.transform else image), label
+
+    def with_transform(self, transform: Callable | None) -> "ImageFolderDataset":
+        """The same images (and decoded cache) under another transform, e.g. the training
+        split through the test transform for calibration."""
+        view = copy.copy(self)
+        view.transform = transform
+        return view
 
 
 def split_folder(root: str | Path, split: str) -> Path:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import fnmatch
 from typing import Literal
 
-
 from pydantic import Field, model_validator
 from torch import nn
 
 from compress.measure.macs import count_macs
+from compress.sensitivity import classifier_layer
 from compress.stages import register_stage
 from compress.stages.base import Stage, StageConfig, StageContext
 
@@ -24,7 +24,9 @@ _MAX_RATIO = 0.95
 
 class PruneConfig(StageConfig):
     importance: Literal["l1", "l2", "taylor", "bn-scale"] = "l2"
-    ratio: float | None = Field(None, gt=0, lt=1, description="fraction of channels removed")
+    ratio: Literal["auto"] | float | None = Field(
+        None, description="fraction of channels removed, or auto: per-group ratios from a "
+        "sensitivity analysis that reach target_macs where accuracy suffers least")
     target_macs: float | None = Field(None, gt=0, lt=1,
                                       description="fraction of the input MACs to keep")
     global_pruning: bool = False
@@ -32,26 +34,25 @@ class PruneConfig(StageConfig):
     round_to: int = Field(8, ge=1)
     ignore: list[str] = Field(default_factory=list, description="module name patterns kept")
     taylor_batches: int = Field(4, ge=1, description="training batches for taylor gradients")
+    sensitivity_ratios: list[float] = Field(
+        default_factory=lambda: [0.25, 0.5, 0.75], description="auto: ratios tried per group")
+    calibration_images: int = Field(256, ge=8, description="auto: images for BatchNorm")
 
     @model_validator(mode="after")
     def _one_amount(self):
-        if (self.ratio is None) == (self.target_macs is None):
+        if self.ratio == "auto":
+            if self.target_macs is None:
+                raise ValueError("ratio: auto needs target_macs")
+        elif (self.ratio is None) == (self.target_macs is None):
             raise ValueError("give exactly one of ratio or target_macs")
+        elif self.ratio is not None and not 0 < self.ratio < 1:
+            raise ValueError("ratio must be between 0 and 1 (exclusive), or auto")
+        if any(not 0 < r < 1 for r in self.sensitivity_ratios):
+            raise ValueError("sensitivity_ratios must lie between 0 and 1 (exclusive)")
         return self
 
 
-def classifier_layer(model: nn.Module) -> nn.Module:
-    """The last Conv2d or Linear: its output is the model's output, its width is fixed."""
-    last = None
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            last = module
-    if last is None:
-        raise ValueError("model has no Conv2d or Linear layer")
-    return last
-
-
-def _importance(name: str):
+def importance_criterion(name: str):
     import torch_pruning as tp
 
     return {
@@ -73,7 +74,7 @@ class Prune(Stage):
     config: PruneConfig
 
     def needs_data(self) -> bool:
-        return self.config.importance == "taylor"
+        return self.config.importance == "taylor" or self.config.ratio == "auto"
 
     def check(self, model: nn.Module) -> None:
         for pattern in self.config.ignore:
@@ -96,6 +97,8 @@ class Prune(Stage):
         import torch_pruning as tp
 
         cfg = self.config
+        if cfg.ratio == "auto":
+            return self._apply_auto(model, ctx)
         ignored = [classifier_layer(model)]
         for pattern in cfg.ignore:
             ignored += _matching(model, pattern)
@@ -106,7 +109,7 @@ class Prune(Stage):
                          if isinstance(m, nn.Conv2d)}
         steps = cfg.iterative_steps if cfg.ratio is not None else _TARGET_STEPS
         pruner = tp.pruner.BasePruner(
-            model, example, importance=_importance(cfg.importance),
+            model, example, importance=importance_criterion(cfg.importance),
             global_pruning=cfg.global_pruning,
             pruning_ratio=cfg.ratio if cfg.ratio is not None else _MAX_RATIO,
             iterative_steps=steps, ignored_layers=ignored, round_to=cfg.round_to)
@@ -132,3 +135,42 @@ class Prune(Stage):
         return model.cpu()
 
 
+
+    def _apply_auto(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+        """Per-group ratios from the sensitivity of each group alone (see
+        compress.sensitivity.allocate_ratios), applied in one step."""
+        import copy
+
+        from compress.data import eval_transform
+        from compress.sensitivity import (SensitivityContext, allocate_ratios,
+                                          calibration_subset, prune_cuts, prune_groups)
+
+        cfg = self.config
+        ignored = [m for pattern in cfg.ignore for m in _matching(model, pattern)]
+        model = model.cpu().eval()
+        calibration = calibration_subset(
+            ctx.data.train.with_transform(eval_transform(ctx.input_size)),
+            cfg.calibration_images, ctx.seed)
+        sensitivity = SensitivityContext(ctx.input_size, ctx.classes, calibration,
+                                         ctx.data.val, seed=ctx.seed)
+        baseline_f1, cuts = prune_cuts(model, sensitivity, cfg.sensitivity_ratios,
+                                       cfg.importance, cfg.round_to)
+        cuts = [c for c in cuts if not any(c.target == n for n, m in model.named_modules()
+                                           if m in ignored)]
+        macs_before = count_macs(model, ctx.input_size)
+
+        def macs_of(ratios: dict[str, float]) -> int:
+            pruned = prune_groups(copy.deepcopy(model), ctx.input_size, ratios,
+                                  cfg.importance, cfg.round_to, ignored)
+            return count_macs(pruned, ctx.input_size)
+
+        ratios = allocate_ratios(cuts, macs_of, int(cfg.target_macs * macs_before))
+        prune_groups(model, ctx.input_size, ratios, cfg.importance, cfg.round_to, ignored)
+        macs_after = count_macs(model, ctx.input_size)
+        ctx.details.update({
+            "importance": cfg.importance, "ratio": "auto", "ratios": ratios,
+            "macs_before": macs_before, "macs_after": macs_after,
+            "macs_kept": macs_after / macs_before,
+            "sensitivity": {"baseline_macro_f1": baseline_f1,
+                            "cuts": [c.as_dict() for c in cuts]}})
+        return model
