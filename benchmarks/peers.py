@@ -1,0 +1,198 @@
+"""The default recipe against what a user would do instead, on the same model and data.
+
+Every method starts from the shipped baseline, gets the same fine-tuning budget (the same
+epochs over the same training images, with the same optimiser settings), and is measured
+by the same pipeline; then every final ONNX file is timed again, interleaved with the
+baseline, in one sitting. Prints one table and writes peers.json and peers.png (macro F1
+against batch-1 speed-up).
+
+Methods:
+1. unstructured L1 magnitude pruning at 30 % (torch.nn.utils.prune), then fine-tuning with
+   the pruned weights held at zero;
+2. torch-pruning alone: uniform L2 channel pruning to the default recipe's MACs, fine-tuning;
+3. Tucker alone (Kim et al. 2016): VBMF ranks on every k x k conv with groups 1, fine-tuning;
+4. ONNX Runtime INT8 static quantization alone, as its documentation does it (MinMax ranges,
+   default pre-processing), no fine-tuning;
+5. the default recipe, recipes/mnv3_tucker.yaml.
+
+    python benchmarks/peers.py [--data ROOT] [--out runs/peers] [--epochs 28] [--quick]
+
+--quick (used by the test suite) runs every method with one epoch on whatever data and
+checkpoint are given, so the script cannot rot; its figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import yaml
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from compress.checkpoint import load_checkpoint
+from compress.measure.latency import compare_latency
+from compress.measure.runners import OrtRunner
+from compress.pipeline import run_recipe
+from compress.recipe import load_recipe
+from compress.stages import register_stage
+from compress.stages.base import Stage, StageConfig, StageContext
+
+REPO = Path(__file__).resolve().parents[1]
+DISTILL = {"temperature": 4.0, "alpha": 0.5}
+
+
+class UnstructuredConfig(StageConfig):
+    amount: float = 0.3
+
+
+@register_stage
+class UnstructuredL1(Stage):
+    """Zeroes the smallest |w| of every conv and linear layer and keeps them at zero while
+    fine-tuning (their gradients are masked): the competition teams' first attempt."""
+
+    name = "unstructured_l1"
+    Config = UnstructuredConfig
+
+    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+        zeros = total = 0
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                torch_prune.l1_unstructured(module, "weight", amount=self.config.amount)
+                torch_prune.remove(module, "weight")
+                mask = (module.weight != 0).float()
+                module.weight.register_hook(lambda grad, mask=mask: grad * mask)
+                zeros += int((mask == 0).sum())
+                total += mask.numel()
+        ctx.details["zero_weights"] = zeros / total
+        return model
+
+
+def method_recipes(default_recipe: dict, epochs: int, default_macs_kept: float | None
+                   ) -> dict[str, dict]:
+    """Each peer as a recipe over the same checkpoint, data and bench settings."""
+    finetune = {"finetune": {"epochs": epochs, "lr": 0.02, "weight_decay": 0.0001,
+                             "distill": DISTILL}}
+    common = {k: v for k, v in default_recipe.items() if k != "stages"}
+    target = default_macs_kept or 0.25
+    return {
+        "unstructured L1 30 %": common | {"stages": [{"unstructured_l1": {"amount": 0.3}},
+                                                     finetune]},
+        "torch-pruning uniform L2": common | {"stages": [
+            {"prune": {"importance": "l2", "target_macs": target, "round_to": 8}}, finetune]},
+        "Tucker alone (VBMF)": common | {"stages": [
+            {"decompose": {"ranks": "vbmf", "min_macs_reduction": 0.0, "min_layer_macs": 0,
+                           "pointwise": False, "linear": False}}, finetune]},
+        "ORT INT8 static alone": common | {"stages": [
+            {"quantize": {"ranges": "minmax", "optimize_before": True, "keep": "int8",
+                          "min_agreement": 0.0}}]},
+    }
+
+
+def run_method(name: str, recipe: dict, out: Path, data: str) -> dict:
+    path = out / f"{_slug(name)}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    started = time.perf_counter()
+    records = run_recipe(load_recipe(path, [], data), out / _slug(name), resume=True,
+                         echo=lambda line: print(f"  [{name}] {line}", flush=True))
+    final = records[-1]
+    return {"method": name, "params": final.params, "macs": final.macs,
+            "macro_f1": final.macro_f1, "accuracy": final.accuracy, "score": final.score,
+            "onnx": final.onnx, "input_onnx": records[0].onnx,
+            "baseline_f1": records[0].macro_f1, "minutes": (time.perf_counter() - started) / 60}
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default=str(REPO / "recipes" / "mnv3_tucker.yaml"))
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "trashnet"))
+    parser.add_argument("--out", default=str(REPO / "runs" / "peers"))
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="fine-tuning epochs per peer [default: the recipe's total]")
+    parser.add_argument("--runs", type=int, default=300, help="timed runs per model")
+    parser.add_argument("--quick", action="store_true",
+                        help="one epoch everywhere (for the test suite)")
+    args = parser.parse_args()
+    if not Path(args.data, "val").is_dir():
+        raise SystemExit(f"skipped: no data at {args.data} (give --data ROOT)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    default = yaml.safe_load(Path(args.recipe).read_text())
+    default["checkpoint"] = str((Path(args.recipe).parent.parent / default["checkpoint"])
+                                if not Path(default["checkpoint"]).is_absolute() else
+                                default["checkpoint"])
+    if args.quick:
+        for stage in default["stages"]:
+            options = next(iter(stage.values()))
+            if "epochs" in options:
+                options["epochs"] = 1
+    budget = args.epochs or sum(next(iter(s.values())).get("epochs", 0)
+                                for s in default["stages"] if "finetune" in s)
+    results = [run_method("default recipe", default, out, args.data)]
+    default_kept = results[0]["macs"] / load_recipe_macs(results[0])
+    for name, recipe in method_recipes(default, 1 if args.quick else budget,
+                                       default_kept).items():
+        results.append(run_method(name, recipe, out, args.data))
+    baseline_onnx = results[0]["input_onnx"]
+    input_size = load_checkpoint(default["checkpoint"]).input_size
+    for result in results:  # one sitting, each interleaved with the same baseline file
+        comparison = compare_latency(OrtRunner.open(baseline_onnx),
+                                     OrtRunner.open(result["onnx"]), input_size,
+                                     runs=args.runs)
+        result["speedup"] = comparison.ratio
+    baseline = {"method": "baseline", "params": None, "macs": load_recipe_macs(results[0]),
+                "macro_f1": results[0]["baseline_f1"], "speedup": 1.0}
+    print_table(baseline, results, budget if not args.quick else 1, args.runs)
+    (out / "peers.json").write_text(json.dumps({"baseline": baseline, "methods": results},
+                                               indent=1))
+    plot(out / "peers.png", baseline, results)
+    print(f"wrote {out / 'peers.json'} and {out / 'peers.png'}")
+
+
+def load_recipe_macs(result: dict) -> int:
+    """The baseline's MACs, from the input stage record next to the method's run."""
+    record = Path(result["input_onnx"]).parent / "record.json"
+    return json.loads(record.read_text())["macs"]
+
+
+def print_table(baseline: dict, results: list[dict], epochs: int, runs: int) -> None:
+    print(f"\nSame fine-tuning budget: {epochs} epochs. Speed-up: ONNX Runtime CPU, batch 1, "
+          f"each final model interleaved with the baseline, {runs} runs each.")
+    header = f"{'method':<28}{'params':>11}{'MACs':>9}{'speed-up':>10}{'macro F1':>10}" \
+             f"{'accuracy':>10}{'score':>8}{'minutes':>9}"
+    print(header)
+    print(f"{'baseline':<28}{'':>11}{baseline['macs'] / 1e6:>8.1f}M{1.0:>9.2f}x"
+          f"{baseline['macro_f1']:>10.4f}")
+    for r in results:
+        print(f"{r['method']:<28}{r['params']:>11,}{r['macs'] / 1e6:>8.1f}M{r['speedup']:>9.2f}x"
+              f"{r['macro_f1']:>10.4f}{r['accuracy']:>10.4f}{r['score']:>8.4f}"
+              f"{r['minutes']:>9.1f}")
+
+
+def plot(path: Path, baseline: dict, results: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 5))
+    for point in [baseline] + results:
+        axes.scatter(point["speedup"], point["macro_f1"], s=40)
+        axes.annotate(point["method"], (point["speedup"], point["macro_f1"]),
+                      textcoords="offset points", xytext=(5, 4), fontsize=8)
+    axes.set_xlabel("batch-1 speed-up over the baseline (ONNX Runtime CPU, interleaved)")
+    axes.set_ylabel("val macro F1")
+    axes.set_title("compress default recipe vs single-technique peers (same fine-tuning)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""benchmarks/peers.py in its quick mode and `compress analyze`, on a tiny checkpoint and
+folder, so that neither can rot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from compress.models import build_model
+
+from conftest import REPO, TINY_CLASSES, assert_user_error, run_cli
+
+METHODS = ["default recipe", "unstructured L1 30 %", "torch-pruning uniform L2",
+           "Tucker alone (VBMF)", "ORT INT8 static alone"]
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path, tiny_model_spec):
+    return save_checkpoint(tmp_path / "tiny.safetensors", Checkpoint(
+        build_model(tiny_model_spec).eval(), tiny_model_spec, TINY_CLASSES, 32))
+
+
+def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_data):
+    recipe = {
+        "checkpoint": str(tiny_checkpoint),
+        "data": {"root": str(tiny_data), "batch_size": 8, "num_workers": 0},
+        "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3},
+        "stages": [{"prune": {"target_macs": 0.5}},
+                   {"finetune": {"epochs": 3, "lr": 0.05}},
+                   {"drop": {"squeeze_excite": "all"}},
+                   {"finetune": {"epochs": 3, "lr": 0.05}},
+                   {"quantize": {"calibration_images": 8, "timing_runs": 10}}],
+    }
+    path = tmp_path / "tiny_recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "peers"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "peers.py"),
+                             "--recipe", str(path), "--data", str(tiny_data), "--out", str(out),
+                             "--quick", "--runs", "10"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads((out / "peers.json").read_text())
+    assert [m["method"] for m in report["methods"]] == METHODS
+    for method in report["methods"]:
+        assert method["speedup"] > 0 and 0 <= method["macro_f1"] <= 1, method
+        assert method["method"] in result.stdout
+    assert (out / "peers.png").stat().st_size > 1000
+    # The unstructured peer keeps its zeros through fine-tuning.
+    unstructured = next(m for m in report["methods"] if m["method"] == METHODS[1])
+    final = load_checkpoint(unstructured["onnx"].replace("model.onnx", "model.safetensors"))
+    weights = torch.cat([p.flatten() for n, p in final.model.named_parameters()
+                         if n.endswith("weight") and p.dim() > 1])
+    assert (weights == 0).float().mean() >= 0.29
+    # Uniform pruning was aimed at the default recipe's MACs.
+    default, uniform = report["methods"][0], report["methods"][2]
+    assert uniform["macs"] <= 1.1 * default["macs"]
+
+
+def test_analyze_writes_the_table_and_plot(tmp_path, tiny_checkpoint, tiny_data):
+    out = tmp_path / "analysis"
+    code, output = run_cli(["analyze", tiny_checkpoint, "--data", tiny_data, "--out", out,
+                            "--ratios", "0.25,0.5", "--calibration-images", "8"])
+    assert code == 0, output
+    table = json.loads((out / "sensitivity.json").read_text())
+    kinds = {c["kind"] for c in table["cuts"]}
+    assert kinds == {"prune", "squeeze_excite", "residual_block"}
+    with (out / "sensitivity.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == len(table["cuts"])
+    assert (out / "sensitivity.png").stat().st_size > 1000
+    assert "baseline val macro F1" in output
+
+
+def test_analyze_names_bad_options(tmp_path, tiny_checkpoint, tiny_data):
+    assert_user_error(["analyze", tiny_checkpoint, "--data", tiny_data, "--kinds", "layers"],
+                      "--kinds", "layers")
+    assert_user_error(["analyze", tiny_checkpoint, "--data", tiny_data, "--ratios", "1.5"],
+                      "--ratios")
