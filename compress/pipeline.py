@@ -32,7 +32,10 @@ from compress.runstore import RunStore, StageRecord
 from compress.stages import StageContext
 from compress.train import resolve_device
 
-SLOWER_TOLERANCE = 1.05  # flag a stage whose batch-1 latency grew by more than 5 %
+# Flag a stage whose batch-1 latency grew by more than 10 %: interleaved ratios of a few
+# hundred runs vary by about 6 % (CV) on the 2-core development VM, so 5 % flagged noise
+# (seen: a stage that kept its input's file unchanged measured "slower").
+SLOWER_TOLERANCE = 1.10
 
 
 def open_data(recipe: Recipe, checkpoint: Checkpoint) -> TrainingData | None:
