@@ -264,12 +264,8 @@ def allocate_ratios(cuts: list[Cut], macs_of: Callable[[dict[str, float]], int],
     if macs_of(ratios(high)) > target_macs:
         raise ValueError("the target needs more than the largest ratios analysed: add larger "
                          "ratios or raise the target")
-    for _ in range(iterations):
-        middle = (low + high) / 2
-        if macs_of(ratios(middle)) > target_macs:
-            low = middle
-        else:
-            high = middle
+    low, high = _bisect(low, high, lambda budget: macs_of(ratios(budget)) > target_macs,
+                        iterations)
     # Groups with equal drops move together, so the MACs can jump past the target between
     # two budgets: blend the ratios of the two budgets to land close to it.
     below, above = ratios(low), ratios(high)
@@ -277,11 +273,18 @@ def allocate_ratios(cuts: list[Cut], macs_of: Callable[[dict[str, float]], int],
     def blend(weight: float) -> dict[str, float]:
         return {g: below[g] + weight * (above[g] - below[g]) for g in curves}
 
-    lighter, heavier = 0.0, 1.0
+    _, weight = _bisect(0.0, 1.0, lambda w: macs_of(blend(w)) > target_macs, iterations)
+    return blend(weight)
+
+
+def _bisect(low: float, high: float, too_low: Callable[[float], bool],
+            iterations: int) -> tuple[float, float]:
+    """Narrow [low, high] around the point where too_low(x) turns False (it is False at
+    high); returns the final bracket."""
     for _ in range(iterations):
-        middle = (lighter + heavier) / 2
-        if macs_of(blend(middle)) > target_macs:
-            lighter = middle
+        middle = (low + high) / 2
+        if too_low(middle):
+            low = middle
         else:
-            heavier = middle
-    return blend(heavier)
+            high = middle
+    return low, high

@@ -85,3 +85,18 @@ def trashnet() -> Path:
     if not (TRASHNET / "val").is_dir():
         pytest.skip(f"real data not found at {TRASHNET}: place TrashNet there to run this test")
     return TRASHNET
+
+
+@pytest.fixture()
+def tiny_model(tiny_model_spec):
+    from compress.models import build_model
+
+    return build_model(tiny_model_spec).eval()
+
+
+@pytest.fixture()
+def tiny_onnx(tmp_path, tiny_model):
+    """The tiny model exported at 32 px with its class names in the file's metadata."""
+    from compress.onnx_export import export_onnx
+
+    return export_onnx(tiny_model, tmp_path / "tiny.onnx", 32, classes=TINY_CLASSES)

@@ -15,23 +15,12 @@ from compress.checkpoint import Checkpoint, save_checkpoint
 from compress.cli import main
 from compress.measure.macs import count_macs
 from compress.measure.onnx_macs import onnx_macs, onnx_params
-from compress.models import build_model
 from compress.onnx_export import convert_fp16, export_onnx
 
 from conftest import TINY_CLASSES, assert_user_error, run_cli
 from test_measure import HandNet
 
 FAST = ["--warmup", "1", "--runs", "4", "--no-peak"]
-
-
-@pytest.fixture()
-def tiny_model(tiny_model_spec):
-    return build_model(tiny_model_spec).eval()
-
-
-@pytest.fixture()
-def tiny_onnx(tmp_path, tiny_model):
-    return export_onnx(tiny_model, tmp_path / "tiny.onnx", 32, classes=TINY_CLASSES)
 
 
 def _bench_json(*args) -> list[dict]:

@@ -11,21 +11,10 @@ import torch
 
 from compress.checkpoint import Checkpoint, save_checkpoint
 from compress.data import eval_transform, read_image
-from compress.models import build_model
 from compress.onnx_export import export_onnx
 from compress.predict import list_images
 
 from conftest import TINY_CLASSES, assert_user_error, make_image_folder, run_cli
-
-
-@pytest.fixture()
-def tiny_model(tiny_model_spec):
-    return build_model(tiny_model_spec).eval()
-
-
-@pytest.fixture()
-def tiny_onnx(tmp_path, tiny_model):
-    return export_onnx(tiny_model, tmp_path / "tiny.onnx", 32, classes=TINY_CLASSES)
 
 
 @pytest.fixture()
