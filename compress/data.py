@@ -250,6 +250,17 @@ class TrainingData:
     num_workers: int = 2
 
 
+def resize_training_data(data: TrainingData, img_size: int, aug_train: str = "randaugment_train",
+                         aug_train_params: dict[str, Any] | None = None,
+                         seed: int = 42) -> TrainingData:
+    """The same splits (and decoded images) with the transforms rebuilt for `img_size`."""
+    config = DataConfig(data_path="", img_size=img_size, aug_train=aug_train,
+                        aug_train_params=aug_train_params or {}, seed=seed)
+    return TrainingData(data.train.with_transform(train_transform(config)),
+                        data.val.with_transform(eval_transform(img_size)), data.classes,
+                        data.batch_size, data.num_workers)
+
+
 def open_training_data(root: str | Path, classes: list[str], img_size: int, split: str = "val",
                        aug_train: str = "randaugment_train",
                        aug_train_params: dict[str, Any] | None = None, batch_size: int = 64,

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from compress.data import TrainingData, make_loader, open_training_data
+from compress.data import TrainingData, make_loader, open_training_data, resize_training_data
 from compress.evaluate import classification_metrics
 from compress.measure.latency import compare_latency, measure_latency
 from compress.measure.macs import count_macs, count_params
@@ -84,13 +84,17 @@ class Measurer:
         Both ratios come from interleaved timing (A B A B ...), so a busy machine slows
         both models alike instead of flagging the wrong stage."""
         bench = self.recipe.bench
-        args = (self.input_size, 1, bench.warmup, bench.runs)
         runner = self.runner(onnx_path)
         if baseline is None:
-            return measure_latency(runner, *args), 1.0, 1.0
-        vs_input = compare_latency(self.runner(baseline.onnx), runner, *args)
-        vs_previous = vs_input if previous is None or previous.index == 0 else \
-            compare_latency(self.runner(previous.onnx), runner, *args)
+            return measure_latency(runner, self.input_size, 1, bench.warmup, bench.runs), 1.0, 1.0
+
+        def against(record: StageRecord):
+            return compare_latency(self.runner(record.onnx), runner,
+                                   record.input_size or self.input_size, 1, bench.warmup,
+                                   bench.runs, input_size_b=self.input_size)
+
+        vs_input = against(baseline)
+        vs_previous = vs_input if previous is None or previous.index == 0 else against(previous)
         return vs_input.b, vs_input.ratio, vs_previous.ratio
 
     def runner(self, onnx_path: str | Path) -> OrtRunner:
@@ -119,7 +123,7 @@ class Measurer:
             accuracy=None if metrics is None else metrics["accuracy"],
             score=None, seconds=seconds, checkpoint=str(checkpoint_path), onnx=str(onnx_path),
             slower=vs_previous * SLOWER_TOLERANCE < 1.0, details=details,
-            end_to_end_s=end_to_end_s)
+            end_to_end_s=end_to_end_s, input_size=self.input_size)
         return replace(record, score=self.score(record, baseline or record))
 
     def score(self, record: StageRecord, baseline: StageRecord) -> float | None:
@@ -165,10 +169,10 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
                stage_dir: Path) -> StageRecord:
         checkpoint_path = save_checkpoint(stage_dir / "model.safetensors", Checkpoint(
             model, input_checkpoint.model_spec, input_checkpoint.classes,
-            input_checkpoint.input_size, {"stage": name, "details": details}))
+            measurer.input_size, {"stage": name, "details": details}))
         onnx_path = stage_dir / "model.onnx"
         if not onnx_path.is_file():  # an export stage writes its own (maybe FP16) file
-            export_onnx(model, onnx_path, input_checkpoint.input_size,
+            export_onnx(model, onnx_path, measurer.input_size,
                         classes=input_checkpoint.classes)
         previous = max((r for r in done.values() if r.status == "done" and r.index < index),
                        key=lambda r: r.index, default=None)
@@ -191,11 +195,22 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
         started = time.perf_counter()
         finish(0, "input", model, started, {"checkpoint": recipe.checkpoint},
                _fresh_dir(store, 0, "input"))
+    def resize_to(size: int) -> None:
+        """Later stages and measurements work at `size` (after a resize stage)."""
+        nonlocal data
+        if size != measurer.input_size:
+            data = None if data is None else resize_training_data(
+                data, size, recipe.data.aug_train,
+                {"n_select": recipe.data.n_select, "level": recipe.data.level}, recipe.seed)
+            measurer.data, measurer.input_size = data, size
+
     for index, (name, stage) in enumerate(zip(recipe.stage_names(), stages), start=1):
         if index in done:
             echo(format_row(done[index]))
             if done[index].status == "done":
-                model = load_checkpoint(done[index].checkpoint).model
+                resumed = load_checkpoint(done[index].checkpoint)
+                model = resumed.model
+                resize_to(resumed.input_size)
             continue
         if stage.needs_data() and data is None:
             previous = done[index - 1]
@@ -206,11 +221,12 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
             echo(f"skipped stage {index}:{name}: it needs data and none was found")
             continue
         stage_dir = store.stage_dir(index, name)
-        ctx = StageContext(input_checkpoint.input_size, input_checkpoint.classes, device,
+        ctx = StageContext(measurer.input_size, input_checkpoint.classes, device,
                            stage_dir, input_checkpoint.model_spec,
                            teacher=teacher, data=data, seed=recipe.seed)
         started = time.perf_counter()
         model = stage.apply(model, ctx)
+        resize_to(ctx.input_size)
         finish(index, name, model, started, ctx.details, stage_dir)
 
     records = [done[i] for i in sorted(done)]

@@ -40,6 +40,7 @@ class StageRecord:
     slower: bool = False
     details: dict[str, Any] = field(default_factory=dict)
     end_to_end_s: float | None = None  # decode + preprocess + predict the split, batch 1
+    input_size: int | None = None  # the stage's model input size (a resize stage changes it)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

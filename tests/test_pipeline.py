@@ -128,6 +128,29 @@ def test_end_to_end_time_drives_the_score_when_asked(tmp_path, tiny_recipe):
     assert quantize["note"] and quantize["note"] in output
 
 
+def test_resize_changes_the_input_size_of_every_later_stage(tmp_path, tiny_recipe):
+    raw = yaml.safe_load(tiny_recipe.read_text())
+    raw["stages"] = [{"resize": {"input_size": 24}}, {"finetune": {"epochs": 1, "lr": 0.05}},
+                     {"export": {}}]
+    recipe = tmp_path / "resize.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    code, output = _run(recipe, "--out", out)
+    assert code == 0, output
+    stages = _report(out)["stages"]
+    assert [s["input_size"] for s in stages] == [32, 24, 24, 24]
+    assert stages[1]["macs"] < 0.6 * stages[0]["macs"]  # (24/32)^2 = 0.5625
+    assert stages[2]["details"]["best_val_macro_f1"] == pytest.approx(stages[2]["macro_f1"],
+                                                                      abs=1e-6)
+    from compress.checkpoint import load_checkpoint
+    from compress.measure.runners import OrtRunner
+
+    assert load_checkpoint(stages[3]["checkpoint"]).input_size == 24
+    assert OrtRunner.open(stages[3]["onnx"]).input_size() == 24
+    code, output = _run(recipe, "--out", out, "--resume")  # resumes at the new size
+    assert code == 0, output
+
+
 def test_set_overrides_a_stage_option(tmp_path, tiny_recipe):
     from compress.recipe import load_recipe
 

@@ -84,9 +84,11 @@ class Comparison:
 
 def compare_latency(runner_a: Any, runner_b: Any, input_size: int, batch: int = 1,
                     warmup: int = 10, runs: int = 100, block: int = 10,
-                    seconds: float | None = None) -> Comparison:
+                    seconds: float | None = None, input_size_b: int | None = None
+                    ) -> Comparison:
     """Time two models in alternating blocks (A x block, B x block, A ...), so that a noisy
     machine slows both alike; `runs` timed runs each, or blocks for `seconds` in all.
+    `input_size_b`: B's input size when it differs from A's (a resized model).
 
     Blocks, not single runs: ONNX Runtime's worker threads keep spinning for a while after
     a run, and with strict A B A B alternation the spinning threads of one session steal
@@ -94,8 +96,8 @@ def compare_latency(runner_a: Any, runner_b: Any, input_size: int, batch: int = 
     Each switch waits SWITCH_PAUSE_SECONDS, and the first run of each block is not counted.
     """
     runners = [runner_a, runner_b]
-    images = random_batch(batch, input_size)
-    prepared = [runner.prepare(images) for runner in runners]
+    prepared = [runner.prepare(random_batch(batch, size))
+                for runner, size in zip(runners, (input_size, input_size_b or input_size))]
     for runner, inputs in zip(runners, prepared):
         _warm_up(runner, inputs, warmup)
     times: list[list[float]] = [[], []]

@@ -37,7 +37,8 @@ def create_stage(name: str, options: dict[str, Any]) -> Stage:
 
 def _load_builtin_stages() -> None:
     # Imported here, not at module top, so that `compress --help` stays fast.
-    from compress.stages import decompose, drop, export, finetune, prune, quantize  # noqa: F401
+    from compress.stages import (decompose, drop, export, finetune, prune,  # noqa: F401
+                                 quantize, resize)
 
 
 __all__ = ["Stage", "StageConfig", "StageContext", "TrainingData", "create_stage",
