@@ -160,7 +160,7 @@ def test_set_overrides_a_stage_option(tmp_path, tiny_recipe):
 
 @pytest.mark.parametrize("edit, fragments", [
     (lambda r: r["stages"].append({"quantum": {}}), ["stages.5", "unknown stage 'quantum'"]),
-    (lambda r: r["stages"][0]["prune"].update(ratio=1.5), ["stages.0.prune.ratio", "less than 1"]),
+    (lambda r: r["stages"][0]["prune"].update(ratio=1.5), ["stages.0.prune.ratio", "between 0 and 1"]),
     (lambda r: r["stages"][0]["prune"].update(colour="red"), ["stages.0.prune.colour",
                                                               "unknown key"]),
     (lambda r: r["stages"][1]["finetune"].update(epochs="many"), ["stages.1.finetune.epochs"]),
