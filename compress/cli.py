@@ -404,3 +404,55 @@ def analyze(checkpoint, data_root, out, kinds, ratios, latency, calibration_imag
                    f"{c.macs_saved:>12,}"
                    + (f"  {c.latency_saved:>12.1%}" if c.latency_saved is not None else ""))
     click.echo(f"wrote {out_dir}/sensitivity.json, sensitivity.csv, sensitivity.png")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--trials", type=click.IntRange(min=1), required=True,
+              help="Finished trials the study should hold, all workers together (a rerun "
+                   "resumes up to this number).")
+@click.option("--storage", default=None, metavar="URL",
+              help="Optuna storage [default: sqlite:///OUT/study.db]; postgresql://... lets "
+                   "processes on many machines share one study.")
+@click.option("--study", "study_name", default=None,
+              help="Study name [default: the recipe's file name].")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trials run in parallel on this machine (processes sharing the cores).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop starting trials after this many seconds.")
+@click.option("--data", "data_root", default=None,
+              help="Data root (ROOT/train, ROOT/val); overrides the recipe's data.root.")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Search folder [default: runs/search/<recipe name>].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, as for compress run (repeatable).")
+def search(recipe, trials, storage, study_name, workers, timeout, data_root, out,
+           overrides) -> None:
+    """Search the recipe's `search:` space with Optuna: maximise val macro F1, minimise
+    batch-1 latency (or MACs). Each trial is a full `compress run` in OUT/trials/; the
+    Pareto front is written as OUT/pareto.md, OUT/pareto.png and one runnable recipe per
+    front trial in OUT/pareto/. Watch it live with `optuna-dashboard STORAGE_URL`.
+
+    \b
+    search:
+      minimize: latency            # or macs
+      sampler: tpe                 # or nsga2
+      min_f1: 0.80                 # constraint
+      prune_below_f1: 0.5          # stop trials whose fine-tuning ends below it
+      proxy_epochs: 1              # cheap proxy: cap fine-tuning (0: none)
+      params:
+        stages.0.target_macs: {low: 0.3, high: 0.8}
+        stages.1.lr: {low: 0.001, high: 0.05, log: true}
+        stages.0.importance: {choices: [l1, l2]}
+    """
+    from compress.search import prepare_search, run_search, write_front
+
+    job = prepare_search(recipe, trials, storage, study_name, workers, timeout, out,
+                         data_root, list(overrides))
+    run_search(job, echo=click.echo)
+    lines, paths = write_front(job)
+    click.echo("Pareto front:")
+    for line in lines:
+        click.echo(line)
+    click.echo(f"wrote {paths['table']}, {paths['plot']}, {paths['json']} and the front's "
+               f"recipes in {paths['recipes']}/")

@@ -146,9 +146,11 @@ class Measurer:
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
-               echo: Callable[[str], None] = print) -> list[StageRecord]:
+               echo: Callable[[str], None] = print,
+               after_stage: Callable[[StageRecord], None] | None = None) -> list[StageRecord]:
     """Run every stage of `recipe` (validated by load_recipe) into `out_dir`; return one
-    record per stage (0 = input)."""
+    record per stage (0 = input). `after_stage` sees each new record once it is saved; an
+    exception it raises stops the run there (compress search prunes hopeless trials so)."""
     store = RunStore(out_dir)
     input_checkpoint = load_checkpoint(recipe.checkpoint)
     stages = recipe.stage_objects()
@@ -186,6 +188,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
         if record.slower:
             echo(f"warning: stage {index}:{name} made batch-1 latency worse than stage "
                  f"{previous.index}:{previous.name} (timed interleaved)")
+        if after_stage is not None:
+            after_stage(record)
         return record
 
     model = input_checkpoint.model

@@ -13,6 +13,7 @@ Relative paths are relative to the folder `compress` runs in.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from compress.errors import UserError
+from compress.search_space import SearchSection
 from compress.yamlio import read_yaml_file
 from compress.stages import Stage, create_stage, list_stages
 
@@ -77,6 +79,7 @@ class Recipe(_Strict):
     score: ScoreSection = Field(default_factory=ScoreSection)
     seed: int = 42
     stages: list[dict[str, dict[str, Any] | None]] = Field(min_length=1)
+    search: SearchSection | None = Field(None, description="compress search: the space")
 
     @field_validator("device")
     @classmethod
@@ -97,18 +100,27 @@ def _stage_entry(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return name, options or {}
 
 
-def _apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """`stages.1.epochs=1`: a dotted path (list indices count from 0) and a YAML value.
+_KEY = r"(?:[^.\[\]]+|\[[^\]]+\])"
+
+
+def split_path(path: str) -> list[str]:
+    """`stages.4.rank_map[model.0.0]` -> ['stages', '4', 'rank_map', 'model.0.0']: dots
+    separate keys; a key that holds dots (a layer name) goes in square brackets."""
+    if not re.fullmatch(rf"{_KEY}(?:\.?{_KEY})*", path):
+        raise UserError(f"{path!r}: expected a dotted path such as stages.1.epochs")
+    return [bracketed or plain for bracketed, plain in
+            re.findall(r"\[([^\]]+)\]|([^.\[\]]+)", path)]
+
+
+def set_value(raw: dict[str, Any], path: str, value: Any, what: str = "--set") -> None:
+    """Set `path` (see split_path; list indices count from 0) in a raw recipe to `value`.
     Inside `stages`, the path goes straight to a stage's options."""
-    if "=" not in assignment:
-        raise UserError(f"--set {assignment}: expected KEY.PATH=VALUE")
-    path, value = assignment.split("=", 1)
-    keys = path.split(".")
+    keys = split_path(path)
     node: Any = raw
     for depth, key in enumerate(keys[:-1]):
         if isinstance(node, list):
             if not key.isdigit() or int(key) >= len(node):
-                raise UserError(f"--set {path}: no item {key} (there are {len(node)})")
+                raise UserError(f"{what} {path}: no item {key} (there are {len(node)})")
             node = node[int(key)]
             if depth >= 1 and keys[depth - 1] == "stages" and isinstance(node, dict):
                 (stage_name, options), = node.items()
@@ -118,10 +130,18 @@ def _apply_override(raw: dict[str, Any], assignment: str) -> None:
         else:
             node = node.setdefault(key, {}) if isinstance(node, dict) else None
             if node is None:
-                raise UserError(f"--set {path}: {key} is not a mapping")
+                raise UserError(f"{what} {path}: {key} is not a mapping")
     if not isinstance(node, dict):
-        raise UserError(f"--set {path}: cannot set a key there")
-    node[keys[-1]] = yaml.safe_load(value)
+        raise UserError(f"{what} {path}: cannot set a key there")
+    node[keys[-1]] = value
+
+
+def _apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """`stages.1.epochs=1`: a path (see split_path) and a YAML value."""
+    if "=" not in assignment:
+        raise UserError(f"--set {assignment}: expected KEY.PATH=VALUE")
+    path, value = assignment.split("=", 1)
+    set_value(raw, path, yaml.safe_load(value))
 
 
 def _describe_error(error: dict[str, Any]) -> str:
@@ -136,14 +156,24 @@ def load_recipe(path: str | Path, overrides: list[str] = (),
                 data_root: str | None = None) -> Recipe:
     """Read and validate a recipe; the stages are checked against the registry too."""
     path = Path(path)
-    raw = read_yaml_file(path, "recipe")
-    if not isinstance(raw, dict):
-        raise UserError(f"recipe {path}: expected a mapping with 'checkpoint' and 'stages'")
+    raw = read_raw_recipe(path)
     for assignment in overrides:
         _apply_override(raw, assignment)
     if data_root is not None:
         raw.setdefault("data", {})
         raw["data"]["root"] = data_root
+    return recipe_from_raw(raw, path)
+
+
+def read_raw_recipe(path: Path) -> dict[str, Any]:
+    raw = read_yaml_file(path, "recipe")
+    if not isinstance(raw, dict):
+        raise UserError(f"recipe {path}: expected a mapping with 'checkpoint' and 'stages'")
+    return raw
+
+
+def recipe_from_raw(raw: dict[str, Any], path: str | Path) -> Recipe:
+    """Validate a recipe mapping (errors name `path`, the key and what was wanted)."""
     try:
         recipe = Recipe(**raw)
     except ValidationError as exc:
