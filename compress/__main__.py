@@ -1,3 +1,4 @@
 from compress.cli import main
 
-main()
+if __name__ == "__main__":  # spawned search workers import this module too
+    main()

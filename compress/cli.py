@@ -61,12 +61,16 @@ def main() -> None:
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue an interrupted run found in --out.")
 def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resume) -> None:
-    """Train a model from scratch; the best epoch by val macro F1 is kept."""
+    """Train a model from scratch; the best epoch by val macro F1 is kept.
+
+    On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress train ...
+    (DistributedDataParallel; --batch in the data YAML stays the global batch).
+    """
     from dataclasses import replace
 
     from compress.data import find_classes, load_data_config, split_folder
     from compress.models import model_spec_from_arg
-    from compress.train import train_from_data_config
+    from compress.train import distributed_from_env, train_from_data_config
 
     config = load_data_config(data_yaml, data_root)
     if epochs is not None:
@@ -76,8 +80,9 @@ def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resu
     command = "compress train " + " ".join(sys.argv[2:])
     result = train_from_data_config(spec, config, out, device, resume,
                                     provenance={"command": command})
-    click.echo(f"best val macro F1 {result.best_f1:.4f} at epoch {result.best_epoch}: "
-               f"{result.best_path}")
+    if distributed_from_env().is_main:
+        click.echo(f"best val macro F1 {result.best_f1:.4f} at epoch {result.best_epoch}: "
+                   f"{result.best_path}")
 
 
 @main.command("eval")
@@ -189,15 +194,22 @@ def run(recipe, data_root, out, overrides, resume) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder; the result is OUT/best.safetensors.")
 def finetune(checkpoint, data_root, freeze, epochs, lr, distill, batch_size, device, out) -> None:
-    """Fine-tune CHECKPOINT, optionally with layers frozen, keeping the best val epoch."""
+    """Fine-tune CHECKPOINT, optionally with layers frozen, keeping the best val epoch.
+
+    On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress finetune ...
+    (DistributedDataParallel, NCCL on GPUs, gloo on CPU; --batch-size stays the global
+    batch, so the steps match a one-process run; rank 0 writes the checkpoint).
+    """
     from compress.single_stage import finetune_checkpoint
+    from compress.train import distributed_from_env
 
     policy = freeze if freeze in ("none", "decomposed", "convs", "all-but-classifier", "bn") \
         else [p.strip() for p in freeze.split(",") if p.strip()]
     path, details = finetune_checkpoint(checkpoint, data_root, out, policy, epochs, lr,
                                         distill, batch_size, device)
-    click.echo(f"best val macro F1 {details['best_val_macro_f1']:.4f} at epoch "
-               f"{details['best_epoch']}: {path}")
+    if distributed_from_env().is_main:
+        click.echo(f"best val macro F1 {details['best_val_macro_f1']:.4f} at epoch "
+                   f"{details['best_epoch']}: {path}")
 
 
 @main.command()

@@ -202,14 +202,16 @@ def split_folder(root: str | Path, split: str) -> Path:
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0,
-                seed: int = 0) -> DataLoader:
+                seed: int = 0, sampler=None) -> DataLoader:
+    """`sampler` (a DistributedSampler under torchrun) replaces shuffling."""
     generator = torch.Generator().manual_seed(seed)
     workers = min(num_workers, os.cpu_count() or 1)
     # A training batch of one image breaks BatchNorm after global pooling: drop it.
-    drop_last = shuffle and len(dataset) % batch_size == 1
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                      generator=generator, persistent_workers=workers > 0,
-                      drop_last=drop_last)
+    shown = len(sampler) if sampler is not None else len(dataset)
+    drop_last = (shuffle or sampler is not None) and shown % batch_size == 1
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                      sampler=sampler, num_workers=workers, generator=generator,
+                      persistent_workers=workers > 0, drop_last=drop_last)
 
 
 def train_val_datasets(config: DataConfig, cache: bool = True) -> tuple[Dataset, Dataset, list[str]]:

@@ -9,7 +9,7 @@ from typing import Any
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data import TrainingData, open_training_data
 from compress.stages import StageContext, create_stage
-from compress.train import resolve_device
+from compress.train import distributed_from_env, resolve_device
 
 
 def _context(checkpoint: Checkpoint, out: Path, data: TrainingData | None, device: str,
@@ -31,10 +31,12 @@ def finetune_checkpoint(path: str, data_root: str, out: str, freeze: str | list[
         data_root, checkpoint.classes, checkpoint.input_size, batch_size=batch_size), device,
                    teacher=load_checkpoint(path).model if distill else None)
     model = stage.apply(checkpoint.model, ctx)
-    result = save_checkpoint(out_dir / "best.safetensors", Checkpoint(
-        model, checkpoint.model_spec, checkpoint.classes, checkpoint.input_size,
-        {**checkpoint.info, "finetune": ctx.details}))
-    (out_dir / "finetune.json").write_text(json.dumps(ctx.details, indent=1))
+    result = out_dir / "best.safetensors"
+    if distributed_from_env().is_main:  # under torchrun, rank 0 alone writes
+        save_checkpoint(result, Checkpoint(
+            model, checkpoint.model_spec, checkpoint.classes, checkpoint.input_size,
+            {**checkpoint.info, "finetune": ctx.details}))
+        (out_dir / "finetune.json").write_text(json.dumps(ctx.details, indent=1))
     return result, ctx.details
 
 

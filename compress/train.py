@@ -59,6 +59,37 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (one process, rank 0, when not under torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_from_env() -> Distributed:
+    """torchrun sets RANK, WORLD_SIZE and LOCAL_RANK for every process it starts."""
+    return Distributed(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                       int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def join_process_group(job: Distributed, device: torch.device) -> torch.device:
+    """NCCL between GPUs (one per process, by local rank), gloo on CPU; returns the device."""
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", job.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -73,12 +104,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _progress(iterable, total: int, description: str):
+def _progress(iterable, total: int, description: str, shown: bool = True):
     from tqdm import tqdm
 
     interactive = sys.stderr.isatty()
     return tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True,
-                mininterval=0.5 if interactive else 30.0)
+                mininterval=0.5 if interactive else 30.0, disable=not shown)
 
 
 def _save_train_state(path: Path, optimizer: torch.optim.Optimizer, epoch: int,
@@ -142,15 +173,37 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
     input size, provenance). With `resume`, a run interrupted in OUT continues from its last
     finished epoch. With a `teacher`, the loss mixes in distillation from its soft targets.
     Parameters with requires_grad False stay exactly as they are.
+
+    Under torchrun (WORLD_SIZE > 1) every process trains a DistributedDataParallel replica
+    on its share of each batch: `config.batch_size` stays the global batch, so the number of
+    optimizer steps and the schedule match a one-process run. Rank 0 alone evaluates and
+    writes the checkpoints and history.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    job = distributed_from_env()
     device = resolve_device(config.device)
+    started_group = False
+    if job.world_size > 1:
+        import torch.distributed as dist
+
+        if config.batch_size % job.world_size:
+            raise UserError(f"batch size {config.batch_size} does not split evenly over "
+                            f"{job.world_size} processes")
+        started_group = not dist.is_initialized()
+        device = join_process_group(job, device)
+    if job.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     use_amp = config.amp and device.type == "cuda"
     seed_everything(config.seed)
 
-    train_loader = make_loader(train_set, config.batch_size, shuffle=True,
-                               num_workers=config.num_workers, seed=config.seed)
+    sampler = None
+    if job.world_size > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(train_set, job.world_size, job.rank, shuffle=True,
+                                     seed=config.seed)
+    train_loader = make_loader(train_set, config.batch_size // job.world_size, shuffle=True,
+                               num_workers=config.num_workers, seed=config.seed, sampler=sampler)
     val_loader = make_loader(val_set, config.batch_size * 2, shuffle=False,
                              num_workers=config.num_workers)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -176,28 +229,38 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
                 scheduler.step()
         if (out_dir / HISTORY_NAME).is_file():
             history = json.loads((out_dir / HISTORY_NAME).read_text())[:start_epoch]
-        print(f"resuming from epoch {start_epoch} (best val macro F1 so far "
-              f"{best_f1:.4f} at epoch {best_epoch})", file=sys.stderr)
+        if job.is_main:
+            print(f"resuming from epoch {start_epoch} (best val macro F1 so far "
+                  f"{best_f1:.4f} at epoch {best_epoch})", file=sys.stderr)
 
     model.to(device)
+    trained = model
+    if job.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     if teacher is not None:
         teacher = teacher.to(device).eval()
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         # Seeded per epoch, so a resumed run sees the same batches and augmentations.
         train_loader.generator.manual_seed(config.seed + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         seed_everything(config.seed + epoch)
         model.train()
         if config.freeze_bn_stats:
             for module in model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
-        running_loss, seen = 0.0, 0
-        bar = _progress(train_loader, steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}")
+        running_loss, seen, steps = 0.0, 0, 0
+        bar = _progress(train_loader, steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}",
+                        job.is_main)
         for images, labels in bar:
             images, labels = images.to(device, non_blocking=True), labels.to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = model(images)
+                logits = trained(images)
                 loss = criterion(logits, labels)
                 if teacher is not None:
                     with torch.no_grad():
@@ -214,12 +277,17 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
             scheduler.step()
             running_loss += loss.item() * len(labels)
             seen += len(labels)
+            steps += 1
             bar.set_postfix(loss=f"{running_loss / seen:.3f}", refresh=False)
         bar.close()
 
+        if not job.is_main:  # rank 0 evaluates and saves; the others wait for it
+            _wait_for_main()
+            continue
         targets, predictions = predict(model, val_loader, device)
         metrics = classification_metrics(targets, predictions, template.classes)
-        record = {"epoch": epoch + 1, "train_loss": running_loss / max(seen, 1),
+        record = {"epoch": epoch + 1, "steps": steps, "processes": job.world_size,
+                  "train_loss": running_loss / max(seen, 1),
                   "val_macro_f1": metrics["macro_f1"], "val_accuracy": metrics["accuracy"],
                   "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
         history.append(record)
@@ -237,11 +305,33 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
         print(f"epoch {epoch + 1:>3}/{config.epochs}  loss {record['train_loss']:.4f}  "
               f"val macro F1 {metrics['macro_f1']:.4f}  acc {metrics['accuracy']:.4f}  "
               f"{record['seconds']:.0f}s{'  *best' if improved else ''}", file=sys.stderr)
+        if job.world_size > 1:
+            _wait_for_main()
 
+    if job.world_size > 1:
+        best_f1, best_epoch = _from_main((best_f1, best_epoch))
+        if started_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     model.cpu()
     if teacher is not None:
         teacher.cpu()
     return TrainResult(best_f1, best_epoch, out_dir / BEST_NAME, history)
+
+
+def _wait_for_main() -> None:
+    import torch.distributed as dist
+
+    dist.barrier()
+
+
+def _from_main(value):
+    import torch.distributed as dist
+
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def _with_model(template: Checkpoint, model: nn.Module, info: dict[str, Any]) -> Checkpoint:

@@ -86,3 +86,53 @@ def test_val_ratio_carves_a_stratified_val_split_when_there_is_no_val_folder(tmp
 
     with pytest.raises(UserError, match="no val split"):
         train_val_datasets(DataConfig(data_path=str(root), img_size=32, num_workers=0))
+
+
+def test_two_gloo_processes_take_the_same_steps_and_write_one_checkpoint(tmp_path, tiny_data,
+                                                                         tiny_model_spec):
+    """torchrun --nproc_per_node 2 on CPU (gloo): the global batch is split over the two
+    processes, so each epoch takes as many optimizer steps as one process does."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from compress.checkpoint import save_checkpoint
+
+    from conftest import REPO, TINY_CLASSES
+
+    checkpoint = save_checkpoint(tmp_path / "tiny.safetensors", Checkpoint(
+        build_model(tiny_model_spec).eval(), tiny_model_spec, TINY_CLASSES, 32))
+    finetune = ["-m", "compress", "finetune", str(checkpoint), "--data", str(tiny_data),
+                "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]
+        done = subprocess.run(launcher + finetune + ["--out", str(out)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.count("best val macro F1") == 1, done.stdout  # rank 0 alone reports
+        runs[processes] = json.loads((out / "train/history.json").read_text())
+    steps = {p: [epoch["steps"] for epoch in history] for p, history in runs.items()}
+    assert steps[1] == steps[2] and len(steps[1]) == 2 and steps[1][0] > 1, steps
+    assert [epoch["processes"] for epoch in runs[2]] == [2, 2]
+    trained = load_checkpoint(tmp_path / "p2/best.safetensors")
+    assert trained.classes == TINY_CLASSES
+    with torch.no_grad():
+        assert trained.model.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 3)
+    assert sorted(p.name for p in (tmp_path / "p2").iterdir()) == \
+        ["best.safetensors", "finetune.json", "train"]
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_a_user_error(
+        tmp_path, tiny_data, tiny_model_spec, monkeypatch):
+    from compress.errors import UserError
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    with pytest.raises(UserError, match="batch size 8 does not split evenly over 3"):
+        fit(model, train_set, val_set, TrainConfig(epochs=1, batch_size=8, num_workers=0,
+                                                   device="cpu"), tmp_path, template)
