@@ -35,7 +35,7 @@ from compress.checkpoint import load_checkpoint
 from compress.measure.latency import compare_latency
 from compress.measure.runners import OrtRunner
 from compress.pipeline import run_recipe
-from compress.recipe import load_recipe
+from compress.recipe import load_recipe, set_value
 from compress.stages import register_stage
 from compress.stages.base import Stage, StageConfig, StageContext
 
@@ -62,7 +62,7 @@ class UnstructuredL1(Stage):
                 torch_prune.l1_unstructured(module, "weight", amount=self.config.amount)
                 torch_prune.remove(module, "weight")
                 mask = (module.weight != 0).float()
-                module.weight.register_hook(lambda grad, mask=mask: grad * mask)
+                module.weight.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device))
                 zeros += int((mask == 0).sum())
                 total += mask.numel()
         ctx.details["zero_weights"] = zeros / total
@@ -119,6 +119,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300, help="timed runs per model")
     parser.add_argument("--quick", action="store_true",
                         help="one epoch everywhere (for the test suite)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="a recipe value for every method, e.g. "
+                        "seed=1 or data.num_workers=8 (repeatable)")
+    parser.add_argument("--only", action="append", default=[], metavar="METHOD",
+                        help="run only these peers besides the default recipe (repeatable)")
     parser.add_argument("--skip-finetune", action="append", default=[], metavar="METHOD",
                         help="run METHOD without its fine-tune (marked in the table); "
                              "repeatable. Finished methods in --out are resumed, not rerun.")
@@ -131,6 +136,9 @@ def main() -> None:
     default["checkpoint"] = str((Path(args.recipe).parent.parent / default["checkpoint"])
                                 if not Path(default["checkpoint"]).is_absolute() else
                                 default["checkpoint"])
+    for assignment in args.overrides:
+        key, _, value = assignment.partition("=")
+        set_value(default, key, yaml.safe_load(value))
     if args.quick:
         for stage in default["stages"]:
             options = next(iter(stage.values()))
@@ -142,6 +150,8 @@ def main() -> None:
     default_kept = results[0]["macs"] / load_recipe_macs(results[0])
     for name, recipe in method_recipes(default, 1 if args.quick else budget,
                                        default_kept).items():
+        if args.only and name not in args.only:
+            continue
         if name in args.skip_finetune:
             recipe["stages"] = [s for s in recipe["stages"] if "finetune" not in s]
             name += " (no fine-tuning)"

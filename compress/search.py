@@ -126,15 +126,9 @@ def _sampler(section: SearchSection, worker: int):
     import optuna
 
     seed = None if section.seed is None else section.seed + worker
-    constraints = _constraint if section.min_f1 is not None else None
     if section.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
-    return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
-
-
-def _constraint(trial) -> list[float]:
-    """<= 0 when the trial meets min_f1 (Optuna's convention); failed trials count as not."""
-    return trial.user_attrs.get("constraint", [1.0])
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def load_study(job: SearchJob, worker: int = 0):
@@ -275,8 +269,8 @@ def _objective(trial, job: SearchJob, worker: int, echo: Callable[[str], None]):
         "latency_ms": final.latency_ms, "macs": final.macs, "params": final.params,
         "input_macro_f1": records[0].macro_f1, "input_macs": records[0].macs,
         "minutes": (time.perf_counter() - started) / 60})
-    if job.section.min_f1 is not None:
-        trial.set_user_attr("constraint", [job.section.min_f1 - f1])
+    if job.section.min_f1 is not None:  # feasible when <= 0 (Optuna's convention)
+        trial.set_constraint("min_f1", job.section.min_f1 - f1)
     second = 1 / final.speedup_vs_input if job.section.minimize == "latency" \
         else final.macs / 1e6
     echo(f"trial {trial.number} done: val macro F1 {f1:.4f}, {final.speedup_vs_input:.2f}x "

@@ -113,6 +113,41 @@ def test_hopeless_trials_are_pruned_on_their_fine_tuning_f1(tmp_path, search_rec
     assert "pruned after stage 2:finetune" in output
 
 
+def test_nsga2_on_macs_with_an_f1_constraint(tmp_path, search_recipe):
+    import optuna
+
+    raw = yaml.safe_load(search_recipe.read_text())
+    raw["search"] |= {"sampler": "nsga2", "minimize": "macs", "min_f1": 0.99}
+    search_recipe.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "search"
+    code, output = run_cli(["search", search_recipe, "--trials", 2, "--out", out])
+    assert code == 0, output
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{out / 'study.db'}")
+    assert study.metric_names == ["macro_f1", "mmacs"]
+    for trial in study.trials:
+        figures = trial.user_attrs["figures"]
+        assert trial.values[1] == pytest.approx(figures["macs"] / 1e6)
+        assert trial.constraints == {"min_f1": pytest.approx(0.99 - figures["macro_f1"])}
+    # Only trials that meet min_f1 may be on the front.
+    assert all(t.values[0] >= 0.99 for t in study.best_trials)
+
+
+def test_workers_run_trials_in_parallel_processes(tmp_path, search_recipe):
+    import optuna
+
+    out = tmp_path / "search"
+    done = subprocess.run([sys.executable, "-m", "compress", "search", str(search_recipe),
+                           "--trials", "2", "--workers", "2", "--out", str(out)], cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[worker 0]" in done.stdout and "[worker 1]" in done.stdout
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{out / 'study.db'}")
+    finished = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(finished) >= 2
+    assert len({t.user_attrs["run_dir"] for t in finished}) == len(finished)
+
+
 @pytest.mark.parametrize("edit, fragments", [
     ({"params": {}}, ["search space is empty"]),
     ({"params": {"stages.1.epochz": {"low": 1, "high": 3}}},
@@ -184,3 +219,14 @@ def test_two_processes_share_one_postgres_study(tmp_path, search_recipe):
     run_dirs = [t.user_attrs["run_dir"] for t in finished if "copy_of" not in t.user_attrs]
     assert len(run_dirs) == len(set(run_dirs))
     optuna.delete_study(study_name=study_name, storage=url)
+
+
+def test_a_layer_name_with_dots_is_one_key_in_brackets():
+    from compress.search_space import with_params
+
+    raw = {"checkpoint": "c", "stages": [{"decompose": {"ranks": "map"}}],
+           "search": {"params": {}}}
+    result = with_params(raw, {"stages.0.rank_map[model.0.0]": 8, "seed": 3})
+    assert result == {"checkpoint": "c", "seed": 3,
+                      "stages": [{"decompose": {"ranks": "map", "rank_map": {"model.0.0": 8}}}]}
+    assert raw["stages"][0]["decompose"] == {"ranks": "map"}  # the input is left as it was
