@@ -432,13 +432,15 @@ def analyze(checkpoint, data_root, out, kinds, ratios, latency, calibration_imag
               help="Trials run in parallel on this machine (processes sharing the cores).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop starting trials after this many seconds.")
+@click.option("--minimize", type=click.Choice(["latency", "macs"]), default=None,
+              help="The second objective [default: the search block's minimize, latency].")
 @click.option("--data", "data_root", default=None,
               help="Data root (ROOT/train, ROOT/val); overrides the recipe's data.root.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Search folder [default: runs/search/<recipe name>].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe value, as for compress run (repeatable).")
-def search(recipe, trials, storage, study_name, workers, timeout, data_root, out,
+def search(recipe, trials, storage, study_name, workers, timeout, minimize, data_root, out,
            overrides) -> None:
     """Search the recipe's `search:` space with Optuna: maximise val macro F1, minimise
     batch-1 latency (or MACs). Each trial is a full `compress run` in OUT/trials/; the
@@ -459,6 +461,8 @@ def search(recipe, trials, storage, study_name, workers, timeout, data_root, out
     """
     from compress.search import prepare_search, run_search, write_front
 
+    if minimize:
+        overrides += (f"search.minimize={minimize}",)
     job = prepare_search(recipe, trials, storage, study_name, workers, timeout, out,
                          data_root, list(overrides))
     run_search(job, echo=click.echo)

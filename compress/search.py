@@ -220,7 +220,7 @@ def _objective(trial, job: SearchJob, worker: int, echo: Callable[[str], None]):
     from compress.pipeline import run_recipe
 
     params = {name: spec.suggest(trial, name) for name, spec in job.section.params.items()}
-    shown = ", ".join(f"{name}={value}" for name, value in params.items())
+    shown = ", ".join(f"{name}={_fmt(value)}" for name, value in params.items())
     twin = _twin(trial.study, trial.number, params)
     if twin is not None:  # the same recipe again: take its figures instead of re-running it
         for key, value in twin.user_attrs.items():
@@ -300,6 +300,9 @@ def write_front(job: SearchJob) -> tuple[list[str], dict[str, Path]]:
             f"{figures['macs'] / 1e6:.1f} M | {figures['params']:,} | "
             + " | ".join(_fmt(trial.params.get(name)) for name in job.section.params)
             + f" | {recipe_path} |")
+    if not front:
+        lines.append("(empty: no finished trial" + (f" meets min_f1 {job.section.min_f1})"
+                                                    if job.section.min_f1 is not None else ")"))
     (out / "pareto.md").write_text("\n".join(lines) + "\n")
     (out / "search.json").write_text(json.dumps({
         "study": job.study_name, "storage": _redacted(job.storage_url),

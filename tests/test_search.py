@@ -117,10 +117,11 @@ def test_nsga2_on_macs_with_an_f1_constraint(tmp_path, search_recipe):
     import optuna
 
     raw = yaml.safe_load(search_recipe.read_text())
-    raw["search"] |= {"sampler": "nsga2", "minimize": "macs", "min_f1": 0.99}
+    raw["search"] |= {"sampler": "nsga2", "min_f1": 0.99}
     search_recipe.write_text(yaml.safe_dump(raw))
     out = tmp_path / "search"
-    code, output = run_cli(["search", search_recipe, "--trials", 2, "--out", out])
+    code, output = run_cli(["search", search_recipe, "--trials", 2, "--out", out,
+                            "--minimize", "macs"])
     assert code == 0, output
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{out / 'study.db'}")
     assert study.metric_names == ["macro_f1", "mmacs"]
@@ -230,3 +231,14 @@ def test_a_layer_name_with_dots_is_one_key_in_brackets():
     assert result == {"checkpoint": "c", "seed": 3,
                       "stages": [{"decompose": {"ranks": "map", "rank_map": {"model.0.0": 8}}}]}
     assert raw["stages"][0]["decompose"] == {"ranks": "map"}  # the input is left as it was
+
+
+def test_the_shipped_search_recipe_is_valid(monkeypatch):
+    """recipes/mnv3_search.yaml: every value its space can take makes a valid recipe."""
+    from compress.recipe import read_raw_recipe, recipe_from_raw
+    from compress.search import check_space
+
+    monkeypatch.chdir(REPO)
+    path = REPO / "recipes/mnv3_search.yaml"
+    raw = read_raw_recipe(path)
+    check_space(raw, recipe_from_raw(raw, path).search, path)
