@@ -150,14 +150,21 @@ def import_command(model_yaml, weights, classes, data_root, input_size, out) -> 
     click.echo(f"wrote {save_checkpoint(out, checkpoint)}")
 
 
+# Options that `run` and `search` share: the same recipe overrides.
+_recipe_data_option = click.option(
+    "--data", "data_root", default=None,
+    help="Data root (ROOT/train, ROOT/val); overrides the recipe's data.root.")
+_recipe_set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a recipe value, e.g. --set stages.1.epochs=1 (repeatable).")
+
+
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--data", "data_root", default=None,
-              help="Data root (ROOT/train, ROOT/val); overrides the recipe's data.root.")
+@_recipe_data_option
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run folder [default: runs/<recipe name>].")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a recipe value, e.g. --set stages.1.epochs=1 (repeatable).")
+@_recipe_set_option
 @click.option("--resume", is_flag=True, help="Continue after the last finished stage.")
 def run(recipe, data_root, out, overrides, resume) -> None:
     """Run a recipe: stages, each saved and measured (latency, MACs, params, F1, score).
@@ -434,12 +441,10 @@ def analyze(checkpoint, data_root, out, kinds, ratios, latency, calibration_imag
               help="Stop starting trials after this many seconds.")
 @click.option("--minimize", type=click.Choice(["latency", "macs"]), default=None,
               help="The second objective [default: the search block's minimize, latency].")
-@click.option("--data", "data_root", default=None,
-              help="Data root (ROOT/train, ROOT/val); overrides the recipe's data.root.")
+@_recipe_data_option
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Search folder [default: runs/search/<recipe name>].")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a recipe value, as for compress run (repeatable).")
+@_recipe_set_option
 def search(recipe, trials, storage, study_name, workers, timeout, minimize, data_root, out,
            overrides) -> None:
     """Search the recipe's `search:` space with Optuna: maximise val macro F1, minimise
