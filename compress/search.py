@@ -163,7 +163,7 @@ def run_search(job: SearchJob, echo: Callable[[str], None] = print) -> None:
     echo(f"study {job.study_name} in {_redacted(job.storage_url)}: {left} trials to run "
          f"with {job.workers} worker(s); trial folders in {job.out_dir / 'trials'}")
     if job.workers == 1:
-        _optimize(job, 0, study, echo)
+        _optimize(job, study, echo)
         return
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker_main, args=(job, worker), daemon=False)
@@ -180,16 +180,16 @@ def _worker_main(job: SearchJob, worker: int) -> None:
     from compress.measure.machine import usable_cores
 
     torch.set_num_threads(max(1, usable_cores() // job.workers))
-    _optimize(job, worker, load_study(job, worker),
+    _optimize(job, load_study(job, worker),
               lambda line: print(f"[worker {worker}] {line}", flush=True))
 
 
-def _optimize(job: SearchJob, worker: int, study, echo: Callable[[str], None]) -> None:
+def _optimize(job: SearchJob, study, echo: Callable[[str], None]) -> None:
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     study.optimize(
-        lambda trial: _objective(trial, job, worker, echo), n_trials=job.trials,
+        lambda trial: _objective(trial, job, echo), n_trials=job.trials,
         timeout=job.timeout, catch=(StageFailed, UserError),
         callbacks=[MaxTrialsCallback(job.trials, states=(TrialState.COMPLETE,
                                                           TrialState.PRUNED)),
@@ -213,7 +213,7 @@ def _twin(study, number: int, params: dict[str, Any]):
     return None
 
 
-def _objective(trial, job: SearchJob, worker: int, echo: Callable[[str], None]):
+def _objective(trial, job: SearchJob, echo: Callable[[str], None]):
     import optuna
 
     from compress.measure.machine import usable_cores
@@ -225,6 +225,8 @@ def _objective(trial, job: SearchJob, worker: int, echo: Callable[[str], None]):
     if twin is not None:  # the same recipe again: take its figures instead of re-running it
         for key, value in twin.user_attrs.items():
             trial.set_user_attr(key, value)
+        for key, value in (twin.constraints or {}).items():
+            trial.set_constraint(key, value)
         trial.set_user_attr("copy_of", twin.number)
         echo(f"trial {trial.number}: {shown}: same values as trial {twin.number}, reused")
         return twin.values

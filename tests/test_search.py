@@ -242,3 +242,20 @@ def test_the_shipped_search_recipe_is_valid(monkeypatch):
     path = REPO / "recipes/mnv3_search.yaml"
     raw = read_raw_recipe(path)
     check_space(raw, recipe_from_raw(raw, path).search, path)
+
+
+def test_values_drawn_again_reuse_the_finished_trial(tmp_path, search_recipe):
+    import optuna
+
+    raw = yaml.safe_load(search_recipe.read_text())
+    raw["search"]["params"] = {"stages.0.importance": {"choices": ["l2"]}}  # one point
+    raw["search"]["min_f1"] = 0.1
+    search_recipe.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "search"
+    code, output = run_cli(["search", search_recipe, "--trials", 2, "--out", out])
+    assert code == 0, output
+    first, second = optuna.load_study(study_name="search",
+                                      storage=f"sqlite:///{out / 'study.db'}").trials
+    assert second.user_attrs["copy_of"] == first.number and second.values == first.values
+    assert second.constraints == first.constraints
+    assert len(list((out / "trials").iterdir())) == 1  # run once
