@@ -35,7 +35,7 @@ from compress.checkpoint import load_checkpoint
 from compress.measure.latency import compare_latency
 from compress.measure.runners import OrtRunner
 from compress.pipeline import run_recipe
-from compress.recipe import load_recipe, set_value
+from compress.recipe import apply_override, load_recipe
 from compress.stages import register_stage
 from compress.stages.base import Stage, StageConfig, StageContext
 
@@ -137,8 +137,7 @@ def main() -> None:
                                 if not Path(default["checkpoint"]).is_absolute() else
                                 default["checkpoint"])
     for assignment in args.overrides:
-        key, _, value = assignment.partition("=")
-        set_value(default, key, yaml.safe_load(value))
+        apply_override(default, assignment)
     if args.quick:
         for stage in default["stages"]:
             options = next(iter(stage.values()))

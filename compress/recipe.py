@@ -136,7 +136,7 @@ def set_value(raw: dict[str, Any], path: str, value: Any, what: str = "--set") -
     node[keys[-1]] = value
 
 
-def _apply_override(raw: dict[str, Any], assignment: str) -> None:
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
     """`stages.1.epochs=1`: a path (see split_path) and a YAML value."""
     if "=" not in assignment:
         raise UserError(f"--set {assignment}: expected KEY.PATH=VALUE")
@@ -155,20 +155,20 @@ def _describe_error(error: dict[str, Any]) -> str:
 def load_recipe(path: str | Path, overrides: list[str] = (),
                 data_root: str | None = None) -> Recipe:
     """Read and validate a recipe; the stages are checked against the registry too."""
-    path = Path(path)
-    raw = read_raw_recipe(path)
+    return recipe_from_raw(read_raw_recipe(path, overrides, data_root), path)
+
+
+def read_raw_recipe(path: str | Path, overrides: list[str] = (),
+                    data_root: str | None = None) -> dict[str, Any]:
+    """The recipe file as a mapping, with `--set` overrides and `--data` applied."""
+    raw = read_yaml_file(Path(path), "recipe")
+    if not isinstance(raw, dict):
+        raise UserError(f"recipe {path}: expected a mapping with 'checkpoint' and 'stages'")
     for assignment in overrides:
-        _apply_override(raw, assignment)
+        apply_override(raw, assignment)
     if data_root is not None:
         raw.setdefault("data", {})
         raw["data"]["root"] = data_root
-    return recipe_from_raw(raw, path)
-
-
-def read_raw_recipe(path: Path) -> dict[str, Any]:
-    raw = read_yaml_file(path, "recipe")
-    if not isinstance(raw, dict):
-        raise UserError(f"recipe {path}: expected a mapping with 'checkpoint' and 'stages'")
     return raw
 
 

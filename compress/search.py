@@ -21,7 +21,7 @@ from typing import Any, Callable
 import yaml
 
 from compress.errors import StageFailed, UserError
-from compress.recipe import _apply_override, read_raw_recipe, recipe_from_raw
+from compress.recipe import read_raw_recipe, recipe_from_raw
 from compress.search_space import SearchSection, with_params, with_proxy
 
 SQLITE_NAME = "study.db"
@@ -48,11 +48,7 @@ def prepare_search(recipe_path: str, trials: int, storage: str | None, study: st
                    data_root: str | None, overrides: list[str]) -> SearchJob:
     """Validate the recipe, its search block and every value the space can take."""
     path = Path(recipe_path)
-    raw = read_raw_recipe(path)
-    for assignment in overrides:
-        _apply_override(raw, assignment)
-    if data_root is not None:
-        raw.setdefault("data", {})["root"] = data_root
+    raw = read_raw_recipe(path, overrides, data_root)
     recipe = recipe_from_raw(raw, path)
     if recipe.search is None:
         raise UserError(f"recipe {path}: no search block; add search.params (see "
