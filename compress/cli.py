@@ -53,15 +53,19 @@ def main() -> None:
               help="Data YAML with the competition's keys (DATA_PATH, IMG_SIZE, EPOCHS, ...).")
 @click.option("--data-root", default=None, help="Overrides DATA_PATH of the data YAML.")
 @click.option("--out", default="runs/train", show_default=True, type=click.Path(file_okay=False),
-              help="Output folder: best.safetensors, last.safetensors, history.json.")
+              help="Output folder: last.safetensors, best.safetensors, history.json.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Overrides EPOCHS.")
 @click.option("--width-mult", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Width multiplier (YAML width_multiple or torchvision width_mult).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue an interrupted run found in --out.")
-def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resume) -> None:
-    """Train a model from scratch; the best epoch by val macro F1 is kept.
+@click.option("--keep", type=click.Choice(["last", "best"]), default="last", show_default=True,
+              help="Epoch to keep: the last, or the best by val macro F1 (then the val figure "
+                   "is optimistic: val chose it).")
+def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resume,
+          keep) -> None:
+    """Train a model from scratch; the last epoch (or with --keep best, the best) is the result.
 
     On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress train ...
     (DistributedDataParallel; --batch in the data YAML stays the global batch).
@@ -79,10 +83,10 @@ def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resu
     spec = model_spec_from_arg(model_arg, num_classes=len(classes), width_mult=width_mult)
     command = "compress train " + " ".join(sys.argv[2:])
     result = train_from_data_config(spec, config, out, device, resume,
-                                    provenance={"command": command})
+                                    provenance={"command": command}, keep=keep)
     if distributed_from_env().is_main:
-        click.echo(f"best val macro F1 {result.best_f1:.4f} at epoch {result.best_epoch}: "
-                   f"{result.best_path}")
+        click.echo(_kept_line(result.val_f1, result.epoch, result.best_f1, result.best_epoch,
+                              result.path))
 
 
 @main.command("eval")
@@ -198,10 +202,14 @@ def run(recipe, data_root, out, overrides, resume) -> None:
               help="Soft targets from CHECKPOINT itself as the teacher.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--keep", type=click.Choice(["last", "best"]), default="last", show_default=True,
+              help="Epoch to keep: the last, or the best by val macro F1 (then the val figure "
+                   "is optimistic: val chose it).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Output folder; the result is OUT/best.safetensors.")
-def finetune(checkpoint, data_root, freeze, epochs, lr, distill, batch_size, device, out) -> None:
-    """Fine-tune CHECKPOINT, optionally with layers frozen, keeping the best val epoch.
+              help="Output folder; the result is OUT/finetuned.safetensors.")
+def finetune(checkpoint, data_root, freeze, epochs, lr, distill, batch_size, device, keep,
+             out) -> None:
+    """Fine-tune CHECKPOINT, optionally with layers frozen; keeps the last (or best) epoch.
 
     On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress finetune ...
     (DistributedDataParallel, NCCL on GPUs, gloo on CPU; --batch-size stays the global
@@ -213,10 +221,17 @@ def finetune(checkpoint, data_root, freeze, epochs, lr, distill, batch_size, dev
     policy = freeze if freeze in ("none", "decomposed", "convs", "all-but-classifier", "bn") \
         else [p.strip() for p in freeze.split(",") if p.strip()]
     path, details = finetune_checkpoint(checkpoint, data_root, out, policy, epochs, lr,
-                                        distill, batch_size, device)
+                                        distill, batch_size, device, keep)
     if distributed_from_env().is_main:
-        click.echo(f"best val macro F1 {details['best_val_macro_f1']:.4f} at epoch "
-                   f"{details['best_epoch']}: {path}")
+        click.echo(_kept_line(details["val_macro_f1"], details["kept_epoch"],
+                              details["best_val_macro_f1"], details["best_epoch"], path))
+
+
+def _kept_line(val_f1: float, epoch: int, best_f1: float, best_epoch: int, path) -> str:
+    line = f"kept epoch {epoch}: val macro F1 {val_f1:.4f}: {path}"
+    if best_epoch != epoch:
+        line += f" (best epoch {best_epoch}: {best_f1:.4f}, an optimistic figure: val chose it)"
+    return line
 
 
 @main.command()

@@ -20,9 +20,9 @@ def _context(checkpoint: Checkpoint, out: Path, data: TrainingData | None, devic
 
 def finetune_checkpoint(path: str, data_root: str, out: str, freeze: str | list[str],
                         epochs: int, lr: float, distill: bool, batch_size: int,
-                        device: str) -> tuple[Path, dict[str, Any]]:
+                        device: str, keep: str = "last") -> tuple[Path, dict[str, Any]]:
     checkpoint = load_checkpoint(path)
-    options = {"epochs": epochs, "lr": lr, "freeze": freeze}
+    options = {"epochs": epochs, "lr": lr, "freeze": freeze, "keep": keep}
     if distill:
         options["distill"] = {}
     stage = create_stage("finetune", options)
@@ -31,7 +31,7 @@ def finetune_checkpoint(path: str, data_root: str, out: str, freeze: str | list[
         data_root, checkpoint.classes, checkpoint.input_size, batch_size=batch_size), device,
                    teacher=load_checkpoint(path).model if distill else None)
     model = stage.apply(checkpoint.model, ctx)
-    result = out_dir / "best.safetensors"
+    result = out_dir / "finetuned.safetensors"
     if distributed_from_env().is_main:  # under torchrun, rank 0 alone writes
         save_checkpoint(result, Checkpoint(
             model, checkpoint.model_spec, checkpoint.classes, checkpoint.input_size,

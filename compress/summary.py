@@ -66,6 +66,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"classes     {len(summary['classes'])}: {', '.join(summary['classes']) or 'not stored'}",
     ]
     if train:
-        lines.append(f"trained     {train.get('best_epoch')} of {train.get('epochs')} epochs, "
+        epoch = train.get("epoch", train.get("best_epoch"))  # older checkpoints: best_epoch
+        lines.append(f"trained     epoch {epoch} of {train.get('epochs')}, "
                      f"val macro F1 {train.get('val_macro_f1', float('nan')):.4f}")
     return "\n".join(lines)

@@ -1,9 +1,12 @@
 """The training engine: used by `compress train` and, later, by fine-tuning stages.
 
 SGD (momentum 0.9) with OneCycleLR, as the competition baseline; cross-entropy with
-optional label smoothing; mixed precision on CUDA, float32 on CPU. The best epoch by val
-macro F1 is written to OUT/best.safetensors; OUT/last.safetensors and
-OUT/train_state.safetensors let an interrupted run resume where it stopped.
+optional label smoothing; mixed precision on CUDA, float32 on CPU. Every epoch is evaluated
+on val; OUT/last.safetensors holds the latest epoch and OUT/best.safetensors the best one by
+val macro F1. The result is the last epoch unless `keep="best"`: picking the best of many
+epochs on val makes that epoch's val figure optimistic (the max of noisy draws), and on other
+images it falls back (by 0.5 to 2.5 points here; see benchmarks/RESULTS.md).
+OUT/train_state.safetensors lets an interrupted run resume where it stopped.
 """
 
 from __future__ import annotations
@@ -49,13 +52,19 @@ class TrainConfig:
     freeze_bn_stats: bool = False  # keep batch-norm running statistics as they are
     distill_temperature: float = 4.0  # used when fit() gets a teacher
     distill_alpha: float = 0.5  # weight of the soft-target loss
+    keep: str = "last"  # last | best: which epoch fit() returns (see the module's docstring)
+
+
+KEEP_CHOICES = ("last", "best")
 
 
 @dataclass
 class TrainResult:
+    path: Path  # the kept checkpoint: last.safetensors or best.safetensors
+    epoch: int
+    val_f1: float  # the kept epoch's val macro F1
     best_f1: float
     best_epoch: int
-    best_path: Path
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -167,7 +176,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainConfig,
         out_dir: str | Path, template: Checkpoint, resume: bool = True,
         teacher: nn.Module | None = None) -> TrainResult:
-    """Train `model` in place; return where the best checkpoint (by val macro F1) is.
+    """Train `model` in place; return the kept epoch's checkpoint (`config.keep`).
 
     `template` gives what a saved checkpoint carries besides weights (model spec, classes,
     input size, provenance). With `resume`, a run interrupted in OUT continues from its last
@@ -179,6 +188,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
     optimizer steps and the schedule match a one-process run. Rank 0 alone evaluates and
     writes the checkpoints and history.
     """
+    if config.keep not in KEEP_CHOICES:
+        raise UserError(f"keep must be one of {', '.join(KEEP_CHOICES)}, not {config.keep!r}")
     out_dir = Path(out_dir)
     job = distributed_from_env()
     device = resolve_device(config.device)
@@ -291,14 +302,14 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
                   "val_macro_f1": metrics["macro_f1"], "val_accuracy": metrics["accuracy"],
                   "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
         history.append(record)
+        info = {**template.info, "train": {**asdict(config), "epoch": epoch + 1,
+                                           "val_macro_f1": metrics["macro_f1"],
+                                           "val_accuracy": metrics["accuracy"]}}
         improved = metrics["macro_f1"] > best_f1
         if improved:
             best_f1, best_epoch = metrics["macro_f1"], epoch + 1
-            info = {**template.info, "train": {**asdict(config), "best_epoch": best_epoch,
-                                               "val_macro_f1": best_f1,
-                                               "val_accuracy": metrics["accuracy"]}}
             save_checkpoint(out_dir / BEST_NAME, _with_model(template, model, info))
-        save_checkpoint(last_path, _with_model(template, model, template.info))
+        save_checkpoint(last_path, _with_model(template, model, info))
         _save_train_state(state_path, optimizer, epoch + 1, scheduler.last_epoch, best_f1,
                           best_epoch)
         (out_dir / HISTORY_NAME).write_text(json.dumps(history, indent=1))
@@ -308,8 +319,9 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
         if job.world_size > 1:
             _wait_for_main()
 
+    last_f1 = history[-1]["val_macro_f1"] if job.is_main else None
     if job.world_size > 1:
-        best_f1, best_epoch = _from_main((best_f1, best_epoch))
+        best_f1, best_epoch, last_f1 = _from_main((best_f1, best_epoch, last_f1))
         if started_group:
             import torch.distributed as dist
 
@@ -317,7 +329,9 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
     model.cpu()
     if teacher is not None:
         teacher.cpu()
-    return TrainResult(best_f1, best_epoch, out_dir / BEST_NAME, history)
+    if config.keep == "best":
+        return TrainResult(out_dir / BEST_NAME, best_epoch, best_f1, best_f1, best_epoch, history)
+    return TrainResult(last_path, config.epochs, last_f1, best_f1, best_epoch, history)
 
 
 def _wait_for_main() -> None:
@@ -340,7 +354,8 @@ def _with_model(template: Checkpoint, model: nn.Module, info: dict[str, Any]) ->
 
 def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str | Path,
                            device: str = "auto", resume: bool = True,
-                           provenance: dict[str, Any] | None = None) -> TrainResult:
+                           provenance: dict[str, Any] | None = None,
+                           keep: str = "last") -> TrainResult:
     """`compress train`: a new model from its spec, trained on the data YAML's folders."""
     from compress.data import train_val_datasets
     from compress.models import build_model
@@ -354,5 +369,5 @@ def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str
                          batch_size=data_config.batch_size, weight_decay=data_config.weight_decay,
                          label_smoothing=data_config.label_smoothing, amp=data_config.fp16,
                          seed=data_config.seed, num_workers=data_config.num_workers,
-                         grad_clip=data_config.grad_clip, device=device)
+                         grad_clip=data_config.grad_clip, device=device, keep=keep)
     return fit(model, train_set, val_set, config, out_dir, template, resume=resume)

@@ -88,7 +88,11 @@ def test_train_command_writes_a_checkpoint(tmp_path, tiny_data):
                          "--out", tmp_path / "run"])
     assert code == 0, output
     assert (tmp_path / "run" / "best.safetensors").is_file()
-    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history) == 2
+    # The last epoch is the result (the default --keep last), and the output names it.
+    assert f"kept epoch 2: val macro F1 {history[-1]['val_macro_f1']:.4f}" in output
+    assert str(tmp_path / "run" / "last.safetensors") in output
 
 
 def test_missing_data_folder(tiny_checkpoint, tmp_path):
@@ -160,11 +164,11 @@ def test_finetune_and_export_commands(tmp_path, tiny_checkpoint, tiny_data):
     assert code == 0, output
     from compress.checkpoint import load_checkpoint
 
-    tuned = load_checkpoint(out / "best.safetensors")
+    tuned = load_checkpoint(out / "finetuned.safetensors")
     original = load_checkpoint(tiny_checkpoint)
     assert torch.equal(tuned.model.model[0].conv.weight, original.model.model[0].conv.weight)
     assert not torch.equal(tuned.model.model[7].linear.weight, original.model.model[7].linear.weight)
-    code, output = run_cli(["export", out / "best.safetensors", "--out", tmp_path / "m.onnx",
+    code, output = run_cli(["export", out / "finetuned.safetensors", "--out", tmp_path / "m.onnx",
                          "--fp16", "--data", tiny_data])
     assert code == 0, output
     assert (tmp_path / "m.onnx").is_file() and '"fp16"' in output

@@ -41,7 +41,7 @@ def test_finetune_on_cuda_uses_mixed_precision_and_learns(tmp_path, tiny_checkpo
     assert ("cuda", torch.float16) in autocast_dtypes
     history = json.loads((tmp_path / "ft/train/history.json").read_text())
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    tuned = load_checkpoint(tmp_path / "ft/best.safetensors")
+    tuned = load_checkpoint(tmp_path / "ft/finetuned.safetensors")
     assert next(tuned.model.parameters()).device.type == "cpu"  # saved and loaded on CPU
 
 

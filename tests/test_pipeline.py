@@ -140,8 +140,8 @@ def test_resize_changes_the_input_size_of_every_later_stage(tmp_path, tiny_recip
     stages = _report(out)["stages"]
     assert [s["input_size"] for s in stages] == [32, 24, 24, 24]
     assert stages[1]["macs"] < 0.6 * stages[0]["macs"]  # (24/32)^2 = 0.5625
-    assert stages[2]["details"]["best_val_macro_f1"] == pytest.approx(stages[2]["macro_f1"],
-                                                                      abs=1e-6)
+    assert stages[2]["details"]["val_macro_f1"] == pytest.approx(stages[2]["macro_f1"],
+                                                                 abs=1e-6)
     from compress.checkpoint import load_checkpoint
     from compress.measure.runners import OrtRunner
 

@@ -19,16 +19,41 @@ def _setup(tiny_data, tiny_model_spec, img_size=32):
     return model, train_set, val_set, Checkpoint(model, tiny_model_spec, classes, img_size)
 
 
-def test_loss_goes_down_and_the_best_checkpoint_loads(tmp_path, tiny_data, tiny_model_spec):
+def test_loss_goes_down_and_the_last_epoch_is_kept(tmp_path, tiny_data, tiny_model_spec):
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
     config = TrainConfig(epochs=6, lr=0.05, batch_size=8, num_workers=0, device="cpu")
     result = fit(model, train_set, val_set, config, tmp_path, template)
     losses = [row["train_loss"] for row in result.history]
     assert len(losses) == 6 and losses[-1] < losses[0]
-    best = load_checkpoint(result.best_path)
-    assert best.classes == ["blue", "green", "red"]
-    assert best.info["train"]["best_epoch"] == result.best_epoch
-    assert best.info["train"]["val_macro_f1"] == pytest.approx(result.best_f1)
+    assert result.path == tmp_path / "last.safetensors" and result.epoch == 6
+    assert result.val_f1 == result.history[-1]["val_macro_f1"]
+    kept = load_checkpoint(result.path)
+    assert kept.classes == ["blue", "green", "red"]
+    assert kept.info["train"]["epoch"] == 6
+    assert kept.info["train"]["val_macro_f1"] == pytest.approx(result.val_f1)
+    # The model returned in memory is the kept one.
+    with torch.no_grad():
+        assert torch.equal(model.eval()(torch.ones(1, 3, 32, 32)),
+                           kept.model.eval()(torch.ones(1, 3, 32, 32)))
+
+
+def test_keep_best_returns_the_best_val_epoch(tmp_path, tiny_data, tiny_model_spec):
+    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    config = TrainConfig(epochs=4, lr=0.05, batch_size=8, num_workers=0, device="cpu",
+                         keep="best")
+    result = fit(model, train_set, val_set, config, tmp_path, template)
+    scores = [row["val_macro_f1"] for row in result.history]
+    assert result.path == tmp_path / "best.safetensors"
+    assert result.val_f1 == max(scores) and result.epoch == scores.index(max(scores)) + 1
+    assert load_checkpoint(result.path).info["train"]["epoch"] == result.epoch
+
+
+def test_an_unknown_keep_is_a_user_error(tmp_path, tiny_data, tiny_model_spec):
+    from compress.errors import UserError
+
+    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    with pytest.raises(UserError, match="keep must be one of last, best"):
+        fit(model, train_set, val_set, TrainConfig(epochs=1, keep="first"), tmp_path, template)
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_data, tiny_model_spec,
@@ -114,17 +139,17 @@ def test_two_gloo_processes_take_the_same_steps_and_write_one_checkpoint(tmp_pat
         done = subprocess.run(launcher + finetune + ["--out", str(out)], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
-        assert done.stdout.count("best val macro F1") == 1, done.stdout  # rank 0 alone reports
+        assert done.stdout.count("kept epoch") == 1, done.stdout  # rank 0 alone reports
         runs[processes] = json.loads((out / "train/history.json").read_text())
     steps = {p: [epoch["steps"] for epoch in history] for p, history in runs.items()}
     assert steps[1] == steps[2] and len(steps[1]) == 2 and steps[1][0] > 1, steps
     assert [epoch["processes"] for epoch in runs[2]] == [2, 2]
-    trained = load_checkpoint(tmp_path / "p2/best.safetensors")
+    trained = load_checkpoint(tmp_path / "p2/finetuned.safetensors")
     assert trained.classes == TINY_CLASSES
     with torch.no_grad():
         assert trained.model.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 3)
     assert sorted(p.name for p in (tmp_path / "p2").iterdir()) == \
-        ["best.safetensors", "finetune.json", "train"]
+        ["finetune.json", "finetuned.safetensors", "train"]
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_a_user_error(

@@ -28,6 +28,9 @@ class FinetuneConfig(StageConfig):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     freeze: str | list[str] = Field("none", description=f"one of {POLICIES} or name patterns")
     distill: DistillConfig | None = None
+    keep: Literal["last", "best"] = Field(
+        "last", description="the epoch to keep; best (by val macro F1) makes the val figure "
+                            "optimistic, since val then chose it")
 
     @field_validator("freeze")
     @classmethod
@@ -59,11 +62,13 @@ class Finetune(Stage):
             seed=ctx.seed, num_workers=ctx.data.num_workers, device=str(ctx.device),
             schedule=cfg.schedule, freeze_bn_stats=freeze_bn_stats,
             distill_temperature=cfg.distill.temperature if cfg.distill else 4.0,
-            distill_alpha=cfg.distill.alpha if cfg.distill else 0.0)
+            distill_alpha=cfg.distill.alpha if cfg.distill else 0.0, keep=cfg.keep)
         template = Checkpoint(model, ctx.base_model_spec, ctx.classes, ctx.input_size)
         result = fit(model, ctx.data.train, ctx.data.val, train_config, ctx.stage_dir / "train",
                      template, teacher=ctx.teacher if cfg.distill else None)
         ctx.details.update({"freeze": cfg.freeze, "trainable_tensors": len(trainable),
-                            "best_epoch": result.best_epoch, "best_val_macro_f1": result.best_f1,
+                            "keep": cfg.keep, "kept_epoch": result.epoch,
+                            "val_macro_f1": result.val_f1, "best_epoch": result.best_epoch,
+                            "best_val_macro_f1": result.best_f1,
                             "distill": cfg.distill.model_dump() if cfg.distill else None})
-        return load_checkpoint(result.best_path).model
+        return load_checkpoint(result.path).model
