@@ -61,6 +61,22 @@ def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_
     default, uniform = report["methods"][0], report["methods"][2]
     assert uniform["macs"] <= 1.1 * default["macs"]
 
+    # benchmarks/seed_table.py over two runs: this one, and a copy whose default recipe
+    # scored 2 points less, so uniform's mean paired difference grows by 1 point.
+    difference = 100 * (uniform["macro_f1"] - default["macro_f1"]) + 1
+    again = tmp_path / "again"
+    again.mkdir()
+    report["methods"][0]["macro_f1"] -= 0.02
+    (again / "peers.json").write_text(json.dumps(report))
+    table = subprocess.run([sys.executable, str(REPO / "benchmarks" / "seed_table.py"),
+                            str(out), str(again)], capture_output=True, text=True)
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.startswith(f"| {METHODS[2]} |"))
+    assert f"| {difference:+.2f} points |" in row
+    missing = subprocess.run([sys.executable, str(REPO / "benchmarks" / "seed_table.py"),
+                              str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "no peers.json" in missing.stderr
+
 
 def test_analyze_writes_the_table_and_plot(tmp_path, tiny_checkpoint, tiny_data):
     out = tmp_path / "analysis"
