@@ -10,4 +10,4 @@ for seed in 1 2 3; do
     --only "unstructured L1 30 %" --only "torch-pruning uniform L2" > "$out.peers$seed.log" 2>&1 &
 done
 wait
-for seed in 1 2 3; do echo "== seed $seed"; grep -E "^\|" "$out.peers$seed.log"; done
+python benchmarks/seed_table.py "$out/peers1" "$out/peers2" "$out/peers3"
