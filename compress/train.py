@@ -178,6 +178,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
         teacher: nn.Module | None = None) -> TrainResult:
     """Train `model` in place; return the kept epoch's checkpoint (`config.keep`).
 
+    `model` itself ends as the last epoch; with keep="best", load the returned path.
+
     `template` gives what a saved checkpoint carries besides weights (model spec, classes,
     input size, provenance). With `resume`, a run interrupted in OUT continues from its last
     finished epoch. With a `teacher`, the loss mixes in distillation from its soft targets.
