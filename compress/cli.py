@@ -39,6 +39,14 @@ class _Group(click.Group):
             sys.exit(130)
 
 
+# Shared by train and finetune (the choices are compress.train.KEEP_CHOICES, not imported
+# here so that the CLI starts without loading torch).
+_keep_option = click.option(
+    "--keep", type=click.Choice(["last", "best"]), default="last", show_default=True,
+    help="Epoch to keep: the last, or the best by val macro F1 (then the val figure is "
+         "optimistic: val chose it).")
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="compress")
 def main() -> None:
@@ -60,9 +68,7 @@ def main() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue an interrupted run found in --out.")
-@click.option("--keep", type=click.Choice(["last", "best"]), default="last", show_default=True,
-              help="Epoch to keep: the last, or the best by val macro F1 (then the val figure "
-                   "is optimistic: val chose it).")
+@_keep_option
 def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resume,
           keep) -> None:
     """Train a model from scratch; the last epoch (or with --keep best, the best) is the result.
@@ -202,9 +208,7 @@ def run(recipe, data_root, out, overrides, resume) -> None:
               help="Soft targets from CHECKPOINT itself as the teacher.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--keep", type=click.Choice(["last", "best"]), default="last", show_default=True,
-              help="Epoch to keep: the last, or the best by val macro F1 (then the val figure "
-                   "is optimistic: val chose it).")
+@_keep_option
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder; the result is OUT/finetuned.safetensors.")
 def finetune(checkpoint, data_root, freeze, epochs, lr, distill, batch_size, device, keep,
