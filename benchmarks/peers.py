@@ -15,7 +15,7 @@ Methods:
    default pre-processing), no fine-tuning;
 5. the default recipe, recipes/mnv3_tucker.yaml.
 
-    python benchmarks/peers.py [--data ROOT] [--out runs/peers] [--epochs 28] [--quick]
+    python benchmarks/peers.py [--data ROOT] [--out runs/peers] [--epochs 28] [--rounds 3] [--quick]
 
 --quick (used by the test suite) runs every method with one epoch on whatever data and
 checkpoint are given, so the script cannot rot; its figures mean nothing.
@@ -25,19 +25,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 import yaml
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from compress.checkpoint import load_checkpoint
-from compress.measure.latency import compare_latency
-from compress.measure.runners import OrtRunner
 from compress.pipeline import run_recipe
 from compress.recipe import apply_override, load_recipe
 from compress.stages import register_stage
 from compress.stages.base import Stage, StageConfig, StageContext
+from retime import retime  # benchmarks/retime.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 DISTILL = {"temperature": 4.0, "alpha": 0.5}
@@ -116,7 +115,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "runs" / "peers"))
     parser.add_argument("--epochs", type=int, default=None,
                         help="fine-tuning epochs per peer [default: the recipe's total]")
-    parser.add_argument("--runs", type=int, default=300, help="timed runs per model")
+    parser.add_argument("--runs", type=int, default=300, help="timed runs per model per round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="timing rounds; the table gives each model's median speed-up")
     parser.add_argument("--quick", action="store_true",
                         help="one epoch everywhere (for the test suite)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -155,16 +156,15 @@ def main() -> None:
             recipe["stages"] = [s for s in recipe["stages"] if "finetune" not in s]
             name += " (no fine-tuning)"
         results.append(run_method(name, recipe, out, args.data))
-    baseline_onnx = results[0]["input_onnx"]
-    input_size = load_checkpoint(default["checkpoint"]).input_size
-    for result in results:  # one sitting, each interleaved with the same baseline file
-        comparison = compare_latency(OrtRunner.open(baseline_onnx),
-                                     OrtRunner.open(result["onnx"]), input_size,
-                                     runs=args.runs)
-        result["speedup"] = comparison.ratio
+    # one sitting, each model interleaved with the same baseline file, --rounds times over
+    speedups = retime(results[0]["input_onnx"], {r["method"]: r["onnx"] for r in results},
+                      args.runs, args.rounds)
+    for result in results:
+        result["speedups"] = speedups[result["method"]]
+        result["speedup"] = statistics.median(result["speedups"])
     baseline = {"method": "baseline", "params": None, "macs": load_recipe_macs(results[0]),
                 "macro_f1": results[0]["baseline_f1"], "speedup": 1.0}
-    print_table(baseline, results, budget if not args.quick else 1, args.runs)
+    print_table(baseline, results, budget if not args.quick else 1, args.runs, args.rounds)
     (out / "peers.json").write_text(json.dumps({"baseline": baseline, "methods": results},
                                                indent=1))
     plot(out / "peers.png", baseline, results)
@@ -177,9 +177,11 @@ def load_recipe_macs(result: dict) -> int:
     return json.loads(record.read_text())["macs"]
 
 
-def print_table(baseline: dict, results: list[dict], epochs: int, runs: int) -> None:
+def print_table(baseline: dict, results: list[dict], epochs: int, runs: int,
+                rounds: int) -> None:
     print(f"\nSame fine-tuning budget: {epochs} epochs. Speed-up: ONNX Runtime CPU, batch 1, "
-          f"each final model interleaved with the baseline, {runs} runs each.")
+          f"each final model interleaved with the baseline, {runs} runs each; the median of "
+          f"{rounds} rounds.")
     header = f"{'method':<28}{'params':>11}{'MACs':>9}{'speed-up':>10}{'macro F1':>10}" \
              f"{'accuracy':>10}{'score':>8}{'minutes':>9}"
     print(header)

@@ -14,6 +14,7 @@ import yaml
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.models import build_model
+from compress.onnx_export import export_onnx
 
 from conftest import REPO, TINY_CLASSES, assert_user_error, run_cli
 
@@ -43,12 +44,15 @@ def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_
     out = tmp_path / "peers"
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "peers.py"),
                              "--recipe", str(path), "--data", str(tiny_data), "--out", str(out),
-                             "--quick", "--runs", "10"], capture_output=True, text=True)
+                             "--quick", "--runs", "10", "--rounds", "2"],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads((out / "peers.json").read_text())
     assert [m["method"] for m in report["methods"]] == METHODS
     for method in report["methods"]:
         assert method["speedup"] > 0 and 0 <= method["macro_f1"] <= 1, method
+        assert len(method["speedups"]) == 2  # one per timing round, the table gives the median
+        assert min(method["speedups"]) <= method["speedup"] <= max(method["speedups"])
         assert method["method"] in result.stdout
     assert (out / "peers.png").stat().st_size > 1000
     # The unstructured peer keeps its zeros through fine-tuning.
@@ -76,6 +80,27 @@ def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_
     missing = subprocess.run([sys.executable, str(REPO / "benchmarks" / "seed_table.py"),
                               str(tmp_path / "nothing")], capture_output=True, text=True)
     assert missing.returncode == 2 and "no peers.json" in missing.stderr
+
+
+def test_retime_repeats_the_interleaved_timing(tmp_path, tiny_checkpoint):
+    onnx = export_onnx(load_checkpoint(tiny_checkpoint).model, tmp_path / "tiny.onnx", 32)
+    retime = [sys.executable, str(REPO / "benchmarks" / "retime.py"), str(onnx)]
+    out = tmp_path / "ratios.json"
+    result = subprocess.run(retime + [f"itself={onnx}", f"checkpoint={tiny_checkpoint}",
+                                      "--runs", "6", "--rounds", "3", "--json", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    ratios = json.loads(out.read_text())["models"]
+    assert set(ratios) == {"itself", "checkpoint"}
+    assert all(len(r["speedups"]) == 3 and min(r["speedups"]) > 0 for r in ratios.values())
+    assert "itself" in result.stdout and "median" in result.stdout
+    out.unlink()
+    for bad, message in ((f"gone={tmp_path / 'gone.onnx'}", "model file not found"),
+                         (str(onnx), "give NAME=MODEL.onnx")):
+        failed = subprocess.run(retime + [bad, "--json", str(out)], capture_output=True,
+                                text=True)
+        assert failed.returncode == 2 and message in failed.stderr, failed.stderr
+        assert len(failed.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_analyze_writes_the_table_and_plot(tmp_path, tiny_checkpoint, tiny_data):
