@@ -3,7 +3,7 @@
 Every method starts from the shipped baseline, gets the same fine-tuning budget (the same
 epochs over the same training images, with the same optimiser settings), and is measured
 by the same pipeline; then every final ONNX file is timed again, interleaved with the
-baseline, in one sitting. Prints one table and writes peers.json and peers.png (macro F1
+baseline, in one sitting (--rounds times; the median counts). Prints one table and writes peers.json and peers.png (macro F1
 against batch-1 speed-up).
 
 Methods:
@@ -15,7 +15,11 @@ Methods:
    default pre-processing), no fine-tuning;
 5. the default recipe, recipes/mnv3_tucker.yaml.
 
-    python benchmarks/peers.py [--data ROOT] [--out runs/peers] [--epochs 28] [--rounds 3] [--quick]
+    python benchmarks/peers.py [--data ROOT] [--out runs/peers] [--epochs 28] [--rounds 3]
+        [--set seed=1] [--only METHOD] [--reuse METHOD=EARLIER_OUT/method_folder] [--quick]
+
+--reuse lets a changed default recipe be compared with peers that already ran (same
+checkpoint, seed and epochs) instead of training them again.
 
 --quick (used by the test suite) runs every method with one epoch on whatever data and
 checkpoint are given, so the script cannot rot; its figures mean nothing.
@@ -26,14 +30,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from compress.pipeline import run_recipe
-from compress.recipe import apply_override, load_recipe
+from compress.recipe import Recipe, apply_override, load_recipe
+from compress.runstore import RunStore
 from compress.stages import register_stage
 from compress.stages.base import Stage, StageConfig, StageContext
 from retime import retime  # benchmarks/retime.py, beside this script
@@ -94,6 +101,35 @@ def run_method(name: str, recipe: dict, out: Path, data: str) -> dict:
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     records = run_recipe(load_recipe(path, [], data), out / _slug(name), resume=True,
                          echo=lambda line: print(f"  [{name}] {line}", flush=True))
+    return method_result(name, records)
+
+
+def check_reuse(name: str, recipe: dict, folder: Path) -> None:
+    """An earlier run of this method may stand in for it when it used the same checkpoint,
+    seed and fine-tuning epochs (its pruning target may differ slightly, when the default
+    recipe's MACs moved; the table shows each method's MACs)."""
+    if not RunStore(folder).completed() or not (folder / "recipe.yaml").is_file():
+        fail(f"--reuse {name}={folder}: no finished run there")
+    earlier = yaml.safe_load((folder / "recipe.yaml").read_text())
+    this, that = Recipe(**recipe), Recipe(**earlier)  # with their defaults filled in
+    for key, wanted, found in (
+            ("checkpoint", this.checkpoint, that.checkpoint), ("seed", this.seed, that.seed),
+            ("fine-tuning epochs", finetune_epochs(recipe), finetune_epochs(earlier))):
+        if found != wanted:
+            fail(f"--reuse {name}={folder}: its {key} is {found}, this run's is {wanted}")
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def finetune_epochs(recipe: dict) -> int:
+    return sum(next(iter(s.values())).get("epochs", 0)
+               for s in recipe["stages"] if "finetune" in s)
+
+
+def method_result(name: str, records: list) -> dict:
     final = records[-1]
     return {"method": name, "params": final.params, "macs": final.macs,
             "macro_f1": final.macro_f1, "accuracy": final.accuracy, "score": final.score,
@@ -128,11 +164,14 @@ def main() -> None:
     parser.add_argument("--skip-finetune", action="append", default=[], metavar="METHOD",
                         help="run METHOD without its fine-tune (marked in the table); "
                              "repeatable. Finished methods in --out are resumed, not rerun.")
+    parser.add_argument("--reuse", action="append", default=[], metavar="METHOD=FOLDER",
+                        help="take METHOD's finished run folder from an earlier --out instead "
+                             "of running it, when checkpoint, seed and epochs match "
+                             "(repeatable; for a changed default recipe)")
     args = parser.parse_args()
     if not Path(args.data, "val").is_dir():
         raise SystemExit(f"skipped: no data at {args.data} (give --data ROOT)")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     default = yaml.safe_load(Path(args.recipe).read_text())
     default["checkpoint"] = str((Path(args.recipe).parent.parent / default["checkpoint"])
                                 if not Path(default["checkpoint"]).is_absolute() else
@@ -144,18 +183,42 @@ def main() -> None:
             options = next(iter(stage.values()))
             if "epochs" in options:
                 options["epochs"] = 1
-    budget = args.epochs or sum(next(iter(s.values())).get("epochs", 0)
-                                for s in default["stages"] if "finetune" in s)
+    budget = args.epochs or finetune_epochs(default)
+    reuse = {name: Path(folder) for name, _, folder in
+             (item.partition("=") for item in args.reuse)}
+    if any(not name or not str(folder) for name, folder in reuse.items()) or \
+            len(reuse) != len(args.reuse):
+        fail("--reuse takes METHOD=FOLDER, once per method")
+    epochs = 1 if args.quick else budget
+
+    def planned(default_macs_kept: float | None) -> dict[str, tuple[str, dict]]:
+        """The peers this run compares, by name: (label in the table, recipe)."""
+        methods = {}
+        for name, recipe in method_recipes(default, epochs, default_macs_kept).items():
+            if args.only and name not in args.only:
+                continue
+            if name in args.skip_finetune:
+                recipe["stages"] = [s for s in recipe["stages"] if "finetune" not in s]
+                methods[name] = (name + " (no fine-tuning)", recipe)
+            else:
+                methods[name] = (name, recipe)
+        return methods
+
+    preview = planned(None)
+    for name, folder in reuse.items():  # before anything runs
+        if name not in preview:
+            fail(f"--reuse {name}: not a method of this run ({', '.join(preview)})")
+        check_reuse(name, preview[name][1], folder)
+    out.mkdir(parents=True, exist_ok=True)
     results = [run_method("default recipe", default, out, args.data)]
     default_kept = results[0]["macs"] / load_recipe_macs(results[0])
-    for name, recipe in method_recipes(default, 1 if args.quick else budget,
-                                       default_kept).items():
-        if args.only and name not in args.only:
-            continue
-        if name in args.skip_finetune:
-            recipe["stages"] = [s for s in recipe["stages"] if "finetune" not in s]
-            name += " (no fine-tuning)"
-        results.append(run_method(name, recipe, out, args.data))
+    for name, (label, recipe) in planned(default_kept).items():
+        if name in reuse:
+            print(f"  [{label}] reused from {reuse[name]}", flush=True)
+            results.append(method_result(label, RunStore(reuse[name]).completed())
+                           | {"reused_from": str(reuse[name])})
+        else:
+            results.append(run_method(label, recipe, out, args.data))
     # one sitting, each model interleaved with the same baseline file, --rounds times over
     speedups = retime(results[0]["input_onnx"], {r["method"]: r["onnx"] for r in results},
                       args.runs, args.rounds)
@@ -191,6 +254,9 @@ def print_table(baseline: dict, results: list[dict], epochs: int, runs: int,
         print(f"{r['method']:<28}{r['params']:>11,}{r['macs'] / 1e6:>8.1f}M{r['speedup']:>9.2f}x"
               f"{r['macro_f1']:>10.4f}{r['accuracy']:>10.4f}{r['score']:>8.4f}"
               f"{r['minutes']:>9.1f}")
+    for r in results:
+        if "reused_from" in r:
+            print(f"{r['method']}: reused from {r['reused_from']}")
 
 
 def plot(path: Path, baseline: dict, results: list[dict]) -> None:

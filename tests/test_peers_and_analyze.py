@@ -15,6 +15,7 @@ import yaml
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.models import build_model
 from compress.onnx_export import export_onnx
+from compress.sensitivity import squeeze_excite_paths
 
 from conftest import REPO, TINY_CLASSES, assert_user_error, run_cli
 
@@ -65,6 +66,27 @@ def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_
     default, uniform = report["methods"][0], report["methods"][2]
     assert uniform["macs"] <= 1.1 * default["macs"]
 
+    # --reuse takes a finished peer from an earlier --out when checkpoint, seed and epochs
+    # match, and refuses one that does not before anything runs.
+    peers = [sys.executable, str(REPO / "benchmarks" / "peers.py"), "--recipe", str(path),
+             "--data", str(tiny_data), "--quick", "--runs", "4", "--rounds", "1",
+             "--only", METHODS[2], "--reuse", f"{METHODS[2]}={out / 'torch_pruning_uniform_l2'}"]
+    reused = subprocess.run(peers + ["--out", str(tmp_path / "reused")], capture_output=True,
+                            text=True)
+    assert reused.returncode == 0, reused.stderr[-2000:]
+    second = json.loads((tmp_path / "reused" / "peers.json").read_text())["methods"]
+    assert [m["method"] for m in second] == [METHODS[0], METHODS[2]]
+    assert second[1]["reused_from"].endswith("torch_pruning_uniform_l2")
+    assert second[1]["macro_f1"] == uniform["macro_f1"]
+    refused = subprocess.run(peers + ["--out", str(tmp_path / "refused"), "--set", "seed=7"],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "its seed is" in refused.stderr, refused.stderr
+    assert not (tmp_path / "refused").exists()
+    unknown = subprocess.run(peers + ["--out", str(tmp_path / "refused"), "--reuse",
+                                      f"Tucker alone (VBMF)={out}"], capture_output=True,
+                             text=True)
+    assert unknown.returncode == 2 and "not a method of this run" in unknown.stderr
+
     # benchmarks/seed_table.py over two runs: this one, and a copy whose default recipe
     # scored 2 points less, so uniform's mean paired difference grows by 1 point.
     difference = 100 * (uniform["macro_f1"] - default["macro_f1"]) + 1
@@ -101,6 +123,22 @@ def test_retime_repeats_the_interleaved_timing(tmp_path, tiny_checkpoint):
                                 text=True)
         assert failed.returncode == 2 and message in failed.stderr, failed.stderr
         assert len(failed.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_se_gate_latency_times_every_kept_subset(tmp_path, tiny_checkpoint):
+    script = [sys.executable, str(REPO / "benchmarks" / "se_gate_latency.py")]
+    gates = squeeze_excite_paths(load_checkpoint(tiny_checkpoint).model)
+    assert len(gates) >= 2
+    result = subprocess.run(script + [str(tiny_checkpoint), "--keep", f"mine={gates[0]}",
+                                      "--runs", "4", "--rounds", "1"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert rows == ["all", "first", "second"] + gates + ["mine"]
+    bad = subprocess.run(script + [str(tiny_checkpoint), "--keep", "mine=model.nowhere"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--keep" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_analyze_writes_the_table_and_plot(tmp_path, tiny_checkpoint, tiny_data):
