@@ -3,8 +3,8 @@
 Every method starts from the shipped baseline, gets the same fine-tuning budget (the same
 epochs over the same training images, with the same optimiser settings), and is measured
 by the same pipeline; then every final ONNX file is timed again, interleaved with the
-baseline, in one sitting (--rounds times; the median counts). Prints one table and writes peers.json and peers.png (macro F1
-against batch-1 speed-up).
+baseline, in one sitting (--rounds times; the median counts). Prints one table and writes
+peers.json and peers.png (macro F1 against batch-1 speed-up).
 
 Methods:
 1. unstructured L1 magnitude pruning at 30 % (torch.nn.utils.prune), then fine-tuning with
@@ -184,11 +184,12 @@ def main() -> None:
             if "epochs" in options:
                 options["epochs"] = 1
     budget = args.epochs or finetune_epochs(default)
-    reuse = {name: Path(folder) for name, _, folder in
-             (item.partition("=") for item in args.reuse)}
-    if any(not name or not str(folder) for name, folder in reuse.items()) or \
-            len(reuse) != len(args.reuse):
-        fail("--reuse takes METHOD=FOLDER, once per method")
+    reuse: dict[str, Path] = {}
+    for item in args.reuse:
+        name, _, folder = item.partition("=")
+        if not name or not folder or name in reuse:
+            fail(f"--reuse {item!r}: give METHOD=FOLDER, once per method")
+        reuse[name] = Path(folder)
     epochs = 1 if args.quick else budget
 
     def planned(default_macs_kept: float | None) -> dict[str, tuple[str, dict]]:
@@ -227,7 +228,7 @@ def main() -> None:
         result["speedup"] = statistics.median(result["speedups"])
     baseline = {"method": "baseline", "params": None, "macs": load_recipe_macs(results[0]),
                 "macro_f1": results[0]["baseline_f1"], "speedup": 1.0}
-    print_table(baseline, results, budget if not args.quick else 1, args.runs, args.rounds)
+    print_table(baseline, results, epochs, args.runs, args.rounds)
     (out / "peers.json").write_text(json.dumps({"baseline": baseline, "methods": results},
                                                indent=1))
     plot(out / "peers.png", baseline, results)
