@@ -99,6 +99,17 @@ def test_ratio_auto_meets_its_macs_target_within_5_percent(tmp_path, trained, da
     assert torch.allclose(pruned.eval()(x), load_checkpoint(path).model(x), atol=1e-6)
 
 
+def test_ratio_auto_without_data_prunes_uniformly_to_the_target_and_says_so(tmp_path, trained):
+    stage = create_stage("prune", {"ratio": "auto", "target_macs": 0.5})
+    assert not stage.needs_data()  # a run without a data folder still reaches the size
+    model = copy.deepcopy(trained)
+    before = count_macs(model, SIZE)
+    ctx = StageContext(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path, SPEC, data=None)
+    pruned = stage.apply(model, ctx)
+    assert 0.45 <= count_macs(pruned, SIZE) / before <= 0.5
+    assert "uniform ratios" in ctx.details["note"] and "ratios" not in ctx.details
+
+
 def test_ratio_auto_needs_a_target():
     with pytest.raises(ValueError, match="target_macs"):
         create_stage("prune", {"ratio": "auto"})

@@ -74,7 +74,9 @@ class Prune(Stage):
     config: PruneConfig
 
     def needs_data(self) -> bool:
-        return self.config.importance == "taylor" or self.config.ratio == "auto"
+        # ratio: auto falls back to uniform ratios without data (see apply), so that a run
+        # without a data folder still reaches the recipe's size
+        return self.config.importance == "taylor"
 
     def check(self, model: nn.Module) -> None:
         for pattern in self.config.ignore:
@@ -98,7 +100,10 @@ class Prune(Stage):
 
         cfg = self.config
         if cfg.ratio == "auto":
-            return self._apply_auto(model, ctx)
+            if ctx.data is not None:
+                return self._apply_auto(model, ctx)
+            ctx.details["note"] = ("ratio: auto needs a data folder for its sensitivity "
+                                   "analysis: uniform ratios to the same target_macs instead")
         ignored = [classifier_layer(model)]
         for pattern in cfg.ignore:
             ignored += _matching(model, pattern)
@@ -107,11 +112,12 @@ class Prune(Stage):
         macs_before = count_macs(model, ctx.input_size)
         widths_before = {n: m.out_channels for n, m in model.named_modules()
                          if isinstance(m, nn.Conv2d)}
-        steps = cfg.iterative_steps if cfg.ratio is not None else _TARGET_STEPS
+        ratio = None if cfg.ratio == "auto" else cfg.ratio  # None: approach target_macs
+        steps = cfg.iterative_steps if ratio is not None else _TARGET_STEPS
         pruner = tp.pruner.BasePruner(
             model, example, importance=importance_criterion(cfg.importance),
             global_pruning=cfg.global_pruning,
-            pruning_ratio=cfg.ratio if cfg.ratio is not None else _MAX_RATIO,
+            pruning_ratio=ratio if ratio is not None else _MAX_RATIO,
             iterative_steps=steps, ignored_layers=ignored, round_to=cfg.round_to)
         taken = 0
         for _ in range(steps):
