@@ -1,7 +1,7 @@
 """What keeping some squeeze-excite gates costs in batch-1 latency (ONNX Runtime CPU).
 
-Takes a checkpoint that still has its gates (for the default recipe: the model after its
-second prune, RUN/stages/03-prune/model.safetensors), removes all gates but a kept subset,
+Takes a checkpoint that still has its gates (for the default recipe: the model before its
+drop stage, RUN/stages/02-finetune/model.safetensors), removes all gates but a kept subset,
 exports each variant, and times every variant interleaved with the all-removed one
 (benchmarks/retime.py), --rounds times. Prints each variant's latency as a multiple of the
 all-removed model's. No accuracy here: a kept gate's worth shows only after fine-tuning.
