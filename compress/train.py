@@ -164,6 +164,13 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_
     raise ValueError(f"unknown schedule {config.schedule!r}")
 
 
+def training_memory_format(device: torch.device) -> torch.memory_format:
+    """Channels-last on CPU: a MobileNetV3 training step (forward and backward, batch 64,
+    128 px, 2 threads) took 0.77 s instead of 1.32 s, and the teacher's forward 0.21 s
+    instead of 0.42 s (see benchmarks/RESULTS.md). Not measured on CUDA: left as it is there."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                       temperature: float) -> torch.Tensor:
     """Hinton's soft-target loss, scaled by T^2 so its gradients match cross-entropy's."""
@@ -246,7 +253,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
             print(f"resuming from epoch {start_epoch} (best val macro F1 so far "
                   f"{best_f1:.4f} at epoch {best_epoch})", file=sys.stderr)
 
-    model.to(device)
+    memory_format = training_memory_format(device)
+    model.to(device, memory_format=memory_format)
     trained = model
     if job.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -254,7 +262,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
         trained = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if teacher is not None:
-        teacher = teacher.to(device).eval()
+        teacher = teacher.to(device, memory_format=memory_format).eval()
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         # Seeded per epoch, so a resumed run sees the same batches and augmentations.
@@ -271,7 +279,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
         bar = _progress(train_loader, steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}",
                         job.is_main)
         for images, labels in bar:
-            images, labels = images.to(device, non_blocking=True), labels.to(device)
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
+            labels = labels.to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 logits = trained(images)
                 loss = criterion(logits, labels)
@@ -328,9 +337,9 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
             import torch.distributed as dist
 
             dist.destroy_process_group()
-    model.cpu()
+    model.to("cpu", memory_format=torch.contiguous_format)
     if teacher is not None:
-        teacher.cpu()
+        teacher.to("cpu", memory_format=torch.contiguous_format)
     if config.keep == "best":
         return TrainResult(out_dir / BEST_NAME, best_epoch, best_f1, best_f1, best_epoch, history)
     return TrainResult(last_path, config.epochs, last_f1, best_f1, best_epoch, history)

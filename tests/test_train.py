@@ -37,6 +37,29 @@ def test_loss_goes_down_and_the_last_epoch_is_kept(tmp_path, tiny_data, tiny_mod
                            kept.model.eval()(torch.ones(1, 3, 32, 32)))
 
 
+def test_cpu_training_runs_channels_last_and_hands_models_back_contiguous(
+        tmp_path, tiny_data, tiny_model_spec):
+    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    torch.manual_seed(1)
+    teacher = build_model(tiny_model_spec).eval()
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    layouts = []
+
+    def record_training_layout(module, inputs):
+        if module.training:
+            layouts.append(inputs[0].is_contiguous(memory_format=torch.channels_last))
+
+    first_conv.register_forward_pre_hook(record_training_layout)
+    config = TrainConfig(epochs=1, lr=0.05, batch_size=8, num_workers=0, device="cpu")
+    fit(model, train_set, val_set, config, tmp_path, template, teacher=teacher)
+    assert layouts and all(layouts)  # every training step's batch
+    for net in (model, teacher):
+        assert all(p.is_contiguous() for p in net.parameters())
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, teacher_before[key]), key
+
+
 def test_keep_best_returns_the_best_val_epoch(tmp_path, tiny_data, tiny_model_spec):
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
     config = TrainConfig(epochs=4, lr=0.05, batch_size=8, num_workers=0, device="cpu",
