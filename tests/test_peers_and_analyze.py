@@ -1,5 +1,5 @@
-"""benchmarks/peers.py in its quick mode and `compress analyze`, on a tiny checkpoint and
-folder, so that neither can rot."""
+"""benchmarks/peers.py in its quick mode, benchmarks/train_speed.py and `compress analyze`, on
+a tiny checkpoint and folder, so that none of them can rot."""
 
 from __future__ import annotations
 
@@ -160,3 +160,15 @@ def test_analyze_names_bad_options(tmp_path, tiny_checkpoint, tiny_data):
                       "--kinds", "layers")
     assert_user_error(["analyze", tiny_checkpoint, "--data", tiny_data, "--ratios", "1.5"],
                       "--ratios")
+
+
+def test_train_speed_times_both_layouts(tiny_checkpoint):
+    """benchmarks/train_speed.py on a tiny model, one step each, so that it cannot rot."""
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_speed.py"),
+                             str(tiny_checkpoint), "--teacher", str(tiny_checkpoint),
+                             "--batch", "4", "--steps", "1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "teacher: yes" in result.stdout
+    for line in ("contiguous", "channels_last", "channels-last speed-up:"):
+        assert line in result.stdout
