@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from compress.checkpoint import load_checkpoint
-from compress.data import open_training_data
-from compress.stages import StageContext, create_stage
+from compress.data.training_data import open_training_data
+from compress.stages.base import StageContext
+from compress.stages.registry import create_stage
 
 REPO = Path(__file__).resolve().parents[1]
 EARLY_BLOCKS = ["/model/model.0/*", "/model/model.1/*"]

@@ -35,15 +35,17 @@ from pathlib import Path
 from typing import NoReturn
 
 import yaml
+from retime import retime  # benchmarks/retime.py, beside this script
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from compress.pipeline import run_recipe
-from compress.recipe import Recipe, apply_override, load_recipe
-from compress.runstore import RunStore
-from compress.stages import register_stage
+from compress.pipeline.loop import run_recipe
+from compress.pipeline.runstore import RunStore
+from compress.recipe.loading import load_recipe
+from compress.recipe.overrides import apply_override
+from compress.recipe.schema import Recipe
 from compress.stages.base import Stage, StageConfig, StageContext
-from retime import retime  # benchmarks/retime.py, beside this script
+from compress.stages.registry import register_stage
 
 REPO = Path(__file__).resolve().parents[1]
 DISTILL = {"temperature": 4.0, "alpha": 0.5}

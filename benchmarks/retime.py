@@ -18,9 +18,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from compress.bench import open_model
 from compress.errors import UserError
 from compress.measure.latency import compare_latency
+from compress.tools.bench import open_model
 
 
 def parse_models(items: list[str]) -> dict[str, str]:

@@ -19,11 +19,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from retime import retime  # benchmarks/retime.py, beside this script
+
 from compress.checkpoint import load_checkpoint
 from compress.errors import UserError
-from compress.onnx_export import export_onnx
-from compress.sensitivity import replace_with_identity, squeeze_excite_paths
-from retime import retime  # benchmarks/retime.py, beside this script
+from compress.ops.blocks import replace_with_identity, squeeze_excite_paths
+from compress.ops.onnx_export import export_onnx
 
 
 def subsets(gates: list[str], extra: list[str]) -> dict[str, list[str]]:

@@ -78,9 +78,11 @@ def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resu
     """
     from dataclasses import replace
 
-    from compress.data import find_classes, load_data_config, split_folder
+    from compress.data.config import load_data_config
+    from compress.data.folders import find_classes, split_folder
     from compress.models import model_spec_from_arg
-    from compress.train import distributed_from_env, train_from_data_config
+    from compress.training.distributed import distributed_from_env
+    from compress.training.engine import train_from_data_config
 
     config = load_data_config(data_yaml, data_root)
     if epochs is not None:
@@ -104,7 +106,8 @@ def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resu
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def eval_command(checkpoint, data_root, split, batch_size, device, as_json) -> None:
     """Accuracy, macro F1, per-class F1 and confusion matrix of CHECKPOINT on a split."""
-    from compress.evaluate import evaluate_checkpoint, format_metrics
+    from compress.measure.metrics import format_metrics
+    from compress.tools.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(checkpoint, data_root, split, batch_size, device=device)
     if as_json:
@@ -123,7 +126,7 @@ def inspect(checkpoint, input_size, as_json) -> None:
     """Layers, parameters, MACs at the stored input size, and classes of CHECKPOINT
     (a compress checkpoint or an .onnx file; MACs by the same convention for both)."""
     from compress.checkpoint import load_checkpoint
-    from compress.summary import checkpoint_summary, format_summary, onnx_summary
+    from compress.tools.inspect import checkpoint_summary, format_summary, onnx_summary
 
     summary = onnx_summary(checkpoint, input_size) if checkpoint.endswith(".onnx") else \
         checkpoint_summary(load_checkpoint(checkpoint))
@@ -147,7 +150,7 @@ def import_command(model_yaml, weights, classes, data_root, input_size, out) -> 
     from pathlib import Path
 
     from compress.checkpoint import import_weights, save_checkpoint
-    from compress.data import find_classes
+    from compress.data.folders import find_classes
 
     if (classes is None) == (data_root is None):
         raise UserError("give exactly one of --classes or --data")
@@ -184,8 +187,8 @@ def run(recipe, data_root, out, overrides, resume) -> None:
     from pathlib import Path
 
     from compress.errors import StageFailed
-    from compress.pipeline import run_recipe
-    from compress.recipe import load_recipe
+    from compress.pipeline.loop import run_recipe
+    from compress.recipe.loading import load_recipe
 
     parsed = load_recipe(recipe, list(overrides), data_root)
     try:
@@ -219,8 +222,8 @@ def finetune(checkpoint, data_root, freeze, epochs, lr, distill, batch_size, dev
     (DistributedDataParallel, NCCL on GPUs, gloo on CPU; --batch-size stays the global
     batch, so the steps match a one-process run; rank 0 writes the checkpoint).
     """
-    from compress.single_stage import finetune_checkpoint
-    from compress.train import distributed_from_env
+    from compress.tools.single_stage import finetune_checkpoint
+    from compress.training.distributed import distributed_from_env
 
     policy = freeze if freeze in ("none", "decomposed", "convs", "all-but-classifier", "bn") \
         else [p.strip() for p in freeze.split(",") if p.strip()]
@@ -248,7 +251,7 @@ def _kept_line(val_f1: float, epoch: int, best_f1: float, best_epoch: int, path)
 def export(checkpoint, out, fp16, opset, data_root) -> None:
     """Export CHECKPOINT to ONNX (dynamic batch), checked against the torch model."""
     from compress.errors import StageFailed
-    from compress.single_stage import export_checkpoint
+    from compress.tools.single_stage import export_checkpoint
 
     try:
         checks = export_checkpoint(checkpoint, out, fp16, opset, data_root)
@@ -301,9 +304,9 @@ def bench(model, provider, batches, threads, warmup, runs, seconds, input_size, 
     The median is the headline figure. For a fair A/B on a noisy machine use --compare:
     both models run in alternating blocks and the speed-up is the ratio of their medians.
     """
-    from compress.bench import bench as run_bench
-    from compress.bench import format_rows, open_model
     from compress.measure.machine import format_machine, machine_info, peak_gflops, usable_cores
+    from compress.tools.bench import bench as run_bench
+    from compress.tools.bench import format_rows, open_model
 
     threads = threads or usable_cores()
     info = machine_info(threads)
@@ -361,10 +364,11 @@ def predict(model, images_dir, out, output_format, provider, batch_size, workers
     (decode, square-pad, resize, normalise, infer): the competition's "submit time"."""
     from pathlib import Path
 
-    from compress.bench import open_model
+    from compress.fileio import write_atomic
+    from compress.measure.end_to_end import list_images, predict_files
     from compress.measure.machine import usable_cores
-    from compress.predict import (format_predictions, list_images, model_classes,
-                                  predict_files, write_atomic)
+    from compress.tools.bench import open_model
+    from compress.tools.predict import format_predictions, model_classes
 
     out_path = Path(out)
     if out_path.is_dir():
@@ -411,8 +415,8 @@ def analyze(checkpoint, data_root, out, kinds, ratios, latency, calibration_imag
     import json
     from pathlib import Path
 
-    from compress.analyze import KINDS, analyze_checkpoint, cuts_csv, plot_cuts
-    from compress.predict import write_atomic
+    from compress.fileio import write_atomic
+    from compress.sensitivity.analyze import KINDS, analyze_checkpoint, cuts_csv, plot_cuts
 
     chosen = [k.strip() for k in kinds.split(",") if k.strip()]
     unknown = sorted(set(chosen) - set(KINDS))
@@ -483,7 +487,7 @@ def search(recipe, trials, storage, study_name, workers, timeout, minimize, data
         stages.1.lr: {low: 0.001, high: 0.05, log: true}
         stages.0.importance: {choices: [l1, l2]}
     """
-    from compress.search import prepare_search, run_search, write_front
+    from compress.search.study import prepare_search, run_search, write_front
 
     if minimize:
         overrides += (f"search.minimize={minimize}",)

@@ -97,6 +97,6 @@ def tiny_model(tiny_model_spec):
 @pytest.fixture()
 def tiny_onnx(tmp_path, tiny_model):
     """The tiny model exported at 32 px with its class names in the file's metadata."""
-    from compress.onnx_export import export_onnx
+    from compress.ops.onnx_export import export_onnx
 
     return export_onnx(tiny_model, tmp_path / "tiny.onnx", 32, classes=TINY_CLASSES)

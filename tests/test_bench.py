@@ -9,16 +9,15 @@ import json
 import onnxruntime
 import pytest
 from click.testing import CliRunner
+from conftest import TINY_CLASSES, assert_user_error, run_cli
+from test_measure import HandNet
 from torch import nn
 
 from compress.checkpoint import Checkpoint, save_checkpoint
 from compress.cli import main
 from compress.measure.macs import count_macs
 from compress.measure.onnx_macs import onnx_macs, onnx_params
-from compress.onnx_export import convert_fp16, export_onnx
-
-from conftest import TINY_CLASSES, assert_user_error, run_cli
-from test_measure import HandNet
+from compress.ops.onnx_export import convert_fp16, export_onnx
 
 FAST = ["--warmup", "1", "--runs", "4", "--no-peak"]
 

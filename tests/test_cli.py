@@ -8,12 +8,11 @@ import logging
 import pytest
 import torch
 import yaml
+from conftest import TINY_MNV3, assert_user_error, run_cli
 
 from compress.checkpoint import Checkpoint, save_checkpoint
-from compress.data import load_data_config
+from compress.data.config import load_data_config
 from compress.models import build_model
-
-from conftest import TINY_MNV3, assert_user_error, run_cli
 
 
 @pytest.fixture()

@@ -7,11 +7,10 @@ import json
 
 import pytest
 import torch
+from conftest import TINY_CLASSES, run_cli
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.models import build_model
-
-from conftest import TINY_CLASSES, run_cli
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(),
                                                    reason="no CUDA GPU on this machine")]

@@ -7,16 +7,15 @@ import copy
 import pytest
 import torch
 import yaml
+from conftest import REPO, TINY_MNV3
 from torch import nn
 
 from compress.checkpoint import load_weights
 from compress.errors import UserError
+from compress.measure.macs import count_params
 from compress.models import build_model
 from compress.models.kindle import KindleModel, build_kindle_model, load_kindle_yaml
 from compress.models.kindle_blocks import make_divisible
-from compress.measure.macs import count_params
-
-from conftest import REPO, TINY_MNV3
 
 SHARED_FORMATS = REPO.parent / "shared" / "formats" / "boostcamp"
 

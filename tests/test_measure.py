@@ -12,7 +12,7 @@ from compress.measure.latency import compare_latency, measure_latency
 from compress.measure.macs import count_macs, count_params
 from compress.measure.runners import OrtRunner
 from compress.measure.score import ScoreConstants, competition_score
-from compress.onnx_export import export_onnx
+from compress.ops.onnx_export import export_onnx
 
 
 class HandNet(nn.Module):

@@ -11,13 +11,12 @@ import sys
 import pytest
 import torch
 import yaml
+from conftest import REPO, TINY_CLASSES, assert_user_error, run_cli
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.models import build_model
-from compress.onnx_export import export_onnx
-from compress.sensitivity import squeeze_excite_paths
-
-from conftest import REPO, TINY_CLASSES, assert_user_error, run_cli
+from compress.ops.blocks import squeeze_excite_paths
+from compress.ops.onnx_export import export_onnx
 
 METHODS = ["default recipe", "unstructured L1 30 %", "torch-pruning uniform L2",
            "Tucker alone (VBMF)", "ORT INT8 static alone"]

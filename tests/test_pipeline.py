@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import REPO
 
 from compress.checkpoint import Checkpoint, save_checkpoint
 from compress.cli import main
 from compress.models import build_model
-
-from conftest import REPO
 
 
 @pytest.fixture()
@@ -152,7 +151,7 @@ def test_resize_changes_the_input_size_of_every_later_stage(tmp_path, tiny_recip
 
 
 def test_set_overrides_a_stage_option(tmp_path, tiny_recipe):
-    from compress.recipe import load_recipe
+    from compress.recipe.loading import load_recipe
 
     recipe = load_recipe(tiny_recipe, ["stages.1.epochs=3", "bench.runs=7"])
     assert recipe.stages[1]["finetune"]["epochs"] == 3 and recipe.bench.runs == 7

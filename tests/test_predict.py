@@ -8,13 +8,13 @@ import json
 
 import pytest
 import torch
+from conftest import TINY_CLASSES, assert_user_error, make_image_folder, run_cli
 
 from compress.checkpoint import Checkpoint, save_checkpoint
-from compress.data import eval_transform, read_image
-from compress.onnx_export import export_onnx
-from compress.predict import list_images
-
-from conftest import TINY_CLASSES, assert_user_error, make_image_folder, run_cli
+from compress.data.folders import read_image
+from compress.data.transforms import eval_transform
+from compress.measure.end_to_end import list_images
+from compress.ops.onnx_export import export_onnx
 
 
 @pytest.fixture()

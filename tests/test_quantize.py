@@ -9,15 +9,16 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import TINY_CLASSES, TINY_MNV3
 
-from compress.data import DataConfig, train_val_datasets
+from compress.data.config import DataConfig
+from compress.data.training_data import TrainingData, train_val_datasets
 from compress.errors import StageFailed
 from compress.models import build_model
-from compress.onnx_export import export_onnx, ort_logits, ort_session
-from compress.stages import StageContext, TrainingData, create_stage
+from compress.ops.onnx_export import export_onnx, ort_logits, ort_session
+from compress.stages.base import StageContext
 from compress.stages.quantize import QuantizeConfig, choose_model, per_image_quantile_ranges
-
-from conftest import TINY_CLASSES, TINY_MNV3
+from compress.stages.registry import create_stage
 
 SIZE = 32
 

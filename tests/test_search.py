@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, TINY_CLASSES, assert_user_error, run_cli
 
 from compress.checkpoint import Checkpoint, save_checkpoint
 from compress.models import build_model
-
-from conftest import REPO, TINY_CLASSES, assert_user_error, run_cli
 
 # Set by .ci/run once it has started a throwaway PostgreSQL server.
 POSTGRES_URL = os.environ.get("COMPRESS_TEST_POSTGRES_URL")
@@ -223,7 +222,7 @@ def test_two_processes_share_one_postgres_study(tmp_path, search_recipe):
 
 
 def test_a_layer_name_with_dots_is_one_key_in_brackets():
-    from compress.search_space import with_params
+    from compress.recipe.search_space import with_params
 
     raw = {"checkpoint": "c", "stages": [{"decompose": {"ranks": "map"}}],
            "search": {"params": {}}}
@@ -235,8 +234,8 @@ def test_a_layer_name_with_dots_is_one_key_in_brackets():
 
 def test_the_shipped_search_recipe_is_valid(monkeypatch):
     """recipes/mnv3_search.yaml: every value its space can take makes a valid recipe."""
-    from compress.recipe import read_raw_recipe, recipe_from_raw
-    from compress.search import check_space
+    from compress.recipe.loading import read_raw_recipe, recipe_from_raw
+    from compress.search.study import check_space
 
     monkeypatch.chdir(REPO)
     path = REPO / "recipes/mnv3_search.yaml"

@@ -6,20 +6,23 @@ import copy
 
 import pytest
 import torch
+from conftest import TINY_CLASSES, TINY_MNV3
 from torch import nn
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from compress.data import DataConfig, eval_transform, train_val_datasets
+from compress.data.config import DataConfig
+from compress.data.training_data import TrainingData, train_val_datasets
+from compress.data.transforms import eval_transform
 from compress.measure.macs import count_macs
 from compress.models import build_model
-from compress.onnx_export import check_parity, export_onnx
-from compress.sensitivity import (SensitivityContext, allocate_ratios, module_cuts,
-                                  prunable_groups, prune_cuts, prune_groups,
-                                  squeeze_excite_paths)
-from compress.stages import StageContext, TrainingData, create_stage
-from compress.train import distillation_loss
-
-from conftest import TINY_CLASSES, TINY_MNV3
+from compress.ops.blocks import squeeze_excite_paths
+from compress.ops.onnx_export import check_parity, export_onnx
+from compress.ops.pruning import prunable_groups, prune_groups
+from compress.sensitivity.allocation import allocate_ratios
+from compress.sensitivity.cuts import SensitivityContext, module_cuts, prune_cuts
+from compress.stages.base import StageContext
+from compress.stages.registry import create_stage
+from compress.training.engine import distillation_loss
 
 SIZE = 32
 SPEC = {"kind": "kindle", "config": TINY_MNV3}
@@ -67,7 +70,7 @@ def test_module_cuts_cover_every_squeeze_excite_gate(trained, data):
 
 
 def test_allocation_reaches_the_target_and_spares_sensitive_groups():
-    from compress.sensitivity import Cut
+    from compress.sensitivity.cuts import Cut
 
     cuts = [Cut("prune", g, r, 0.0, drop, 0) for g, drops in
             {"robust": [0.0, 0.01, 0.02], "fragile": [0.2, 0.4, 0.6]}.items()

@@ -9,12 +9,14 @@ import torch
 from torch import nn
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from compress.data import DataConfig, train_val_datasets
-from compress.decomposition import svd_conv1x1, svd_linear, tucker2_conv
+from compress.data.config import DataConfig
+from compress.data.training_data import TrainingData, train_val_datasets
 from compress.measure.macs import count_macs, layer_macs
 from compress.models import build_model
-from compress.onnx_export import check_parity, export_onnx
-from compress.stages import StageContext, TrainingData, create_stage, list_stages
+from compress.ops.decomposition import svd_conv1x1, svd_linear, tucker2_conv
+from compress.ops.onnx_export import check_parity, export_onnx
+from compress.stages.base import StageContext
+from compress.stages.registry import create_stage, list_stages
 
 TV_SMALL = {"kind": "torchvision", "name": "mobilenet_v3_small", "num_classes": 3,
             "kwargs": {"width_mult": 0.5}}

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from compress.checkpoint import Checkpoint, load_checkpoint
-from compress.data import DataConfig, train_val_datasets
+from compress.data.config import DataConfig
+from compress.data.training_data import train_val_datasets
 from compress.models import build_model
-from compress.train import TrainConfig, fit
+from compress.training.engine import TrainConfig, fit
 
 
 def _setup(tiny_data, tiny_model_spec, img_size=32):
@@ -85,7 +86,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_data, tin
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
     fit(model, train_set, val_set, config, tmp_path / "straight", template)
 
-    import compress.train as engine
+    import compress.training.engine as engine
 
     calls = {"n": 0}
     real_predict = engine.predict
@@ -145,9 +146,9 @@ def test_two_gloo_processes_take_the_same_steps_and_write_one_checkpoint(tmp_pat
     import subprocess
     import sys
 
-    from compress.checkpoint import save_checkpoint
-
     from conftest import REPO, TINY_CLASSES
+
+    from compress.checkpoint import save_checkpoint
 
     checkpoint = save_checkpoint(tmp_path / "tiny.safetensors", Checkpoint(
         build_model(tiny_model_spec).eval(), tiny_model_spec, TINY_CLASSES, 32))

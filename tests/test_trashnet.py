@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 
-from compress.evaluate import evaluate_checkpoint
-
 from conftest import REPO
+
+from compress.tools.evaluate import evaluate_checkpoint
 
 SHIPPED = REPO / "checkpoints" / "mnv3_trashnet.safetensors"
 

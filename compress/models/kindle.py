@@ -14,9 +14,15 @@ from typing import Any, Callable
 from torch import nn
 
 from compress.errors import UserError
-from compress.yamlio import read_yaml_file
+from compress.fileio import read_yaml_file
 from compress.models.kindle_blocks import (
-    Bottleneck, Conv, DWConv, InvertedResidualv2, InvertedResidualv3, Linear, make_divisible,
+    Bottleneck,
+    Conv,
+    DWConv,
+    InvertedResidualv2,
+    InvertedResidualv3,
+    Linear,
+    make_divisible,
 )
 
 

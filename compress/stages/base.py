@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from compress.data import TrainingData
+from compress.data.training_data import TrainingData
 
 
 class StageConfig(BaseModel):

@@ -9,11 +9,17 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from compress.decomposition import (
-    energy_rank, round_rank, svd_conv1x1, svd_linear, tucker2_conv, unfold, vbmf_rank,
+from compress.ops.decomposition import (
+    energy_rank,
+    round_rank,
+    svd_conv1x1,
+    svd_linear,
+    tucker2_conv,
+    unfold,
+    vbmf_rank,
 )
-from compress.stages import register_stage
 from compress.stages.base import Stage, StageConfig, StageContext
+from compress.stages.registry import register_stage
 
 Rank = int | tuple[int, int]
 

@@ -16,13 +16,13 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
-from compress.data import eval_transform
+from compress.data.transforms import eval_transform
 from compress.measure.macs import count_macs
-from compress.sensitivity import (SensitivityContext, calibration_subset, module_cuts,
-                                  recalibrate_batchnorm, replace_with_identity,
-                                  residual_block_paths, squeeze_excite_paths)
-from compress.stages import register_stage
+from compress.ops.batchnorm import recalibrate_batchnorm
+from compress.ops.blocks import replace_with_identity, residual_block_paths, squeeze_excite_paths
+from compress.sensitivity.cuts import SensitivityContext, calibration_subset, module_cuts
 from compress.stages.base import Stage, StageConfig, StageContext
+from compress.stages.registry import register_stage
 
 Selection = Literal["none", "all", "auto"] | list[str]
 

@@ -9,9 +9,9 @@ from torch import nn
 from compress.errors import StageFailed
 from compress.measure.latency import compare_latency
 from compress.measure.runners import OrtRunner, provider_for_device
-from compress.onnx_export import check_parity, convert_fp16, export_onnx
-from compress.stages import register_stage
+from compress.ops.onnx_export import check_parity, convert_fp16, export_onnx
 from compress.stages.base import Stage, StageConfig, StageContext
+from compress.stages.registry import register_stage
 
 FP32_MAX_RELATIVE_ERROR = 1e-4
 FP16_MIN_TOP1_AGREEMENT = 0.99

@@ -8,10 +8,10 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from compress.checkpoint import Checkpoint, load_checkpoint
-from compress.freeze import POLICIES, apply_freeze
-from compress.stages import register_stage
 from compress.stages.base import Stage, StageConfig, StageContext
-from compress.train import TrainConfig, fit
+from compress.stages.registry import register_stage
+from compress.training.engine import TrainConfig, fit
+from compress.training.freeze import POLICIES, apply_freeze
 
 
 class DistillConfig(StageConfig):

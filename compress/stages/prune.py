@@ -13,9 +13,10 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from compress.measure.macs import count_macs
-from compress.sensitivity import classifier_layer
-from compress.stages import register_stage
+from compress.ops.blocks import classifier_layer
+from compress.ops.pruning import importance_criterion
 from compress.stages.base import Stage, StageConfig, StageContext
+from compress.stages.registry import register_stage
 
 # How finely a MACs target is approached: the ratio grows in this many steps up to 0.95.
 _TARGET_STEPS = 60
@@ -52,17 +53,6 @@ class PruneConfig(StageConfig):
         return self
 
 
-def importance_criterion(name: str):
-    import torch_pruning as tp
-
-    return {
-        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
-        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-        "taylor": lambda: tp.importance.GroupTaylorImportance(),
-        "bn-scale": lambda: tp.importance.BNScaleImportance(),
-    }[name]()
-
-
 def _matching(model: nn.Module, pattern: str) -> list[nn.Module]:
     return [m for name, m in model.named_modules() if name and fnmatch.fnmatchcase(name, pattern)]
 
@@ -84,7 +74,7 @@ class Prune(Stage):
                 raise ValueError(f"ignore pattern {pattern!r} matches no layer of the model")
 
     def _taylor_gradients(self, model: nn.Module, ctx: StageContext) -> None:
-        from compress.data import make_loader
+        from compress.data.folders import make_loader
 
         loader = make_loader(ctx.data.train, ctx.data.batch_size, shuffle=True, seed=ctx.seed)
         model.zero_grad()
@@ -147,9 +137,10 @@ class Prune(Stage):
         compress.sensitivity.allocate_ratios), applied in one step."""
         import copy
 
-        from compress.data import eval_transform
-        from compress.sensitivity import (SensitivityContext, allocate_ratios,
-                                          calibration_subset, prune_cuts, prune_groups)
+        from compress.data.transforms import eval_transform
+        from compress.ops.pruning import prune_groups
+        from compress.sensitivity.allocation import allocate_ratios
+        from compress.sensitivity.cuts import SensitivityContext, calibration_subset, prune_cuts
 
         cfg = self.config
         ignored = [m for pattern in cfg.ignore for m in _matching(model, pattern)]

@@ -19,14 +19,15 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from compress.data import eval_transform, read_image
+from compress.data.folders import read_image
+from compress.data.transforms import eval_transform
 from compress.errors import StageFailed
 from compress.measure.latency import compare_latency
 from compress.measure.runners import OrtRunner, provider_for_device
-from compress.onnx_export import export_onnx, set_metadata
-from compress.stages import register_stage
+from compress.ops.onnx_export import export_onnx, set_metadata
 from compress.stages.base import Stage, StageConfig, StageContext
 from compress.stages.export import parity_images
+from compress.stages.registry import register_stage
 
 
 class QuantizeConfig(StageConfig):

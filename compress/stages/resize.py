@@ -12,8 +12,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from compress.stages import register_stage
 from compress.stages.base import Stage, StageConfig, StageContext
+from compress.stages.registry import register_stage
 
 
 class ResizeConfig(StageConfig):

@@ -10,12 +10,12 @@ so an interruption never leaves a half-finished stage looking finished.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compress.errors import UserError
+from compress.fileio import write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,6 @@ class StageRecord:
     details: dict[str, Any] = field(default_factory=dict)
     end_to_end_s: float | None = None  # decode + preprocess + predict the split, batch 1
     input_size: int | None = None  # the stage's model input size (a resize stage changes it)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 class RunStore:

@@ -60,21 +60,3 @@ def format_metrics(metrics: dict[str, Any], classes: list[str]) -> str:
     for name, row in zip(classes, metrics["confusion_matrix"]):
         lines.append(f"{name:<14}" + "".join(f"{v:>{width}d}" for v in row))
     return "\n".join(lines)
-
-
-def evaluate_checkpoint(checkpoint_path: str, data_root: str, split: str = "val",
-                        batch_size: int = 64, num_workers: int = 2,
-                        device: str = "auto") -> dict[str, Any]:
-    """Metrics of a checkpoint on ROOT/SPLIT, read with the test transform at its input size."""
-    from compress.checkpoint import load_checkpoint
-    from compress.data import ImageFolderDataset, eval_transform, make_loader, split_folder
-    from compress.train import resolve_device
-
-    checkpoint = load_checkpoint(checkpoint_path)
-    dataset = ImageFolderDataset(split_folder(data_root, split), classes=checkpoint.classes,
-                                 transform=eval_transform(checkpoint.input_size))
-    loader = make_loader(dataset, batch_size, shuffle=False, num_workers=num_workers)
-    torch_device = resolve_device(device)
-    targets, predictions = predict(checkpoint.model.to(torch_device), loader, torch_device)
-    return {"checkpoint": str(checkpoint_path), "split": split,
-            **classification_metrics(targets, predictions, checkpoint.classes)}

@@ -1,13 +1,4 @@
-"""The training engine: used by `compress train` and, later, by fine-tuning stages.
-
-SGD (momentum 0.9) with OneCycleLR, as the competition baseline; cross-entropy with
-optional label smoothing; mixed precision on CUDA, float32 on CPU. Every epoch is evaluated
-on val; OUT/last.safetensors holds the latest epoch and OUT/best.safetensors the best one by
-val macro F1. The result is the last epoch unless `keep="best"`: picking the best of many
-epochs on val makes that epoch's val figure optimistic (the max of noisy draws), and on other
-images it falls back (by 0.5 to 2.5 points here; see benchmarks/RESULTS.md).
-OUT/train_state.safetensors lets an interrupted run resume where it stopped.
-"""
+"""The training engine: used by `compress train` and by fine-tuning stages."""
 
 from __future__ import annotations
 
@@ -27,9 +18,16 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from compress.data import make_loader
+from compress.data.folders import make_loader
+from compress.device import resolve_device
 from compress.errors import UserError
-from compress.evaluate import classification_metrics, predict
+from compress.measure.metrics import classification_metrics, predict
+from compress.training.distributed import (
+    _from_main,
+    _wait_for_main,
+    distributed_from_env,
+    join_process_group,
+)
 
 BEST_NAME, LAST_NAME, STATE_NAME, HISTORY_NAME = (
     "best.safetensors", "last.safetensors", "train_state.safetensors", "history.json")
@@ -66,45 +64,6 @@ class TrainResult:
     best_f1: float
     best_epoch: int
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in a torchrun job (one process, rank 0, when not under torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def distributed_from_env() -> Distributed:
-    """torchrun sets RANK, WORLD_SIZE and LOCAL_RANK for every process it starts."""
-    return Distributed(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                       int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def join_process_group(job: Distributed, device: torch.device) -> torch.device:
-    """NCCL between GPUs (one per process, by local rank), gloo on CPU; returns the device."""
-    import torch.distributed as dist
-
-    if device.type == "cuda":
-        device = torch.device("cuda", job.local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device}: CUDA is not available on this machine")
-    return torch.device(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -345,20 +304,6 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
     return TrainResult(last_path, config.epochs, last_f1, best_f1, best_epoch, history)
 
 
-def _wait_for_main() -> None:
-    import torch.distributed as dist
-
-    dist.barrier()
-
-
-def _from_main(value):
-    import torch.distributed as dist
-
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
 def _with_model(template: Checkpoint, model: nn.Module, info: dict[str, Any]) -> Checkpoint:
     return Checkpoint(model, template.model_spec, template.classes, template.input_size, info)
 
@@ -368,7 +313,7 @@ def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str
                            provenance: dict[str, Any] | None = None,
                            keep: str = "last") -> TrainResult:
     """`compress train`: a new model from its spec, trained on the data YAML's folders."""
-    from compress.data import train_val_datasets
+    from compress.data.training_data import train_val_datasets
     from compress.models import build_model
 
     train_set, val_set, classes = train_val_datasets(data_config)

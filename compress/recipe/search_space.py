@@ -90,7 +90,7 @@ class SearchSection(_Strict):
 
 def with_params(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """A copy of the raw recipe with `params` (path -> value) set and no search block."""
-    from compress.recipe import set_value
+    from compress.recipe.overrides import set_value
 
     result = copy.deepcopy(raw)
     result.pop("search", None)

@@ -37,9 +37,9 @@ def checkpoint_summary(checkpoint: Checkpoint) -> dict[str, Any]:
 def onnx_summary(path: str, input_size: int | None = None) -> dict[str, Any]:
     """The same summary for an ONNX file: its Conv / Gemm / MatMul nodes by the same MACs
     convention, parameters as deployed (BatchNorm folded into the convs by the export)."""
-    from compress.bench import open_model
     from compress.measure.onnx_macs import onnx_layer_macs, onnx_params
-    from compress.onnx_export import read_metadata
+    from compress.ops.onnx_export import read_metadata
+    from compress.tools.bench import open_model
 
     opened = open_model(path, "cpu", 1, input_size)
     macs = onnx_layer_macs(path, opened.input_size)

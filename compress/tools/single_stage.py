@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from compress.data import TrainingData, open_training_data
-from compress.stages import StageContext, create_stage
-from compress.train import distributed_from_env, resolve_device
+from compress.data.training_data import TrainingData, open_training_data
+from compress.device import resolve_device
+from compress.stages.base import StageContext
+from compress.stages.registry import create_stage
+from compress.training.distributed import distributed_from_env
 
 
 def _context(checkpoint: Checkpoint, out: Path, data: TrainingData | None, device: str,

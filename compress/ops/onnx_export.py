@@ -14,7 +14,11 @@ import torch
 from torch import nn
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
 CLASSES_KEY, INPUT_SIZE_KEY = "compress.classes", "compress.input_size"
+
+
 DEFAULT_OPSET = 17
 
 

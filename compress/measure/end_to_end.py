@@ -8,10 +8,6 @@ images to the last prediction; the model's share of it is reported too.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from compress.data import IMAGE_EXTENSIONS, eval_transform, read_image
+from compress.data.folders import IMAGE_EXTENSIONS, read_image
+from compress.data.transforms import eval_transform
 from compress.errors import UserError
-
-OUTPUT_FORMATS = ("csv", "json")
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -105,34 +100,3 @@ def predict_files(runner: Any, files: list[Path], input_size: int, batch_size: i
     finally:
         torch.set_num_threads(torch_threads)
     return Predictions(np.concatenate(labels), time.perf_counter() - started, model_seconds)
-
-
-def format_predictions(files: list[Path], root: Path, labels: np.ndarray, classes: list[str],
-                       output_format: str) -> str:
-    """CSV rows `file,class`, or the competition's JSON object {file: class}; files are
-    named relative to the images folder."""
-    names = [f.relative_to(root).as_posix() for f in files]
-    predicted = [classes[i] for i in labels]
-    if output_format == "json":
-        return json.dumps(dict(zip(names, predicted)), indent=0)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "class"])
-    writer.writerows(zip(names, predicted))
-    return buffer.getvalue()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def model_classes(model: Any, classes_option: str | None) -> list[str]:
-    """Class names: --classes, else those stored in the checkpoint or ONNX file."""
-    classes = [c.strip() for c in classes_option.split(",") if c.strip()] \
-        if classes_option else model.classes
-    if not classes:
-        raise UserError(f"{model.path} stores no class names: give --classes a,b,c")
-    return classes

@@ -6,7 +6,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from compress.runstore import StageRecord, write_json_atomic
+from compress.fileio import write_json_atomic
+from compress.pipeline.runstore import StageRecord
 
 _WIDTHS = (24, 11, 9, 18, 10, 10, 8, 8, 6)
 COLUMNS = ("stage", "params", "MACs", "lat b1 ms", "speed-up", "macro F1", "acc", "score", "s")

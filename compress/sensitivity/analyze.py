@@ -13,8 +13,13 @@ import io
 from pathlib import Path
 from typing import Callable
 
-from compress.sensitivity import Cut, SensitivityContext, calibration_subset, module_cuts, \
-    prune_cuts
+from compress.sensitivity.cuts import (
+    Cut,
+    SensitivityContext,
+    calibration_subset,
+    module_cuts,
+    prune_cuts,
+)
 
 KINDS = ("prune", "squeeze_excite", "residual_block")
 
@@ -23,7 +28,8 @@ def analyze_checkpoint(checkpoint_path: str, data_root: str, kinds: list[str],
                        ratios: list[float], measure_latency: bool, calibration_images: int,
                        seed: int, progress: Callable[[str], None]) -> tuple[float, list[Cut]]:
     from compress.checkpoint import load_checkpoint
-    from compress.data import eval_transform, open_training_data
+    from compress.data.training_data import open_training_data
+    from compress.data.transforms import eval_transform
 
     checkpoint = load_checkpoint(checkpoint_path)
     data = open_training_data(data_root, checkpoint.classes, checkpoint.input_size,

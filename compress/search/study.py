@@ -21,10 +21,12 @@ from typing import Any, Callable
 import yaml
 
 from compress.errors import StageFailed, UserError
-from compress.recipe import read_raw_recipe, recipe_from_raw
-from compress.search_space import SearchSection, with_params, with_proxy
+from compress.recipe.loading import read_raw_recipe, recipe_from_raw
+from compress.recipe.search_space import SearchSection, with_params, with_proxy
 
 SQLITE_NAME = "study.db"
+
+
 # A trial whose process died stops beating; after this long it is marked failed and its
 # values are tried again once (Optuna's heartbeat, RDB storages).
 HEARTBEAT_S, GRACE_S = 30, 120
@@ -213,7 +215,7 @@ def _objective(trial, job: SearchJob, echo: Callable[[str], None]):
     import optuna
 
     from compress.measure.machine import usable_cores
-    from compress.pipeline import run_recipe
+    from compress.pipeline.loop import run_recipe
 
     params = {name: spec.suggest(trial, name) for name, spec in job.section.params.items()}
     shown = ", ".join(f"{name}={_fmt(value)}" for name, value in params.items())
@@ -275,8 +277,6 @@ def _objective(trial, job: SearchJob, echo: Callable[[str], None]):
          f"faster, {final.macs / 1e6:.1f} M MACs, {(time.perf_counter() - started) / 60:.1f} min")
     return f1, second
 
-
-# ---- the front: table, plot and one runnable recipe per Pareto trial ----
 
 def write_front(job: SearchJob) -> tuple[list[str], dict[str, Path]]:
     """The Pareto front of the study (feasible trials only, when min_f1 is set)."""

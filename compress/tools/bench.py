@@ -62,7 +62,7 @@ def open_model(path: str | Path, provider: str = "cpu", threads: int | None = No
 def _open_onnx(path: Path, provider: str, threads: int | None,
                input_size: int | None) -> BenchModel:
     from compress.measure.onnx_macs import onnx_macs
-    from compress.onnx_export import read_metadata
+    from compress.ops.onnx_export import read_metadata
 
     try:
         runner = OrtRunner.open(path, provider, threads)

@@ -1,0 +1,87 @@
+"""The competition's data YAML (DATA_PATH, IMG_SIZE, AUG_TRAIN, ...), typed and checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from compress.data.folders import log
+from compress.errors import UserError
+from compress.fileio import read_yaml_file
+
+# The training augmentation policies of the competition's code, by their names there.
+TrainPolicy = Literal["simple_augment_train", "randaugment_train"]
+TRAIN_POLICIES: tuple[str, ...] = get_args(TrainPolicy)
+
+# Keys of the competition's data YAML that this tool reads, and their field names here.
+_YAML_KEYS = {
+    "DATA_PATH": "data_path", "IMG_SIZE": "img_size", "AUG_TRAIN": "aug_train",
+    "AUG_TRAIN_PARAMS": "aug_train_params", "BATCH_SIZE": "batch_size", "EPOCHS": "epochs",
+    "VAL_RATIO": "val_ratio", "INIT_LR": "init_lr", "FP16": "fp16", "SEED": "seed",
+    # Additions of ours; the competition files simply do not have them.
+    "LABEL_SMOOTHING": "label_smoothing", "WEIGHT_DECAY": "weight_decay",
+    "NUM_WORKERS": "num_workers", "GRAD_CLIP": "grad_clip",
+}
+
+# Keys the competition files carry that mean nothing here (test policy is fixed).
+_IGNORED_KEYS = {"DATASET", "AUG_TEST", "AUG_TEST_PARAMS"}
+
+
+@dataclass
+class DataConfig:
+    """The data YAML, typed. Field names are the lower-case competition keys."""
+
+    data_path: str
+    img_size: int = 224
+    aug_train: str = "simple_augment_train"
+    aug_train_params: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 64
+    epochs: int = 100
+    val_ratio: float = 0.0
+    init_lr: float = 0.1
+    fp16: bool = True
+    seed: int = 42
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
+    num_workers: int = 2
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.aug_train not in TRAIN_POLICIES:
+            raise UserError(f"AUG_TRAIN: expected one of {', '.join(TRAIN_POLICIES)}, "
+                            f"got {self.aug_train!r}")
+        for name in ("img_size", "batch_size", "epochs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise UserError(f"{name.upper()}: expected a positive integer, "
+                                f"got {getattr(self, name)!r}")
+        if not 0.0 <= self.val_ratio < 1.0:
+            raise UserError(f"VAL_RATIO: expected a value in [0, 1), got {self.val_ratio}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UserError(f"LABEL_SMOOTHING: expected a value in [0, 1), "
+                            f"got {self.label_smoothing}")
+
+
+def load_data_config(path: str | Path, data_path: str | None = None) -> DataConfig:
+    """Read a data YAML with the competition's keys; `data_path` overrides DATA_PATH."""
+    path = Path(path)
+    raw = read_yaml_file(path, "data config") or {}
+    if not isinstance(raw, dict):
+        raise UserError(f"data config {path}: expected a mapping of KEY: value")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _YAML_KEYS:
+            if value is not None:
+                values[_YAML_KEYS[key]] = value
+        elif key not in _IGNORED_KEYS:
+            log.warning("data config %s: ignoring unknown key %s", path, key)
+    if data_path is not None:
+        values["data_path"] = data_path
+    if "data_path" not in values:
+        raise UserError(f"data config {path}: missing key DATA_PATH (or pass --data)")
+    try:
+        return DataConfig(**values)
+    except UserError as exc:
+        raise UserError(f"data config {path}: {exc}") from None
+    except TypeError as exc:
+        raise UserError(f"data config {path}: {exc}") from None

@@ -1,0 +1,101 @@
+"""Image folders: ROOT/{train,val,test}/<class>/*.jpg (torchvision ImageFolder layout),
+classes in sorted order; unreadable images and empty classes are user errors.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from compress.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def find_classes(split_dir: Path) -> list[str]:
+    if not split_dir.is_dir():
+        raise UserError(f"data folder {split_dir}: not found")
+    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    if not classes:
+        raise UserError(f"data folder {split_dir}: no class folders "
+                        f"(expected {split_dir}/<class>/*.jpg)")
+    return classes
+
+
+def read_image(path: Path) -> Image.Image:
+    """Decode an image as RGB; a corrupt or unreadable file is the user's error, named."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise UserError(f"image {path}: cannot be read ({exc.__class__.__name__})") from None
+
+
+class ImageFolderDataset(Dataset):
+    """ROOT/<class>/<image> with a fixed class list; optionally keeps decoded images in RAM."""
+
+    def __init__(self, split_dir: str | Path, classes: list[str] | None = None,
+                 transform: Callable | None = None, cache: bool = False):
+        split_dir = Path(split_dir)
+        found = find_classes(split_dir)
+        if classes is not None and found != list(classes):
+            raise UserError(f"data folder {split_dir}: classes {found} differ from the "
+                            f"model's {list(classes)}")
+        self.split_dir, self.classes, self.transform = split_dir, found, transform
+        self.samples: list[tuple[Path, int]] = []
+        for label, name in enumerate(found):
+            files = sorted(p for p in (split_dir / name).iterdir()
+                           if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise UserError(f"data folder {split_dir / name}: no images")
+            self.samples += [(p, label) for p in files]
+        self._cache = [read_image(p) for p, _ in self.samples] if cache else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        image = self._cache[index] if self._cache is not None else read_image(path)
+        return (self.transform(image) if self.transform else image), label
+
+    def with_transform(self, transform: Callable | None) -> "ImageFolderDataset":
+        """The same images (and decoded cache) under another transform, e.g. the training
+        split through the test transform for calibration."""
+        view = copy.copy(self)
+        view.transform = transform
+        return view
+
+
+def split_folder(root: str | Path, split: str) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"data folder {root}: not found")
+    return root / split
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0,
+                seed: int = 0, sampler=None) -> DataLoader:
+    """`sampler` (a DistributedSampler under torchrun) replaces shuffling."""
+    generator = torch.Generator().manual_seed(seed)
+    workers = min(num_workers, os.cpu_count() or 1)
+    # A training batch of one image breaks BatchNorm after global pooling: drop it.
+    shown = len(sampler) if sampler is not None else len(dataset)
+    drop_last = (shuffle or sampler is not None) and shown % batch_size == 1
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                      sampler=sampler, num_workers=workers, generator=generator,
+                      persistent_workers=workers > 0, drop_last=drop_last)

@@ -1,0 +1,81 @@
+"""The train and evaluation splits a run, a fine-tune or an analysis works on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from compress.data.config import DataConfig
+from compress.data.folders import ImageFolderDataset, split_folder
+from compress.data.transforms import eval_transform, train_transform
+from compress.errors import UserError
+
+
+def train_val_datasets(config: DataConfig, cache: bool = True) -> tuple[Dataset, Dataset, list[str]]:
+    """The train split with augmentation and the val split with the test transform.
+
+    Without a val folder, VAL_RATIO of train (stratified, seeded) becomes val.
+    """
+    from torch.utils.data import Subset
+
+    root = Path(config.data_path)
+    train_dir, val_dir = split_folder(root, "train"), root / "val"
+    train = ImageFolderDataset(train_dir, transform=train_transform(config), cache=cache)
+    if val_dir.is_dir():
+        val = ImageFolderDataset(val_dir, classes=train.classes,
+                                 transform=eval_transform(config.img_size), cache=cache)
+        return train, val, train.classes
+    if config.val_ratio <= 0:
+        raise UserError(f"data folder {root}: no val split (add {val_dir} or set VAL_RATIO)")
+    from sklearn.model_selection import train_test_split
+
+    indices = list(range(len(train)))
+    train_idx, val_idx = train_test_split(indices, test_size=config.val_ratio,
+                                          stratify=train.targets, random_state=config.seed)
+    val_view = ImageFolderDataset(train_dir, classes=train.classes,
+                                  transform=eval_transform(config.img_size), cache=False)
+    val_view._cache = train._cache  # same files, same order: share the decoded images
+    return Subset(train, train_idx), Subset(val_view, val_idx), train.classes
+
+
+@dataclass
+class TrainingData:
+    """The splits a stage trains and checks on, with their loader settings."""
+
+    train: Dataset
+    val: Dataset
+    classes: list[str]
+    batch_size: int = 64
+    num_workers: int = 2
+
+
+def resize_training_data(data: TrainingData, img_size: int, aug_train: str = "randaugment_train",
+                         aug_train_params: dict[str, Any] | None = None,
+                         seed: int = 42) -> TrainingData:
+    """The same splits (and decoded images) with the transforms rebuilt for `img_size`."""
+    config = DataConfig(data_path="", img_size=img_size, aug_train=aug_train,
+                        aug_train_params=aug_train_params or {}, seed=seed)
+    return TrainingData(data.train.with_transform(train_transform(config)),
+                        data.val.with_transform(eval_transform(img_size)), data.classes,
+                        data.batch_size, data.num_workers)
+
+
+def open_training_data(root: str | Path, classes: list[str], img_size: int, split: str = "val",
+                       aug_train: str = "randaugment_train",
+                       aug_train_params: dict[str, Any] | None = None, batch_size: int = 64,
+                       num_workers: int = 2, seed: int = 42,
+                       cache_train: bool = True) -> TrainingData:
+    """ROOT/train with augmentation and ROOT/SPLIT with the test transform, for a model that
+    predicts `classes` at `img_size` (class folders must match)."""
+    root = Path(root)
+    config = DataConfig(data_path=str(root), img_size=img_size, aug_train=aug_train,
+                        aug_train_params=aug_train_params or {}, batch_size=batch_size,
+                        num_workers=num_workers, seed=seed)
+    train = ImageFolderDataset(split_folder(root, "train"), classes=classes,
+                               transform=train_transform(config), cache=cache_train)
+    val = ImageFolderDataset(root / split, classes=classes, transform=eval_transform(img_size),
+                             cache=True)
+    return TrainingData(train, val, list(classes), batch_size, num_workers)

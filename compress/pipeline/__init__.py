@@ -1,0 +1,3 @@
+"""The pipeline: the loop over a recipe's stages (`loop`), the one measurer (`measurer`),
+the run folder (`runstore`) and the report (`report`).
+"""

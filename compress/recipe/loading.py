@@ -1,0 +1,80 @@
+"""Recipe YAML -> validated, typed recipe. Errors name the file, the key and what was wanted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from compress.errors import UserError
+from compress.fileio import read_yaml_file
+from compress.recipe.overrides import apply_override
+from compress.recipe.schema import Recipe, _stage_entry
+from compress.stages.registry import create_stage, list_stages
+
+
+def _describe_error(error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    return f"{location}: {message}" if location else message
+
+
+def load_recipe(path: str | Path, overrides: list[str] = (),
+                data_root: str | None = None) -> Recipe:
+    """Read and validate a recipe; the stages are checked against the registry too."""
+    return recipe_from_raw(read_raw_recipe(path, overrides, data_root), path)
+
+
+def read_raw_recipe(path: str | Path, overrides: list[str] = (),
+                    data_root: str | None = None) -> dict[str, Any]:
+    """The recipe file as a mapping, with `--set` overrides and `--data` applied."""
+    raw = read_yaml_file(Path(path), "recipe")
+    if not isinstance(raw, dict):
+        raise UserError(f"recipe {path}: expected a mapping with 'checkpoint' and 'stages'")
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    if data_root is not None:
+        raw.setdefault("data", {})
+        raw["data"]["root"] = data_root
+    return raw
+
+
+def recipe_from_raw(raw: dict[str, Any], path: str | Path) -> Recipe:
+    """Validate a recipe mapping (errors name `path`, the key and what was wanted)."""
+    try:
+        recipe = Recipe(**raw)
+    except ValidationError as exc:
+        raise UserError(f"recipe {path}: {_describe_error(exc.errors()[0])}") from None
+    known = list_stages()
+    for index, entry in enumerate(recipe.stages):
+        if len(entry) != 1:
+            raise UserError(f"recipe {path}: stages.{index}: expected one stage name with its "
+                            f"options, e.g. '- prune: {{ratio: 0.3}}'")
+        name, options = _stage_entry(entry)
+        if name not in known:
+            raise UserError(f"recipe {path}: stages.{index}: unknown stage {name!r} "
+                            f"(known: {', '.join(known)})")
+        try:
+            create_stage(name, options)
+        except ValidationError as exc:
+            raise UserError(f"recipe {path}: stages.{index}.{name}."
+                            f"{_describe_error(exc.errors()[0])}") from None
+    if not Path(recipe.checkpoint).is_file():
+        raise UserError(f"recipe {path}: checkpoint: file {recipe.checkpoint} not found")
+    from compress.checkpoint import load_checkpoint
+
+    model = load_checkpoint(recipe.checkpoint).model
+    for index, (name, stage) in enumerate(zip(recipe.stage_names(), recipe.stage_objects())):
+        try:
+            stage.check(model)  # e.g. a rank larger than the layer, a pattern matching nothing
+        except ValueError as exc:
+            raise UserError(f"recipe {path}: stages.{index}.{name}: {exc}") from None
+    return recipe
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,97 @@
+"""The recipe, typed: sections with their defaults, unknown keys rejected.
+
+    checkpoint: checkpoints/mnv3_trashnet.safetensors
+    data: {root: ../shared/data/trashnet, split: val}
+    device: auto
+    bench: {batch_sizes: [1, 8], warmup: 10, runs: 50}
+    score: {formula: time}
+    stages:
+      - prune: {importance: l2, target_macs: 0.5}
+      - finetune: {epochs: 5}
+Relative paths are relative to the folder `compress` runs in.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from compress.data.config import TrainPolicy
+from compress.recipe.search_space import SearchSection
+from compress.stages.base import Stage
+from compress.stages.registry import create_stage
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSection(_Strict):
+    root: str = "../shared/data/trashnet"
+    split: str = Field("val", description="split that F1 and accuracy are measured on")
+    batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(2, ge=0)
+    aug_train: TrainPolicy = "randaugment_train"
+    n_select: int = Field(2, ge=0)
+    level: int | None = Field(9, ge=0, le=30)
+
+
+class BenchSection(_Strict):
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
+    warmup: int = Field(10, ge=0)
+    runs: int = Field(50, ge=3)
+    threads: int | None = Field(None, ge=1)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _starts_with_one(cls, value: list[int]) -> list[int]:
+        if not value or value[0] != 1 or any(b < 1 for b in value):
+            raise ValueError("expected a list of batch sizes starting with 1, e.g. [1, 8]")
+        return value
+
+
+class ScoreSection(_Strict):
+    formula: Literal["time", "macs"] = "time"
+    time_weight: float = Field(0.5, ge=0)
+    f1_slope: float = Field(20.0, gt=0)
+    f1_floor: float = Field(0.5, ge=0, le=1)
+    f1_floor_term: float = 1.0
+    baseline_f1: float | None = Field(None, ge=0, le=1, description="null: the input, measured")
+    time: Literal["latency", "end_to_end"] = Field(
+        "latency", description="latency: batch-1 model latency; end_to_end: wall time to "
+        "decode, preprocess and predict the whole evaluated split at batch 1 (the "
+        "competition's submit time)")
+    baseline_time_ms: float | None = Field(
+        None, gt=0, description="null: the input, measured; in ms per image (latency) or ms "
+        "for the whole split (end_to_end)")
+    baseline_macs: float | None = Field(None, gt=0, description="null: the input, measured")
+
+
+class Recipe(_Strict):
+    checkpoint: str
+    data: DataSection = Field(default_factory=DataSection)
+    device: str = "auto"
+    bench: BenchSection = Field(default_factory=BenchSection)
+    score: ScoreSection = Field(default_factory=ScoreSection)
+    seed: int = 42
+    stages: list[dict[str, dict[str, Any] | None]] = Field(min_length=1)
+    search: SearchSection | None = Field(None, description="compress search: the space")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value not in ("auto", "cpu") and not value.startswith("cuda"):
+            raise ValueError("expected auto, cpu or cuda[:N]")
+        return value
+
+    def stage_objects(self) -> list[Stage]:
+        return [create_stage(*_stage_entry(entry)) for entry in self.stages]
+
+    def stage_names(self) -> list[str]:
+        return [_stage_entry(entry)[0] for entry in self.stages]
+
+
+def _stage_entry(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    (name, options), = entry.items()
+    return name, options or {}

@@ -1,0 +1,1 @@
+"""`compress search`: Optuna studies over the values of a recipe."""

@@ -1,0 +1,1 @@
+"""Backends of the single-purpose commands: bench, predict, eval, inspect, finetune, export."""

@@ -1,0 +1,3 @@
+"""Training: the engine (`engine`), several processes (`distributed`), freeze policies
+(`freeze`).
+"""
