@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 TRASHNET = REPO.parent / "shared" / "data" / "trashnet"
@@ -28,6 +29,22 @@ TINY_MNV3 = {
         [1, "Linear", [3]],
     ],
 }
+
+
+class HandNet(nn.Module):
+    """conv 3->8 k3 s1 p1 at 10x10, depthwise 8 k3 s2 p1 -> 5x5, 1x1 8->4, linear 4->2."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, 2, 1, groups=8, bias=False)
+        self.pw = nn.Conv2d(8, 4, 1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.pw(self.dw(torch.relu(self.bn(self.conv(x)))))
+        return self.fc(x.mean((2, 3)))
 
 
 def make_image_folder(root: Path, per_class: dict[str, int], size: int = 40,

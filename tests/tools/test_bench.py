@@ -9,8 +9,7 @@ import json
 import onnxruntime
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_CLASSES, assert_user_error, run_cli
-from test_measure import HandNet
+from conftest import TINY_CLASSES, HandNet, assert_user_error, run_cli
 from torch import nn
 
 from compress.checkpoint import Checkpoint, save_checkpoint

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
+from conftest import HandNet
 from torch import nn
 
 from compress.measure.latency import compare_latency, measure_latency
@@ -13,22 +13,6 @@ from compress.measure.macs import count_macs, count_params
 from compress.measure.runners import OrtRunner
 from compress.measure.score import ScoreConstants, competition_score
 from compress.ops.onnx_export import export_onnx
-
-
-class HandNet(nn.Module):
-    """conv 3->8 k3 s1 p1 at 10x10, depthwise 8 k3 s2 p1 -> 5x5, 1x1 8->4, linear 4->2."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(8)
-        self.dw = nn.Conv2d(8, 8, 3, 2, 1, groups=8, bias=False)
-        self.pw = nn.Conv2d(8, 4, 1)
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        x = self.pw(self.dw(torch.relu(self.bn(self.conv(x)))))
-        return self.fc(x.mean((2, 3)))
 
 
 def test_macs_of_a_hand_computed_network():

@@ -3,7 +3,6 @@ a tiny checkpoint and folder, so that none of them can rot."""
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import REPO, TINY_CLASSES, assert_user_error, run_cli
+from conftest import REPO, TINY_CLASSES
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.models import build_model
@@ -138,27 +137,6 @@ def test_se_gate_latency_times_every_kept_subset(tmp_path, tiny_checkpoint):
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--keep" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
-
-
-def test_analyze_writes_the_table_and_plot(tmp_path, tiny_checkpoint, tiny_data):
-    out = tmp_path / "analysis"
-    code, output = run_cli(["analyze", tiny_checkpoint, "--data", tiny_data, "--out", out,
-                            "--ratios", "0.25,0.5", "--calibration-images", "8"])
-    assert code == 0, output
-    table = json.loads((out / "sensitivity.json").read_text())
-    kinds = {c["kind"] for c in table["cuts"]}
-    assert kinds == {"prune", "squeeze_excite", "residual_block"}
-    with (out / "sensitivity.csv").open() as handle:
-        assert len(list(csv.DictReader(handle))) == len(table["cuts"])
-    assert (out / "sensitivity.png").stat().st_size > 1000
-    assert "baseline val macro F1" in output
-
-
-def test_analyze_names_bad_options(tmp_path, tiny_checkpoint, tiny_data):
-    assert_user_error(["analyze", tiny_checkpoint, "--data", tiny_data, "--kinds", "layers"],
-                      "--kinds", "layers")
-    assert_user_error(["analyze", tiny_checkpoint, "--data", tiny_data, "--ratios", "1.5"],
-                      "--ratios")
 
 
 def test_train_speed_times_both_layouts(tiny_checkpoint):
