@@ -92,6 +92,16 @@ def tiny_model_spec() -> dict:
     return {"kind": "kindle", "config": TINY_MNV3}
 
 
+@pytest.fixture()
+def tiny_checkpoint(tmp_path, tiny_model_spec) -> Path:
+    """The tiny Kindle model, untrained, saved as a compress checkpoint (32 px, 3 classes)."""
+    from compress.checkpoint import Checkpoint, save_checkpoint
+    from compress.models import build_model
+
+    return save_checkpoint(tmp_path / "tiny.safetensors", Checkpoint(
+        build_model(tiny_model_spec).eval(), tiny_model_spec, TINY_CLASSES, 32))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

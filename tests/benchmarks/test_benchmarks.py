@@ -7,24 +7,16 @@ import json
 import subprocess
 import sys
 
-import pytest
 import torch
 import yaml
-from conftest import REPO, TINY_CLASSES
+from conftest import REPO
 
-from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from compress.models import build_model
+from compress.checkpoint import load_checkpoint
 from compress.ops.blocks import squeeze_excite_paths
 from compress.ops.onnx_export import export_onnx
 
 METHODS = ["default recipe", "unstructured L1 30 %", "torch-pruning uniform L2",
            "Tucker alone (VBMF)", "ORT INT8 static alone"]
-
-
-@pytest.fixture()
-def tiny_checkpoint(tmp_path, tiny_model_spec):
-    return save_checkpoint(tmp_path / "tiny.safetensors", Checkpoint(
-        build_model(tiny_model_spec).eval(), tiny_model_spec, TINY_CLASSES, 32))
 
 
 def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_data):

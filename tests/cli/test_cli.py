@@ -15,13 +15,6 @@ from compress.data.config import load_data_config
 from compress.models import build_model
 
 
-@pytest.fixture()
-def tiny_checkpoint(tmp_path, tiny_model_spec):
-    model = build_model(tiny_model_spec).eval()
-    return save_checkpoint(tmp_path / "tiny.safetensors",
-                           Checkpoint(model, tiny_model_spec, ["blue", "green", "red"], 32))
-
-
 def test_eval_json_has_the_promised_keys(tiny_checkpoint, tiny_data):
     code, output = run_cli(["eval", tiny_checkpoint, "--data", tiny_data, "--json"])
     assert code == 0, output

@@ -7,19 +7,12 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_CLASSES, run_cli
+from conftest import run_cli
 
-from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from compress.models import build_model
+from compress.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(),
                                                    reason="no CUDA GPU on this machine")]
-
-
-@pytest.fixture()
-def tiny_checkpoint(tmp_path, tiny_model_spec):
-    return save_checkpoint(tmp_path / "tiny.safetensors", Checkpoint(
-        build_model(tiny_model_spec).eval(), tiny_model_spec, TINY_CLASSES, 32))
 
 
 def test_finetune_on_cuda_uses_mixed_precision_and_learns(tmp_path, tiny_checkpoint, tiny_data,
