@@ -108,7 +108,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
         stage_dir = store.stage_dir(index, name)
         ctx = StageContext(measurer.input_size, input_checkpoint.classes, device,
                            stage_dir, input_checkpoint.model_spec,
-                           teacher=teacher, data=data, seed=recipe.seed)
+                           teacher=teacher, data=data, seed=recipe.seed, echo=echo)
         started = time.perf_counter()
         model = stage.apply(model, ctx)
         resize_to(ctx.input_size)

@@ -7,10 +7,11 @@ after it. What a stage wants to report (ranks chosen, channels kept) goes in
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -38,6 +39,9 @@ class StageContext:
     data: TrainingData | None = None  # None when no data folder was found
     seed: int = 42
     details: dict[str, Any] = field(default_factory=dict)
+    # Progress and notes go here, never to print(): a run, a fine-tune and a search trial
+    # then log the same lines wherever their caller sends them.
+    echo: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         return torch.zeros(batch, 3, self.input_size, self.input_size)
