@@ -4,7 +4,7 @@ A step as `compress.train.fit` takes it with distillation: the student's forward
 backward on a batch, plus the teacher's forward. The two layouts are timed interleaved
 (one step of each, in turn, `--steps` times) so that the machine's drift hits both alike;
 prints the median seconds per step of each and their ratio. fit() trains channels-last on
-the CPU because of this figure (`compress.train.training_memory_format`).
+the CPU because of this figure (`compress.training.loop.training_memory_format`).
 
     python benchmarks/train_speed.py [STUDENT.safetensors] [--teacher BASELINE.safetensors]
         [--batch 64] [--steps 10]

@@ -62,6 +62,25 @@ def make_image_folder(root: Path, per_class: dict[str, int], size: int = 40,
     return root
 
 
+def stage_context(input_size, classes, device, stage_dir, spec, **fields):
+    """A StageContext as the pipeline builds it, with a measurer of the recipe's default
+    bench settings (a stage that decides by measuring asks it)."""
+    from compress.pipeline.measurer import Measurer
+    from compress.recipe.schema import BenchSection, DataSection, ScoreSection
+    from compress.stages.base import StageContext
+
+    measurer = Measurer(BenchSection(), ScoreSection(), DataSection(), fields.get("data"),
+                        device, input_size)
+    return StageContext(input_size, classes, device, stage_dir, spec, measurer=measurer,
+                        **fields)
+
+
+def apply_stage(stage, model, ctx):
+    """The model a stage returns and its result as data (what the record stores)."""
+    output = stage.apply(model, ctx)
+    return output.model, output.result.to_dict()
+
+
 def run_cli(args):
     """Exit code and the combined stdout/stderr of `compress ARGS`."""
     from click.testing import CliRunner

@@ -31,7 +31,7 @@ def test_int8_recipe_on_the_shipped_checkpoint_agrees_with_float32(tmp_path, tra
                             "--out", tmp_path / "run"])
     assert code == 0, output
     stages = json.loads((tmp_path / "run" / "report.json").read_text())["stages"]
-    details = stages[1]["details"]
+    details = stages[1]["result"]
     assert details["checked_on"] == "378 val images"
     assert details["top1_agreement"] >= 0.98
     assert abs(details["macro_f1"]["change"]) < 0.01

@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
+
+from compress.data.folders import make_loader
 
 
 @torch.no_grad()
@@ -23,6 +25,15 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device | str = "
         targets.append(labels)
     model.train(was_training)
     return torch.cat(targets).numpy(), torch.cat(predictions).numpy()
+
+
+def model_macro_f1(model: nn.Module, images: Dataset, classes: list[str],
+                   batch_size: int = 64) -> float:
+    """Macro F1 of a torch model over a labelled dataset, on the model's device."""
+    with torch.no_grad():
+        targets, predictions = predict(model, make_loader(images, batch_size, shuffle=False),
+                                       next(model.parameters()).device)
+    return classification_metrics(targets, predictions, classes)["macro_f1"]
 
 
 def classification_metrics(targets: np.ndarray, predictions: np.ndarray,

@@ -6,13 +6,12 @@ input checkpoint as stage 0); the measurer measures.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
-
-from torch import nn
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data.training_data import resize_training_data
@@ -23,7 +22,7 @@ from compress.pipeline.report import format_row, header_line, write_report
 from compress.pipeline.runstore import RunStore, StageRecord
 from compress.recipe.loading import recipe_to_yaml
 from compress.recipe.schema import Recipe
-from compress.stages.base import StageContext
+from compress.stages.base import Stage, StageContext, StageOutput, StageResult, StageStatus
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
@@ -32,92 +31,131 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
     """Run every stage of `recipe` (validated by load_recipe) into `out_dir`; return one
     record per stage (0 = input). `after_stage` sees each new record once it is saved; an
     exception it raises stops the run there (compress search prunes hopeless trials so)."""
-    store = RunStore(out_dir)
-    input_checkpoint = load_checkpoint(recipe.checkpoint)
-    stages = recipe.stage_objects()
-    store.prepare(recipe_to_yaml(recipe), resume)
-    device = resolve_device(recipe.device)
-    data = open_data(recipe, input_checkpoint)
-    notes = []
-    if data is None:
-        notes.append(f"no data folder at {recipe.data.root}: fine-tuning, macro F1, accuracy, "
-                     "score and data-driven steps are skipped (n/a); give --data ROOT")
-        echo(notes[-1])
-    measurer = Measurer(recipe, data, device, input_checkpoint.input_size)
-    teacher = load_checkpoint(recipe.checkpoint).model  # stages change `model` in place
-    done = {r.index: r for r in store.completed()}
-    echo(header_line())
+    return _Run(recipe, Path(out_dir), resume, echo, after_stage).run()
 
-    def finish(index: int, name: str, model: nn.Module, started: float, details: dict,
-               stage_dir: Path) -> StageRecord:
+
+@dataclass(frozen=True)
+class InputResult(StageResult):
+    checkpoint: str = ""
+
+
+class _Run:
+    """One run of a recipe; its state (the model, the data at the current input size, the
+    records so far) lives here instead of in closures."""
+
+    def __init__(self, recipe: Recipe, out_dir: Path, resume: bool,
+                 echo: Callable[[str], None],
+                 after_stage: Callable[[StageRecord], None] | None):
+        self.recipe, self.out_dir, self.echo, self.after_stage = recipe, out_dir, echo, after_stage
+        self.store = RunStore(out_dir)
+        self.input = recipe.input_checkpoint()  # loaded once, when the recipe was checked
+        self.stages = recipe.stage_objects()
+        self.store.prepare(recipe_to_yaml(recipe), resume)
+        self.device = resolve_device(recipe.device)
+        self.data = open_data(recipe, self.input)
+        self.measurer = Measurer.for_recipe(recipe, self.data, self.device,
+                                            self.input.input_size)
+        self.done = {r.index: r for r in self.store.completed()}
+        self.notes = list(recipe.warnings())
+        if self.data is None:
+            self.notes.append(f"no data folder at {recipe.data.root}: fine-tuning, macro F1, "
+                              "accuracy, score and data-driven steps are skipped (n/a); give "
+                              "--data ROOT")
+        # Stages change their model in place: they work on a copy, the input teaches.
+        self.model = copy.deepcopy(self.input.model)
+
+    def run(self) -> list[StageRecord]:
+        for note in self.notes:
+            self.echo(note)
+        self.echo(header_line())
+        if 0 in self.done:
+            self.echo(format_row(self.done[0]))
+        else:
+            started = time.perf_counter()
+            self._finish(0, "input", StageOutput(self.model, InputResult(
+                checkpoint=self.recipe.checkpoint)), started, _fresh_dir(self.store, 0, "input"))
+        for index, (name, stage) in enumerate(zip(self.recipe.stage_names(), self.stages),
+                                              start=1):
+            if index in self.done:
+                self._resume_past(index)
+            elif stage.needs_data() and self.data is None:
+                self._skip(index, name)
+            else:
+                self._apply(index, name, stage)
+        records = [self.done[i] for i in sorted(self.done)]
+        paths = write_report(self.out_dir, records, self.recipe.model_dump(mode="json"),
+                             self.notes)
+        self.echo("report: " + ", ".join(str(p) for p in paths.values()))
+        return records
+
+    def _apply(self, index: int, name: str, stage: Stage) -> None:
+        stage_dir = self.store.stage_dir(index, name)
+        ctx = StageContext(self.measurer.input_size, self.input.classes, self.device,
+                           stage_dir, self.input.model_spec, teacher=self.input.model,
+                           data=self.data, seed=self.recipe.seed, echo=self.echo,
+                           measurer=self.measurer)
+        started = time.perf_counter()
+        output = stage.apply(self.model, ctx)
+        self.model = output.model
+        if output.input_size is not None:
+            self._resize_to(output.input_size)
+        self._finish(index, name, output, started, stage_dir)
+
+    def _resume_past(self, index: int) -> None:
+        record = self.done[index]
+        self.echo(format_row(record))
+        if record.status is StageStatus.DONE:
+            resumed = load_checkpoint(record.checkpoint)
+            self.model = resumed.model
+            self._resize_to(resumed.input_size)
+
+    def _skip(self, index: int, name: str) -> None:
+        record = replace(self.done[index - 1], index=index, name=name,
+                         status=StageStatus.SKIPPED, note="needs data", seconds=0.0,
+                         slower=False, result={})
+        self.store.write_record(record)
+        self.done[index] = record
+        self.echo(f"skipped stage {index}:{name}: it needs data and none was found")
+
+    def _resize_to(self, size: int) -> None:
+        """Later stages and measurements work at `size` (after a resize stage)."""
+        if size != self.measurer.input_size:
+            if self.data is not None:
+                self.data = resize_training_data(self.data, size, *self.recipe.data.augmentation(),
+                                                 seed=self.recipe.seed)
+            self.measurer.data, self.measurer.input_size = self.data, size
+
+    def _finish(self, index: int, name: str, output: StageOutput, started: float,
+                stage_dir: Path) -> StageRecord:
+        """Save the stage's model (and its ONNX file unless the stage wrote one), measure
+        it, write its record."""
         checkpoint_path = save_checkpoint(stage_dir / "model.safetensors", Checkpoint(
-            model, input_checkpoint.model_spec, input_checkpoint.classes,
-            measurer.input_size, {"stage": name, "details": details}))
-        onnx_path = stage_dir / "model.onnx"
-        if not onnx_path.is_file():  # an export stage writes its own (maybe FP16) file
-            export_onnx(model, onnx_path, measurer.input_size,
-                        classes=input_checkpoint.classes)
-        previous = max((r for r in done.values() if r.status == "done" and r.index < index),
+            output.model, self.input.model_spec, self.input.classes, self.measurer.input_size,
+            {"stage": name, "result": output.result.to_dict()}))
+        onnx_path = output.onnx or export_onnx(output.model, stage_dir / "model.onnx",
+                                               self.measurer.input_size,
+                                               classes=self.input.classes)
+        previous = max((r for r in self.done.values()
+                        if r.status is StageStatus.DONE and r.index < index),
                        key=lambda r: r.index, default=None)
-        record = measurer.measure(index, name, model, checkpoint_path, onnx_path,
-                                  time.perf_counter() - started, details, done.get(0), previous)
-        store.write_record(record)
-        done[index] = record
-        echo(format_row(record))
-        if record.note:
-            echo(f"note: stage {index}:{name}: {record.note}")
-        if record.slower:
-            echo(f"warning: stage {index}:{name} made batch-1 latency worse than stage "
-                 f"{previous.index}:{previous.name} (timed interleaved)")
-        if after_stage is not None:
-            after_stage(record)
+        record = self.measurer.measure(index, name, output.model, checkpoint_path, onnx_path,
+                                       time.perf_counter() - started, output.result,
+                                       self.done.get(0), previous)
+        self.store.write_record(record)
+        self.done[index] = record
+        self._say(record, previous)
+        if self.after_stage is not None:
+            self.after_stage(record)
         return record
 
-    model = input_checkpoint.model
-    if 0 in done:
-        echo(format_row(done[0]))
-    else:
-        started = time.perf_counter()
-        finish(0, "input", model, started, {"checkpoint": recipe.checkpoint},
-               _fresh_dir(store, 0, "input"))
-    def resize_to(size: int) -> None:
-        """Later stages and measurements work at `size` (after a resize stage)."""
-        nonlocal data
-        if size != measurer.input_size:
-            data = None if data is None else resize_training_data(
-                data, size, recipe.data.aug_train,
-                {"n_select": recipe.data.n_select, "level": recipe.data.level}, recipe.seed)
-            measurer.data, measurer.input_size = data, size
-
-    for index, (name, stage) in enumerate(zip(recipe.stage_names(), stages), start=1):
-        if index in done:
-            echo(format_row(done[index]))
-            if done[index].status == "done":
-                resumed = load_checkpoint(done[index].checkpoint)
-                model = resumed.model
-                resize_to(resumed.input_size)
-            continue
-        if stage.needs_data() and data is None:
-            previous = done[index - 1]
-            record = replace(previous, index=index, name=name, status="skipped",
-                             note="needs data", seconds=0.0, slower=False, details={})
-            store.write_record(record)
-            done[index] = record
-            echo(f"skipped stage {index}:{name}: it needs data and none was found")
-            continue
-        stage_dir = store.stage_dir(index, name)
-        ctx = StageContext(measurer.input_size, input_checkpoint.classes, device,
-                           stage_dir, input_checkpoint.model_spec,
-                           teacher=teacher, data=data, seed=recipe.seed, echo=echo)
-        started = time.perf_counter()
-        model = stage.apply(model, ctx)
-        resize_to(ctx.input_size)
-        finish(index, name, model, started, ctx.details, stage_dir)
-
-    records = [done[i] for i in sorted(done)]
-    paths = write_report(Path(out_dir), records, recipe.model_dump(mode="json"), notes)
-    echo("report: " + ", ".join(str(p) for p in paths.values()))
-    return records
+    def _say(self, record: StageRecord, previous: StageRecord | None) -> None:
+        self.echo(format_row(record))
+        stage = f"stage {record.index}:{record.name}"
+        if record.note:
+            self.echo(f"note: {stage}: {record.note}")
+        if record.slower:
+            self.echo(f"warning: {stage} made batch-1 latency worse than stage "
+                      f"{previous.index}:{previous.name} (timed interleaved)")
 
 
 def _fresh_dir(store: RunStore, index: int, name: str) -> Path:

@@ -11,18 +11,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from compress.checkpoint import Checkpoint
 from compress.data.folders import make_loader
 from compress.data.training_data import TrainingData, open_training_data
 from compress.measure.end_to_end import predict_files
-from compress.measure.latency import compare_latency, measure_latency
+from compress.measure.latency import Comparison, compare_latency, measure_latency
 from compress.measure.macs import count_macs, count_params
-from compress.measure.metrics import classification_metrics
+from compress.measure.metrics import classification_metrics, model_macro_f1
 from compress.measure.runners import OrtRunner, provider_for_device
 from compress.measure.score import ScoreConstants, competition_score
 from compress.pipeline.runstore import StageRecord
-from compress.recipe.schema import Recipe
+from compress.recipe.schema import BenchSection, DataSection, Recipe, ScoreSection
+from compress.stages.base import StageResult, StageStatus
 
 # Flag a stage whose batch-1 latency grew by more than 10 %: interleaved ratios of a few
 # hundred runs vary by about 6 % (CV) on the 2-core development VM, so 5 % flagged noise
@@ -36,18 +38,47 @@ def open_data(recipe: Recipe, checkpoint: Checkpoint) -> TrainingData | None:
         return None
     data = recipe.data
     return open_training_data(data.root, checkpoint.classes, checkpoint.input_size, data.split,
-                              data.aug_train, {"n_select": data.n_select, "level": data.level},
-                              data.batch_size, data.num_workers, recipe.seed)
+                              *data.augmentation(), data.batch_size, data.num_workers,
+                              recipe.seed)
 
 
 @dataclass
 class Measurer:
-    """Measures a stage's model and its ONNX file; never changes the model."""
+    """Measures a stage's model and its ONNX file; never changes the model. Stages reach
+    it as `ctx.measurer` (see compress.stages.base.StageMeasurer)."""
 
-    recipe: Recipe
+    bench: BenchSection
+    score_settings: ScoreSection
+    data_settings: DataSection
     data: TrainingData | None
     device: torch.device
     input_size: int
+
+    @classmethod
+    def for_recipe(cls, recipe: Recipe, data: TrainingData | None, device: torch.device,
+                   input_size: int) -> Measurer:
+        return cls(recipe.bench, recipe.score, recipe.data, data, device, input_size)
+
+    @property
+    def provider(self) -> str:
+        return provider_for_device(str(self.device))
+
+    def runner(self, onnx_path: str | Path) -> OrtRunner:
+        return OrtRunner.open(onnx_path, self.provider, self.bench.threads)
+
+    def compare_files(self, path_a: Path, path_b: Path, runs: int | None = None) -> Comparison:
+        return compare_latency(self.runner(path_a), self.runner(path_b), self.input_size, 1,
+                               self.bench.warmup, runs or self.bench.runs)
+
+    def top1(self, path: Path, images: torch.Tensor) -> np.ndarray:
+        runner = self.runner(path)
+        return runner(runner.prepare(images.numpy())).argmax(1)
+
+    def macro_f1(self, targets: np.ndarray, predictions: np.ndarray) -> float:
+        return classification_metrics(targets, predictions, self.data.classes)["macro_f1"]
+
+    def model_macro_f1(self, model: nn.Module, images: Dataset) -> float:
+        return model_macro_f1(model, images, self.data.classes)
 
     def metrics(self, onnx_path: Path) -> tuple[dict | None, float | None]:
         """Macro F1 and accuracy of the ONNX file on the evaluated split, and with
@@ -56,14 +87,14 @@ class Measurer:
             return None, None
         runner = self.runner(onnx_path)
         targets = np.array([label for _, label in self.data.val.samples])
-        if self.recipe.score.time == "end_to_end":
+        if self.score_settings.time == "end_to_end":
             files = [path for path, _ in self.data.val.samples]
             result = predict_files(runner, files, self.input_size, batch_size=1,
-                                   workers=self.recipe.data.num_workers)
+                                   workers=self.data_settings.num_workers)
             predictions, seconds = result.labels, result.seconds
         else:
-            loader = make_loader(self.data.val, self.recipe.data.batch_size, shuffle=False,
-                                 num_workers=self.recipe.data.num_workers)
+            loader = make_loader(self.data.val, self.data_settings.batch_size, shuffle=False,
+                                 num_workers=self.data_settings.num_workers)
             predictions = np.concatenate([runner(runner.prepare(images.numpy())).argmax(1)
                                           for images, _ in loader])
             seconds = None
@@ -75,7 +106,7 @@ class Measurer:
 
         Both ratios come from interleaved timing (A B A B ...), so a busy machine slows
         both models alike instead of flagging the wrong stage."""
-        bench = self.recipe.bench
+        bench = self.bench
         runner = self.runner(onnx_path)
         if baseline is None:
             return measure_latency(runner, self.input_size, 1, bench.warmup, bench.runs), 1.0, 1.0
@@ -89,21 +120,17 @@ class Measurer:
         vs_previous = vs_input if previous is None or previous.index == 0 else against(previous)
         return vs_input.b, vs_input.ratio, vs_previous.ratio
 
-    def runner(self, onnx_path: str | Path) -> OrtRunner:
-        return OrtRunner.open(onnx_path, provider_for_device(str(self.device)),
-                              self.recipe.bench.threads)
-
     def measure(self, index: int, name: str, model: nn.Module, checkpoint_path: Path,
-                onnx_path: Path, seconds: float, details: dict,
+                onnx_path: Path, seconds: float, result: StageResult,
                 baseline: StageRecord | None, previous: StageRecord | None) -> StageRecord:
-        bench = self.recipe.bench
+        bench = self.bench
         one, speedup, vs_previous = self._batch1(onnx_path, baseline, previous)
         latencies = {1: one} | {b: measure_latency(self.runner(onnx_path), self.input_size, b,
                                                    bench.warmup, bench.runs)
                                 for b in bench.batch_sizes[1:]}
         metrics, end_to_end_s = self.metrics(onnx_path)
         record = StageRecord(
-            index=index, name=name, status="done", note=details.get("note", ""),
+            index=index, name=name, status=StageStatus.DONE, note=result.note,
             params=count_params(model),
             macs=count_macs(model, self.input_size), latency_ms=one.median_ms,
             latency_p90_ms=one.p90_ms, speedup_vs_input=speedup,
@@ -114,12 +141,12 @@ class Measurer:
             macro_f1=None if metrics is None else metrics["macro_f1"],
             accuracy=None if metrics is None else metrics["accuracy"],
             score=None, seconds=seconds, checkpoint=str(checkpoint_path), onnx=str(onnx_path),
-            slower=vs_previous * SLOWER_TOLERANCE < 1.0, details=details,
+            slower=vs_previous * SLOWER_TOLERANCE < 1.0, result=result.to_dict(),
             end_to_end_s=end_to_end_s, input_size=self.input_size)
         return replace(record, score=self.score(record, baseline or record))
 
     def score(self, record: StageRecord, baseline: StageRecord) -> float | None:
-        s = self.recipe.score
+        s = self.score_settings
         baseline_f1 = s.baseline_f1 if s.baseline_f1 is not None else baseline.macro_f1
         if record.macro_f1 is None or baseline_f1 is None:
             return None

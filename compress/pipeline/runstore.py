@@ -16,13 +16,14 @@ from typing import Any
 
 from compress.errors import UserError
 from compress.fileio import write_json_atomic
+from compress.stages.base import StageStatus
 
 
 @dataclass(frozen=True)
 class StageRecord:
     index: int
     name: str
-    status: str  # "done" or "skipped"
+    status: StageStatus
     note: str
     params: int
     macs: int
@@ -38,9 +39,12 @@ class StageRecord:
     checkpoint: str
     onnx: str
     slower: bool = False
-    details: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)  # the stage's typed result, as data
     end_to_end_s: float | None = None  # decode + preprocess + predict the split, batch 1
     input_size: int | None = None  # the stage's model input size (a resize stage changes it)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", StageStatus(self.status))  # as read from JSON
 
 
 class RunStore:
@@ -73,4 +77,4 @@ class RunStore:
 
     def write_record(self, record: StageRecord) -> None:
         write_json_atomic(self.stage_dir(record.index, record.name) / "record.json",
-                          asdict(record))
+                          asdict(record) | {"status": record.status.value})

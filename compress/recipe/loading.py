@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from compress.errors import UserError
 from compress.fileio import read_yaml_file
 from compress.recipe.overrides import apply_override
-from compress.recipe.schema import Recipe, _stage_entry
-from compress.stages.registry import create_stage, list_stages
+from compress.recipe.schema import Recipe, stage_entry
+from compress.stages.registry import list_stages, stage_class
 
 
 def _describe_error(error: dict[str, Any]) -> str:
@@ -44,30 +44,22 @@ def read_raw_recipe(path: str | Path, overrides: list[str] = (),
 
 
 def recipe_from_raw(raw: dict[str, Any], path: str | Path) -> Recipe:
-    """Validate a recipe mapping (errors name `path`, the key and what was wanted)."""
+    """Validate a recipe mapping once (errors name `path`, the key and what was wanted):
+    the sections, each stage's typed config, and each stage against the input model."""
     try:
         recipe = Recipe(**raw)
     except ValidationError as exc:
         raise UserError(f"recipe {path}: {_describe_error(exc.errors()[0])}") from None
-    known = list_stages()
-    for index, entry in enumerate(recipe.stages):
-        if len(entry) != 1:
-            raise UserError(f"recipe {path}: stages.{index}: expected one stage name with its "
-                            f"options, e.g. '- prune: {{ratio: 0.3}}'")
-        name, options = _stage_entry(entry)
-        if name not in known:
-            raise UserError(f"recipe {path}: stages.{index}: unknown stage {name!r} "
-                            f"(known: {', '.join(known)})")
+    _check_stage_names(recipe, path)
+    for index, name in enumerate(recipe.stage_names()):
         try:
-            create_stage(name, options)
+            stage_class(name).Config(**stage_entry(recipe.stages[index])[1])
         except ValidationError as exc:
             raise UserError(f"recipe {path}: stages.{index}.{name}."
                             f"{_describe_error(exc.errors()[0])}") from None
     if not Path(recipe.checkpoint).is_file():
         raise UserError(f"recipe {path}: checkpoint: file {recipe.checkpoint} not found")
-    from compress.checkpoint import load_checkpoint
-
-    model = load_checkpoint(recipe.checkpoint).model
+    model = recipe.input_checkpoint().model
     for index, (name, stage) in enumerate(zip(recipe.stage_names(), recipe.stage_objects())):
         try:
             stage.check(model)  # e.g. a rank larger than the layer, a pattern matching nothing
@@ -76,5 +68,22 @@ def recipe_from_raw(raw: dict[str, Any], path: str | Path) -> Recipe:
     return recipe
 
 
+def _check_stage_names(recipe: Recipe, path: str | Path) -> None:
+    known = list_stages()
+    for index, entry in enumerate(recipe.stages):
+        if len(entry) != 1:
+            raise UserError(f"recipe {path}: stages.{index}: expected one stage name with its "
+                            f"options, e.g. '- prune: {{ratio: 0.3}}'")
+        name = stage_entry(entry)[0]
+        if name not in known:
+            raise UserError(f"recipe {path}: stages.{index}: unknown stage {name!r} "
+                            f"(known: {', '.join(known)})")
+
+
 def recipe_to_yaml(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    """The recipe with every default spelled out, stage options included: what a run
+    actually used. Loading it gives the same recipe (tests/recipe: the round trip)."""
+    data = recipe.model_dump(mode="json")
+    data["stages"] = [{name: stage.config.model_dump(mode="json")}
+                      for name, stage in zip(recipe.stage_names(), recipe.stage_objects())]
+    return yaml.safe_dump(data, sort_keys=False)

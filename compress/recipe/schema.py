@@ -15,12 +15,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from compress import defaults
+from compress.checkpoint import Checkpoint, load_checkpoint
 from compress.data.config import TrainPolicy
 from compress.recipe.search_space import SearchSection
 from compress.stages.base import Stage
 from compress.stages.registry import create_stage
+
+# Stages after which accuracy drops until a fine-tune follows.
+NEEDS_RECOVERY = ("prune", "drop", "decompose", "resize")
 
 
 class _Strict(BaseModel):
@@ -30,11 +35,15 @@ class _Strict(BaseModel):
 class DataSection(_Strict):
     root: str = "../shared/data/trashnet"
     split: str = Field("val", description="split that F1 and accuracy are measured on")
-    batch_size: int = Field(64, ge=1)
-    num_workers: int = Field(2, ge=0)
-    aug_train: TrainPolicy = "randaugment_train"
+    batch_size: int = Field(defaults.BATCH_SIZE, ge=1)
+    num_workers: int = Field(defaults.NUM_WORKERS, ge=0)
+    aug_train: TrainPolicy = defaults.AUG_TRAIN
     n_select: int = Field(2, ge=0)
     level: int | None = Field(9, ge=0, le=30)
+
+    def augmentation(self) -> tuple[str, dict[str, Any]]:
+        """The training augmentation policy and its parameters, as the data YAML names them."""
+        return self.aug_train, {"n_select": self.n_select, "level": self.level}
 
 
 class BenchSection(_Strict):
@@ -74,7 +83,7 @@ class Recipe(_Strict):
     device: str = "auto"
     bench: BenchSection = Field(default_factory=BenchSection)
     score: ScoreSection = Field(default_factory=ScoreSection)
-    seed: int = 42
+    seed: int = defaults.SEED
     stages: list[dict[str, dict[str, Any] | None]] = Field(min_length=1)
     search: SearchSection | None = Field(None, description="compress search: the space")
 
@@ -85,13 +94,39 @@ class Recipe(_Strict):
             raise ValueError("expected auto, cpu or cuda[:N]")
         return value
 
+    # Built once from `stages` (validated there) and the input checkpoint, loaded once.
+    _stage_objects: list[Stage] | None = PrivateAttr(None)
+    _input: Checkpoint | None = PrivateAttr(None)
+
     def stage_objects(self) -> list[Stage]:
-        return [create_stage(*_stage_entry(entry)) for entry in self.stages]
+        """The stages with their typed configs (pydantic.ValidationError on a bad option)."""
+        if self._stage_objects is None:
+            self._stage_objects = [create_stage(*stage_entry(entry)) for entry in self.stages]
+        return self._stage_objects
+
+    def input_checkpoint(self) -> Checkpoint:
+        """The input checkpoint, read once; stages must work on a copy of its model."""
+        if self._input is None:
+            self._input = load_checkpoint(self.checkpoint)
+        return self._input
+
+    def warnings(self) -> list[str]:
+        """Cross-stage rules that a recipe may break at its own risk."""
+        names = self.stage_names()
+        found = []
+        if "quantize" in names[:-1]:
+            found.append("warning: quantize is not the last stage: the stages after it work "
+                         "on the float32 model and the INT8 file is not carried on")
+        for index, name in enumerate(names):
+            if name in NEEDS_RECOVERY and "finetune" not in names[index + 1:]:
+                found.append(f"warning: stages.{index}.{name} changes the model's weights or "
+                             "input size and no finetune follows it to recover the accuracy")
+        return found
 
     def stage_names(self) -> list[str]:
-        return [_stage_entry(entry)[0] for entry in self.stages]
+        return [stage_entry(entry)[0] for entry in self.stages]
 
 
-def _stage_entry(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def stage_entry(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     (name, options), = entry.items()
     return name, options or {}

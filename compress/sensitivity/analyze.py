@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from compress.errors import UserError
+from compress.fileio import write_atomic
 from compress.sensitivity.cuts import (
     Cut,
     SensitivityContext,
@@ -22,6 +26,69 @@ from compress.sensitivity.cuts import (
 )
 
 KINDS = ("prune", "squeeze_excite", "residual_block")
+FILES = ("sensitivity.json", "sensitivity.csv", "sensitivity.png")
+
+
+def parse_kinds(text: str) -> list[str]:
+    """`prune,squeeze_excite` -> the kinds, each one of KINDS."""
+    chosen = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = sorted(set(chosen) - set(KINDS))
+    if unknown or not chosen:
+        raise UserError(f"--kinds: unknown {', '.join(unknown) or '(none given)'}; choose from "
+                        + ", ".join(KINDS))
+    return chosen
+
+
+def parse_ratios(text: str) -> list[float]:
+    """`0.25,0.5` -> channel ratios, each strictly between 0 and 1."""
+    try:
+        ratios = [float(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        ratios = []
+    if not ratios or any(not 0 < r < 1 for r in ratios):
+        raise UserError(f"--ratios {text!r}: give comma-separated ratios between 0 and 1")
+    return ratios
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What `compress analyze` found and where it wrote it."""
+
+    baseline_f1: float
+    cuts: list[Cut]
+    latency: bool  # whether each cut was timed
+    out_dir: Path
+
+    def table_lines(self) -> list[str]:
+        """The cuts from the least to the most harmful, and the files written."""
+        lines = [f"baseline val macro F1 {self.baseline_f1:.4f} (BatchNorm re-estimated)",
+                 f"{'kind':<16}{'target':<34}{'ratio':>6}{'F1 drop':>9}{'MACs saved':>12}"
+                 + ("  latency saved" if self.latency else "")]
+        for c in sorted(self.cuts, key=lambda c: c.f1_drop):
+            lines.append(f"{c.kind:<16}{c.target:<34}{c.ratio:>6.2f}{c.f1_drop:>9.4f}"
+                         f"{c.macs_saved:>12,}" + (f"  {c.latency_saved:>12.1%}"
+                                                   if c.latency_saved is not None else ""))
+        lines.append(f"wrote {self.out_dir}/{', '.join(FILES)}")
+        return lines
+
+
+def analyze_to_folder(checkpoint_path: str, data_root: str, out: str | Path,
+                      kinds: str = ",".join(KINDS), ratios: str = "0.25,0.5,0.75",
+                      measure_latency: bool = False, calibration_images: int = 256,
+                      seed: int = 0, progress: Callable[[str], None] = lambda what: None
+                      ) -> Analysis:
+    """`compress analyze`: the options as typed on the command line (checked before any
+    work starts), the analysis, and its table, CSV and plot written as FILES in `out`."""
+    baseline_f1, cuts = analyze_checkpoint(
+        checkpoint_path, data_root, parse_kinds(kinds), parse_ratios(ratios), measure_latency,
+        calibration_images, seed, progress)
+    out_dir = Path(out)
+    write_atomic(out_dir / FILES[0], json.dumps(
+        {"checkpoint": checkpoint_path, "baseline_macro_f1": baseline_f1,
+         "cuts": [c.as_dict() for c in cuts]}, indent=1))
+    write_atomic(out_dir / FILES[1], cuts_csv(cuts))
+    plot_cuts(out_dir / FILES[2], cuts, baseline_f1)
+    return Analysis(baseline_f1, cuts, measure_latency, out_dir)
 
 
 def analyze_checkpoint(checkpoint_path: str, data_root: str, kinds: list[str],

@@ -17,24 +17,14 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from compress.data.folders import make_loader
 from compress.measure.macs import count_macs
-from compress.measure.metrics import classification_metrics, predict
+from compress.measure.metrics import model_macro_f1
 from compress.ops.batchnorm import recalibrate_batchnorm
 from compress.ops.blocks import replace_with_identity, residual_block_paths, squeeze_excite_paths
 from compress.ops.pruning import prunable_groups, prune_groups
-
-
-def val_macro_f1(model: nn.Module, val: Dataset, classes: list[str],
-                 batch_size: int = 64) -> float:
-    with torch.no_grad():
-        targets, predictions = predict(model, make_loader(val, batch_size, shuffle=False),
-                                       next(model.parameters()).device)
-    return classification_metrics(targets, predictions, classes)["macro_f1"]
 
 
 @dataclass(frozen=True)
@@ -63,11 +53,16 @@ class SensitivityContext:
     measure_latency: bool = False
     latency_runs: int = 100
     seed: int = 0
+    # A stage passes its measurer's model_macro_f1, so that the pipeline's one measurer
+    # judges its cuts; None: model_macro_f1 (compress analyze, tests).
+    macro_f1_of: Callable[[nn.Module, Dataset], float] | None = None
 
     def evaluate(self, model: nn.Module) -> float:
         recalibrate_batchnorm(model, self.calibration, self.recalibration_batches,
                               seed=self.seed)
-        return val_macro_f1(model, self.val, self.classes)
+        if self.macro_f1_of is not None:
+            return self.macro_f1_of(model, self.val)
+        return model_macro_f1(model, self.val, self.classes)
 
 
 def _latency_saved(original: nn.Module, changed: nn.Module, ctx: SensitivityContext) -> float:

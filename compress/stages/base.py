@@ -1,29 +1,84 @@
-"""The stage contract: a typed config (unknown keys rejected) and apply(model, ctx) -> model.
+"""The stage contract: a typed config (unknown keys rejected) and
+apply(model, ctx) -> StageOutput (the model plus a typed, frozen result).
 
 A stage changes the model and nothing else: the pipeline saves, exports and measures
-after it. What a stage wants to report (ranks chosen, channels kept) goes in
-`ctx.details`; files it produces go in `ctx.stage_dir`.
+after it. What a stage reports (ranks chosen, channels kept) is its result, a frozen
+dataclass serialised into the stage's record; files it produces go in `ctx.stage_dir`. A
+stage that must decide by measuring (keep INT8 only when faster, `ratio: auto`) asks
+`ctx.measurer`, the pipeline's one measurer; it never times a model or computes macro F1
+itself. Counting MACs is structure, not measurement: a stage may count them.
 """
 
 from __future__ import annotations
 
 import sys
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
+from torch.utils.data import Dataset
 
 from compress.data.training_data import TrainingData
+
+if TYPE_CHECKING:  # a type only: stages never time models themselves
+    from compress.measure.latency import Comparison
 
 
 class StageConfig(BaseModel):
     """Base of every stage's options: the recipe keys, typed; unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageStatus(str, Enum):
+    DONE = "done"
+    SKIPPED = "skipped"  # it needs data and the run has none
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage reports besides its model; each stage kind subclasses it with typed
+    fields. `note` is one line the pipeline shows after the stage's row."""
+
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """What apply() returns."""
+
+    model: nn.Module
+    result: StageResult
+    onnx: Path | None = None  # a deployable file the stage wrote (export, quantize); None:
+    #                           the pipeline exports the model itself
+    input_size: int | None = None  # the new input size (resize); None: unchanged
+
+
+class StageMeasurer(Protocol):
+    """What a stage may ask of the pipeline's measurer (compress.pipeline.measurer)."""
+
+    provider: str  # the ONNX Runtime provider every latency is measured with
+
+    def compare_files(self, path_a: Path, path_b: Path, runs: int | None = None) -> Comparison:
+        """Batch-1 latency of two ONNX files, timed interleaved; ratio = a / b."""
+
+    def top1(self, path: Path, images: torch.Tensor) -> np.ndarray:
+        """Top-1 class of each image by an ONNX file."""
+
+    def macro_f1(self, targets: np.ndarray, predictions: np.ndarray) -> float:
+        """Macro F1 as the competition computes it."""
+
+    def model_macro_f1(self, model: nn.Module, images: Dataset) -> float:
+        """Macro F1 of a torch model on a labelled dataset."""
 
 
 @dataclass
@@ -38,7 +93,7 @@ class StageContext:
     teacher: nn.Module | None = None  # the input checkpoint's model, for distillation
     data: TrainingData | None = None  # None when no data folder was found
     seed: int = 42
-    details: dict[str, Any] = field(default_factory=dict)
+    measurer: StageMeasurer | None = None
     # Progress and notes go here, never to print(): a run, a fine-tune and a search trial
     # then log the same lines wherever their caller sends them.
     echo: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
@@ -64,5 +119,5 @@ class Stage(ABC):
         """Validate options against the input model before any work; raise ValueError."""
 
     @abstractmethod
-    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
-        """Return the changed model (may be the same object, changed in place)."""
+    def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
+        """The changed model (may be the same object, changed in place) and the result."""

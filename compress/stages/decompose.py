@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -18,10 +19,17 @@ from compress.ops.decomposition import (
     unfold,
     vbmf_rank,
 )
-from compress.stages.base import Stage, StageConfig, StageContext
+from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
 
 Rank = int | tuple[int, int]
+
+
+@dataclass(frozen=True)
+class DecomposeResult(StageResult):
+    rank_rule: str = ""
+    decomposed: dict[str, dict[str, Any]] = field(default_factory=dict)  # layer -> ranks, MACs
+    skipped: dict[str, str] = field(default_factory=dict)  # layer -> why it was left alone
 
 
 class DecomposeConfig(StageConfig):
@@ -150,7 +158,7 @@ class Decompose(Stage):
         return (round_rank(rule(0, out_dim), out_dim, cfg.round_to),
                 round_rank(rule(1, in_dim), in_dim, cfg.round_to))
 
-    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+    def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         cfg = self.config
         pixels = _spatial_sizes(model, ctx.input_size)
         layers, skipped = {}, {}
@@ -182,5 +190,5 @@ class Decompose(Stage):
                             "ranks": list(ranks) if kind == "tucker2"
                             else [ranks[0]], "macs_before": before, "macs_after": after,
                             "relative_error": error}
-        ctx.details.update({"rank_rule": cfg.ranks, "decomposed": layers, "skipped": skipped})
-        return model
+        return StageOutput(model, DecomposeResult(rank_rule=cfg.ranks, decomposed=layers,
+                                                  skipped=skipped))

@@ -11,7 +11,8 @@ with a fine-tune (distillation helps) to win the accuracy back.
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from pydantic import Field
 from torch import nn
@@ -21,10 +22,20 @@ from compress.measure.macs import count_macs
 from compress.ops.batchnorm import recalibrate_batchnorm
 from compress.ops.blocks import replace_with_identity, residual_block_paths, squeeze_excite_paths
 from compress.sensitivity.cuts import SensitivityContext, calibration_subset, module_cuts
-from compress.stages.base import Stage, StageConfig, StageContext
+from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
 
 Selection = Literal["none", "all", "auto"] | list[str]
+
+
+@dataclass(frozen=True)
+class DropResult(StageResult):
+    removed_squeeze_excite: list[str] = field(default_factory=list)
+    removed_residual_blocks: list[str] = field(default_factory=list)
+    macs_before: int = 0
+    macs_after: int = 0
+    squeeze_excite_sensitivity: dict[str, Any] | None = None  # auto: what it chose from
+    residual_block_sensitivity: dict[str, Any] | None = None
 
 
 class DropConfig(StageConfig):
@@ -54,10 +65,11 @@ class Drop(Stage):
                     raise ValueError(f"{kind}: {', '.join(unknown)} not found; the model has "
                                      + (", ".join(finder(model)) or "none"))
 
-    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+    def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         cfg = self.config
         macs_before = count_macs(model, ctx.input_size)
         chosen: dict[str, list[str]] = {}
+        analyses: dict[str, dict] = {}  # kind -> the sensitivity analysis auto chose from
         calibration = None
         if ctx.data is not None:
             calibration = calibration_subset(
@@ -68,10 +80,11 @@ class Drop(Stage):
                 ("residual_block", residual_block_paths, cfg.residual_blocks)):
             if selection == "auto":
                 sensitivity = SensitivityContext(ctx.input_size, ctx.classes, calibration,
-                                                 ctx.data.val, seed=ctx.seed)
+                                                 ctx.data.val, seed=ctx.seed,
+                                                 macro_f1_of=ctx.measurer.model_macro_f1)
                 baseline_f1, cuts = module_cuts(model, sensitivity, [kind])
-                ctx.details[f"{kind}_sensitivity"] = {
-                    "baseline_macro_f1": baseline_f1, "cuts": [c.as_dict() for c in cuts]}
+                analyses[kind] = {"baseline_macro_f1": baseline_f1,
+                                  "cuts": [c.as_dict() for c in cuts]}
                 chosen[kind] = [c.target for c in cuts if c.f1_drop <= cfg.max_f1_drop]
             else:
                 chosen[kind] = finder(model) if selection == "all" else \
@@ -83,8 +96,8 @@ class Drop(Stage):
         replace_with_identity(model, removed_blocks + gates)
         if calibration is not None:
             recalibrate_batchnorm(model, calibration, seed=ctx.seed)
-        ctx.details.update({"removed_squeeze_excite": gates,
-                            "removed_residual_blocks": removed_blocks,
-                            "macs_before": macs_before,
-                            "macs_after": count_macs(model, ctx.input_size)})
-        return model
+        return StageOutput(model, DropResult(
+            removed_squeeze_excite=gates, removed_residual_blocks=removed_blocks,
+            macs_before=macs_before, macs_after=count_macs(model, ctx.input_size),
+            squeeze_excite_sensitivity=analyses.get("squeeze_excite"),
+            residual_block_sensitivity=analyses.get("residual_block")))

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 from pydantic import Field
 from torch import nn
 
 from compress.errors import StageFailed
-from compress.measure.latency import compare_latency
-from compress.measure.runners import OrtRunner, provider_for_device
 from compress.ops.onnx_export import check_parity, convert_fp16, export_onnx
-from compress.stages.base import Stage, StageConfig, StageContext
+from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
 
 FP32_MAX_RELATIVE_ERROR = 1e-4
 FP16_MIN_TOP1_AGREEMENT = 0.99
+
+
+@dataclass(frozen=True)
+class ExportResult(StageResult):
+    fp16: bool = False
+    opset: int = 17
+    checks: dict[str, Any] = field(default_factory=dict)  # parity with torch per precision
+    fp16_speedup_vs_float32_b1: float | None = None
 
 
 class ExportConfig(StageConfig):
@@ -33,16 +42,14 @@ def parity_images(ctx: StageContext, count: int) -> tuple[torch.Tensor, str]:
         "random inputs (no data)"
 
 
-def _fp16_speed_note(fp32_path, fp16_path, ctx: StageContext) -> str:
+def _fp16_speed(fp32_path, fp16_path, ctx: StageContext) -> tuple[float, str]:
     """FP16 is a GPU format: say what it costs or gains on the device the run measures."""
-    provider = provider_for_device(str(ctx.device))
-    timing = compare_latency(OrtRunner.open(fp32_path, provider),
-                             OrtRunner.open(fp16_path, provider), ctx.input_size, runs=100)
-    ctx.details["fp16_speedup_vs_float32_b1"] = timing.ratio
-    verdict = "slower" if timing.ratio < 1 else "faster"
+    ratio = ctx.measurer.compare_files(fp32_path, fp16_path).ratio
+    provider = ctx.measurer.provider
+    verdict = "slower" if ratio < 1 else "faster"
     hint = " (CPUs have no fast FP16 arithmetic: keep float32 or use INT8 there; FP16 is " \
-           "for CUDA / TensorRT)" if provider == "cpu" and timing.ratio < 1 else ""
-    return f"FP16 is {verdict} than float32 on {provider}: {timing.ratio:.2f}x at batch 1{hint}"
+           "for CUDA / TensorRT)" if provider == "cpu" and ratio < 1 else ""
+    return ratio, f"FP16 is {verdict} than float32 on {provider}: {ratio:.2f}x at batch 1{hint}"
 
 
 @register_stage
@@ -51,7 +58,7 @@ class Export(Stage):
     Config = ExportConfig
     config: ExportConfig
 
-    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+    def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         cfg = self.config
         deployable = ctx.stage_dir / "model.onnx"
         fp32_path = ctx.stage_dir / ("model_fp32.onnx" if cfg.fp16 else "model.onnx")
@@ -69,6 +76,10 @@ class Export(Stage):
             if fp16["top1_agreement"] < FP16_MIN_TOP1_AGREEMENT:
                 raise StageFailed(f"export: FP16 top-1 agreement {fp16['top1_agreement']:.1%} "
                                   f"< {FP16_MIN_TOP1_AGREEMENT:.0%} on {source}")
-            ctx.details["note"] = _fp16_speed_note(fp32_path, deployable, ctx)
-        ctx.details.update({"fp16": cfg.fp16, "opset": cfg.opset, "checks": checks})
-        return model
+            speedup, note = _fp16_speed(fp32_path, deployable, ctx)
+            return StageOutput(model, ExportResult(note=note, fp16=True, opset=cfg.opset,
+                                                   checks=checks,
+                                                   fp16_speedup_vs_float32_b1=speedup),
+                               onnx=deployable)
+        return StageOutput(model, ExportResult(fp16=False, opset=cfg.opset, checks=checks),
+                           onnx=deployable)

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field, field_validator
 from torch import nn
 
 from compress.checkpoint import Checkpoint, load_checkpoint
-from compress.stages.base import Stage, StageConfig, StageContext
+from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
 from compress.training.engine import TrainConfig, fit
 from compress.training.freeze import POLICIES, apply_freeze
+
+
+@dataclass(frozen=True)
+class FinetuneResult(StageResult):
+    freeze: str | list[str] = "none"
+    trainable_tensors: int = 0
+    keep: str = "last"
+    kept_epoch: int | None = None
+    val_macro_f1: float | None = None  # of the kept epoch, as the engine measured it
+    best_epoch: int | None = None
+    best_val_macro_f1: float | None = None
+    distill: dict[str, float] | None = None
+    skipped: str | None = None  # why nothing was trained
 
 
 class DistillConfig(StageConfig):
@@ -49,13 +63,13 @@ class Finetune(Stage):
     def needs_data(self) -> bool:
         return True
 
-    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+    def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         cfg = self.config
         trainable, freeze_bn_stats = apply_freeze(model, cfg.freeze, ctx.base_model_spec)
         if not trainable:  # e.g. freeze: decomposed after a decompose stage that changed nothing
             model.requires_grad_(True)
-            ctx.details.update({"freeze": cfg.freeze, "skipped": "no parameter left to train"})
-            return model
+            return StageOutput(model, FinetuneResult(freeze=cfg.freeze,
+                                                     skipped="no parameter left to train"))
         train_config = TrainConfig(
             epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size or ctx.data.batch_size,
             weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
@@ -65,10 +79,9 @@ class Finetune(Stage):
             distill_alpha=cfg.distill.alpha if cfg.distill else 0.0, keep=cfg.keep)
         template = Checkpoint(model, ctx.base_model_spec, ctx.classes, ctx.input_size)
         result = fit(model, ctx.data.train, ctx.data.val, train_config, ctx.stage_dir / "train",
-                     template, teacher=ctx.teacher if cfg.distill else None)
-        ctx.details.update({"freeze": cfg.freeze, "trainable_tensors": len(trainable),
-                            "keep": cfg.keep, "kept_epoch": result.epoch,
-                            "val_macro_f1": result.val_f1, "best_epoch": result.best_epoch,
-                            "best_val_macro_f1": result.best_f1,
-                            "distill": cfg.distill.model_dump() if cfg.distill else None})
-        return load_checkpoint(result.path).model
+                     template, teacher=ctx.teacher if cfg.distill else None, echo=ctx.echo)
+        return StageOutput(load_checkpoint(result.path).model, FinetuneResult(
+            freeze=cfg.freeze, trainable_tensors=len(trainable), keep=cfg.keep,
+            kept_epoch=result.epoch, val_macro_f1=result.val_f1, best_epoch=result.best_epoch,
+            best_val_macro_f1=result.best_f1,
+            distill=cfg.distill.model_dump() if cfg.distill else None))

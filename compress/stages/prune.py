@@ -7,7 +7,8 @@ the result is a smaller dense model. The classifier's output width never changes
 from __future__ import annotations
 
 import fnmatch
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from torch import nn
@@ -15,12 +16,25 @@ from torch import nn
 from compress.measure.macs import count_macs
 from compress.ops.blocks import classifier_layer
 from compress.ops.pruning import importance_criterion
-from compress.stages.base import Stage, StageConfig, StageContext
+from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
 
 # How finely a MACs target is approached: the ratio grows in this many steps up to 0.95.
 _TARGET_STEPS = 60
 _MAX_RATIO = 0.95
+
+
+@dataclass(frozen=True)
+class PruneResult(StageResult):
+    importance: str = ""
+    ratio: str | float | None = None  # as configured; None: approach target_macs
+    steps: int | None = None  # pruning steps taken (uniform ratios)
+    macs_before: int = 0
+    macs_after: int = 0
+    macs_kept: float = 1.0
+    widths: dict[str, list[int]] = field(default_factory=dict)  # layer -> [before, after]
+    ratios: dict[str, float] = field(default_factory=dict)  # auto: group -> ratio
+    sensitivity: dict[str, Any] | None = None  # auto: the analysis it chose from
 
 
 class PruneConfig(StageConfig):
@@ -85,15 +99,16 @@ class Prune(Stage):
             loss = nn.functional.cross_entropy(model(images.to(ctx.device)), labels.to(ctx.device))
             loss.backward()
 
-    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+    def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         import torch_pruning as tp
 
         cfg = self.config
+        note = ""
         if cfg.ratio == "auto":
             if ctx.data is not None:
                 return self._apply_auto(model, ctx)
-            ctx.details["note"] = ("ratio: auto needs a data folder for its sensitivity "
-                                   "analysis: uniform ratios to the same target_macs instead")
+            note = ("ratio: auto needs a data folder for its sensitivity analysis: uniform "
+                    "ratios to the same target_macs instead")
         ignored = [classifier_layer(model)]
         for pattern in cfg.ignore:
             ignored += _matching(model, pattern)
@@ -120,19 +135,15 @@ class Prune(Stage):
             taken += 1
         model.zero_grad(set_to_none=True)
         macs_after = count_macs(model, ctx.input_size)
-        ctx.details.update({
-            "importance": cfg.importance, "steps": taken,
-            "macs_before": macs_before, "macs_after": macs_after,
-            "macs_kept": macs_after / macs_before,
-            "widths": {n: [widths_before[n], m.out_channels] for n, m in model.named_modules()
-                       if isinstance(m, nn.Conv2d) and n in widths_before
-                       and m.out_channels != widths_before[n]},
-        })
-        return model.cpu()
+        widths = {n: [widths_before[n], m.out_channels] for n, m in model.named_modules()
+                  if isinstance(m, nn.Conv2d) and n in widths_before
+                  and m.out_channels != widths_before[n]}
+        return StageOutput(model.cpu(), PruneResult(
+            note=note, importance=cfg.importance, ratio=cfg.ratio, steps=taken,
+            macs_before=macs_before, macs_after=macs_after, macs_kept=macs_after / macs_before,
+            widths=widths))
 
-
-
-    def _apply_auto(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+    def _apply_auto(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         """Per-group ratios from the sensitivity of each group alone (see
         compress.sensitivity.allocate_ratios), applied in one step."""
         import copy
@@ -149,7 +160,8 @@ class Prune(Stage):
             ctx.data.train.with_transform(eval_transform(ctx.input_size)),
             cfg.calibration_images, ctx.seed)
         sensitivity = SensitivityContext(ctx.input_size, ctx.classes, calibration,
-                                         ctx.data.val, seed=ctx.seed)
+                                         ctx.data.val, seed=ctx.seed,
+                                         macro_f1_of=ctx.measurer.model_macro_f1)
         baseline_f1, cuts = prune_cuts(model, sensitivity, cfg.sensitivity_ratios,
                                        cfg.importance, cfg.round_to)
         cuts = [c for c in cuts if not any(c.target == n for n, m in model.named_modules()
@@ -164,10 +176,7 @@ class Prune(Stage):
         ratios = allocate_ratios(cuts, macs_of, int(cfg.target_macs * macs_before))
         prune_groups(model, ctx.input_size, ratios, cfg.importance, cfg.round_to, ignored)
         macs_after = count_macs(model, ctx.input_size)
-        ctx.details.update({
-            "importance": cfg.importance, "ratio": "auto", "ratios": ratios,
-            "macs_before": macs_before, "macs_after": macs_after,
-            "macs_kept": macs_after / macs_before,
-            "sensitivity": {"baseline_macro_f1": baseline_f1,
-                            "cuts": [c.as_dict() for c in cuts]}})
-        return model
+        return StageOutput(model, PruneResult(
+            importance=cfg.importance, ratio="auto", ratios=ratios, macs_before=macs_before,
+            macs_after=macs_after, macs_kept=macs_after / macs_before,
+            sensitivity={"baseline_macro_f1": baseline_f1, "cuts": [c.as_dict() for c in cuts]}))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -22,12 +23,23 @@ from torch import nn
 from compress.data.folders import read_image
 from compress.data.transforms import eval_transform
 from compress.errors import StageFailed
-from compress.measure.latency import compare_latency
-from compress.measure.runners import OrtRunner, provider_for_device
 from compress.ops.onnx_export import export_onnx, set_metadata
-from compress.stages.base import Stage, StageConfig, StageContext
+from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.export import parity_images
 from compress.stages.registry import register_stage
+
+
+@dataclass(frozen=True)
+class QuantizeResult(StageResult):
+    kept: Literal["int8", "float32"] = "float32"
+    top1_agreement: float = 0.0  # INT8 against float32
+    checked_on: str = ""
+    int8_speedup_vs_float32_b1: float = 1.0
+    float32_b1_ms: float = 0.0
+    int8_b1_ms: float = 0.0
+    int8_ops: dict[str, int] = field(default_factory=dict)
+    excluded_nodes: list[str] = field(default_factory=list)
+    macro_f1: dict[str, float] | None = None  # float32, int8, change (None without data)
 
 
 class QuantizeConfig(StageConfig):
@@ -155,7 +167,7 @@ class Quantize(Stage):
     def needs_data(self) -> bool:
         return self.config.mode == "static"
 
-    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+    def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         cfg = self.config
@@ -165,34 +177,29 @@ class Quantize(Stage):
         quant_pre_process(str(float_path), str(prepared),
                           skip_optimization=not cfg.optimize_before)
         int8_path = ctx.stage_dir / "model_int8.onnx"
-        self._quantize(prepared, int8_path, ctx)
+        excluded = self._quantize(prepared, int8_path, ctx)
         images, targets, source = _val_images(ctx)
-        provider = provider_for_device(str(ctx.device))
-        float_runner, int8_runner = (OrtRunner.open(p, provider) for p in (float_path, int8_path))
-        float_top1 = float_runner(float_runner.prepare(images.numpy())).argmax(1)
-        int8_top1 = int8_runner(int8_runner.prepare(images.numpy())).argmax(1)
+        float_top1, int8_top1 = (ctx.measurer.top1(p, images) for p in (float_path, int8_path))
         agreement = float(np.mean(float_top1 == int8_top1))
-        timing = compare_latency(float_runner, int8_runner, ctx.input_size,
-                                 runs=cfg.timing_runs)
+        timing = ctx.measurer.compare_files(float_path, int8_path, runs=cfg.timing_runs)
         choice, reason = choose_model(agreement, cfg.min_agreement, timing.ratio, cfg.keep,
                                       cfg.min_speedup)
-        shutil.copyfile(int8_path if choice == "int8" else float_path,
-                        ctx.stage_dir / "model.onnx")
-        ctx.details.update({
-            "kept": choice, "note": reason, "top1_agreement": agreement,
-            "checked_on": f"{len(images)} {source}",
-            "int8_speedup_vs_float32_b1": timing.ratio,
-            "float32_b1_ms": timing.a.median_ms, "int8_b1_ms": timing.b.median_ms,
-            "int8_ops": _op_counts(int8_path)})
+        deployable = ctx.stage_dir / "model.onnx"
+        shutil.copyfile(int8_path if choice == "int8" else float_path, deployable)
+        macro_f1 = None
         if targets is not None:
-            from sklearn.metrics import f1_score
+            macro_f1 = {name: ctx.measurer.macro_f1(targets, top1)
+                        for name, top1 in (("float32", float_top1), ("int8", int8_top1))}
+            macro_f1["change"] = macro_f1["int8"] - macro_f1["float32"]
+        return StageOutput(model, QuantizeResult(
+            note=reason, kept=choice, top1_agreement=agreement,
+            checked_on=f"{len(images)} {source}", int8_speedup_vs_float32_b1=timing.ratio,
+            float32_b1_ms=timing.a.median_ms, int8_b1_ms=timing.b.median_ms,
+            int8_ops=_op_counts(int8_path), excluded_nodes=excluded, macro_f1=macro_f1),
+            onnx=deployable)
 
-            f1 = {name: float(f1_score(targets, top1, average="macro", zero_division=0))
-                  for name, top1 in (("float32", float_top1), ("int8", int8_top1))}
-            ctx.details["macro_f1"] = f1 | {"change": f1["int8"] - f1["float32"]}
-        return model
-
-    def _quantize(self, prepared: Path, out: Path, ctx: StageContext) -> None:
+    def _quantize(self, prepared: Path, out: Path, ctx: StageContext) -> list[str]:
+        """Write the INT8 model to `out`; return the nodes kept in float32."""
         import onnx
         from onnxruntime import quantization as q
 
@@ -221,10 +228,10 @@ class Quantize(Stage):
                                   "percentile": q.CalibrationMethod.Percentile}.get(
                                       cfg.ranges, q.CalibrationMethod.MinMax),
                 extra_options={"TensorQuantOverrides": overrides} if overrides else None)
-            ctx.details["excluded_nodes"] = excluded
         quantized = onnx.load(str(out))
         set_metadata(quantized, ctx.classes, ctx.input_size)
         onnx.save(quantized, str(out))
+        return excluded
 
 
 def _op_counts(path: Path) -> dict[str, int]:

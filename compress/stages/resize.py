@@ -8,12 +8,20 @@ knob: the default recipe keeps the baseline's size, so that it measures compress
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from pydantic import Field
 from torch import nn
 
-from compress.stages.base import Stage, StageConfig, StageContext
+from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
+
+
+@dataclass(frozen=True)
+class ResizeResult(StageResult):
+    input_size_before: int = 0
+    input_size_after: int = 0
 
 
 class ResizeConfig(StageConfig):
@@ -35,8 +43,7 @@ class Resize(Stage):
             raise ValueError(f"the model does not run at {size}x{size}: "
                              f"{str(exc).splitlines()[0]}") from None
 
-    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
-        ctx.details.update({"input_size_before": ctx.input_size,
-                            "input_size_after": self.config.input_size})
-        ctx.input_size = self.config.input_size
-        return model
+    def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
+        size = self.config.input_size
+        return StageOutput(model, ResizeResult(input_size_before=ctx.input_size,
+                                               input_size_after=size), input_size=size)

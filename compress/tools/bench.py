@@ -3,12 +3,16 @@ interleaved with a second model, with MACs, achieved GFLOP/s and the device's pe
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compress.errors import UserError
 from compress.measure.latency import Comparison, Latency, compare_latency, measure_latency
+from compress.measure.machine import format_machine, machine_info, peak_gflops, usable_cores
 from compress.measure.runners import OrtRunner, TorchRunner
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
@@ -158,3 +162,52 @@ def format_rows(rows: list[BenchRow]) -> list[str]:
             cells += [f"{row.comparison.a.median_ms:.3f}", f"{row.comparison.ratio:.2f}x"]
         lines.append("".join(f"{c:>10}" for c in cells))
     return lines
+
+
+def _model_line(target: BenchModel, other: BenchModel | None) -> str:
+    return (f"model: {target.path}, {target.input_size}x{target.input_size}, "
+            f"{target.macs / 1e6:.2f} M MACs per image, provider {target.runner.provider}"
+            + (f"; interleaved with {other.path}" if other else ""))
+
+
+def _summary_lines(rows: list[BenchRow], target: BenchModel, other: BenchModel | None,
+                   peak: float | None) -> list[str]:
+    lines = format_rows(rows)
+    if other:
+        lines.append(f"speed-up = median({other.path}) / median({target.path}), per batch size")
+    if peak:
+        best = max(row.gflops for row in rows)
+        lines.append(f"peak float32 MatMul on this device: {peak:.1f} GFLOP/s; the model "
+                     f"reaches {best:.2f} GFLOP/s ({best / peak:.1%} of it)")
+    return lines
+
+
+def bench_files(model_path: str | Path, other_path: str | Path | None = None, *,
+                provider: str = "cpu", batches: Sequence[int] = (1, 8), threads: int | None = None,
+                warmup: int = 20, runs: int = 300, seconds: float | None = None,
+                input_size: int | None = None, compile_model: bool = False, peak: bool = True,
+                as_json: bool = False, echo: Callable[[str], None] = print,
+                note: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+                ) -> list[BenchRow]:
+    """`compress bench`: the machine and model header, then the table (or, with `as_json`,
+    one JSON object per batch size on `echo` and the header on `note`, so that stdout stays
+    machine-readable). `threads` defaults to the cores this process may use."""
+    threads = threads or usable_cores()
+    info = machine_info(threads)
+    target = open_model(model_path, provider, threads, input_size, compile_model)
+    other = open_model(other_path, provider, threads, target.input_size, compile_model) \
+        if other_path else None
+    header = note if as_json else echo
+    header(format_machine(info))
+    for model_note in {target.note, other and other.note} - {None}:
+        header(f"note: {model_note}")
+    header(_model_line(target, other))
+    rows = bench(target, list(batches), warmup, runs, seconds, other,
+                 progress=lambda b: None if as_json else note(f"timing batch {b} ..."))
+    peak_value = peak_gflops(provider, threads) if peak and "torch" not in \
+        target.runner.provider else None
+    lines = [json.dumps(row.as_dict() | {"model": target.path, "peak_gflops": peak_value})
+             for row in rows] if as_json else _summary_lines(rows, target, other, peak_value)
+    for line in lines:
+        echo(line)
+    return rows

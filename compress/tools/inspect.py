@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from compress.checkpoint import Checkpoint
+from compress.checkpoint import Checkpoint, load_checkpoint
 from compress.measure.macs import count_params, layer_macs
 
 
@@ -49,6 +49,14 @@ def onnx_summary(path: str, input_size: int | None = None) -> dict[str, Any]:
     return {"model": f"ONNX file {path}", "classes": classes, "input_size": opened.input_size,
             "params": onnx_params(path), "macs": sum(macs.values()), "layers": layers,
             "info": {}}
+
+
+def summarize(path: str, input_size: int | None = None) -> dict[str, Any]:
+    """The summary of a compress checkpoint or an .onnx file (`input_size`: where the file
+    has no fixed one, the size to count MACs at)."""
+    if str(path).endswith(".onnx"):
+        return onnx_summary(path, input_size)
+    return checkpoint_summary(load_checkpoint(path))
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from compress.errors import UserError
+from compress.fileio import write_atomic
+from compress.measure.end_to_end import Predictions, list_images, predict_files
+from compress.measure.machine import usable_cores
+from compress.tools.bench import open_model
 
 OUTPUT_FORMATS = ("csv", "json")
 
@@ -37,3 +42,37 @@ def model_classes(model: Any, classes_option: str | None) -> list[str]:
     if not classes:
         raise UserError(f"{model.path} stores no class names: give --classes a,b,c")
     return classes
+
+
+def predict_folder(model_path: str, images_dir: str | Path, out: str | Path,
+                   output_format: str = "csv", provider: str = "cpu", batch_size: int = 1,
+                   workers: int | None = None, threads: int | None = None,
+                   classes: str | None = None,
+                   note: Callable[[str], None] = lambda line: None) -> Predictions:
+    """Predict every image under `images_dir` and write `out` atomically (a failed run keeps
+    the old file). `workers` and `threads` default to the usable cores; `note` gets the
+    progress lines. Returns the labels and the end-to-end and model times."""
+    out_path = Path(out)
+    if out_path.is_dir():
+        raise UserError(f"--out {out}: is a folder, give a file name")
+    files = list_images(images_dir)
+    opened = open_model(model_path, provider, threads or usable_cores())
+    if opened.note:
+        note(f"note: {opened.note}")
+    class_names = model_classes(opened, classes)
+    workers = usable_cores() if workers is None else workers
+    note(f"predicting {len(files)} images with {model_path} "
+         f"({opened.runner.provider}, batch {batch_size}, {workers} workers)")
+    result = predict_files(opened.runner, files, opened.input_size, batch_size, workers)
+    if int(result.labels.max()) >= len(class_names):
+        raise UserError(f"{model_path} predicts {int(result.labels.max()) + 1}+ classes but "
+                        f"{len(class_names)} class names were given")
+    write_atomic(out_path, format_predictions(files, Path(images_dir), result.labels,
+                                              class_names, output_format))
+    return result
+
+
+def summary_line(out: str | Path, result: Predictions) -> str:
+    return (f"wrote {out}: {len(result.labels)} images in {result.seconds:.2f} s "
+            f"({result.images_per_s:.1f} images/s end to end; the model took "
+            f"{result.model_seconds:.2f} s, {result.model_seconds / result.seconds:.0%})")

@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data.training_data import TrainingData, open_training_data
 from compress.device import resolve_device
+from compress.fileio import write_json_atomic
+from compress.pipeline.measurer import Measurer
+from compress.recipe.schema import BenchSection, DataSection, ScoreSection
 from compress.stages.base import StageContext
 from compress.stages.registry import create_stage
 from compress.training.distributed import distributed_from_env
+from compress.training.freeze import POLICIES
 
 
 def _context(checkpoint: Checkpoint, out: Path, data: TrainingData | None, device: str,
              teacher=None) -> StageContext:
-    return StageContext(checkpoint.input_size, checkpoint.classes, resolve_device(device), out,
-                        checkpoint.model_spec, teacher=teacher, data=data)
+    """A stage's context outside a recipe: the recipe's default bench and data settings."""
+    torch_device = resolve_device(device)
+    measurer = Measurer(BenchSection(), ScoreSection(), DataSection(), data, torch_device,
+                        checkpoint.input_size)
+    return StageContext(checkpoint.input_size, checkpoint.classes, torch_device, out,
+                        checkpoint.model_spec, teacher=teacher, data=data, measurer=measurer)
+
+
+def freeze_policy(text: str | list[str]) -> str | list[str]:
+    """One of the policy names of compress.training.freeze, else a list of patterns."""
+    if isinstance(text, list) or text in POLICIES:
+        return text
+    return [p.strip() for p in text.split(",") if p.strip()]
 
 
 def finetune_checkpoint(path: str, data_root: str, out: str, freeze: str | list[str],
                         epochs: int, lr: float, distill: bool, batch_size: int,
                         device: str, keep: str = "last") -> tuple[Path, dict[str, Any]]:
+    """`freeze` as typed after --freeze: a policy name or comma-separated parameter-name
+    patterns (or a list of patterns)."""
     checkpoint = load_checkpoint(path)
-    options = {"epochs": epochs, "lr": lr, "freeze": freeze, "keep": keep}
+    options = {"epochs": epochs, "lr": lr, "freeze": freeze_policy(freeze), "keep": keep}
     if distill:
         options["distill"] = {}
     stage = create_stage("finetune", options)
@@ -32,14 +48,15 @@ def finetune_checkpoint(path: str, data_root: str, out: str, freeze: str | list[
     ctx = _context(checkpoint, out_dir, open_training_data(
         data_root, checkpoint.classes, checkpoint.input_size, batch_size=batch_size), device,
                    teacher=load_checkpoint(path).model if distill else None)
-    model = stage.apply(checkpoint.model, ctx)
+    output = stage.apply(checkpoint.model, ctx)
+    details = output.result.to_dict()
     result = out_dir / "finetuned.safetensors"
     if distributed_from_env().is_main:  # under torchrun, rank 0 alone writes
         save_checkpoint(result, Checkpoint(
-            model, checkpoint.model_spec, checkpoint.classes, checkpoint.input_size,
-            {**checkpoint.info, "finetune": ctx.details}))
-        (out_dir / "finetune.json").write_text(json.dumps(ctx.details, indent=1))
-    return result, ctx.details
+            output.model, checkpoint.model_spec, checkpoint.classes, checkpoint.input_size,
+            {**checkpoint.info, "finetune": details}))
+        write_json_atomic(out_dir / "finetune.json", details)
+    return result, details
 
 
 def export_checkpoint(path: str, out: str, fp16: bool, opset: int,
@@ -54,7 +71,7 @@ def export_checkpoint(path: str, out: str, fp16: bool, opset: int,
     stage = create_stage("export", {"fp16": fp16, "opset": opset})
     with tempfile.TemporaryDirectory() as tmp:
         ctx = _context(checkpoint, Path(tmp), data, "cpu")
-        stage.apply(checkpoint.model, ctx)
+        output = stage.apply(checkpoint.model, ctx)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(Path(tmp) / "model.onnx"), out)
-    return ctx.details["checks"]
+        shutil.move(str(output.onnx), out)
+    return output.result.checks

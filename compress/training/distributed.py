@@ -23,8 +23,8 @@ class Distributed:
 
 def distributed_from_env() -> Distributed:
     """torchrun sets RANK, WORLD_SIZE and LOCAL_RANK for every process it starts."""
-    return Distributed(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                       int(os.environ.get("LOCAL_RANK", 0)))
+    return Distributed(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                       int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def join_process_group(job: Distributed, device: torch.device) -> torch.device:
@@ -39,13 +39,15 @@ def join_process_group(job: Distributed, device: torch.device) -> torch.device:
     return device
 
 
-def _wait_for_main() -> None:
+def wait_for_main() -> None:
+    """Block until every process reaches this point (rank 0 is the slow one: it saves)."""
     import torch.distributed as dist
 
     dist.barrier()
 
 
-def _from_main(value):
+def from_main(value):
+    """Rank 0's `value`, in every process (any picklable object)."""
     import torch.distributed as dist
 
     holder = [value]

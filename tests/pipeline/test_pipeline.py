@@ -63,9 +63,9 @@ def test_every_stage_is_saved_measured_and_reported(tmp_path, tiny_recipe):
     assert stages[0]["score"] == pytest.approx(1.0)  # the input is its own baseline
     assert stages[0]["speedup_vs_input"] == 1.0 and stages[1]["speedup_vs_input"] > 0
     assert stages[1]["macs"] < stages[0]["macs"] and stages[3]["macs"] < stages[2]["macs"]
-    assert stages[3]["details"]["decomposed"]
-    assert stages[5]["details"]["checks"]["fp16"]["top1_agreement"] >= 0.99
-    speedup = stages[5]["details"]["fp16_speedup_vs_float32_b1"]
+    assert stages[3]["result"]["decomposed"]
+    assert stages[5]["result"]["checks"]["fp16"]["top1_agreement"] >= 0.99
+    speedup = stages[5]["result"]["fp16_speedup_vs_float32_b1"]
     assert stages[5]["note"].startswith("FP16 is") and f"{speedup:.2f}x" in stages[5]["note"]
     assert (out / "report.md").read_text().count("\n| ") == 7
     assert (out / "report.png").stat().st_size > 1000
@@ -123,7 +123,7 @@ def test_end_to_end_time_drives_the_score_when_asked(tmp_path, tiny_recipe):
         f1_term = 1 / (1 + math.exp(-20 * (stages[0]["macro_f1"] - stage["macro_f1"])))
         assert stage["score"] == pytest.approx(time_term + f1_term)
     quantize = stages[2]
-    assert quantize["details"]["kept"] in ("int8", "float32")
+    assert quantize["result"]["kept"] in ("int8", "float32")
     assert quantize["note"] and quantize["note"] in output
 
 
@@ -139,7 +139,7 @@ def test_resize_changes_the_input_size_of_every_later_stage(tmp_path, tiny_recip
     stages = _report(out)["stages"]
     assert [s["input_size"] for s in stages] == [32, 24, 24, 24]
     assert stages[1]["macs"] < 0.6 * stages[0]["macs"]  # (24/32)^2 = 0.5625
-    assert stages[2]["details"]["val_macro_f1"] == pytest.approx(stages[2]["macro_f1"],
+    assert stages[2]["result"]["val_macro_f1"] == pytest.approx(stages[2]["macro_f1"],
                                                                  abs=1e-6)
     from compress.checkpoint import load_checkpoint
     from compress.measure.runners import OrtRunner

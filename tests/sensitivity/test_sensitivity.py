@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import TINY_CLASSES, TINY_MNV3
+from conftest import TINY_CLASSES, TINY_MNV3, apply_stage, stage_context
 from torch import nn
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -20,7 +20,6 @@ from compress.ops.onnx_export import check_parity, export_onnx
 from compress.ops.pruning import prunable_groups, prune_groups
 from compress.sensitivity.allocation import allocate_ratios
 from compress.sensitivity.cuts import SensitivityContext, module_cuts, prune_cuts
-from compress.stages.base import StageContext
 from compress.stages.registry import create_stage
 from compress.training.engine import distillation_loss
 
@@ -38,9 +37,9 @@ def data(tiny_data) -> TrainingData:
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
     torch.manual_seed(0)
-    ctx = StageContext(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path_factory.mktemp("ft"),
+    ctx = stage_context(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path_factory.mktemp("ft"),
                        SPEC, data=data)
-    return create_stage("finetune", {"epochs": 3, "lr": 0.05}).apply(build_model(SPEC), ctx)
+    return create_stage("finetune", {"epochs": 3, "lr": 0.05}).apply(build_model(SPEC), ctx).model
 
 
 def _sensitivity(data) -> SensitivityContext:
@@ -88,12 +87,12 @@ def test_allocation_reaches_the_target_and_spares_sensitive_groups():
 def test_ratio_auto_meets_its_macs_target_within_5_percent(tmp_path, trained, data, target):
     model = copy.deepcopy(trained)
     before = count_macs(model, SIZE)
-    ctx = StageContext(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path, SPEC, data=data)
-    pruned = create_stage("prune", {"ratio": "auto", "target_macs": target,
-                                    "calibration_images": 16}).apply(model, ctx)
+    ctx = stage_context(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path, SPEC, data=data)
+    pruned, result = apply_stage(create_stage("prune", {"ratio": "auto", "target_macs": target,
+                                    "calibration_images": 16}), model, ctx)
     kept = count_macs(pruned, SIZE) / before
     assert abs(kept - target) <= 0.05 * target, kept
-    assert ctx.details["macs_kept"] == pytest.approx(kept)
+    assert result["macs_kept"] == pytest.approx(kept)
     # (Which groups give more is tested on known sensitivities above: on these colour
     # folders every cut keeps F1 at 1.0, so the ratios here may all be equal.)
     x = torch.randn(2, 3, SIZE, SIZE)
@@ -107,10 +106,10 @@ def test_ratio_auto_without_data_prunes_uniformly_to_the_target_and_says_so(tmp_
     assert not stage.needs_data()  # a run without a data folder still reaches the size
     model = copy.deepcopy(trained)
     before = count_macs(model, SIZE)
-    ctx = StageContext(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path, SPEC, data=None)
-    pruned = stage.apply(model, ctx)
+    ctx = stage_context(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path, SPEC, data=None)
+    pruned, result = apply_stage(stage, model, ctx)
     assert 0.45 <= count_macs(pruned, SIZE) / before <= 0.5
-    assert "uniform ratios" in ctx.details["note"] and "ratios" not in ctx.details
+    assert "uniform ratios" in result["note"] and not result["ratios"]
 
 
 def test_ratio_auto_needs_a_target():
@@ -128,10 +127,10 @@ def test_prune_groups_keeps_the_classifier_width(trained):
 def test_drop_all_squeeze_excite_gates_reloads_and_exports(tmp_path, trained, data):
     model = copy.deepcopy(trained)
     gates = squeeze_excite_paths(model)
-    ctx = StageContext(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path, SPEC, data=data)
-    dropped = create_stage("drop", {"squeeze_excite": "all"}).apply(model, ctx)
-    assert squeeze_excite_paths(dropped) == [] and ctx.details["removed_squeeze_excite"] == gates
-    assert ctx.details["macs_after"] < ctx.details["macs_before"]
+    ctx = stage_context(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path, SPEC, data=data)
+    dropped, result = apply_stage(create_stage("drop", {"squeeze_excite": "all"}), model, ctx)
+    assert squeeze_excite_paths(dropped) == [] and result["removed_squeeze_excite"] == gates
+    assert result["macs_after"] < result["macs_before"]
     path = save_checkpoint(tmp_path / "d.safetensors",
                            Checkpoint(dropped, SPEC, TINY_CLASSES, SIZE))
     loaded = load_checkpoint(path).model
@@ -143,17 +142,17 @@ def test_drop_all_squeeze_excite_gates_reloads_and_exports(tmp_path, trained, da
 
 def test_drop_auto_removes_exactly_the_cheap_modules(tmp_path, trained, data):
     model = copy.deepcopy(trained)
-    ctx = StageContext(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path, SPEC, data=data)
-    create_stage("drop", {"squeeze_excite": "auto", "residual_blocks": "auto",
-                          "max_f1_drop": 0.05, "calibration_images": 16}).apply(model, ctx)
+    ctx = stage_context(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path, SPEC, data=data)
+    _, result = apply_stage(create_stage("drop", {"squeeze_excite": "auto", "residual_blocks": "auto",
+                          "max_f1_drop": 0.05, "calibration_images": 16}), model, ctx)
     for kind, removed in (("squeeze_excite", "removed_squeeze_excite"),
                           ("residual_block", "removed_residual_blocks")):
-        cuts = ctx.details[f"{kind}_sensitivity"]["cuts"]
+        cuts = result[f"{kind}_sensitivity"]["cuts"]
         expected = [c["target"] for c in cuts if c["f1_drop"] <= 0.05]
         if kind == "squeeze_excite":  # gates inside a removed block go with it
             expected = [g for g in expected if not any(
-                g.startswith(b + ".") for b in ctx.details["removed_residual_blocks"])]
-        assert ctx.details[removed] == expected
+                g.startswith(b + ".") for b in result["removed_residual_blocks"])]
+        assert result[removed] == expected
 
 
 def test_drop_names_unknown_modules():

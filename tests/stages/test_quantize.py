@@ -9,14 +9,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import TINY_CLASSES, TINY_MNV3
+from conftest import TINY_CLASSES, TINY_MNV3, stage_context
 
 from compress.data.config import DataConfig
 from compress.data.training_data import TrainingData, train_val_datasets
 from compress.errors import StageFailed
 from compress.models import build_model
 from compress.ops.onnx_export import export_onnx, ort_logits, ort_session
-from compress.stages.base import StageContext
 from compress.stages.quantize import QuantizeConfig, choose_model, per_image_quantile_ranges
 from compress.stages.registry import create_stage
 
@@ -53,17 +52,16 @@ def trained(tiny_data, tmp_path_factory):
                                                         img_size=SIZE, num_workers=0))
     data = TrainingData(train, val, classes, batch_size=8, num_workers=0)
     model = build_model(spec)
-    ctx = StageContext(SIZE, TINY_CLASSES, torch.device("cpu"),
+    ctx = stage_context(SIZE, TINY_CLASSES, torch.device("cpu"),
                        tmp_path_factory.mktemp("ft"), spec, data=data)
-    model = create_stage("finetune", {"epochs": 4, "lr": 0.05}).apply(model, ctx)
+    model = create_stage("finetune", {"epochs": 4, "lr": 0.05}).apply(model, ctx).model
     return model.eval(), spec, data
 
 
 def _quantize(tmp_path, trained, **options):
     model, spec, data = trained
-    ctx = StageContext(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path, spec, data=data)
-    create_stage("quantize", {"timing_runs": 20, **options}).apply(model, ctx)
-    return ctx.details
+    ctx = stage_context(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path, spec, data=data)
+    return create_stage("quantize", {"timing_runs": 20, **options}).apply(model, ctx).result.to_dict()
 
 
 def _op_types(path) -> set[str]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import apply_stage, stage_context
 from torch import nn
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -15,7 +16,6 @@ from compress.measure.macs import count_macs, layer_macs
 from compress.models import build_model
 from compress.ops.decomposition import svd_conv1x1, svd_linear, tucker2_conv
 from compress.ops.onnx_export import check_parity, export_onnx
-from compress.stages.base import StageContext
 from compress.stages.registry import create_stage, list_stages
 
 TV_SMALL = {"kind": "torchvision", "name": "mobilenet_v3_small", "num_classes": 3,
@@ -24,7 +24,7 @@ SIZE = 64
 
 
 def _ctx(tmp_path: Path, spec: dict, data: TrainingData | None = None, teacher=None):
-    return StageContext(SIZE, ["blue", "green", "red"], torch.device("cpu"), tmp_path, spec,
+    return stage_context(SIZE, ["blue", "green", "red"], torch.device("cpu"), tmp_path, spec,
                         teacher=teacher, data=data)
 
 
@@ -58,18 +58,18 @@ def test_prune_shrinks_macs_keeps_the_classifier_and_reloads(tmp_path, tiny_mode
     before = count_macs(model, SIZE)
     stage = create_stage("prune", {"importance": importance, "ratio": 0.5})
     ctx = _ctx(tmp_path, spec)
-    pruned = stage.apply(model, ctx)
+    pruned, result = apply_stage(stage, model, ctx)
     assert count_macs(pruned, SIZE) < 0.6 * before
     assert pruned(torch.randn(2, 3, SIZE, SIZE)).shape == (2, 3)
-    assert ctx.details["widths"], "some conv must have lost channels"
-    assert all(new % 8 == 0 or new == old for old, new in ctx.details["widths"].values())
+    assert result["widths"], "some conv must have lost channels"
+    assert all(new % 8 == 0 or new == old for old, new in result["widths"].values())
     _reload_and_export(tmp_path, pruned, spec)
 
 
 def test_prune_to_a_macs_target_and_ignored_layers(tmp_path, tiny_model_spec):
     model = build_model(tiny_model_spec).eval()
     stage = create_stage("prune", {"target_macs": 0.5, "ignore": ["model.0.*"]})
-    pruned = stage.apply(model, _ctx(tmp_path, tiny_model_spec))
+    pruned, result = apply_stage(stage, model, _ctx(tmp_path, tiny_model_spec))
     assert pruned.model[0].conv.out_channels == 16
     kept = count_macs(pruned, SIZE) / count_macs(build_model(tiny_model_spec), SIZE)
     assert kept <= 0.5
@@ -79,7 +79,7 @@ def test_prune_taylor_uses_real_gradients(tmp_path, tiny_model_spec, tiny_data):
     model = build_model(tiny_model_spec).eval()
     stage = create_stage("prune", {"importance": "taylor", "ratio": 0.3})
     assert stage.needs_data()
-    pruned = stage.apply(model, _ctx(tmp_path, tiny_model_spec, _tiny_data(tiny_data)))
+    pruned, result = apply_stage(stage, model, _ctx(tmp_path, tiny_model_spec, _tiny_data(tiny_data)))
     assert pruned(torch.randn(1, 3, SIZE, SIZE)).shape == (1, 3)
 
 
@@ -91,13 +91,13 @@ def test_decompose_never_increases_a_layers_macs(tmp_path, ranks):
     before_total = count_macs(model, SIZE)
     stage = create_stage("decompose", {**ranks, "min_layer_macs": 0, "min_macs_reduction": 0.0})
     ctx = _ctx(tmp_path, spec)
-    decomposed = stage.apply(model, ctx)
-    assert ctx.details["decomposed"], "something must be decomposed at these ranks"
-    for name, layer in ctx.details["decomposed"].items():
+    decomposed, result = apply_stage(stage, model, ctx)
+    assert result["decomposed"], "something must be decomposed at these ranks"
+    for name, layer in result["decomposed"].items():
         assert layer["macs_after"] <= layer["macs_before"], name
         assert all(r % 8 == 0 or r in layer["shape"] for r in layer["ranks"]), layer
     measured = layer_macs(decomposed, SIZE)
-    for name, layer in ctx.details["decomposed"].items():
+    for name, layer in result["decomposed"].items():
         assert sum(v for k, v in measured.items() if k.startswith(name + ".")) == layer["macs_after"]
     assert count_macs(decomposed, SIZE) < before_total
     _reload_and_export(tmp_path, decomposed, spec)
@@ -107,9 +107,9 @@ def test_decompose_skips_depthwise_and_layers_that_would_cost_more(tmp_path, tin
     model = build_model(tiny_model_spec).eval()
     stage = create_stage("decompose", {"ranks": "ratio", "ratio": 1.0, "min_layer_macs": 0})
     ctx = _ctx(tmp_path, tiny_model_spec)
-    stage.apply(model, ctx)
-    assert ctx.details["decomposed"] == {}  # full ratio never pays
-    assert not any(".conv.3" in name for name in ctx.details["skipped"])  # depthwise: not tried
+    _, result = apply_stage(stage, model, ctx)
+    assert result["decomposed"] == {}  # full ratio never pays
+    assert not any(".conv.3" in name for name in result["skipped"])  # depthwise: not tried
 
 
 def test_full_rank_factorisation_reproduces_the_model(tiny_model_spec):
@@ -150,7 +150,7 @@ def test_freeze_policies_train_exactly_what_they_say(tmp_path, tiny_model_spec, 
     model = _decomposed_tiny(tiny_model_spec)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     stage = create_stage("finetune", {"epochs": 1, "lr": 0.05, "freeze": policy})
-    tuned = stage.apply(model, _ctx(tmp_path, tiny_model_spec, _tiny_data(tiny_data)))
+    tuned, result = apply_stage(stage, model, _ctx(tmp_path, tiny_model_spec, _tiny_data(tiny_data)))
     after = tuned.state_dict()
     params = dict(model.named_parameters())
     should_train = {
@@ -177,16 +177,16 @@ def test_finetune_with_distillation_runs(tmp_path, tiny_model_spec, tiny_data):
     student = build_model(tiny_model_spec)
     stage = create_stage("finetune", {"epochs": 1, "distill": {"temperature": 2.0, "alpha": 0.7}})
     ctx = _ctx(tmp_path, tiny_model_spec, _tiny_data(tiny_data), teacher=teacher)
-    stage.apply(student, ctx)
-    assert ctx.details["distill"] == {"temperature": 2.0, "alpha": 0.7}
+    _, result = apply_stage(stage, student, ctx)
+    assert result["distill"] == {"temperature": 2.0, "alpha": 0.7}
 
 
 @pytest.mark.parametrize("fp16", [False, True])
 def test_export_checks_parity_on_real_images(tmp_path, tiny_model_spec, tiny_data, fp16):
     model = build_model(tiny_model_spec).eval()
     ctx = _ctx(tmp_path, tiny_model_spec, _tiny_data(tiny_data))
-    create_stage("export", {"fp16": fp16}).apply(model, ctx)
-    checks = ctx.details["checks"]
+    _, result = apply_stage(create_stage("export", {"fp16": fp16}), model, ctx)
+    checks = result["checks"]
     assert checks["check_inputs"] == "val images" and checks["fp32"]["relative_error"] < 1e-4
     assert (tmp_path / "model.onnx").is_file()
     if fp16:
@@ -202,6 +202,6 @@ def test_finetune_with_nothing_left_to_train_keeps_the_model(tmp_path, tiny_mode
     model = build_model(tiny_model_spec)  # nothing decomposed
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ctx = _ctx(tmp_path, tiny_model_spec, _tiny_data(tiny_data))
-    tuned = create_stage("finetune", {"epochs": 1, "freeze": "decomposed"}).apply(model, ctx)
-    assert ctx.details["skipped"] == "no parameter left to train"
+    tuned, result = apply_stage(create_stage("finetune", {"epochs": 1, "freeze": "decomposed"}), model, ctx)
+    assert result["skipped"] == "no parameter left to train"
     assert all(torch.equal(before[k], v) for k, v in tuned.state_dict().items())

@@ -80,6 +80,19 @@ def test_an_unknown_keep_is_a_user_error(tmp_path, tiny_data, tiny_model_spec):
         fit(model, train_set, val_set, TrainConfig(epochs=1, keep="first"), tmp_path, template)
 
 
+def test_echo_gets_one_line_per_epoch_and_nothing_goes_to_stderr(
+        tmp_path, tiny_data, tiny_model_spec, capsys):
+    """Library code never prints: a search trial's log gets the lines through `echo`."""
+    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    config = TrainConfig(epochs=2, lr=0.05, batch_size=8, num_workers=0, device="cpu")
+    lines = []
+    fit(model, train_set, val_set, config, tmp_path, template, echo=lines.append)
+    assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    assert all("val macro F1" in line for line in lines)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_data, tiny_model_spec,
                                                           monkeypatch):
     config = TrainConfig(epochs=4, lr=0.05, batch_size=8, num_workers=0, device="cpu")

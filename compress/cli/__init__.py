@@ -1,0 +1,61 @@
+"""The `compress` command line: the click group and the one place where errors become exit
+codes. Each command (one module per family) parses its options, calls one library function
+and prints; torch is imported only inside the commands, so that `--help` starts fast."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from compress import __version__
+from compress.cli.analyze import analyze
+from compress.cli.bench import bench, predict
+from compress.cli.models import export, import_command, inspect
+from compress.cli.run import run, search
+from compress.cli.train import eval_command, finetune, train
+from compress.errors import StageFailed, UserError
+
+
+def _one_line(exc: BaseException) -> str:
+    message = str(exc).strip()
+    if "Original Traceback" in message:  # re-raised from a DataLoader worker
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    return message.splitlines()[0] if message else type(exc).__name__
+
+
+class _Group(click.Group):
+    """Exit codes: 2 for a user error (bad input, one line, never a traceback), 1 for a stage
+    that ran but failed its check (e.g. export parity), 130 for Ctrl-C. Any other exception
+    is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {_one_line(exc)}", err=True)
+            sys.exit(2)
+        except StageFailed as exc:
+            click.echo(f"error: {_one_line(exc)}", err=True)
+            sys.exit(1)
+        except click.UsageError as exc:  # a bad option of a sub-command: one line too
+            if exc.ctx is None or exc.ctx.command is self:
+                raise
+            click.echo(f"error: {exc.ctx.command_path}: {exc.format_message()}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished steps are kept; run again to resume", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="compress")
+def main() -> None:
+    """Compress small vision classifiers: prune, decompose, fine-tune, export, measure."""
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+
+
+for _command in (train, eval_command, inspect, import_command, run, finetune, export, bench,
+                 predict, analyze, search):  # the order of `compress --help` is by name
+    main.add_command(_command)

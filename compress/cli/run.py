@@ -1,0 +1,88 @@
+"""`compress run` and `compress search`: a recipe run once, or searched with Optuna."""
+
+from __future__ import annotations
+
+import click
+
+# Options that `run` and `search` share: the same recipe overrides.
+_recipe_data_option = click.option(
+    "--data", "data_root", default=None,
+    help="Data root (ROOT/train, ROOT/val); overrides the recipe's data.root.")
+_recipe_set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a recipe value, e.g. --set stages.1.epochs=1 (repeatable).")
+
+
+@click.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@_recipe_data_option
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Run folder [default: runs/<recipe name>].")
+@_recipe_set_option
+@click.option("--resume", is_flag=True, help="Continue after the last finished stage.")
+def run(recipe, data_root, out, overrides, resume) -> None:
+    """Run a recipe: stages, each saved and measured (latency, MACs, params, F1, score).
+
+    Without a data folder, stages and figures that need images are skipped and marked n/a.
+    """
+    from pathlib import Path
+
+    from compress.pipeline.loop import run_recipe
+    from compress.recipe.loading import load_recipe
+
+    parsed = load_recipe(recipe, list(overrides), data_root)
+    run_recipe(parsed, out or Path("runs") / Path(recipe).stem, resume, echo=click.echo)
+
+
+@click.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--trials", type=click.IntRange(min=1), required=True,
+              help="Finished trials the study should hold, all workers together (a rerun "
+                   "resumes up to this number).")
+@click.option("--storage", default=None, metavar="URL",
+              help="Optuna storage [default: sqlite:///OUT/study.db]; postgresql://... lets "
+                   "processes on many machines share one study.")
+@click.option("--study", "study_name", default=None,
+              help="Study name [default: the recipe's file name].")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trials run in parallel on this machine (processes sharing the cores).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop starting trials after this many seconds.")
+@click.option("--minimize", type=click.Choice(["latency", "macs"]), default=None,
+              help="The second objective [default: the search block's minimize, latency].")
+@_recipe_data_option
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Search folder [default: runs/search/<recipe name>].")
+@_recipe_set_option
+def search(recipe, trials, storage, study_name, workers, timeout, minimize, data_root, out,
+           overrides) -> None:
+    """Search the recipe's `search:` space with Optuna: maximise val macro F1, minimise
+    batch-1 latency (or MACs). Each trial is a full `compress run` in OUT/trials/; the
+    Pareto front is written as OUT/pareto.md, OUT/pareto.png and one runnable recipe per
+    front trial in OUT/pareto/. Watch it live with `optuna-dashboard STORAGE_URL`.
+
+    \b
+    search:
+      minimize: latency            # or macs
+      sampler: tpe                 # or nsga2
+      min_f1: 0.80                 # constraint
+      prune_below_f1: 0.5          # stop trials whose fine-tuning ends below it
+      proxy_epochs: 1              # cheap proxy: cap fine-tuning (0: none)
+      params:
+        stages.0.target_macs: {low: 0.3, high: 0.8}
+        stages.1.lr: {low: 0.001, high: 0.05, log: true}
+        stages.0.importance: {choices: [l1, l2]}
+    """
+    from compress.search.study import prepare_search, run_search, write_front
+
+    if minimize:
+        overrides += (f"search.minimize={minimize}",)
+    job = prepare_search(recipe, trials, storage, study_name, workers, timeout, out,
+                         data_root, list(overrides))
+    run_search(job, echo=click.echo)
+    lines, paths = write_front(job)
+    click.echo("Pareto front:")
+    for line in lines:
+        click.echo(line)
+    click.echo(f"wrote {paths['table']}, {paths['plot']}, {paths['json']} and the front's "
+               f"recipes in {paths['recipes']}/")

@@ -1,0 +1,103 @@
+"""`compress train`, `finetune` and `eval`: a model trained, fine-tuned or scored."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+# Shared by train and finetune (the choices are compress.training.engine.KEEP_CHOICES, not
+# imported here so that the CLI starts without loading torch).
+_keep_option = click.option(
+    "--keep", type=click.Choice(["last", "best"]), default="last", show_default=True,
+    help="Epoch to keep: the last, or the best by val macro F1 (then the val figure is "
+         "optimistic: val chose it).")
+
+
+@click.command()
+@click.option("--model", "model_arg", required=True,
+              help="Model YAML (Kindle format) or a torchvision name such as mobilenet_v3_small.")
+@click.option("--data", "data_yaml", required=True, type=click.Path(dir_okay=False),
+              help="Data YAML with the competition's keys (DATA_PATH, IMG_SIZE, EPOCHS, ...).")
+@click.option("--data-root", default=None, help="Overrides DATA_PATH of the data YAML.")
+@click.option("--out", default="runs/train", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder: last.safetensors, best.safetensors, history.json.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Overrides EPOCHS.")
+@click.option("--width-mult", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Width multiplier (YAML width_multiple or torchvision width_mult).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue an interrupted run found in --out.")
+@_keep_option
+def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resume,
+          keep) -> None:
+    """Train a model from scratch; the last epoch (or with --keep best, the best) is the result.
+
+    On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress train ...
+    (DistributedDataParallel; --batch in the data YAML stays the global batch).
+    """
+    from compress.tools.train import kept_line, train_from_yaml
+    from compress.training.distributed import distributed_from_env
+
+    result = train_from_yaml(model_arg, data_yaml, data_root, out, epochs, width_mult, device,
+                             resume, keep,
+                             provenance={"command": "compress train " + " ".join(sys.argv[2:])})
+    if distributed_from_env().is_main:
+        click.echo(kept_line(result.val_f1, result.epoch, result.best_f1, result.best_epoch,
+                             result.path))
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--data", "data_root", required=True, help="Data root with train/ and val/.")
+@click.option("--freeze", default="none", show_default=True,
+              help="none, decomposed, convs, all-but-classifier, bn, or comma-separated "
+                   "parameter-name patterns to freeze.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01,
+              show_default=True, help="Peak learning rate.")
+@click.option("--distill/--no-distill", default=False, show_default=True,
+              help="Soft targets from CHECKPOINT itself as the teacher.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@_keep_option
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder; the result is OUT/finetuned.safetensors.")
+def finetune(checkpoint, data_root, freeze, epochs, lr, distill, batch_size, device, keep,
+             out) -> None:
+    """Fine-tune CHECKPOINT, optionally with layers frozen; keeps the last (or best) epoch.
+
+    On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress finetune ...
+    (DistributedDataParallel, NCCL on GPUs, gloo on CPU; --batch-size stays the global
+    batch, so the steps match a one-process run; rank 0 writes the checkpoint).
+    """
+    from compress.tools.single_stage import finetune_checkpoint
+    from compress.tools.train import kept_line
+    from compress.training.distributed import distributed_from_env
+
+    path, details = finetune_checkpoint(checkpoint, data_root, out, freeze, epochs, lr,
+                                        distill, batch_size, device, keep)
+    if distributed_from_env().is_main:
+        click.echo(kept_line(details["val_macro_f1"], details["kept_epoch"],
+                             details["best_val_macro_f1"], details["best_epoch"], path))
+
+
+@click.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--data", "data_root", required=True, help="Data root with SPLIT/<class>/*.jpg.")
+@click.option("--split", default="val", show_default=True, help="Split folder: val, test, ...")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_command(checkpoint, data_root, split, batch_size, device, as_json) -> None:
+    """Accuracy, macro F1, per-class F1 and confusion matrix of CHECKPOINT on a split."""
+    from compress.measure.metrics import format_metrics
+    from compress.tools.evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(checkpoint, data_root, split, batch_size, device=device)
+    if as_json:
+        click.echo(json.dumps(metrics))
+    else:
+        click.echo(f"{checkpoint} on {data_root}/{split}")
+        click.echo(format_metrics(metrics, list(metrics["per_class"])))

@@ -1,0 +1,103 @@
+"""What a training run leaves in its folder, and how an interrupted run picks it up again:
+best and last checkpoints, the optimizer's state, and the per-epoch history.
+
+The train state holds the optimizer's buffers as tensors and the counters as JSON metadata,
+so a run resumes without pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from compress.fileio import write_json_atomic
+
+BEST_NAME, LAST_NAME, STATE_NAME, HISTORY_NAME = (
+    "best.safetensors", "last.safetensors", "train_state.safetensors", "history.json")
+
+
+@dataclass
+class Progress:
+    """How far a run has come: what is saved after each epoch and restored on resume."""
+
+    epoch: int = 0  # epochs finished
+    best_f1: float = -1.0
+    best_epoch: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, row: dict[str, Any]) -> bool:
+        """Add an evaluated epoch; True when its val macro F1 is the best so far."""
+        self.history.append(row)
+        self.epoch = row["epoch"]
+        improved = row["val_macro_f1"] > self.best_f1
+        if improved:
+            self.best_f1, self.best_epoch = row["val_macro_f1"], row["epoch"]
+        return improved
+
+
+def resume(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+           scheduler: torch.optim.lr_scheduler.LRScheduler) -> Progress | None:
+    """Load the last finished epoch of a run interrupted in `out_dir` into `model`,
+    `optimizer` and `scheduler`; None when there is nothing to resume."""
+    state_path, last_path = out_dir / STATE_NAME, out_dir / LAST_NAME
+    if not (state_path.is_file() and last_path.is_file()):
+        return None
+    model.load_state_dict(load_checkpoint(last_path).model.state_dict())
+    meta = _load_train_state(state_path, optimizer)
+    with warnings.catch_warnings():  # replaying the schedule, not training
+        warnings.simplefilter("ignore")
+        for _ in range(meta["scheduler_steps"]):
+            scheduler.step()
+    history = []
+    if (out_dir / HISTORY_NAME).is_file():
+        history = json.loads((out_dir / HISTORY_NAME).read_text())[:meta["epoch"]]
+    return Progress(meta["epoch"], meta["best_f1"], meta["best_epoch"], history)
+
+
+def save_epoch(out_dir: Path, checkpoint: Checkpoint, improved: bool, progress: Progress,
+               optimizer: torch.optim.Optimizer, scheduler_steps: int) -> None:
+    """Everything `resume` needs, written after each epoch; best only when it improved."""
+    if improved:
+        save_checkpoint(out_dir / BEST_NAME, checkpoint)
+    save_checkpoint(out_dir / LAST_NAME, checkpoint)
+    _save_train_state(out_dir / STATE_NAME, optimizer, progress.epoch, scheduler_steps,
+                      progress.best_f1, progress.best_epoch)
+    write_json_atomic(out_dir / HISTORY_NAME, progress.history)
+
+
+def _save_train_state(path: Path, optimizer: torch.optim.Optimizer, epoch: int,
+                      scheduler_steps: int, best_f1: float, best_epoch: int) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
+    meta = {"epoch": epoch, "scheduler_steps": scheduler_steps, "best_f1": best_f1,
+            "best_epoch": best_epoch}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"train_state": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def _load_train_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["train_state"])
+        buffers = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
+    state = optimizer.state_dict()
+    for key, value in buffers.items():
+        index, name = key.split(".", 1)
+        state["state"].setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict(state)
+    return meta
