@@ -126,6 +126,13 @@ def _seed():
     torch.manual_seed(0)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that read the real images carry the `data` marker (-m "not data" skips them)."""
+    for item in items:
+        if "trashnet" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
+
+
 @pytest.fixture(scope="session")
 def trashnet() -> Path:
     if not (TRASHNET / "val").is_dir():

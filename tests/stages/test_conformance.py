@@ -1,0 +1,69 @@
+"""Every registered stage keeps the contract: its config round-trips through YAML, it
+applies to a tiny model, and what it returns saves, reloads and exports."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from compress.data.config import DataConfig
+from compress.data.training_data import TrainingData, train_val_datasets
+from compress.models import build_model
+from compress.ops.onnx_export import export_onnx
+from compress.stages import list_stages, stage_class
+from compress.stages.base import StageOutput, StageResult
+from conftest import TINY_CLASSES, stage_context
+
+SIZE = 32
+
+# Small, quick options per stage kind; a new stage adds its own (the test below insists).
+EXAMPLES = {
+    "prune": {"ratio": 0.3},
+    "finetune": {"epochs": 1, "lr": 0.01},
+    "drop": {"squeeze_excite": "all"},
+    "decompose": {"ranks": "ratio", "ratio": 0.5, "min_layer_macs": 0,
+                  "min_macs_reduction": 0.0},
+    "resize": {"input_size": 24},
+    "export": {"fp16": True, "check_images": 4},
+    "quantize": {"keep": "int8", "min_agreement": 0.0, "calibration_images": 8,
+                 "timing_runs": 10},
+}
+
+
+def test_every_registered_stage_has_an_example():
+    assert set(list_stages()) == set(EXAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_the_config_round_trips_through_yaml(name):
+    config = stage_class(name).Config(**EXAMPLES[name])
+    dumped = yaml.safe_dump(config.model_dump(mode="json"))
+    assert stage_class(name).Config(**yaml.safe_load(dumped)) == config
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_the_stage_applies_and_its_model_saves_reloads_and_exports(name, tmp_path, tiny_data,
+                                                                   tiny_model_spec):
+    train, val, classes = train_val_datasets(DataConfig(data_path=str(tiny_data),
+                                                        img_size=SIZE, num_workers=0))
+    data = TrainingData(train, val, classes, batch_size=8, num_workers=0)
+    torch.manual_seed(0)
+    model = build_model(tiny_model_spec).eval()
+    ctx = stage_context(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path, tiny_model_spec,
+                        data=data, teacher=build_model(tiny_model_spec).eval())
+    stage = stage_class(name)(stage_class(name).Config(**EXAMPLES[name]))
+    output = stage.apply(model, ctx)
+    assert isinstance(output, StageOutput) and isinstance(output.result, StageResult)
+    yaml.safe_dump(output.result.to_dict())  # the record stores it as plain data
+    size = output.input_size or SIZE
+    path = save_checkpoint(tmp_path / "model.safetensors", Checkpoint(
+        output.model, tiny_model_spec, TINY_CLASSES, size))
+    reloaded = load_checkpoint(path).model.eval()
+    images = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(images), output.model.eval()(images), atol=1e-5)
+    assert export_onnx(reloaded, tmp_path / "reloaded.onnx", size).is_file()
+    if output.onnx is not None:
+        assert output.onnx.is_file()
