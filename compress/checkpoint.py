@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from compress.errors import UserError
+from compress.fileio import atomic_path
 from compress.models import ModelSpec, build_model
 from compress.models.module_spec import apply_edits, structural_edits
 
@@ -44,7 +45,6 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     base = build_model(checkpoint.model_spec)
     header = {
         "format_version": FORMAT_VERSION,
@@ -56,9 +56,8 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     }
     tensors = {k: v.detach().cpu().contiguous().clone()
                for k, v in checkpoint.model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header)})
     return path
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from compress import defaults
 from compress.data.folders import log
 from compress.errors import UserError
 from compress.fileio import read_yaml_file
@@ -36,15 +37,15 @@ class DataConfig:
     img_size: int = 224
     aug_train: str = "simple_augment_train"
     aug_train_params: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 64
+    batch_size: int = defaults.BATCH_SIZE
     epochs: int = 100
     val_ratio: float = 0.0
     init_lr: float = 0.1
     fp16: bool = True
-    seed: int = 42
+    seed: int = defaults.SEED
     label_smoothing: float = 0.0
     weight_decay: float = 0.0
-    num_workers: int = 2
+    num_workers: int = defaults.NUM_WORKERS
     grad_clip: float | None = None
 
     def __post_init__(self) -> None:

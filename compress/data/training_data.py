@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import Dataset
+import numpy as np
+from torch.utils.data import Dataset, Subset
 
+from compress import defaults
 from compress.data.config import DataConfig
 from compress.data.folders import ImageFolderDataset, split_folder
 from compress.data.transforms import eval_transform, train_transform
@@ -48,13 +50,13 @@ class TrainingData:
     train: Dataset
     val: Dataset
     classes: list[str]
-    batch_size: int = 64
-    num_workers: int = 2
+    batch_size: int = defaults.BATCH_SIZE
+    num_workers: int = defaults.NUM_WORKERS
 
 
-def resize_training_data(data: TrainingData, img_size: int, aug_train: str = "randaugment_train",
+def resize_training_data(data: TrainingData, img_size: int, aug_train: str = defaults.AUG_TRAIN,
                          aug_train_params: dict[str, Any] | None = None,
-                         seed: int = 42) -> TrainingData:
+                         seed: int = defaults.SEED) -> TrainingData:
     """The same splits (and decoded images) with the transforms rebuilt for `img_size`."""
     config = DataConfig(data_path="", img_size=img_size, aug_train=aug_train,
                         aug_train_params=aug_train_params or {}, seed=seed)
@@ -64,9 +66,9 @@ def resize_training_data(data: TrainingData, img_size: int, aug_train: str = "ra
 
 
 def open_training_data(root: str | Path, classes: list[str], img_size: int, split: str = "val",
-                       aug_train: str = "randaugment_train",
-                       aug_train_params: dict[str, Any] | None = None, batch_size: int = 64,
-                       num_workers: int = 2, seed: int = 42,
+                       aug_train: str = defaults.AUG_TRAIN,
+                       aug_train_params: dict[str, Any] | None = None, batch_size: int = defaults.BATCH_SIZE,
+                       num_workers: int = defaults.NUM_WORKERS, seed: int = defaults.SEED,
                        cache_train: bool = True) -> TrainingData:
     """ROOT/train with augmentation and ROOT/SPLIT with the test transform, for a model that
     predicts `classes` at `img_size` (class folders must match)."""
@@ -79,3 +81,10 @@ def open_training_data(root: str | Path, classes: list[str], img_size: int, spli
     val = ImageFolderDataset(root / split, classes=classes, transform=eval_transform(img_size),
                              cache=True)
     return TrainingData(train, val, list(classes), batch_size, num_workers)
+
+
+def calibration_subset(dataset: Dataset, count: int, seed: int = 0) -> Dataset:
+    """`count` items of `dataset` in a seeded random order (spread over the classes): the
+    training images that BatchNorm re-estimation, sensitivity and INT8 calibration see."""
+    order = np.random.default_rng(seed).permutation(len(dataset))[:count]
+    return Subset(dataset, order.tolist())

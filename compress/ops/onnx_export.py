@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from compress.fileio import atomic_path
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
@@ -32,23 +33,22 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: int,
     exporter takes about 15 s and needs an opset conversion for 17.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     model = model.eval().cpu()
     example = torch.zeros(1, 3, input_size, input_size)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=opset,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                          dynamo=False)
-    if classes is not None:
-        import onnx
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT_NAME],
+                              output_names=[OUTPUT_NAME], opset_version=opset,
+                              dynamic_axes={INPUT_NAME: {0: "batch"},
+                                            OUTPUT_NAME: {0: "batch"}},
+                              dynamo=False)
+        if classes is not None:
+            import onnx
 
-        onnx_model = onnx.load(str(tmp))
-        set_metadata(onnx_model, classes, input_size)
-        onnx.save(onnx_model, str(tmp))
-    os.replace(tmp, path)
+            onnx_model = onnx.load(str(tmp))
+            set_metadata(onnx_model, classes, input_size)
+            onnx.save(onnx_model, str(tmp))
     return path
 
 
@@ -78,9 +78,8 @@ def convert_fp16(src: str | Path, dst: str | Path) -> Path:
 
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
     dst = Path(dst)
-    tmp = dst.with_name(dst.name + ".tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        onnx.save(model, str(tmp))
     return dst
 
 

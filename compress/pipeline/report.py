@@ -8,6 +8,7 @@ from typing import Any
 
 from compress.fileio import write_json_atomic
 from compress.pipeline.runstore import StageRecord
+from compress.plotting import figure_file
 
 _WIDTHS = (24, 11, 9, 18, 10, 10, 8, 8, 6)
 COLUMNS = ("stage", "params", "MACs", "lat b1 ms", "speed-up", "macro F1", "acc", "score", "s")
@@ -54,23 +55,15 @@ def write_report(root: Path, records: list[StageRecord], recipe: dict[str, Any],
 
 
 def _plot(path: Path, records: list[StageRecord]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    xs = [r.latency_ms for r in records]
-    ys = [r.macro_f1 for r in records]
-    ax.plot(xs, ys, "-o", color="tab:blue")
-    for r in records:
-        ax.annotate(f"{r.index}:{r.name}", (r.latency_ms, r.macro_f1), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("batch-1 latency, ms (ONNX Runtime)")
-    ax.set_ylabel("macro F1")
-    ax.set_title("macro F1 against latency, per stage")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with figure_file(path) as ax:
+        xs = [r.latency_ms for r in records]
+        ys = [r.macro_f1 for r in records]
+        ax.plot(xs, ys, "-o", color="tab:blue")
+        for r in records:
+            ax.annotate(f"{r.index}:{r.name}", (r.latency_ms, r.macro_f1),
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel("batch-1 latency, ms (ONNX Runtime)")
+        ax.set_ylabel("macro F1")
+        ax.set_title("macro F1 against latency, per stage")
+        ax.grid(alpha=0.3)
     return path

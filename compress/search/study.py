@@ -21,6 +21,7 @@ from typing import Any, Callable
 import yaml
 
 from compress.errors import StageFailed, UserError
+from compress.plotting import figure_file
 from compress.recipe.loading import read_raw_recipe, recipe_from_raw
 from compress.recipe.search_space import SearchSection, with_params, with_proxy
 
@@ -332,29 +333,21 @@ def _write_recipe(path: Path, trial, job: SearchJob) -> None:
 
 
 def _plot_front(path: Path, done: list, front: list, minimize: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     def x(trial) -> float:
         figures = trial.user_attrs["figures"]
         return figures["speedup"] if minimize == "latency" else figures["macs"] / 1e6
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter([x(t) for t in done], [t.values[0] for t in done], c="0.6", s=18,
-               label="trials")
-    ax.scatter([x(t) for t in front], [t.values[0] for t in front], c="tab:red", s=30,
-               label="Pareto front")
-    for trial in front:
-        ax.annotate(str(trial.number), (x(trial), trial.values[0]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("batch-1 speed-up over the input (interleaved)" if minimize == "latency"
-                  else "MACs (millions)")
-    ax.set_ylabel("val macro F1")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure_file(path) as ax:
+        ax.scatter([x(t) for t in done], [t.values[0] for t in done], c="0.6", s=18,
+                   label="trials")
+        ax.scatter([x(t) for t in front], [t.values[0] for t in front], c="tab:red", s=30,
+                   label="Pareto front")
+        for trial in front:
+            ax.annotate(str(trial.number), (x(trial), trial.values[0]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("batch-1 speed-up over the input (interleaved)" if minimize == "latency"
+                      else "MACs (millions)")
+        ax.set_ylabel("val macro F1")
+        ax.grid(alpha=0.3)
+        ax.legend()
     return path

@@ -15,15 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from compress.data.training_data import calibration_subset
 from compress.errors import UserError
 from compress.fileio import write_atomic
-from compress.sensitivity.cuts import (
-    Cut,
-    SensitivityContext,
-    calibration_subset,
-    module_cuts,
-    prune_cuts,
-)
+from compress.plotting import figure_file
+from compress.sensitivity.cuts import Cut, SensitivityContext, module_cuts, prune_cuts
 
 KINDS = ("prune", "squeeze_excite", "residual_block")
 FILES = ("sensitivity.json", "sensitivity.csv", "sensitivity.png")
@@ -133,24 +129,18 @@ def cuts_csv(cuts: list[Cut]) -> str:
 
 def plot_cuts(path: Path, cuts: list[Cut], baseline_f1: float) -> Path:
     """F1 drop against what each cut saves (latency when measured, else MACs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     by_latency = all(c.latency_saved is not None for c in cuts)
-    figure, axes = plt.subplots(figsize=(8, 5))
-    for kind, marker in zip(KINDS, "o^s"):
-        chosen = [c for c in cuts if c.kind == kind]
-        if chosen:
-            saved = [100 * c.latency_saved if by_latency else c.macs_saved / 1e6 for c in chosen]
-            axes.scatter(saved, [100 * c.f1_drop for c in chosen], marker=marker, label=kind)
-    axes.axhline(0, color="grey", linewidth=0.5)
-    axes.set_xlabel("batch-1 latency saved (%)" if by_latency else "MACs saved (M)")
-    axes.set_ylabel(f"val macro F1 drop (points; baseline {baseline_f1:.4f})")
-    axes.set_title("Sensitivity of each cut alone (BatchNorm re-estimated, no training)")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with figure_file(path, size=(8, 5)) as axes:
+        for kind, marker in zip(KINDS, "o^s"):
+            chosen = [c for c in cuts if c.kind == kind]
+            if chosen:
+                saved = [100 * c.latency_saved if by_latency else c.macs_saved / 1e6
+                         for c in chosen]
+                axes.scatter(saved, [100 * c.f1_drop for c in chosen], marker=marker,
+                             label=kind)
+        axes.axhline(0, color="grey", linewidth=0.5)
+        axes.set_xlabel("batch-1 latency saved (%)" if by_latency else "MACs saved (M)")
+        axes.set_ylabel(f"val macro F1 drop (points; baseline {baseline_f1:.4f})")
+        axes.set_title("Sensitivity of each cut alone (BatchNorm re-estimated, no training)")
+        axes.legend()
     return path

@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from compress.measure.macs import count_macs
 from compress.measure.metrics import model_macro_f1
@@ -96,11 +95,6 @@ def module_cuts(model: nn.Module, ctx: SensitivityContext, kinds: Iterable[str],
             cuts.append(Cut(kind, path, 1.0, f1, baseline_f1 - f1,
                             baseline_macs - count_macs(changed, ctx.input_size), saved))
     return baseline_f1, cuts
-
-
-def calibration_subset(dataset: Dataset, count: int, seed: int = 0) -> Dataset:
-    order = np.random.default_rng(seed).permutation(len(dataset))[:count]
-    return Subset(dataset, order.tolist())
 
 
 def prune_cuts(model: nn.Module, ctx: SensitivityContext, ratios: Iterable[float],

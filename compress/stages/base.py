@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 from torch.utils.data import Dataset
 
+from compress import defaults
 from compress.data.training_data import TrainingData
 
 if TYPE_CHECKING:  # a type only: stages never time models themselves
@@ -92,7 +93,7 @@ class StageContext:
     base_model_spec: dict[str, Any]
     teacher: nn.Module | None = None  # the input checkpoint's model, for distillation
     data: TrainingData | None = None  # None when no data folder was found
-    seed: int = 42
+    seed: int = defaults.SEED
     measurer: StageMeasurer | None = None
     # Progress and notes go here, never to print(): a run, a fine-tune and a search trial
     # then log the same lines wherever their caller sends them.

@@ -17,11 +17,12 @@ from typing import Any, Literal
 from pydantic import Field
 from torch import nn
 
+from compress.data.training_data import calibration_subset
 from compress.data.transforms import eval_transform
 from compress.measure.macs import count_macs
 from compress.ops.batchnorm import recalibrate_batchnorm
 from compress.ops.blocks import replace_with_identity, residual_block_paths, squeeze_excite_paths
-from compress.sensitivity.cuts import SensitivityContext, calibration_subset, module_cuts
+from compress.sensitivity.cuts import SensitivityContext, module_cuts
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
 

@@ -148,10 +148,11 @@ class Prune(Stage):
         compress.sensitivity.allocate_ratios), applied in one step."""
         import copy
 
+        from compress.data.training_data import calibration_subset
         from compress.data.transforms import eval_transform
         from compress.ops.pruning import prune_groups
         from compress.sensitivity.allocation import allocate_ratios
-        from compress.sensitivity.cuts import SensitivityContext, calibration_subset, prune_cuts
+        from compress.sensitivity.cuts import SensitivityContext, prune_cuts
 
         cfg = self.config
         ignored = [m for pattern in cfg.ignore for m in _matching(model, pattern)]

@@ -20,7 +20,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from compress.data.folders import read_image
+from compress.data.training_data import calibration_subset
 from compress.data.transforms import eval_transform
 from compress.errors import StageFailed
 from compress.ops.onnx_export import export_onnx, set_metadata
@@ -144,10 +144,9 @@ def per_image_quantile_ranges(model_path: Path, images: torch.Tensor, quantile: 
 def calibration_images(ctx: StageContext, count: int) -> torch.Tensor:
     """`count` training images, spread over the classes by a seeded draw, through the test
     transform (the model sees test-time inputs, not augmented ones)."""
-    samples = ctx.data.train.samples
-    order = np.random.default_rng(ctx.seed).permutation(len(samples))[:count]
-    transform = eval_transform(ctx.input_size)
-    return torch.stack([transform(read_image(samples[i][0])) for i in order])
+    subset = calibration_subset(ctx.data.train.with_transform(eval_transform(ctx.input_size)),
+                                count, ctx.seed)
+    return torch.stack([image for image, _ in subset])
 
 
 def _val_images(ctx: StageContext) -> tuple[torch.Tensor, np.ndarray | None, str]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from compress import defaults
 from compress.measure.metrics import classification_metrics, predict
 
 
 def evaluate_checkpoint(checkpoint_path: str, data_root: str, split: str = "val",
-                        batch_size: int = 64, num_workers: int = 2,
+                        batch_size: int = defaults.BATCH_SIZE,
+                        num_workers: int = defaults.NUM_WORKERS,
                         device: str = "auto") -> dict[str, Any]:
     """Metrics of a checkpoint on ROOT/SPLIT, read with the test transform at its input size."""
     from compress.checkpoint import load_checkpoint

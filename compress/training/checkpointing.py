@@ -8,7 +8,6 @@ so a run resumes without pickle.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from compress.fileio import write_json_atomic
+from compress.fileio import atomic_path, write_json_atomic
 
 BEST_NAME, LAST_NAME, STATE_NAME, HISTORY_NAME = (
     "best.safetensors", "last.safetensors", "train_state.safetensors", "history.json")
@@ -84,9 +83,8 @@ def _save_train_state(path: Path, optimizer: torch.optim.Optimizer, epoch: int,
                 tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
     meta = {"epoch": epoch, "scheduler_steps": scheduler_steps, "best_f1": best_f1,
             "best_epoch": best_epoch}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"train_state": json.dumps(meta)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"train_state": json.dumps(meta)})
 
 
 def _load_train_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

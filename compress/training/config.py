@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from compress import defaults
+
 KEEP_CHOICES = ("last", "best")
 
 
@@ -12,13 +14,13 @@ KEEP_CHOICES = ("last", "best")
 class TrainConfig:
     epochs: int = 100
     lr: float = 0.1  # OneCycleLR's maximum learning rate (the competition's INIT_LR)
-    batch_size: int = 64
+    batch_size: int = defaults.BATCH_SIZE
     momentum: float = 0.9
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     amp: bool = True  # mixed precision; only ever used on CUDA
-    seed: int = 42
-    num_workers: int = 2
+    seed: int = defaults.SEED
+    num_workers: int = defaults.NUM_WORKERS
     device: str = "auto"
     schedule: str = "onecycle"  # onecycle | cosine | constant
     grad_clip: float | None = None  # clip the gradients' global norm to this value

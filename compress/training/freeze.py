@@ -18,6 +18,7 @@ from torch import nn
 
 from compress.models import build_model
 from compress.models.module_spec import structural_edits
+from compress.ops.blocks import classifier_layer
 
 POLICIES = ("none", "decomposed", "convs", "all-but-classifier", "bn")
 
@@ -28,10 +29,6 @@ def decomposed_layers(model: nn.Module, base_spec: dict[str, Any]) -> list[str]:
     return [edit["path"] for edit in structural_edits(model, build_model(base_spec))
             if edit["module"]["type"] == "Sequential"
             and isinstance(base.get(edit["path"]), (nn.Conv2d, nn.Linear))]
-
-
-def _last_layer_name(model: nn.Module) -> str:
-    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))][-1]
 
 
 def apply_freeze(model: nn.Module, policy: str | list[str],
@@ -55,7 +52,7 @@ def apply_freeze(model: nn.Module, policy: str | list[str],
                 module.weight.requires_grad_(True)
     elif policy == "all-but-classifier":
         model.requires_grad_(False)
-        model.get_submodule(_last_layer_name(model)).requires_grad_(True)
+        classifier_layer(model).requires_grad_(True)
     elif policy == "bn":
         freeze_bn_stats = True
     elif policy != "none":

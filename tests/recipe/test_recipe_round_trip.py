@@ -4,9 +4,9 @@ typed stage configs included; cross-stage rules warn."""
 from __future__ import annotations
 
 import pytest
+from conftest import REPO
 
 from compress.recipe.loading import load_recipe, recipe_to_yaml
-from conftest import REPO
 
 SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
 

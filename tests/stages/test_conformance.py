@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
+from conftest import TINY_CLASSES, stage_context
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data.config import DataConfig
@@ -14,7 +15,6 @@ from compress.models import build_model
 from compress.ops.onnx_export import export_onnx
 from compress.stages import list_stages, stage_class
 from compress.stages.base import StageOutput, StageResult
-from conftest import TINY_CLASSES, stage_context
 
 SIZE = 32
 
