@@ -18,9 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from compress.checkpoint import load_checkpoint
-from compress.measure.latency import compare_latency
-from compress.measure.runners import OrtRunner
+import compress
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,9 +39,7 @@ def main() -> int:
     wall_min = (time.perf_counter() - started) / 60
     stages = json.loads((Path(args.out) / "report.json").read_text())["stages"]
     first, last = stages[0], stages[-1]
-    input_size = load_checkpoint(first["checkpoint"]).input_size
-    comparison = compare_latency(OrtRunner.open(first["onnx"]), OrtRunner.open(last["onnx"]),
-                                 input_size, runs=args.runs)
+    comparison = compress.time_interleaved(first["onnx"], last["onnx"], runs=args.runs)
     f1_drop = 100 * (first["macro_f1"] - last["macro_f1"])
     print(f"input  {first['onnx']}: {comparison.a.median_ms:.2f} ms (p90 {comparison.a.p90_ms:.2f})")
     print(f"final  {last['onnx']}: {comparison.b.median_ms:.2f} ms (p90 {comparison.b.p90_ms:.2f})")

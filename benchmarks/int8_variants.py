@@ -11,12 +11,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import torch
-
-from compress.checkpoint import load_checkpoint
-from compress.data.training_data import open_training_data
-from compress.stages.base import StageContext
-from compress.stages.registry import create_stage
+import compress
 
 REPO = Path(__file__).resolve().parents[1]
 EARLY_BLOCKS = ["/model/model.0/*", "/model/model.1/*"]
@@ -41,24 +36,20 @@ def main() -> None:
     args = parser.parse_args()
     if not Path(args.data, "val").is_dir():
         raise SystemExit(f"no data at {args.data}: give --data ROOT")
-    checkpoint = load_checkpoint(args.checkpoint)
-    data = open_training_data(args.data, checkpoint.classes, checkpoint.input_size,
-                              cache_train=False)
-    print(f"{args.checkpoint}: {len(data.val)} val images; speed-up = float32 median / INT8 "
-          f"median, batch 1, interleaved, {args.runs} runs each")
+    print(f"{args.checkpoint}: speed-up = float32 median / INT8 median, batch 1, "
+          f"interleaved, {args.runs} runs each; agreement and F1 on the val images")
     print(f"{'variant':<48}{'agreement':>10}{'F1 fp32':>9}{'F1 int8':>9}{'speed-up':>10}")
     for name, options in VARIANTS.items():
+        recipe = compress.Recipe(
+            checkpoint=args.checkpoint, data={"root": args.data},
+            bench={"batch_sizes": [1], "warmup": 1, "runs": 3},  # the stage times itself
+            stages=[{"quantize": {"keep": "fastest", "min_agreement": 0.0,
+                                  "timing_runs": args.runs, **options}}])
         with tempfile.TemporaryDirectory() as tmp:
-            ctx = StageContext(checkpoint.input_size, checkpoint.classes, torch.device("cpu"),
-                               Path(tmp), checkpoint.model_spec, data=data)
-            stage = create_stage("quantize", {"keep": "fastest", "min_agreement": 0.0,
-                                              "timing_runs": args.runs, **options})
-            stage.apply(checkpoint.model, ctx)
-        d = ctx.details
+            d = compress.run(recipe, out=tmp, echo=lambda line: None)[-1].result
         print(f"{name:<48}{d['top1_agreement']:>10.1%}{d['macro_f1']['float32']:>9.4f}"
               f"{d['macro_f1']['int8']:>9.4f}{d['int8_speedup_vs_float32_b1']:>9.2f}x",
               flush=True)
-
 
 if __name__ == "__main__":
     main()

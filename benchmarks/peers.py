@@ -31,39 +31,38 @@ import argparse
 import json
 import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 import yaml
-from retime import retime  # benchmarks/retime.py, beside this script
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from compress.pipeline.loop import run_recipe
-from compress.pipeline.runstore import RunStore
-from compress.recipe.loading import load_recipe
-from compress.recipe.overrides import apply_override
-from compress.recipe.schema import Recipe
-from compress.stages.base import Stage, StageConfig, StageContext
-from compress.stages.registry import register_stage
+import compress
 
 REPO = Path(__file__).resolve().parents[1]
 DISTILL = {"temperature": 4.0, "alpha": 0.5}
 
 
-class UnstructuredConfig(StageConfig):
+class UnstructuredConfig(compress.StageConfig):
     amount: float = 0.3
 
 
-@register_stage
-class UnstructuredL1(Stage):
+@dataclass(frozen=True)
+class UnstructuredResult(compress.StageResult):
+    zero_weights: float = 0.0  # fraction of conv and linear weights held at zero
+
+
+@compress.register_stage  # a user's own stage, registered as the README shows
+class UnstructuredL1(compress.Stage):
     """Zeroes the smallest |w| of every conv and linear layer and keeps them at zero while
     fine-tuning (their gradients are masked): the competition teams' first attempt."""
 
     name = "unstructured_l1"
     Config = UnstructuredConfig
 
-    def apply(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+    def apply(self, model: nn.Module, ctx: compress.StageContext) -> compress.StageOutput:
         zeros = total = 0
         for module in model.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -73,8 +72,7 @@ class UnstructuredL1(Stage):
                 module.weight.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device))
                 zeros += int((mask == 0).sum())
                 total += mask.numel()
-        ctx.details["zero_weights"] = zeros / total
-        return model
+        return compress.StageOutput(model, UnstructuredResult(zero_weights=zeros / total))
 
 
 def method_recipes(default_recipe: dict, epochs: int, default_macs_kept: float | None
@@ -101,8 +99,8 @@ def method_recipes(default_recipe: dict, epochs: int, default_macs_kept: float |
 def run_method(name: str, recipe: dict, out: Path, data: str) -> dict:
     path = out / f"{_slug(name)}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    records = run_recipe(load_recipe(path, [], data), out / _slug(name), resume=True,
-                         echo=lambda line: print(f"  [{name}] {line}", flush=True))
+    records = compress.run(path, out / _slug(name), data=data, resume=True,
+                           echo=lambda line: print(f"  [{name}] {line}", flush=True))
     return method_result(name, records)
 
 
@@ -110,10 +108,10 @@ def check_reuse(name: str, recipe: dict, folder: Path) -> None:
     """An earlier run of this method may stand in for it when it used the same checkpoint,
     seed and fine-tuning epochs (its pruning target may differ slightly, when the default
     recipe's MACs moved; the table shows each method's MACs)."""
-    if not RunStore(folder).completed() or not (folder / "recipe.yaml").is_file():
+    if not compress.read_run(folder) or not (folder / "recipe.yaml").is_file():
         fail(f"--reuse {name}={folder}: no finished run there")
     earlier = yaml.safe_load((folder / "recipe.yaml").read_text())
-    this, that = Recipe(**recipe), Recipe(**earlier)  # with their defaults filled in
+    this, that = compress.Recipe(**recipe), compress.Recipe(**earlier)  # defaults filled in
     for key, wanted, found in (
             ("checkpoint", this.checkpoint, that.checkpoint), ("seed", this.seed, that.seed),
             ("fine-tuning epochs", finetune_epochs(recipe), finetune_epochs(earlier))):
@@ -136,7 +134,7 @@ def method_result(name: str, records: list) -> dict:
     return {"method": name, "params": final.params, "macs": final.macs,
             "macro_f1": final.macro_f1, "accuracy": final.accuracy, "score": final.score,
             "onnx": final.onnx, "input_onnx": records[0].onnx,
-            "baseline_f1": records[0].macro_f1,
+            "baseline_f1": records[0].macro_f1, "baseline_macs": records[0].macs,
             # the stages' own time (compression, fine-tuning, export), measurement excluded;
             # from the records, so a resumed method reports its first run's time
             "minutes": sum(r.seconds for r in records[1:]) / 60}
@@ -179,7 +177,7 @@ def main() -> None:
                                 if not Path(default["checkpoint"]).is_absolute() else
                                 default["checkpoint"])
     for assignment in args.overrides:
-        apply_override(default, assignment)
+        compress.apply_override(default, assignment)
     if args.quick:
         for stage in default["stages"]:
             options = next(iter(stage.values()))
@@ -214,33 +212,27 @@ def main() -> None:
         check_reuse(name, preview[name][1], folder)
     out.mkdir(parents=True, exist_ok=True)
     results = [run_method("default recipe", default, out, args.data)]
-    default_kept = results[0]["macs"] / load_recipe_macs(results[0])
+    default_kept = results[0]["macs"] / results[0]["baseline_macs"]
     for name, (label, recipe) in planned(default_kept).items():
         if name in reuse:
             print(f"  [{label}] reused from {reuse[name]}", flush=True)
-            results.append(method_result(label, RunStore(reuse[name]).completed())
+            results.append(method_result(label, compress.read_run(reuse[name]))
                            | {"reused_from": str(reuse[name])})
         else:
             results.append(run_method(label, recipe, out, args.data))
     # one sitting, each model interleaved with the same baseline file, --rounds times over
-    speedups = retime(results[0]["input_onnx"], {r["method"]: r["onnx"] for r in results},
+    speedups = compress.retime(results[0]["input_onnx"], {r["method"]: r["onnx"] for r in results},
                       args.runs, args.rounds)
     for result in results:
         result["speedups"] = speedups[result["method"]]
         result["speedup"] = statistics.median(result["speedups"])
-    baseline = {"method": "baseline", "params": None, "macs": load_recipe_macs(results[0]),
+    baseline = {"method": "baseline", "params": None, "macs": results[0]["baseline_macs"],
                 "macro_f1": results[0]["baseline_f1"], "speedup": 1.0}
     print_table(baseline, results, epochs, args.runs, args.rounds)
     (out / "peers.json").write_text(json.dumps({"baseline": baseline, "methods": results},
                                                indent=1))
     plot(out / "peers.png", baseline, results)
     print(f"wrote {out / 'peers.json'} and {out / 'peers.png'}")
-
-
-def load_recipe_macs(result: dict) -> int:
-    """The baseline's MACs, from the input stage record next to the method's run."""
-    record = Path(result["input_onnx"]).parent / "record.json"
-    return json.loads(record.read_text())["macs"]
 
 
 def print_table(baseline: dict, results: list[dict], epochs: int, runs: int,
@@ -265,7 +257,7 @@ def print_table(baseline: dict, results: list[dict], epochs: int, runs: int,
 def plot(path: Path, baseline: dict, results: list[dict]) -> None:
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # a benchmark's own figure: the library's plotting is internal
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 5))

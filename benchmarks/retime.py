@@ -18,9 +18,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from compress.errors import UserError
-from compress.measure.latency import compare_latency
-from compress.tools.bench import open_model
+import compress
+from compress import UserError
 
 
 def parse_models(items: list[str]) -> dict[str, str]:
@@ -31,21 +30,6 @@ def parse_models(items: list[str]) -> dict[str, str]:
             raise UserError(f"{item!r}: give NAME=MODEL.onnx")
         models[name] = path
     return models
-
-
-def retime(baseline: str, models: dict[str, str], runs: int, rounds: int,
-           echo=print) -> dict[str, list[float]]:
-    """Speed-up of each model over the baseline (ratio of medians), one entry per round."""
-    reference = open_model(baseline)
-    opened = {name: open_model(path) for name, path in models.items()}
-    ratios: dict[str, list[float]] = {name: [] for name in models}
-    for round_index in range(rounds):
-        for name, model in opened.items():
-            ratio = compare_latency(reference.runner, model.runner, reference.input_size,
-                                    runs=runs, input_size_b=model.input_size).ratio
-            ratios[name].append(ratio)
-            echo(f"round {round_index + 1}/{rounds}  {name}: {ratio:.2f}x")
-    return ratios
 
 
 def main() -> int:
@@ -60,7 +44,7 @@ def main() -> int:
         if args.runs < 2 or args.rounds < 1:
             raise UserError("--runs must be at least 2 and --rounds at least 1")
         models = parse_models(args.models)
-        ratios = retime(args.baseline, models, args.runs, args.rounds,
+        ratios = compress.retime(args.baseline, models, args.runs, args.rounds,
                         echo=lambda line: print(line, file=sys.stderr, flush=True))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

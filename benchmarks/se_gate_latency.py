@@ -19,12 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from retime import retime  # benchmarks/retime.py, beside this script
-
-from compress.checkpoint import load_checkpoint
-from compress.errors import UserError
-from compress.ops.blocks import replace_with_identity, squeeze_excite_paths
-from compress.ops.onnx_export import export_onnx
+import compress
+from compress import UserError
 
 
 def subsets(gates: list[str], extra: list[str]) -> dict[str, list[str]]:
@@ -55,8 +51,8 @@ def main() -> int:
     try:
         if not Path(args.checkpoint).is_file():
             raise UserError(f"checkpoint not found: {args.checkpoint}")
-        checkpoint = load_checkpoint(args.checkpoint)
-        gates = squeeze_excite_paths(checkpoint.model)
+        checkpoint = compress.load_checkpoint(args.checkpoint)
+        gates = compress.squeeze_excite_paths(checkpoint.model)
         if not gates:
             raise UserError(f"{args.checkpoint} has no squeeze-excite gates left")
         variants = {"none kept": []} | subsets(gates, args.keep)
@@ -67,11 +63,11 @@ def main() -> int:
         paths = {}
         for index, (name, kept) in enumerate(variants.items()):
             model = copy.deepcopy(checkpoint.model).eval()
-            replace_with_identity(model, [g for g in gates if g not in kept])
-            paths[name] = str(export_onnx(model, Path(folder) / f"{index}.onnx",
+            compress.replace_with_identity(model, [g for g in gates if g not in kept])
+            paths[name] = str(compress.export_onnx(model, Path(folder) / f"{index}.onnx",
                                           checkpoint.input_size))
         reference = paths.pop("none kept")
-        ratios = retime(reference, paths, args.runs, args.rounds,
+        ratios = compress.retime(reference, paths, args.runs, args.rounds,
                         echo=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"latency as a multiple of the model without gates ({args.runs} interleaved runs, "
           f"median of {args.rounds} rounds)")

@@ -1,6 +1,6 @@
 """One fine-tuning step on the CPU, contiguous (NCHW) against channels-last (NHWC) tensors.
 
-A step as `compress.train.fit` takes it with distillation: the student's forward and
+A step as `compress.training.engine.fit` takes it with distillation: the student's forward and
 backward on a batch, plus the teacher's forward. The two layouts are timed interleaved
 (one step of each, in turn, `--steps` times) so that the machine's drift hits both alike;
 prints the median seconds per step of each and their ratio. fit() trains channels-last on
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from compress.checkpoint import load_checkpoint
+import compress
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO / "checkpoints" / "mnv3_trashnet.safetensors"
@@ -48,8 +48,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per layout")
     args = parser.parse_args()
 
-    student = load_checkpoint(args.student)
-    teacher = None if args.teacher == "none" else load_checkpoint(args.teacher).model.eval()
+    student = compress.load_checkpoint(args.student)
+    teacher = None if args.teacher == "none" else \
+        compress.load_checkpoint(args.teacher).model.eval()
     size = student.input_size
     images = torch.randn(args.batch, 3, size, size)
     labels = torch.randint(0, len(student.classes), (args.batch,))

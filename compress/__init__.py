@@ -21,6 +21,8 @@ _EXPORTS = {
     "load_recipe": "compress.recipe.loading",
     "Recipe": "compress.recipe.schema",
     "StageRecord": "compress.pipeline.runstore",
+    "read_run": "compress.pipeline.runstore",
+    "apply_override": "compress.recipe.overrides",
     "Checkpoint": "compress.checkpoint",
     "load_checkpoint": "compress.checkpoint",
     "save_checkpoint": "compress.checkpoint",
@@ -30,14 +32,24 @@ _EXPORTS = {
     "Stage": "compress.stages",
     "StageConfig": "compress.stages",
     "StageContext": "compress.stages",
+    "StageOutput": "compress.stages",
+    "StageResult": "compress.stages",
+    "StageStatus": "compress.stages",
+    "export_onnx": "compress.ops.onnx_export",
+    "squeeze_excite_paths": "compress.ops.blocks",
+    "replace_with_identity": "compress.ops.blocks",
+    "time_interleaved": "compress.tools.retime",
+    "retime": "compress.tools.retime",
     "UserError": "compress.errors",
     "StageFailed": "compress.errors",
 }
 
 __all__ = [  # the public API; a test keeps it equal to _EXPORTS plus __version__
-    "Checkpoint", "Recipe", "Stage", "StageConfig", "StageContext", "StageFailed", "StageRecord",
-    "UserError", "__version__", "create_stage", "list_stages", "load_checkpoint", "load_recipe",
-    "register_stage", "run", "save_checkpoint",
+    "Checkpoint", "Recipe", "Stage", "StageConfig", "StageContext", "StageFailed", "StageOutput",
+    "StageRecord", "StageResult", "StageStatus", "UserError", "__version__", "apply_override",
+    "create_stage", "export_onnx", "list_stages", "load_checkpoint", "load_recipe", "read_run",
+    "register_stage", "replace_with_identity", "retime", "run", "save_checkpoint",
+    "squeeze_excite_paths", "time_interleaved",
 ]
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from compress.pipeline.loop import run_recipe
 from compress.pipeline.runstore import StageRecord
-from compress.recipe.loading import load_recipe, recipe_from_raw
-from compress.recipe.overrides import apply_override
+from compress.recipe.loading import load_recipe, recipe_from_raw, with_overrides
 from compress.recipe.schema import Recipe
 
 
@@ -36,9 +35,5 @@ def run(recipe: str | Path | Recipe, out: str | Path, data: str | Path | None = 
 def _revalidated(recipe: Recipe, overrides: list[str], data: str | Path | None) -> Recipe:
     """A loaded recipe with overrides applied, checked again as a file would be: a Recipe
     built or edited in Python skipped the stage and checkpoint checks of load_recipe."""
-    raw = recipe.model_dump(mode="json")
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    if data is not None:
-        raw["data"]["root"] = str(data)
+    raw = with_overrides(recipe.model_dump(mode="json"), overrides, data)
     return recipe_from_raw(raw, "(in memory)")

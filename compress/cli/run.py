@@ -27,11 +27,10 @@ def run(recipe, data_root, out, overrides, resume) -> None:
     """
     from pathlib import Path
 
-    from compress.pipeline.loop import run_recipe
-    from compress.recipe.loading import load_recipe
+    from compress.api import run as run_recipe
 
-    parsed = load_recipe(recipe, list(overrides), data_root)
-    run_recipe(parsed, out or Path("runs") / Path(recipe).stem, resume, echo=click.echo)
+    run_recipe(recipe, out or Path("runs") / Path(recipe).stem, data_root, overrides, resume,
+               echo=click.echo)
 
 
 @click.command()

@@ -55,8 +55,12 @@ def gpu_description() -> str | None:
 def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    versions = {"python": platform.python_version()}
-    for package in ("compress", "onnxruntime", "onnxruntime-gpu", "torch", "numpy"):
+    from compress import __version__
+
+    # compress by its own attribute: the distribution name differs (compress-vision), and a
+    # package called "compress" on PyPI is someone else's.
+    versions = {"python": platform.python_version(), "compress": __version__}
+    for package in ("onnxruntime", "onnxruntime-gpu", "torch", "numpy"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:

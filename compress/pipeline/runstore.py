@@ -78,3 +78,8 @@ class RunStore:
     def write_record(self, record: StageRecord) -> None:
         write_json_atomic(self.stage_dir(record.index, record.name) / "record.json",
                           asdict(record) | {"status": record.status.value})
+
+
+def read_run(folder: str | Path) -> list[StageRecord]:
+    """The records of a run folder's finished stages, the input first."""
+    return RunStore(folder).completed()

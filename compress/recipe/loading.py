@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,17 @@ def read_raw_recipe(path: str | Path, overrides: list[str] = (),
     raw = read_yaml_file(Path(path), "recipe")
     if not isinstance(raw, dict):
         raise UserError(f"recipe {path}: expected a mapping with 'checkpoint' and 'stages'")
+    return with_overrides(raw, overrides, data_root)
+
+
+def with_overrides(raw: dict[str, Any], overrides: Iterable[str] = (),
+                   data_root: str | Path | None = None) -> dict[str, Any]:
+    """`raw` (changed in place) with `--set` assignments and `--data` applied."""
     for assignment in overrides:
         apply_override(raw, assignment)
     if data_root is not None:
         raw.setdefault("data", {})
-        raw["data"]["root"] = data_root
+        raw["data"]["root"] = str(data_root)
     return raw
 
 

@@ -1,0 +1,35 @@
+"""Timing finished ONNX files against each other, interleaved (A B A B ...), so that a busy
+machine slows both alike: one pair (`time_interleaved`), or several models against one
+baseline over several rounds (`retime`, for figures from runs made at different times)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from compress.measure.latency import Comparison, compare_latency
+from compress.tools.bench import open_model
+
+
+def time_interleaved(path_a: str | Path, path_b: str | Path, runs: int = 300,
+                     provider: str = "cpu", threads: int | None = None) -> Comparison:
+    """Batch-1 latency of two models timed interleaved; `ratio` = median(a) / median(b),
+    the speed-up of b over a. Each model runs at its own stored input size."""
+    a, b = open_model(path_a, provider, threads), open_model(path_b, provider, threads)
+    return compare_latency(a.runner, b.runner, a.input_size, runs=runs,
+                           input_size_b=b.input_size)
+
+
+def retime(baseline: str | Path, models: dict[str, str | Path], runs: int = 300,
+           rounds: int = 3, echo: Callable[[str], None] = print) -> dict[str, list[float]]:
+    """Speed-up of each model over the baseline (ratio of medians), one entry per round."""
+    reference = open_model(baseline)
+    opened = {name: open_model(path) for name, path in models.items()}
+    ratios: dict[str, list[float]] = {name: [] for name in models}
+    for round_index in range(rounds):
+        for name, model in opened.items():
+            ratio = compare_latency(reference.runner, model.runner, reference.input_size,
+                                    runs=runs, input_size_b=model.input_size).ratio
+            ratios[name].append(ratio)
+            echo(f"round {round_index + 1}/{rounds}  {name}: {ratio:.2f}x")
+    return ratios
