@@ -72,7 +72,9 @@ def search(recipe, trials, storage, study_name, workers, timeout, minimize, data
         stages.1.lr: {low: 0.001, high: 0.05, log: true}
         stages.0.importance: {choices: [l1, l2]}
     """
-    from compress.search.study import prepare_search, run_search, write_front
+    from compress.search.front import write_front
+    from compress.search.job import prepare_search
+    from compress.search.study import run_search
 
     if minimize:
         overrides += (f"search.minimize={minimize}",)

@@ -235,7 +235,7 @@ def test_a_layer_name_with_dots_is_one_key_in_brackets():
 def test_the_shipped_search_recipe_is_valid(monkeypatch):
     """recipes/mnv3_search.yaml: every value its space can take makes a valid recipe."""
     from compress.recipe.loading import read_raw_recipe, recipe_from_raw
-    from compress.search.study import check_space
+    from compress.search.job import check_space
 
     monkeypatch.chdir(REPO)
     path = REPO / "recipes/mnv3_search.yaml"

@@ -1,0 +1,86 @@
+"""The Pareto front of a study: a Markdown table, a JSON file, a plot, and one runnable
+recipe per front trial.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from compress.plotting import figure_file
+from compress.search.job import SearchJob
+from compress.search.objective import format_value
+from compress.search.storage import redacted
+from compress.search.study import finished_trials, load_study
+
+
+def write_front(job: SearchJob) -> tuple[list[str], dict[str, Path]]:
+    """The Pareto front of the study (feasible trials only, when min_f1 is set)."""
+    study = load_study(job)
+    front = sorted(study.best_trials, key=lambda t: -t.values[0])
+    done = [t for t in finished_trials(study) if t.values is not None]
+    out = job.out_dir
+    recipe_dir = out / "pareto"
+    recipe_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["| trial | val macro F1 | speed-up | MACs | params | "
+             + " | ".join(job.section.params) + " | recipe |",
+             "|" + "---|" * (6 + len(job.section.params))]
+    for trial in front:
+        figures = trial.user_attrs["figures"]
+        recipe_path = recipe_dir / f"{job.study_name}-{trial.number:04d}.yaml"
+        _write_recipe(recipe_path, trial, job)
+        lines.append(
+            f"| {trial.number} | {figures['macro_f1']:.4f} | {figures['speedup']:.2f}x | "
+            f"{figures['macs'] / 1e6:.1f} M | {figures['params']:,} | "
+            + " | ".join(format_value(trial.params.get(name)) for name in job.section.params)
+            + f" | {recipe_path} |")
+    if not front:
+        lines.append("(empty: no finished trial" + (f" meets min_f1 {job.section.min_f1})"
+                                                    if job.section.min_f1 is not None else ")"))
+    (out / "pareto.md").write_text("\n".join(lines) + "\n")
+    (out / "search.json").write_text(json.dumps({
+        "study": job.study_name, "storage": redacted(job.storage_url),
+        "objectives": ["maximize macro_f1", f"minimize {study.metric_names[1]}"],
+        "trials": [{"number": t.number, "state": t.state.name, "values": t.values,
+                    "params": t.params, "pareto": t in front,
+                    **{k: v for k, v in t.user_attrs.items() if k != "recipe"}}
+                   for t in study.get_trials(deepcopy=False)]}, indent=1))
+    paths = {"table": out / "pareto.md", "json": out / "search.json",
+             "plot": _plot_front(out / "pareto.png", done, front, job.section.minimize),
+             "recipes": recipe_dir}
+    return lines, paths
+
+
+def _write_recipe(path: Path, trial, job: SearchJob) -> None:
+    figures = trial.user_attrs["figures"]
+    header = (f"# compress search {job.recipe_path}, study {job.study_name}, trial "
+              f"{trial.number} (Pareto front): val macro F1 {figures['macro_f1']:.4f}, "
+              f"{figures['speedup']:.2f}x faster, {figures['macs'] / 1e6:.1f} M MACs\n"
+              + "".join(f"#   {name}: {value}\n" for name, value in trial.params.items()))
+    if job.section.proxy_epochs is not None:
+        header += (f"# fine-tuning was capped at {job.section.proxy_epochs} epochs (proxy); "
+                   "raise the epochs for the full result\n")
+    path.write_text(header + yaml.safe_dump(trial.user_attrs["recipe"], sort_keys=False))
+
+
+def _plot_front(path: Path, done: list, front: list, minimize: str) -> Path:
+    def x(trial) -> float:
+        figures = trial.user_attrs["figures"]
+        return figures["speedup"] if minimize == "latency" else figures["macs"] / 1e6
+
+    with figure_file(path) as ax:
+        ax.scatter([x(t) for t in done], [t.values[0] for t in done], c="0.6", s=18,
+                   label="trials")
+        ax.scatter([x(t) for t in front], [t.values[0] for t in front], c="tab:red", s=30,
+                   label="Pareto front")
+        for trial in front:
+            ax.annotate(str(trial.number), (x(trial), trial.values[0]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("batch-1 speed-up over the input (interleaved)" if minimize == "latency"
+                      else "MACs (millions)")
+        ax.set_ylabel("val macro F1")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return path

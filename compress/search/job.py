@@ -1,0 +1,67 @@
+"""A validated search: the recipe, its search block, where the study lives; every value
+the space can take is checked before any trial runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compress.errors import UserError
+from compress.recipe.loading import read_raw_recipe, recipe_from_raw
+from compress.recipe.search_space import SearchSection, with_params
+from compress.search.storage import open_storage
+
+SQLITE_NAME = "study.db"
+
+
+@dataclass
+class SearchJob:
+    recipe_path: str
+    raw: dict[str, Any]  # the recipe with --set and --data applied
+    section: SearchSection
+    out_dir: Path
+    storage_url: str
+    study_name: str
+    trials: int  # finished trials the study should hold (all workers together)
+    timeout: float | None
+    workers: int
+
+
+def prepare_search(recipe_path: str, trials: int, storage: str | None, study: str | None,
+                   workers: int, timeout: float | None, out: str | None,
+                   data_root: str | None, overrides: list[str]) -> SearchJob:
+    """Validate the recipe, its search block and every value the space can take."""
+    path = Path(recipe_path)
+    raw = read_raw_recipe(path, overrides, data_root)
+    recipe = recipe_from_raw(raw, path)
+    if recipe.search is None:
+        raise UserError(f"recipe {path}: no search block; add search.params (see "
+                        "compress search --help)")
+    check_space(raw, recipe.search, path)
+    if not Path(recipe.data.root).is_dir():
+        raise UserError(f"no data folder at {recipe.data.root}: a search needs val macro F1; "
+                        "give --data ROOT")
+    out_dir = Path(out) if out else Path("runs") / "search" / path.stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(out_dir / SQLITE_NAME).resolve()}"
+    job = SearchJob(str(path), raw, recipe.search, out_dir, url, study or path.stem, trials,
+                    timeout, workers)
+    open_storage(url)  # an unreachable server fails here, before any work
+    return job
+
+
+def check_space(raw: dict[str, Any], section: SearchSection, path: Path) -> None:
+    """Every parameter names a recipe value, and its bounds or choices are valid there."""
+    for name, spec in section.params.items():
+        for value in spec.examples():
+            try:
+                recipe_from_raw(with_params(raw, {name: value}), path)
+            except UserError as exc:
+                detail = str(exc).removeprefix(f"recipe {path}: ")
+                if "unknown key" in detail or "no item" in detail or "not a mapping" in detail:
+                    raise UserError(f"recipe {path}: search.params.{name}: names no recipe "
+                                    f"value ({detail})") from None
+                raise UserError(f"recipe {path}: search.params.{name}: {value!r} is not a "
+                                f"valid value there ({detail})") from None
