@@ -144,7 +144,7 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=str(REPO / "recipes" / "mnv3_tucker.yaml"))
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "trashnet"))
@@ -168,10 +168,12 @@ def main() -> None:
                         help="take METHOD's finished run folder from an earlier --out instead "
                              "of running it, when checkpoint, seed and epochs match "
                              "(repeatable; for a changed default recipe)")
-    args = parser.parse_args()
-    if not Path(args.data, "val").is_dir():
-        raise SystemExit(f"skipped: no data at {args.data} (give --data ROOT)")
-    out = Path(args.out)
+    return parser.parse_args()
+
+
+def default_recipe(args: argparse.Namespace) -> dict:
+    """The default recipe as a mapping: its checkpoint made absolute, --set applied, and
+    with --quick one epoch per fine-tune."""
     default = yaml.safe_load(Path(args.recipe).read_text())
     default["checkpoint"] = str((Path(args.recipe).parent.parent / default["checkpoint"])
                                 if not Path(default["checkpoint"]).is_absolute() else
@@ -183,52 +185,74 @@ def main() -> None:
             options = next(iter(stage.values()))
             if "epochs" in options:
                 options["epochs"] = 1
-    budget = args.epochs or finetune_epochs(default)
+    return default
+
+
+def reused_folders(items: list[str]) -> dict[str, Path]:
     reuse: dict[str, Path] = {}
-    for item in args.reuse:
+    for item in items:
         name, _, folder = item.partition("=")
         if not name or not folder or name in reuse:
             fail(f"--reuse {item!r}: give METHOD=FOLDER, once per method")
         reuse[name] = Path(folder)
-    epochs = 1 if args.quick else budget
+    return reuse
 
-    def planned(default_macs_kept: float | None) -> dict[str, tuple[str, dict]]:
-        """The peers this run compares, by name: (label in the table, recipe)."""
-        methods = {}
-        for name, recipe in method_recipes(default, epochs, default_macs_kept).items():
-            if args.only and name not in args.only:
-                continue
-            if name in args.skip_finetune:
-                recipe["stages"] = [s for s in recipe["stages"] if "finetune" not in s]
-                methods[name] = (name + " (no fine-tuning)", recipe)
-            else:
-                methods[name] = (name, recipe)
-        return methods
 
-    preview = planned(None)
-    for name, folder in reuse.items():  # before anything runs
-        if name not in preview:
-            fail(f"--reuse {name}: not a method of this run ({', '.join(preview)})")
-        check_reuse(name, preview[name][1], folder)
+def planned(args: argparse.Namespace, default: dict, epochs: int,
+            default_macs_kept: float | None) -> dict[str, tuple[str, dict]]:
+    """The peers this run compares, by name: (label in the table, recipe)."""
+    methods = {}
+    for name, recipe in method_recipes(default, epochs, default_macs_kept).items():
+        if args.only and name not in args.only:
+            continue
+        if name in args.skip_finetune:
+            recipe["stages"] = [s for s in recipe["stages"] if "finetune" not in s]
+            methods[name] = (name + " (no fine-tuning)", recipe)
+        else:
+            methods[name] = (name, recipe)
+    return methods
+
+
+def run_all(args: argparse.Namespace, default: dict, epochs: int,
+            reuse: dict[str, Path]) -> list[dict]:
+    """The default recipe first (the peers prune to its MACs), then every planned peer."""
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = [run_method("default recipe", default, out, args.data)]
     default_kept = results[0]["macs"] / results[0]["baseline_macs"]
-    for name, (label, recipe) in planned(default_kept).items():
+    for name, (label, recipe) in planned(args, default, epochs, default_kept).items():
         if name in reuse:
             print(f"  [{label}] reused from {reuse[name]}", flush=True)
             results.append(method_result(label, compress.read_run(reuse[name]))
                            | {"reused_from": str(reuse[name])})
         else:
             results.append(run_method(label, recipe, out, args.data))
+    return results
+
+
+def main() -> None:
+    args = parse_args()
+    if not Path(args.data, "val").is_dir():
+        raise SystemExit(f"skipped: no data at {args.data} (give --data ROOT)")
+    default = default_recipe(args)
+    epochs = 1 if args.quick else args.epochs or finetune_epochs(default)
+    reuse = reused_folders(args.reuse)
+    preview = planned(args, default, epochs, None)
+    for name, folder in reuse.items():  # before anything runs
+        if name not in preview:
+            fail(f"--reuse {name}: not a method of this run ({', '.join(preview)})")
+        check_reuse(name, preview[name][1], folder)
+    results = run_all(args, default, epochs, reuse)
     # one sitting, each model interleaved with the same baseline file, --rounds times over
-    speedups = compress.retime(results[0]["input_onnx"], {r["method"]: r["onnx"] for r in results},
-                      args.runs, args.rounds)
+    speedups = compress.retime(results[0]["input_onnx"],
+                               {r["method"]: r["onnx"] for r in results}, args.runs, args.rounds)
     for result in results:
         result["speedups"] = speedups[result["method"]]
         result["speedup"] = statistics.median(result["speedups"])
     baseline = {"method": "baseline", "params": None, "macs": results[0]["baseline_macs"],
                 "macro_f1": results[0]["baseline_f1"], "speedup": 1.0}
     print_table(baseline, results, epochs, args.runs, args.rounds)
+    out = Path(args.out)
     (out / "peers.json").write_text(json.dumps({"baseline": baseline, "methods": results},
                                                indent=1))
     plot(out / "peers.png", baseline, results)

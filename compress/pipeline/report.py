@@ -9,6 +9,7 @@ from typing import Any
 from compress.fileio import write_json_atomic
 from compress.pipeline.runstore import StageRecord
 from compress.plotting import figure_file
+from compress.stages.base import StageStatus
 
 _WIDTHS = (24, 11, 9, 18, 10, 10, 8, 8, 6)
 COLUMNS = ("stage", "params", "MACs", "lat b1 ms", "speed-up", "macro F1", "acc", "score", "s")
@@ -20,7 +21,8 @@ def _fmt(value: Any, spec: str) -> str:
 
 def row_cells(record: StageRecord) -> list[str]:
     flag = " (slower)" if record.slower else ""
-    name = f"{record.index}:{record.name}" + (" [skipped]" if record.status == "skipped" else "")
+    skipped = " [skipped]" if record.status is StageStatus.SKIPPED else ""
+    name = f"{record.index}:{record.name}{skipped}"
     return [name, f"{record.params:,}", f"{record.macs / 1e6:.1f}M",
             f"{record.latency_ms:.2f}{flag}", f"{record.speedup_vs_input:.2f}x",
             _fmt(record.macro_f1, ".4f"), _fmt(record.accuracy, ".4f"), _fmt(record.score, ".4f"),
