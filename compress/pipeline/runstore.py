@@ -43,6 +43,15 @@ class StageRecord:
     end_to_end_s: float | None = None  # decode + preprocess + predict the split, batch 1
     input_size: int | None = None  # the stage's model input size (a resize stage changes it)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StageRecord:
+        """A record as written to record.json; runs written before the typed results named
+        the stage's result `details`."""
+        data = dict(data)
+        if "details" in data:
+            data["result"] = data.pop("details")
+        return cls(**data)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", StageStatus(self.status))  # as read from JSON
 
@@ -72,7 +81,7 @@ class RunStore:
     def completed(self) -> list[StageRecord]:
         records = []
         for path in sorted((self.root / "stages").glob("*/record.json")):
-            records.append(StageRecord(**json.loads(path.read_text())))
+            records.append(StageRecord.from_json(json.loads(path.read_text())))
         return records
 
     def write_record(self, record: StageRecord) -> None:

@@ -1,5 +1,5 @@
-"""benchmarks/peers.py in its quick mode, benchmarks/train_speed.py and `compress analyze`, on
-a tiny checkpoint and folder, so that none of them can rot."""
+"""The benchmark scripts (peers in its quick mode, retime, se_gate_latency, train_speed,
+compare_runs) on a tiny checkpoint and folder, so that none of them can rot."""
 
 from __future__ import annotations
 
@@ -141,3 +141,25 @@ def test_train_speed_times_both_layouts(tiny_checkpoint):
     assert "teacher: yes" in result.stdout
     for line in ("contiguous", "channels_last", "channels-last speed-up:"):
         assert line in result.stdout
+
+
+def test_compare_runs_tells_identical_runs_from_different_ones(tmp_path, tiny_checkpoint,
+                                                               tiny_data):
+    import compress
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "checkpoint": str(tiny_checkpoint),
+        "data": {"root": str(tiny_data), "batch_size": 8, "num_workers": 0},
+        "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3},
+        "stages": [{"prune": {"ratio": 0.3}}, {"finetune": {"epochs": 1}}]}))
+    for name, ratio in (("a", 0.3), ("b", 0.3), ("c", 0.5)):
+        compress.run(recipe, tmp_path / name, overrides=[f"stages.0.ratio={ratio}"],
+                     echo=lambda line: None)
+    compare = [sys.executable, str(REPO / "benchmarks" / "compare_runs.py")]
+    same = subprocess.run(compare + [str(tmp_path / "a"), str(tmp_path / "b")],
+                          capture_output=True, text=True)
+    assert same.returncode == 0 and same.stdout.strip().endswith("identical"), same.stdout
+    other = subprocess.run(compare + [str(tmp_path / "a"), str(tmp_path / "c")],
+                           capture_output=True, text=True)
+    assert other.returncode == 1 and "1:prune" in other.stdout and " NO" in other.stdout

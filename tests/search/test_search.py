@@ -65,6 +65,9 @@ def test_a_sqlite_search_writes_a_front_whose_recipes_run(tmp_path, search_recip
         # the proxy capped the fine-tuning at one epoch
         history = json.loads((run_dir / "stages/02-finetune/train/history.json").read_text())
         assert len(history) == 1
+        # the trial's log holds every line of its run, the fine-tune's epoch line included
+        log = (run_dir / "log.txt").read_text()
+        assert "epoch   1/1" in log and "2:finetune" in log
     # The front: no trial on it is dominated by another finished trial.
     front = study.best_trials
     assert front
