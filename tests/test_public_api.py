@@ -34,6 +34,7 @@ def test_import_compress_does_not_import_torch():
     assert result.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_run_the_smoke_recipe_without_data(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the recipe's checkpoint path is relative to the working folder
     lines = []

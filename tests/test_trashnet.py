@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from conftest import REPO
 
 from compress.tools.evaluate import evaluate_checkpoint
@@ -24,6 +25,7 @@ def test_shipped_checkpoint_reproduces_the_model_card_on_val(trashnet):
     assert round(metrics["accuracy"], 3) == round(_model_card_figure("val accuracy"), 3)
 
 
+@pytest.mark.slow
 def test_int8_recipe_on_the_shipped_checkpoint_agrees_with_float32(tmp_path, trashnet):
     from conftest import run_cli
 

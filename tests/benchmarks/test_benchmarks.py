@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 import yaml
 from conftest import REPO
@@ -19,6 +20,7 @@ METHODS = ["default recipe", "unstructured L1 30 %", "torch-pruning uniform L2",
            "Tucker alone (VBMF)", "ORT INT8 static alone"]
 
 
+@pytest.mark.slow
 def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_data):
     recipe = {
         "checkpoint": str(tiny_checkpoint),
@@ -143,6 +145,7 @@ def test_train_speed_times_both_layouts(tiny_checkpoint):
         assert line in result.stdout
 
 
+@pytest.mark.slow
 def test_compare_runs_tells_identical_runs_from_different_ones(tmp_path, tiny_checkpoint,
                                                                tiny_data):
     import compress

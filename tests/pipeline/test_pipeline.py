@@ -47,6 +47,7 @@ def _report(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
+@pytest.mark.slow
 def test_every_stage_is_saved_measured_and_reported(tmp_path, tiny_recipe):
     out = tmp_path / "run"
     code, output = _run(tiny_recipe, "--out", out)
@@ -83,6 +84,7 @@ def test_without_data_the_data_stages_are_skipped_and_marked(tmp_path, tiny_reci
     assert "n/a" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_resume_continues_after_the_last_finished_stage(tmp_path, tiny_recipe, monkeypatch):
     out = tmp_path / "run"
     from compress.stages.decompose import Decompose
@@ -183,6 +185,7 @@ def test_bad_recipes_fail_before_any_work(tmp_path, tiny_recipe, edit, fragments
     assert not (tmp_path / "run" / "stages").exists()
 
 
+@pytest.mark.slow
 def test_the_smoke_recipe_on_trashnet(tmp_path, trashnet):
     shipped = REPO / "checkpoints" / "mnv3_trashnet.safetensors"
     code, output = _run(REPO / "recipes" / "smoke.yaml", "--out", tmp_path / "run",

@@ -46,6 +46,7 @@ def search_recipe(tmp_path, tiny_model_spec, tiny_data) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_sqlite_search_writes_a_front_whose_recipes_run(tmp_path, search_recipe):
     import optuna
 
@@ -135,6 +136,7 @@ def test_nsga2_on_macs_with_an_f1_constraint(tmp_path, search_recipe):
     assert all(t.values[0] >= 0.99 for t in study.best_trials)
 
 
+@pytest.mark.slow
 def test_workers_run_trials_in_parallel_processes(tmp_path, search_recipe):
     import optuna
 

@@ -150,6 +150,7 @@ def test_val_ratio_carves_a_stratified_val_split_when_there_is_no_val_folder(tmp
         train_val_datasets(DataConfig(data_path=str(root), img_size=32, num_workers=0))
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_take_the_same_steps_and_write_one_checkpoint(tmp_path, tiny_data,
                                                                          tiny_model_spec):
     """torchrun --nproc_per_node 2 on CPU (gloo): the global batch is split over the two
