@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from compress import defaults
+
 # Shared by train and finetune (the choices are compress.training.engine.KEEP_CHOICES, not
 # imported here so that the CLI starts without loading torch).
 _keep_option = click.option(
@@ -59,7 +61,8 @@ def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resu
               show_default=True, help="Peak learning rate.")
 @click.option("--distill/--no-distill", default=False, show_default=True,
               help="Soft targets from CHECKPOINT itself as the teacher.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=defaults.BATCH_SIZE,
+              show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @_keep_option
 @click.option("--out", required=True, type=click.Path(file_okay=False),
@@ -87,7 +90,8 @@ def finetune(checkpoint, data_root, freeze, epochs, lr, distill, batch_size, dev
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--data", "data_root", required=True, help="Data root with SPLIT/<class>/*.jpg.")
 @click.option("--split", default="val", show_default=True, help="Split folder: val, test, ...")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=defaults.BATCH_SIZE,
+              show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def eval_command(checkpoint, data_root, split, batch_size, device, as_json) -> None:
