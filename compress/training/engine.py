@@ -36,7 +36,6 @@ from compress.training.distributed import (
 from compress.training.loop import (
     EpochStats,
     Optimization,
-    distillation_loss,
     make_optimization,
     seed_epoch,
     seed_everything,
@@ -44,10 +43,6 @@ from compress.training.loop import (
     training_memory_format,
     uses_amp,
 )
-
-# distillation_loss and training_memory_format are re-exported: callers know them from here.
-__all__ = ["TrainConfig", "TrainResult", "distillation_loss", "fit", "seed_everything",
-           "train_from_data_config", "training_memory_format"]
 
 
 @dataclass

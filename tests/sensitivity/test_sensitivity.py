@@ -21,7 +21,7 @@ from compress.ops.pruning import prunable_groups, prune_groups
 from compress.sensitivity.allocation import allocate_ratios
 from compress.sensitivity.cuts import SensitivityContext, module_cuts, prune_cuts
 from compress.stages.registry import create_stage
-from compress.training.engine import distillation_loss
+from compress.training.loop import distillation_loss
 
 SIZE = 32
 SPEC = {"kind": "kindle", "config": TINY_MNV3}
