@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from compress.errors import UserError
 from compress.pipeline.loop import run_recipe
 from compress.pipeline.runstore import StageRecord
 from compress.recipe.loading import load_recipe, recipe_from_raw, with_overrides
@@ -21,10 +22,14 @@ def run(recipe: str | Path | Recipe, out: str | Path, data: str | Path | None = 
     """Run `recipe` (a YAML path or a loaded `Recipe`) into the run folder `out`; return one
     frozen record per stage, the input first.
 
-    `data` replaces the recipe's data root (a folder that does not exist runs the no-data
-    path: image-dependent steps are skipped and their figures are None); `overrides` are
+    `data` replaces the recipe's data root and must be a folder (a mistyped path is an
+    error, not "no data"); a recipe whose own `data.root` does not exist runs the no-data
+    path: image-dependent steps are skipped and their figures are None. `overrides` are
     `--set` assignments such as "stages.1.epochs=1"; `echo` receives each progress line.
     """
+    if data is not None and not Path(data).is_dir():
+        raise UserError(f"--data {data}: " + ("is a file, not a folder" if Path(data).exists()
+                                              else "no such folder"))
     if isinstance(recipe, Recipe):
         recipe = _revalidated(recipe, list(overrides), data)
     else:

@@ -57,7 +57,7 @@ def test_the_wheel_installs_and_runs_the_no_data_recipe(tmp_path):
     out = tmp_path / "run"
     smoke = _python("-c", "import compress, runpy; print(compress.__file__); "
                     "runpy.run_module('compress', run_name='__main__', alter_sys=True)",
-                    "run", "recipes/smoke.yaml", "--data", "/nonexistent", "--out", str(out),
+                    "run", "recipes/smoke.yaml", "--set", "data.root=/nonexistent", "--out", str(out),
                     site=site)
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
     imported_from = Path(smoke.stdout.splitlines()[0])

@@ -38,8 +38,8 @@ def test_import_compress_does_not_import_torch():
 def test_run_the_smoke_recipe_without_data(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the recipe's checkpoint path is relative to the working folder
     lines = []
-    records = compress.run("recipes/smoke.yaml", out=tmp_path / "run", data="/nonexistent",
-                           echo=lines.append)
+    records = compress.run("recipes/smoke.yaml", out=tmp_path / "run",
+                           overrides=["data.root=/nonexistent"], echo=lines.append)
     assert [r.index for r in records] == [0, 1, 2, 3, 4]
     assert all(r.macs > 0 for r in records)
     assert records[1].macs < 0.65 * records[0].macs  # prune to 60 % of the MACs
@@ -59,14 +59,14 @@ def _tiny_recipe(tmp_path, checkpoint) -> compress.Recipe:
     return compress.load_recipe(path)
 
 
-def test_run_a_loaded_recipe_with_an_override(tmp_path, tiny_checkpoint):
+def test_run_a_loaded_recipe_with_an_override(tmp_path, tiny_checkpoint, tiny_data):
     recipe = _tiny_recipe(tmp_path, tiny_checkpoint)
-    records = compress.run(recipe, out=tmp_path / "run", data=tmp_path / "none",
+    records = compress.run(recipe, out=tmp_path / "run", data=tiny_data,
                            overrides=["stages.0.ratio=0.5"], echo=lambda line: None)
     assert [r.name for r in records] == ["input", "prune"]
     written = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
     assert written["stages"][0]["prune"]["ratio"] == 0.5
-    assert written["data"]["root"] == str(tmp_path / "none")
+    assert written["data"]["root"] == str(tiny_data)
     assert records[1].macs < records[0].macs
 
 
@@ -74,4 +74,13 @@ def test_a_bad_override_of_a_loaded_recipe_is_a_user_error(tmp_path, tiny_checkp
     recipe = _tiny_recipe(tmp_path, tiny_checkpoint)
     with pytest.raises(compress.UserError, match="stages.0.prune.ratio"):
         compress.run(recipe, out=tmp_path / "run", overrides=["stages.0.ratio=1.5"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_data_folder_that_does_not_exist_is_an_error_not_no_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    for data, reason in ((tmp_path / "tinyy", "no such folder"),
+                         (REPO / "README.md", "is a file")):
+        with pytest.raises(compress.UserError, match=reason):
+            compress.run("recipes/smoke.yaml", out=tmp_path / "run", data=data)
     assert not (tmp_path / "run").exists()

@@ -50,21 +50,32 @@ class _Run:
         self.store = RunStore(out_dir)
         self.input = recipe.input_checkpoint()  # loaded once, when the recipe was checked
         self.stages = recipe.stage_objects()
-        self.store.prepare(recipe_to_yaml(recipe), resume)
+        self.resume = resume
         self.device = resolve_device(recipe.device)
-        self.data = open_data(recipe, self.input)
-        self.measurer = Measurer.for_recipe(recipe, self.data, self.device,
-                                            self.input.input_size)
-        self.done = {r.index: r for r in self.store.completed()}
+        self.done: dict[int, StageRecord] = {}
         self.notes = list(recipe.warnings())
-        if self.data is None:
-            self.notes.append(f"no data folder at {recipe.data.root}: fine-tuning, macro F1, "
-                              "accuracy, score and data-driven steps are skipped (n/a); give "
-                              "--data ROOT")
         # Stages change their model in place: they work on a copy, the input teaches.
         self.model = copy.deepcopy(self.input.model)
 
     def run(self) -> list[StageRecord]:
+        """The folder is claimed and checked before the images are read: a wrong --out
+        fails at once, and nothing the run did not create is written over."""
+        with self.store.locked():
+            self.store.prepare(recipe_to_yaml(self.recipe), self.resume)
+            self.done = {r.index: r for r in self.store.completed()}
+            self._open_data()
+            return self._stages()
+
+    def _open_data(self) -> None:
+        self.data = open_data(self.recipe, self.input)
+        self.measurer = Measurer.for_recipe(self.recipe, self.data, self.device,
+                                            self.input.input_size)
+        if self.data is None:
+            self.notes.append(f"no data folder at {self.recipe.data.root}: fine-tuning, macro "
+                              "F1, accuracy, score and data-driven steps are skipped (n/a); "
+                              "give --data ROOT")
+
+    def _stages(self) -> list[StageRecord]:
         for note in self.notes:
             self.echo(note)
         self.echo(header_line())

@@ -10,12 +10,16 @@ so an interruption never leaves a half-finished stage looking finished.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compress.errors import UserError
-from compress.fileio import write_json_atomic
+from compress.fileio import write_atomic, write_json_atomic
 from compress.stages.base import StageStatus
 
 
@@ -56,9 +60,63 @@ class StageRecord:
         object.__setattr__(self, "status", StageStatus(self.status))  # as read from JSON
 
 
+# Written when a run starts: the folder belongs to compress, and a later run may write there.
+MARKER = ".compress-run"
+# Held while a process runs in the folder: its pid; a lock whose process is gone is stale.
+LOCK = ".lock"
+
+
 class RunStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder for this process: a second run into it is refused with one line
+        while this one lives; the lock of a killed run is taken over."""
+        self._claim()
+        created = not self.root.exists()
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = self.root / LOCK
+        for _ in range(2):
+            try:
+                descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = _lock_owner(lock)
+                if owner is not None and owner != os.getpid() and _alive(owner):
+                    raise UserError(f"run folder {self.root} is in use by process {owner}; "
+                                    "wait for it or choose another --out") from None
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(descriptor, "w") as file:
+                file.write(str(os.getpid()))
+            break
+        try:
+            yield
+        except BaseException:
+            if created and not self.completed():  # a run that failed before any stage
+                shutil.rmtree(self.root, ignore_errors=True)
+            raise
+        finally:
+            lock.unlink(missing_ok=True)
+
+    def adopt(self) -> None:
+        """Make the folder a run folder before a run starts, for a caller that keeps files
+        of its own beside the run's (a search trial's log.txt)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / MARKER).touch()
+
+    def _claim(self) -> None:
+        """Refuse a folder that holds files no run wrote: a run never writes over them."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--out {self.root}: is a file, not a folder")
+        if not self.root.is_dir() or (self.root / MARKER).is_file() or self.completed():
+            return
+        foreign = sorted(p.name for p in self.root.iterdir())
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise UserError(f"--out {self.root}: holds files that no compress run wrote "
+                            f"({shown}); choose a new or empty folder")
 
     def stage_dir(self, index: int, name: str) -> Path:
         path = self.root / "stages" / f"{index:02d}-{name}"
@@ -76,7 +134,8 @@ class RunStore:
                 raise UserError(f"run folder {self.root} was started with a different recipe "
                                 f"({recipe_path}); choose another --out")
         self.root.mkdir(parents=True, exist_ok=True)
-        recipe_path.write_text(recipe_yaml)
+        (self.root / MARKER).touch()
+        write_atomic(recipe_path, recipe_yaml)
 
     def completed(self) -> list[StageRecord]:
         records = []
@@ -92,3 +151,20 @@ class RunStore:
 def read_run(folder: str | Path) -> list[StageRecord]:
     """The records of a run folder's finished stages, the input first."""
     return RunStore(folder).completed()
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

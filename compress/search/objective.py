@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compress.errors import StageFailed, UserError
-from compress.pipeline.runstore import StageRecord
+from compress.pipeline.runstore import RunStore, StageRecord
 from compress.recipe.loading import recipe_from_raw
 from compress.recipe.search_space import with_params, with_proxy
 from compress.search.job import SearchJob
@@ -60,7 +60,7 @@ def _trial_recipe(trial, job: SearchJob, params: dict[str, Any]) -> tuple[dict[s
     trial.set_user_attr("recipe", raw)
     trial_dir = job.out_dir / "trials" / f"{job.study_name}-{trial.number:04d}"
     trial.set_user_attr("run_dir", str(trial_dir))
-    trial_dir.mkdir(parents=True, exist_ok=True)
+    RunStore(trial_dir).adopt()  # its log.txt lives beside the run's files
     return raw, trial_dir
 
 

@@ -74,7 +74,9 @@ def test_every_stage_is_saved_measured_and_reported(tmp_path, tiny_recipe):
 
 def test_without_data_the_data_stages_are_skipped_and_marked(tmp_path, tiny_recipe):
     out = tmp_path / "run"
-    code, output = _run(tiny_recipe, "--out", out, "--data", tmp_path / "absent")
+    # the recipe's own data.root is absent: the no-data mode (a --data that does not exist
+    # is an error instead: tests/pipeline/test_run_folder.py)
+    code, output = _run(tiny_recipe, "--out", out, "--set", f"data.root={tmp_path / 'absent'}")
     assert code == 0, output
     assert "no data folder" in output and "skipped stage 2:finetune" in output
     stages = _report(out)["stages"]
