@@ -93,9 +93,13 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: i
     """`sampler` (a DistributedSampler under torchrun) replaces shuffling."""
     generator = torch.Generator().manual_seed(seed)
     workers = min(num_workers, os.cpu_count() or 1)
+    training = shuffle or sampler is not None
     # A training batch of one image breaks BatchNorm after global pooling: drop it.
     shown = len(sampler) if sampler is not None else len(dataset)
-    drop_last = (shuffle or sampler is not None) and shown % batch_size == 1
+    drop_last = training and shown % batch_size == 1
+    # Training workers start anew each epoch, seeded from `generator` (which the engine
+    # re-seeds per epoch): persistent ones would carry their random state over from earlier
+    # epochs, so a resumed run would draw other augmentations than an uninterrupted one.
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
                       sampler=sampler, num_workers=workers, generator=generator,
-                      persistent_workers=workers > 0, drop_last=drop_last)
+                      persistent_workers=workers > 0 and not training, drop_last=drop_last)

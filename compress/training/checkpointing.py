@@ -7,16 +7,19 @@ so a run resumes without pickle.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from compress.errors import UserError
 from compress.fileio import atomic_path, write_json_atomic
 
 BEST_NAME, LAST_NAME, STATE_NAME, HISTORY_NAME = (
@@ -42,13 +45,51 @@ class Progress:
         return improved
 
 
+def fingerprint(model: nn.Module, teacher: nn.Module | None, train_set: Dataset,
+                val_set: Dataset, config: Any) -> str:
+    """What a run was started with: the starting weights and which of them train, the
+    teacher, the images (files and labels) and their transforms, and the settings that
+    change the result. Where to run (device, loader workers) and which epoch to hand back
+    (keep) do not count."""
+    digest = hashlib.sha256()
+    for part in (_weights(model), _weights(teacher), _images(train_set), _images(val_set)):
+        digest.update(part.encode() if isinstance(part, str) else part)
+    settings = {k: v for k, v in asdict(config).items()
+                if k not in ("device", "num_workers", "keep")}
+    settings["trainable"] = [n for n, p in model.named_parameters() if p.requires_grad]
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _weights(model: nn.Module | None) -> bytes:
+    if model is None:
+        return b"none"
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.digest()
+
+
+def _images(dataset: Dataset) -> str:
+    samples = getattr(dataset, "samples", None)
+    listed = [[str(path), label] for path, label in samples] if samples is not None \
+        else len(dataset)
+    return json.dumps([listed, repr(getattr(dataset, "transform", None))])
+
+
 def resume(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-           scheduler: torch.optim.lr_scheduler.LRScheduler) -> Progress | None:
+           scheduler: torch.optim.lr_scheduler.LRScheduler, started_as: str) -> Progress | None:
     """Load the last finished epoch of a run interrupted in `out_dir` into `model`,
-    `optimizer` and `scheduler`; None when there is nothing to resume."""
+    `optimizer` and `scheduler`; None when there is nothing to resume. A run started with
+    other inputs (`started_as`, its fingerprint) is refused, never continued."""
     state_path, last_path = out_dir / STATE_NAME, out_dir / LAST_NAME
     if not (state_path.is_file() and last_path.is_file()):
         return None
+    if _read_meta(state_path).get("fingerprint") != started_as:
+        raise UserError(f"{out_dir} holds a training run started with other inputs "
+                        "(checkpoint, data or settings), or by an older version; choose "
+                        "another --out, or delete it to start again")
     model.load_state_dict(load_checkpoint(last_path).model.state_dict())
     meta = _load_train_state(state_path, optimizer)
     with warnings.catch_warnings():  # replaying the schedule, not training
@@ -62,18 +103,20 @@ def resume(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def save_epoch(out_dir: Path, checkpoint: Checkpoint, improved: bool, progress: Progress,
-               optimizer: torch.optim.Optimizer, scheduler_steps: int) -> None:
+               optimizer: torch.optim.Optimizer, scheduler_steps: int, started_as: str) -> None:
     """Everything `resume` needs, written after each epoch; best only when it improved."""
     if improved:
         save_checkpoint(out_dir / BEST_NAME, checkpoint)
     save_checkpoint(out_dir / LAST_NAME, checkpoint)
-    _save_train_state(out_dir / STATE_NAME, optimizer, progress.epoch, scheduler_steps,
-                      progress.best_f1, progress.best_epoch)
+    _save_train_state(out_dir / STATE_NAME, optimizer, {
+        "epoch": progress.epoch, "scheduler_steps": scheduler_steps,
+        "best_f1": progress.best_f1, "best_epoch": progress.best_epoch,
+        "fingerprint": started_as})
     write_json_atomic(out_dir / HISTORY_NAME, progress.history)
 
 
-def _save_train_state(path: Path, optimizer: torch.optim.Optimizer, epoch: int,
-                      scheduler_steps: int, best_f1: float, best_epoch: int) -> None:
+def _save_train_state(path: Path, optimizer: torch.optim.Optimizer,
+                      meta: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
     tensors = {}
@@ -81,10 +124,18 @@ def _save_train_state(path: Path, optimizer: torch.optim.Optimizer, epoch: int,
         for name, value in state.items():
             if isinstance(value, torch.Tensor):
                 tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
-    meta = {"epoch": epoch, "scheduler_steps": scheduler_steps, "best_f1": best_f1,
-            "best_epoch": best_epoch}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"train_state": json.dumps(meta)})
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("train_state", "{}"))
+    except Exception:  # noqa: BLE001 (a damaged file: not this run's state either)
+        return {}
 
 
 def _load_train_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -89,7 +89,9 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
     seed_everything(config.seed)
     train_loader, sampler, val_loader = _loaders(train_set, val_set, config, job)
     opt = make_optimization(model, config, len(train_loader), uses_amp(config, device))
-    progress = (_resume(out_dir, model, opt, job, echo) if resume else None) or Progress()
+    started_as = checkpointing.fingerprint(model, teacher, train_set, val_set, config)
+    progress = (_resume(out_dir, model, opt, job, echo, started_as) if resume else None) \
+        or Progress()
     trained, teacher = _place(model, teacher, device, job)
     for epoch in range(progress.epoch, config.epochs):
         started = time.perf_counter()
@@ -102,7 +104,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
             row = _epoch_row(epoch, stats, metrics, job, opt, started)
             improved = progress.record(row)
             checkpointing.save_epoch(out_dir, _epoch_checkpoint(template, model, config, row),
-                                     improved, progress, opt.optimizer, opt.scheduler.last_epoch)
+                                     improved, progress, opt.optimizer, opt.scheduler.last_epoch,
+                                     started_as)
             echo(_epoch_line(row, config.epochs, improved))
         if job.world_size > 1:
             wait_for_main()
@@ -139,8 +142,8 @@ def _loaders(train_set: Dataset, val_set: Dataset, config: TrainConfig, job: Dis
 
 
 def _resume(out_dir: Path, model: nn.Module, opt: Optimization, job: Distributed,
-            echo: Callable[[str], None]) -> Progress | None:
-    progress = checkpointing.resume(out_dir, model, opt.optimizer, opt.scheduler)
+            echo: Callable[[str], None], started_as: str) -> Progress | None:
+    progress = checkpointing.resume(out_dir, model, opt.optimizer, opt.scheduler, started_as)
     if progress is not None and job.is_main:
         echo(f"resuming from epoch {progress.epoch} (best val macro F1 so far "
              f"{progress.best_f1:.4f} at epoch {progress.best_epoch})")

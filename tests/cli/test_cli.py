@@ -166,6 +166,20 @@ def test_finetune_and_export_commands(tmp_path, tiny_checkpoint, tiny_data):
     assert (tmp_path / "m.onnx").is_file() and '"fp16"' in output
 
 
+def test_a_second_finetune_with_other_settings_into_the_same_out_is_refused(tmp_path,
+                                                                           tiny_checkpoint,
+                                                                           tiny_data):
+    out = tmp_path / "ft"
+    first = ["finetune", tiny_checkpoint, "--data", tiny_data, "--epochs", 1, "--batch-size", 8,
+             "--out", out]
+    code, output = run_cli(first)
+    assert code == 0, output
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert_user_error(first[:-2] + ["--lr", 0.001, "--out", out], str(out),
+                      "started with other inputs")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_export_of_a_file_that_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"\x08\x07garbage")
