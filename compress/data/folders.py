@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
@@ -33,12 +34,26 @@ def find_classes(split_dir: Path) -> list[str]:
 
 
 def read_image(path: Path) -> Image.Image:
-    """Decode an image as RGB; a corrupt or unreadable file is the user's error, named."""
+    """Decode an image as RGB; a corrupt, unreadable or absurdly large file (a
+    decompression bomb) is the user's error, named."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+            return _as_rgb(image)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise UserError(f"image {path}: cannot be read ({exc.__class__.__name__})") from None
+
+
+def _as_rgb(image: Image.Image) -> Image.Image:
+    """RGB with 8 bits a channel. Pillow's convert("RGB") clips 16-bit and 32-bit
+    greyscale instead of scaling it (a 16-bit PNG came out solid white): scale those."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        levels = np.asarray(image, dtype=np.float64).clip(0, 65535) / 257.0
+    elif image.mode == "F":
+        levels = np.asarray(image, dtype=np.float64)
+        levels = levels * 255.0 if levels.size and levels.max() <= 1.0 else levels
+    else:
+        return image.convert("RGB")
+    return Image.fromarray(np.round(levels.clip(0, 255)).astype(np.uint8)).convert("RGB")
 
 
 class ImageFolderDataset(Dataset):
