@@ -14,7 +14,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,12 @@ LOCK = ".lock"
 
 
 class RunStore:
+    """record.json names the stage's own files relative to the run folder, so a run resumes
+    from any working folder and a moved run folder still reads; in memory they are
+    absolute."""
+
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = Path(os.path.abspath(root))
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -140,12 +144,22 @@ class RunStore:
     def completed(self) -> list[StageRecord]:
         records = []
         for path in sorted((self.root / "stages").glob("*/record.json")):
-            records.append(StageRecord.from_json(json.loads(path.read_text())))
+            record = StageRecord.from_json(json.loads(path.read_text()))
+            records.append(replace(record, checkpoint=str(self.root / record.checkpoint),
+                                   onnx=str(self.root / record.onnx)))
         return records
 
     def write_record(self, record: StageRecord) -> None:
         write_json_atomic(self.stage_dir(record.index, record.name) / "record.json",
-                          asdict(record) | {"status": record.status.value})
+                          asdict(record) | {"status": record.status.value,
+                                            "checkpoint": self._inside(record.checkpoint),
+                                            "onnx": self._inside(record.onnx)})
+
+    def _inside(self, path: str) -> str:
+        """`path` relative to the run folder when it lies in it (else absolute)."""
+        absolute = Path(os.path.abspath(path))
+        return str(absolute.relative_to(self.root)) if absolute.is_relative_to(self.root) \
+            else str(absolute)
 
 
 def read_run(folder: str | Path) -> list[StageRecord]:

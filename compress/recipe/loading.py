@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,10 @@ def recipe_from_raw(raw: dict[str, Any], path: str | Path) -> Recipe:
             stage.check(model)  # e.g. a rank larger than the layer, a pattern matching nothing
         except ValueError as exc:
             raise UserError(f"recipe {path}: stages.{index}.{name}: {exc}") from None
+    # Inputs as absolute paths: a run resumes the same from any working folder.
+    recipe.checkpoint = os.path.abspath(recipe.checkpoint)
+    if Path(recipe.data.root).is_dir():
+        recipe.data.root = os.path.abspath(recipe.data.root)
     return recipe
 
 

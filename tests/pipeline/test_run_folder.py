@@ -78,3 +78,21 @@ def test_a_run_that_fails_before_any_stage_leaves_no_folder(tmp_path, recipe, ti
     code, output = run_cli(["run", recipe, "--data", broken, "--out", out])
     assert code == 2 and output.startswith("error: "), output
     assert not out.exists()
+
+
+def test_a_run_resumes_from_another_working_folder_and_after_a_move(tmp_path, recipe,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, output = run_cli(["run", "recipe.yaml", "--out", "run"])  # relative paths
+    assert code == 0, output
+    record = yaml.safe_load((tmp_path / "run/stages/01-prune/record.json").read_text())
+    assert record["checkpoint"] == "stages/01-prune/model.safetensors"
+    monkeypatch.chdir("/")
+    code, output = run_cli(["run", tmp_path / "recipe.yaml", "--out", tmp_path / "run",
+                            "--resume"])
+    assert code == 0 and "report:" in output, output
+    (tmp_path / "run").rename(tmp_path / "moved")
+    code, output = run_cli(["run", tmp_path / "recipe.yaml", "--out", tmp_path / "moved",
+                            "--resume"])
+    assert code == 0, output
+    assert f"{tmp_path / 'moved'}/report.json" in output

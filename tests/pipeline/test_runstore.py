@@ -22,11 +22,14 @@ def _record(**changes) -> StageRecord:
 
 def test_a_record_round_trips_with_its_status_as_an_enum(tmp_path):
     store = RunStore(tmp_path)
-    store.write_record(_record())
+    files = {"checkpoint": str(tmp_path / "stages/01-prune/model.safetensors"),
+             "onnx": str(tmp_path / "stages/01-prune/model.onnx")}
+    store.write_record(_record(**files))
     written = json.loads((tmp_path / "stages/01-prune/record.json").read_text())
     assert written["status"] == "done" and written["result"] == {"widths": {"a": [16, 8]}}
+    assert written["onnx"] == "stages/01-prune/model.onnx"  # relative to the run folder
     record, = compress.read_run(tmp_path)
-    assert record.status is StageStatus.DONE and record == _record()
+    assert record.status is StageStatus.DONE and record == _record(**files)
 
 
 def test_records_written_before_the_typed_results_still_read(tmp_path):
@@ -36,5 +39,5 @@ def test_records_written_before_the_typed_results_still_read(tmp_path):
     folder.mkdir(parents=True)
     (folder / "record.json").write_text(json.dumps(legacy))
     record, = compress.read_run(tmp_path)
-    assert record.status is StageStatus.SKIPPED
+    assert record.status is StageStatus.SKIPPED and record.onnx == str(tmp_path / "o")
     assert record.result == {"widths": {"a": [16, 8]}}
