@@ -26,6 +26,7 @@ from compress.errors import UserError
 from compress.fileio import atomic_path
 from compress.models import ModelSpec, build_model
 from compress.models.module_spec import apply_edits, structural_edits
+from compress.ops.blocks import classifier_layer
 
 FORMAT_VERSION = 1
 METADATA_KEY = "compress"
@@ -91,15 +92,36 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if METADATA_KEY not in metadata:
         raise UserError(f"checkpoint {path}: safetensors file without compress metadata "
                         "(weights only: use `compress import` with its model YAML)")
-    header = json.loads(metadata[METADATA_KEY])
-    if header.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"checkpoint {path}: format version {header.get('format_version')} "
+    try:
+        header = json.loads(metadata[METADATA_KEY])
+        version = header.get("format_version")
+    except (ValueError, AttributeError):
+        raise UserError(f"checkpoint {path}: its compress metadata is not a JSON object") \
+            from None
+    if version != FORMAT_VERSION:
+        raise UserError(f"checkpoint {path}: format version {version} "
                         f"is not supported (expected {FORMAT_VERSION})")
-    model = apply_edits(build_model(header["model"]), header["edits"])
+    try:
+        model = apply_edits(build_model(header["model"]), header["edits"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"checkpoint {path}: malformed compress metadata "
+                        f"({type(exc).__name__}: {exc})") from None
     load_weights(model, tensors, source=str(path))
     model.eval()
+    _check_classes(path, model, header.get("classes"))
     return Checkpoint(model, header["model"], header["classes"], header["input_size"],
                       header.get("info", {}))
+
+
+def _check_classes(path: Path, model: nn.Module, classes: object) -> None:
+    """The class names must match the classifier's outputs one to one."""
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise UserError(f"checkpoint {path}: its class names are not a list of strings")
+    layer = classifier_layer(model)
+    outputs = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    if outputs != len(classes):
+        raise UserError(f"checkpoint {path}: {len(classes)} class names for a model with "
+                        f"{outputs} outputs")
 
 
 def _refuse_foreign_file(path: Path) -> None:

@@ -16,15 +16,63 @@ import yaml
 from compress.errors import UserError
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: by
+    default the second silently wins (`seed: 1` then `seed: 2`)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml_file(path: str | Path, what: str) -> Any:
-    """Parse `path`; a missing file or invalid YAML is a one-line user error naming `what`."""
+    """Parse `path`; a missing file, a file that is not UTF-8 text, invalid YAML or a key
+    given twice is a one-line user error naming `what`."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{what} {path}: file not found")
+        raise UserError(f"{what} {path}: " + ("is a folder, not a file" if path.is_dir()
+                                              else "file not found"))
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path}: not UTF-8 text") from None
+    except yaml.constructor.ConstructorError as exc:
+        raise UserError(f"{what} {path}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{what} {path}: not valid YAML ({exc.__class__.__name__})") from None
+
+
+def check_folder_possible(folder: str | Path, what: str, named: str | Path | None = None
+                          ) -> None:
+    """A one-line user error when a file stands where `folder` or one of its parents
+    should be (mkdir would fail with a bare "File exists" or "Not a directory")."""
+    for candidate in (Path(folder), *Path(folder).parents):
+        if candidate.exists() and not candidate.is_dir():
+            raise UserError(f"{what} {named or folder}: {candidate} is a file, not a folder")
+
+
+def check_writable(path: str | Path, what: str = "--out") -> Path:
+    """Fail before any work when `path` cannot be written (its folder is a file, no
+    permission, a read-only or full disk): a one-line user error naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path}: is a folder, give a file name")
+    check_folder_possible(path.parent, what, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(path.name + ".tmp")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{what} {path}: cannot be written ({exc.strerror or exc})") from None
+    return path
 
 
 @contextmanager

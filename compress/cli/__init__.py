@@ -45,8 +45,15 @@ class _Group(click.Group):
             click.echo(f"error: {exc.ctx.command_path}: {exc.format_message()}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("interrupted: finished steps are kept; run again to resume", err=True)
+            click.echo("interrupted: finished steps are kept (compress run: the same command "
+                       "with --resume continues; train and finetune continue on their own)",
+                       err=True)
             sys.exit(130)
+        except OSError as exc:  # the machine's fault at a named file: full, read-only, denied
+            if exc.filename is None:
+                raise
+            click.echo(f"error: {exc.filename}: {exc.strerror or exc}", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

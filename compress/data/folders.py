@@ -99,7 +99,8 @@ class ImageFolderDataset(Dataset):
 def split_folder(root: str | Path, split: str) -> Path:
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"data folder {root}: not found")
+        raise UserError(f"data folder {root}: " + ("is a file, not a folder" if root.exists()
+                                                   else "not found"))
     return root / split
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import UserError
-from compress.fileio import write_atomic, write_json_atomic
+from compress.fileio import check_folder_possible, write_atomic, write_json_atomic
 from compress.stages.base import StageStatus
 
 
@@ -112,8 +112,7 @@ class RunStore:
 
     def _claim(self) -> None:
         """Refuse a folder that holds files no run wrote: a run never writes over them."""
-        if self.root.exists() and not self.root.is_dir():
-            raise UserError(f"--out {self.root}: is a file, not a folder")
+        check_folder_possible(self.root, "--out")
         if not self.root.is_dir() or (self.root / MARKER).is_file() or self.completed():
             return
         foreign = sorted(p.name for p in self.root.iterdir())
@@ -144,7 +143,11 @@ class RunStore:
     def completed(self) -> list[StageRecord]:
         records = []
         for path in sorted((self.root / "stages").glob("*/record.json")):
-            record = StageRecord.from_json(json.loads(path.read_text()))
+            try:
+                record = StageRecord.from_json(json.loads(path.read_text()))
+            except (ValueError, TypeError) as exc:  # truncated, or another schema
+                raise UserError(f"run folder {self.root}: {path.relative_to(self.root)} is "
+                                f"damaged ({type(exc).__name__}); choose another --out") from None
             records.append(replace(record, checkpoint=str(self.root / record.checkpoint),
                                    onnx=str(self.root / record.onnx)))
         return records

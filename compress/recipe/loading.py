@@ -63,6 +63,8 @@ def recipe_from_raw(raw: dict[str, Any], path: str | Path) -> Recipe:
         try:
             stage_class(name).Config(**stage_entry(recipe.stages[index])[1])
         except ValidationError as exc:
+            # A model-level message starts with the option's name ("ratio must be ..."),
+            # so "stages.0.prune." + it reads as the option's path.
             raise UserError(f"recipe {path}: stages.{index}.{name}."
                             f"{_describe_error(exc.errors()[0])}") from None
     if not Path(recipe.checkpoint).is_file():

@@ -24,7 +24,7 @@ def split_path(path: str) -> list[str]:
 def set_value(raw: dict[str, Any], path: str, value: Any, what: str = "--set") -> None:
     """Set `path` (see split_path; list indices count from 0) in a raw recipe to `value`.
     Inside `stages`, the path goes straight to a stage's options."""
-    keys = split_path(path)
+    keys = _without_stage_name(raw, split_path(path))
     node: Any = raw
     for depth, key in enumerate(keys[:-1]):
         if isinstance(node, list):
@@ -45,9 +45,25 @@ def set_value(raw: dict[str, Any], path: str, value: Any, what: str = "--set") -
     node[keys[-1]] = value
 
 
+def _without_stage_name(raw: dict[str, Any], keys: list[str]) -> list[str]:
+    """`stages.0.prune.ratio` names the stage as the YAML does: the same as
+    `stages.0.ratio`."""
+    if len(keys) > 3 and keys[0] == "stages" and keys[1].isdigit():
+        stages = raw.get("stages")
+        if isinstance(stages, list) and int(keys[1]) < len(stages) and \
+                isinstance(stages[int(keys[1])], dict) and keys[2] in stages[int(keys[1])]:
+            return keys[:2] + keys[3:]
+    return keys
+
+
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
     """`stages.1.epochs=1`: a path (see split_path) and a YAML value."""
     if "=" not in assignment:
         raise UserError(f"--set {assignment}: expected KEY.PATH=VALUE")
     path, value = assignment.split("=", 1)
-    set_value(raw, path, yaml.safe_load(value))
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise UserError(f"--set {assignment}: the value is not valid YAML (quote it as a "
+                        "string, e.g. --set 'key=\"text\"')") from None
+    set_value(raw, path, parsed)

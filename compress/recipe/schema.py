@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from compress import defaults
 from compress.checkpoint import Checkpoint, load_checkpoint
 from compress.data.config import TrainPolicy
 from compress.recipe.search_space import SearchSection
-from compress.stages.base import Stage
+from compress.stages.base import Stage, reject_bool_numbers
 from compress.stages.registry import create_stage
 
 # Stages after which accuracy drops until a fine-tune follows.
@@ -30,6 +30,11 @@ NEEDS_RECOVERY = ("prune", "drop", "decompose", "resize")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        return reject_bool_numbers(cls, data)
 
 
 class DataSection(_Strict):

@@ -16,11 +16,11 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, get_args
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -31,10 +31,28 @@ if TYPE_CHECKING:  # a type only: stages never time models themselves
     from compress.measure.latency import Comparison
 
 
+def reject_bool_numbers(model: type[BaseModel], data: Any) -> Any:
+    """`epochs: true` is a mistake, not 1: pydantic's lax mode would take a YAML boolean for
+    a number. Used as a `mode="before"` validator by every options model."""
+    if isinstance(data, dict):
+        for name, value in data.items():
+            field = model.model_fields.get(name)
+            if isinstance(value, bool) and field is not None:
+                kinds = set(get_args(field.annotation)) or {field.annotation}
+                if kinds & {int, float} and bool not in kinds:
+                    raise ValueError(f"{name}: expected a number, not {str(value).lower()}")
+    return data
+
+
 class StageConfig(BaseModel):
     """Base of every stage's options: the recipe keys, typed; unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        return reject_bool_numbers(cls, data)
 
 
 class StageStatus(str, Enum):

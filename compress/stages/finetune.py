@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from typing import Literal
 
@@ -62,6 +63,15 @@ class Finetune(Stage):
 
     def needs_data(self) -> bool:
         return True
+
+    def check(self, model: nn.Module) -> None:
+        patterns = self.config.freeze
+        if isinstance(patterns, list):
+            names = [name for name, _ in model.named_parameters()]
+            unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+            if unmatched:
+                raise ValueError(f"freeze: {', '.join(unmatched)} matches no parameter "
+                                 f"(names look like {names[0]})")
 
     def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         cfg = self.config

@@ -59,7 +59,7 @@ class PruneConfig(StageConfig):
             if self.target_macs is None:
                 raise ValueError("ratio: auto needs target_macs")
         elif (self.ratio is None) == (self.target_macs is None):
-            raise ValueError("give exactly one of ratio or target_macs")
+            raise ValueError("ratio or target_macs: give exactly one of them")
         elif self.ratio is not None and not 0 < self.ratio < 1:
             raise ValueError("ratio must be between 0 and 1 (exclusive), or auto")
         if any(not 0 < r < 1 for r in self.sensitivity_ratios):

@@ -7,6 +7,7 @@ from pathlib import Path
 from compress.checkpoint import import_weights, save_checkpoint
 from compress.data.folders import find_classes
 from compress.errors import UserError
+from compress.fileio import check_writable
 
 
 def class_names(classes: str | None, data_root: str | None) -> list[str]:
@@ -24,5 +25,6 @@ def import_checkpoint(model_yaml: str | Path, weights: str | Path, out: str | Pa
                       classes: str | None = None, data_root: str | None = None,
                       input_size: int = 224) -> Path:
     """Write the checkpoint to `out` and return its path."""
+    check_writable(out)
     checkpoint = import_weights(model_yaml, weights, class_names(classes, data_root), input_size)
     return save_checkpoint(out, checkpoint)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from compress.errors import UserError
-from compress.fileio import write_atomic
+from compress.fileio import check_writable, write_atomic
 from compress.measure.end_to_end import Predictions, list_images, predict_files
 from compress.measure.machine import usable_cores
 from compress.tools.bench import open_model
@@ -52,9 +52,7 @@ def predict_folder(model_path: str, images_dir: str | Path, out: str | Path,
     """Predict every image under `images_dir` and write `out` atomically (a failed run keeps
     the old file). `workers` and `threads` default to the usable cores; `note` gets the
     progress lines. Returns the labels and the end-to-end and model times."""
-    out_path = Path(out)
-    if out_path.is_dir():
-        raise UserError(f"--out {out}: is a folder, give a file name")
+    out_path = check_writable(out)  # before any work
     files = list_images(images_dir)
     opened = open_model(model_path, provider, threads or usable_cores())
     if opened.note:

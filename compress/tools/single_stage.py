@@ -8,7 +8,7 @@ from typing import Any
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data.training_data import TrainingData, open_training_data
 from compress.device import resolve_device
-from compress.fileio import write_json_atomic
+from compress.fileio import check_writable, write_json_atomic
 from compress.pipeline.measurer import Measurer
 from compress.recipe.schema import BenchSection, DataSection, ScoreSection
 from compress.stages.base import StageContext
@@ -64,6 +64,7 @@ def export_checkpoint(path: str, out: str, fp16: bool, opset: int,
     import shutil
     import tempfile
 
+    check_writable(out)
     checkpoint = load_checkpoint(path)
     # Only the val images are used (for the parity check): train is listed, not decoded.
     data = open_training_data(data_root, checkpoint.classes, checkpoint.input_size,

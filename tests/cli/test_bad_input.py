@@ -1,0 +1,161 @@
+"""The bad-input matrix: mistakes a new user makes and faults of the machine, each run as
+the user would (the CLI), each ending in exit code 2 with exactly one `error:` line naming
+the problem, no traceback, and every file that was there before unchanged."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import run_cli
+from safetensors.torch import save_file
+
+from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from compress.models import build_model
+
+
+def _recipe(tmp_path: Path, checkpoint: Path, data: Path, **changes) -> Path:
+    recipe = {"checkpoint": str(checkpoint),
+              "data": {"root": str(data), "batch_size": 8, "num_workers": 0},
+              "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3},
+              "stages": [{"prune": {"ratio": 0.25}}, {"finetune": {"epochs": 1}}]} | changes
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0,
+                                                            0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b"")
+
+
+def recipe_not_utf8(tmp, ckpt, data):
+    path = tmp / "latin1.yaml"
+    path.write_bytes(b"checkpoint: caf\xe9.safetensors\n")
+    return ["run", path, "--out", tmp / "run"], ["latin1.yaml", "not UTF-8"]
+
+
+def set_value_not_yaml(tmp, ckpt, data):
+    return (["run", _recipe(tmp, ckpt, data), "--set", "stages.1.epochs=[1", "--out",
+             tmp / "run"], ["--set stages.1.epochs=[1", "not valid YAML"])
+
+
+def duplicate_key(tmp, ckpt, data):
+    path = _recipe(tmp, ckpt, data)
+    path.write_text(path.read_text() + "seed: 1\nseed: 2\n")
+    return ["run", path, "--out", tmp / "run"], ["recipe.yaml", "'seed' given twice"]
+
+
+def boolean_for_a_number(tmp, ckpt, data):
+    return (["run", _recipe(tmp, ckpt, data), "--set", "stages.1.epochs=true", "--out",
+             tmp / "run"], ["stages.1.finetune.epochs: expected a number, not true"])
+
+
+def freeze_pattern_matching_nothing(tmp, ckpt, data):
+    return (["run", _recipe(tmp, ckpt, data), "--set", "stages.1.freeze=[backbone.*]",
+             "--out", tmp / "run"], ["stages.1.finetune", "backbone.* matches no parameter"])
+
+
+def users_recipe_inside_out(tmp, ckpt, data):
+    folder = tmp / "myexp"
+    folder.mkdir()
+    mine = folder / "recipe.yaml"
+    mine.write_text("# my notes\n" + _recipe(tmp, ckpt, data).read_text())
+    return ["run", mine, "--out", folder], ["no compress run wrote", "recipe.yaml"]
+
+
+def mistyped_data_for_run(tmp, ckpt, data):
+    return (["run", _recipe(tmp, ckpt, data), "--data", tmp / "tinyy", "--out", tmp / "run"],
+            ["--data", "tinyy", "no such folder"])
+
+
+def data_that_is_a_file(tmp, ckpt, data):
+    (tmp / "notes.txt").write_text("not a folder")
+    return (["eval", ckpt, "--data", tmp / "notes.txt"],
+            ["notes.txt", "is a file, not a folder"])
+
+
+def run_out_below_a_file(tmp, ckpt, data):
+    (tmp / "taken").write_text("mine")
+    return (["run", _recipe(tmp, ckpt, data), "--out", tmp / "taken" / "run"],
+            ["--out", "taken is a file, not a folder"])
+
+
+def predict_out_below_a_file(tmp, ckpt, data):
+    (tmp / "taken").write_text("mine")
+    return (["predict", ckpt, "--images", data / "val", "--out", tmp / "taken" / "sub.csv"],
+            ["--out", "taken is a file, not a folder"])
+
+
+def export_out_below_a_file(tmp, ckpt, data):
+    (tmp / "taken").write_text("mine")
+    return (["export", ckpt, "--out", tmp / "taken" / "m.onnx"],
+            ["--out", "taken is a file, not a folder"])
+
+
+def truncated_record_on_resume(tmp, ckpt, data):
+    recipe = _recipe(tmp, ckpt, data, stages=[{"prune": {"ratio": 0.25}}])
+    code, output = run_cli(["run", recipe, "--out", tmp / "run"])
+    assert code == 0, output
+    record = tmp / "run" / "stages" / "01-prune" / "record.json"
+    record.write_text(record.read_text()[:40])
+    return (["run", recipe, "--out", tmp / "run", "--resume"],
+            ["stages/01-prune/record.json is damaged"])
+
+
+def class_names_that_do_not_fit_the_outputs(tmp, ckpt, data):
+    spec = load_checkpoint(ckpt).model_spec
+    path = save_checkpoint(tmp / "two.safetensors",
+                           Checkpoint(build_model(spec), spec, ["a", "b"], 32))
+    return ["inspect", path], ["two.safetensors", "2 class names for a model with 3 outputs"]
+
+
+def checkpoint_metadata_not_json(tmp, ckpt, data):
+    path = tmp / "garbled.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path),
+              metadata={"compress": "{not json"})
+    return ["inspect", path], ["garbled.safetensors", "not a JSON object"]
+
+
+def decompression_bomb_in_the_data(tmp, ckpt, data):
+    root = tmp / "bombed"
+    for split in ("train", "val"):
+        for name in ("blue", "green", "red"):
+            (root / split / name).mkdir(parents=True)
+            (root / split / name / "x.png").write_bytes(_png_claiming(20000, 20000))
+    return ["eval", ckpt, "--data", root], ["x.png", "cannot be read"]
+
+
+CASES = [recipe_not_utf8, set_value_not_yaml, duplicate_key, boolean_for_a_number,
+         freeze_pattern_matching_nothing, users_recipe_inside_out, mistyped_data_for_run,
+         data_that_is_a_file, run_out_below_a_file, predict_out_below_a_file,
+         export_out_below_a_file, truncated_record_on_resume,
+         class_names_that_do_not_fit_the_outputs, checkpoint_metadata_not_json,
+         decompression_bomb_in_the_data]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
+def test_a_bad_input_ends_in_one_error_line_and_changes_nothing(case, tmp_path,
+                                                                tiny_checkpoint, tiny_data):
+    work = tmp_path / "work"
+    work.mkdir()
+    args, fragments = case(work, tiny_checkpoint, tiny_data)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, output = run_cli(args)
+    assert code == 2, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    assert "Traceback" not in output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before, sorted(set(after) ^ set(before))
