@@ -22,6 +22,7 @@ from torch import nn
 
 from compress.data.training_data import calibration_subset
 from compress.data.transforms import eval_transform
+from compress.device import cpu_flags, int8_saturation_remedy
 from compress.errors import StageFailed
 from compress.ops.onnx_export import export_onnx, set_metadata
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
@@ -40,6 +41,7 @@ class QuantizeResult(StageResult):
     int8_ops: dict[str, int] = field(default_factory=dict)
     excluded_nodes: list[str] = field(default_factory=list)
     macro_f1: dict[str, float] | None = None  # float32, int8, change (None without data)
+    saturation_remedy: str = "none"  # what `saturation` chose on this CPU
 
 
 class QuantizeConfig(StageConfig):
@@ -69,6 +71,10 @@ class QuantizeConfig(StageConfig):
         "fastest", description="fastest: keep float32 when INT8 is not faster (or not "
         "correct); int8: always keep INT8 (fails when not correct)")
     timing_runs: int = Field(200, ge=10, description="batch-1 runs each, interleaved")
+    saturation: Literal["auto", "reduce_range", "u8u8", "none"] = Field(
+        "auto", description="remedy for the U8S8 saturation of x86 CPUs without VNNI: auto "
+        "takes reduce_range (7-bit weights) there and none on CPUs with VNNI; u8u8: unsigned "
+        "weights (ONNX Runtime's other documented remedy)")
     min_speedup: float = Field(
         1.2, ge=1.0, description="keep: fastest switches to INT8 only above this speed-up: "
         "on the 2-core development VM the same pruned model's INT8 measured 0.81x, 1.12x and "
@@ -176,7 +182,9 @@ class Quantize(Stage):
         quant_pre_process(str(float_path), str(prepared),
                           skip_optimization=not cfg.optimize_before)
         int8_path = ctx.stage_dir / "model_int8.onnx"
-        excluded = self._quantize(prepared, int8_path, ctx)
+        remedy = self.config.saturation if self.config.saturation != "auto" else \
+            int8_saturation_remedy(cpu_flags())
+        excluded = self._quantize(prepared, int8_path, ctx, remedy)
         images, targets, source = _val_images(ctx)
         float_top1, int8_top1 = (ctx.measurer.top1(p, images) for p in (float_path, int8_path))
         agreement = float(np.mean(float_top1 == int8_top1))
@@ -194,21 +202,24 @@ class Quantize(Stage):
             note=reason, kept=choice, top1_agreement=agreement,
             checked_on=f"{len(images)} {source}", int8_speedup_vs_float32_b1=timing.ratio,
             float32_b1_ms=timing.a.median_ms, int8_b1_ms=timing.b.median_ms,
-            int8_ops=_op_counts(int8_path), excluded_nodes=excluded, macro_f1=macro_f1),
+            int8_ops=_op_counts(int8_path), excluded_nodes=excluded, macro_f1=macro_f1,
+            saturation_remedy=remedy),
             onnx=deployable)
 
-    def _quantize(self, prepared: Path, out: Path, ctx: StageContext) -> list[str]:
+    def _quantize(self, prepared: Path, out: Path, ctx: StageContext, remedy: str) -> list[str]:
         """Write the INT8 model to `out`; return the nodes kept in float32."""
         import onnx
         from onnxruntime import quantization as q
 
         cfg = self.config
         graph = onnx.load(str(prepared)).graph
+        weights = q.QuantType.QUInt8 if remedy == "u8u8" else q.QuantType.QInt8
         excluded = [n.name for n in graph.node
                     if any(fnmatch.fnmatch(n.name, p) for p in cfg.exclude)]
         if cfg.mode == "dynamic":
             q.quantize_dynamic(str(prepared), str(out), per_channel=cfg.per_channel,
-                               weight_type=q.QuantType.QInt8, nodes_to_exclude=excluded,
+                               weight_type=weights, reduce_range=remedy == "reduce_range",
+                               nodes_to_exclude=excluded,
                                op_types_to_quantize=cfg.op_types)
         else:
             images = calibration_images(ctx, cfg.calibration_images)
@@ -219,7 +230,8 @@ class Quantize(Stage):
                 str(prepared), str(out),
                 _Calibration(graph.input[0].name, images[:8] if overrides else images),
                 quant_format=q.QuantFormat.QDQ if cfg.format == "qdq" else q.QuantFormat.QOperator,
-                per_channel=cfg.per_channel, weight_type=q.QuantType.QInt8,
+                per_channel=cfg.per_channel, weight_type=weights,
+                reduce_range=remedy == "reduce_range",
                 activation_type=q.QuantType.QUInt8 if cfg.activations == "uint8"
                 else q.QuantType.QInt8,
                 op_types_to_quantize=cfg.op_types, nodes_to_exclude=excluded,

@@ -13,6 +13,7 @@ from conftest import TINY_CLASSES, TINY_MNV3, stage_context
 
 from compress.data.config import DataConfig
 from compress.data.training_data import TrainingData, train_val_datasets
+from compress.device import int8_saturation_remedy
 from compress.errors import StageFailed
 from compress.models import build_model
 from compress.ops.onnx_export import export_onnx, ort_logits, ort_session
@@ -120,3 +121,32 @@ def test_dynamic_mode_quantizes_weights(tmp_path, trained):
     assert _op_types(tmp_path / "model_int8.onnx") & {"ConvInteger", "MatMulInteger",
                                                        "DynamicQuantizeLinear"}
     assert 0.0 <= details["top1_agreement"] <= 1.0
+
+
+@pytest.mark.parametrize("flags, machine, remedy", [
+    ({"avx2", "fma"}, "x86_64", "reduce_range"),  # VPMADDUBSW: U8S8 can saturate
+    ({"avx2", "avx512f", "avx512bw"}, "x86_64", "reduce_range"),  # AVX-512 without VNNI
+    ({"avx2", "avx512_vnni"}, "x86_64", "none"),
+    ({"avx2", "avx_vnni"}, "x86_64", "none"),
+    (set(), "aarch64", "none"),
+])
+def test_the_saturation_remedy_follows_the_cpus_int8_instructions(flags, machine, remedy):
+    assert int8_saturation_remedy(flags, machine) == remedy
+
+
+@pytest.mark.parametrize("remedy", ["reduce_range", "u8u8"])
+def test_each_saturation_remedy_gives_a_correct_int8_model_and_is_recorded(tmp_path, trained,
+                                                                           remedy):
+    details = _quantize(tmp_path, trained, keep="int8", calibration_images=16,
+                        saturation=remedy)
+    assert details["saturation_remedy"] == remedy
+    assert details["top1_agreement"] >= 0.98
+    weights = [init for init in onnx.load(str(tmp_path / "model_int8.onnx")).graph.initializer
+               if init.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+               and len(init.dims) == 4]
+    assert weights
+    if remedy == "u8u8":
+        assert all(w.data_type == onnx.TensorProto.UINT8 for w in weights)
+    else:  # 7-bit weights: within [-64, 64] where 8 bits reach +-127
+        values = np.concatenate([onnx.numpy_helper.to_array(w).ravel() for w in weights])
+        assert np.abs(values.astype(int)).max() <= 64
