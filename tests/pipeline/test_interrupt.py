@@ -1,0 +1,78 @@
+"""Killed in the middle of a fine-tune, or between stages, a run resumes to the result of an
+uninterrupted one: finished stages are untouched, the fine-tune continues from its last
+finished epoch, and the final weights are the same bit for bit (CPU)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from compress.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def recipe(tmp_path, tiny_checkpoint, tiny_data) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({
+        "checkpoint": str(tiny_checkpoint),
+        "data": {"root": str(tiny_data), "batch_size": 8, "num_workers": 0},
+        "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3},
+        "stages": [{"prune": {"ratio": 0.25}},
+                   {"finetune": {"epochs": 6, "lr": 0.05}},
+                   {"drop": {"squeeze_excite": "all"}},
+                   {"export": {"fp16": False}}]}))
+    return path
+
+
+def _command(recipe: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "compress", "run", str(recipe), "--out", str(out), *extra]
+
+
+def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, "the run ended before the moment to interrupt it"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(out / "stages/04-export/model.safetensors").model.state_dict()
+
+
+@pytest.mark.parametrize("sig, moment", [
+    (signal.SIGKILL, "stages/02-finetune/train/train_state.safetensors"),  # mid fine-tune
+    (signal.SIGINT, "stages/02-finetune/train/train_state.safetensors"),
+    (signal.SIGKILL, "stages/03-drop/record.json"),  # between stages
+])
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, recipe, sig,
+                                                                moment):
+    straight = tmp_path / "straight"
+    subprocess.run(_command(recipe, straight), check=True, capture_output=True)
+    out = tmp_path / "interrupted"
+    process = subprocess.Popen(_command(recipe, out), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    _wait_for(out / moment, process)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    if sig == signal.SIGINT:
+        assert "Traceback" not in stderr and "--resume" in stderr, stderr
+    finished = {p: p.read_bytes() for p in out.glob("stages/*/record.json")}
+    assert finished  # at least the input and the prune stage
+    resumed = subprocess.run(_command(recipe, out, "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    for path, content in finished.items():
+        assert path.read_bytes() == content, f"{path} changed on resume"
+    a, b = _final_weights(straight), _final_weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (out / ".lock").exists()
