@@ -157,6 +157,10 @@ def validate_kindle_config(config: Any, source: str = "model config") -> None:
     backbone = config["backbone"]
     if not isinstance(backbone, list) or not backbone:
         raise UserError(f"{source}: 'backbone' must be a non-empty list of [repeat, Module, args]")
+    for key in ("depth_multiple", "width_multiple"):
+        value = config.get(key, 1.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise UserError(f"{source}: {key} must be a number above 0, got {value!r}")
     for index, row in enumerate(backbone):
         where = f"{source}: backbone row {index}"
         if not (isinstance(row, list) and len(row) == 3 and isinstance(row[0], int)

@@ -58,6 +58,17 @@ class ParamSpec(_Strict):
         """Values that every trial's recipe must accept: the bounds, or every choice."""
         return list(self.choices) if self.choices is not None else [self.low, self.high]
 
+    def distribution(self):
+        """The Optuna distribution `suggest` draws from."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.choices is not None:
+            return CategoricalDistribution(self.choices)
+        if self.is_int:
+            return IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
+        return FloatDistribution(float(self.low), float(self.high), log=self.log,
+                                 step=self.step)
+
     def suggest(self, trial, name: str) -> Any:
         if self.choices is not None:
             return trial.suggest_categorical(name, self.choices)

@@ -86,7 +86,24 @@ def load_study(job: SearchJob, worker: int = 0):
             raise UserError(f"study {job.study_name} in {redacted(job.storage_url)} minimises "
                             f"{study.metric_names[1]}, not {names[1]}: use another --study")
         study.set_metric_names(names)
+    _check_same_space(study, job)
     return study
+
+
+def _check_same_space(study, job: SearchJob) -> None:
+    """A study continued with an edited space would fail in Optuna at the first draw."""
+    from optuna.distributions import check_distribution_compatibility
+
+    for trial in study.get_trials(deepcopy=False):
+        for name, spec in job.section.params.items():
+            if name not in trial.distributions:
+                continue
+            try:
+                check_distribution_compatibility(trial.distributions[name], spec.distribution())
+            except ValueError:
+                raise UserError(f"study {job.study_name} in {redacted(job.storage_url)} drew "
+                                f"search.params.{name} from another kind of range; use another "
+                                "--study (or --out) for the edited space") from None
 
 
 def finished_trials(study) -> list:

@@ -48,15 +48,17 @@ def _torch_device(provider: str) -> tuple[str, str | None]:
 
 
 def open_model(path: str | Path, provider: str = "cpu", threads: int | None = None,
-               input_size: int | None = None, compile_model: bool = False) -> BenchModel:
-    """Open an ONNX file in ONNX Runtime, or a compress checkpoint in torch."""
+               input_size: int | None = None, compile_model: bool = False,
+               compared: bool = False) -> BenchModel:
+    """Open an ONNX file in ONNX Runtime, or a compress checkpoint in torch. `compared`:
+    `input_size` is that of the model this one is timed against, not the user's."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file not found: {path}")
     if path.suffix == ".onnx":
         if compile_model:
             raise UserError("--compile applies to checkpoints (torch), not to ONNX files")
-        return _open_onnx(path, provider, threads, input_size)
+        return _open_onnx(path, provider, threads, input_size, compared)
     if path.suffix in CHECKPOINT_SUFFIXES:
         return _open_checkpoint(path, provider, threads, input_size, compile_model)
     raise UserError(f"{path}: not a model file (expected .onnx or a checkpoint: "
@@ -64,7 +66,7 @@ def open_model(path: str | Path, provider: str = "cpu", threads: int | None = No
 
 
 def _open_onnx(path: Path, provider: str, threads: int | None,
-               input_size: int | None) -> BenchModel:
+               input_size: int | None, compared: bool = False) -> BenchModel:
     from compress.measure.onnx_macs import onnx_macs
     from compress.ops.onnx_export import read_metadata
 
@@ -77,11 +79,14 @@ def _open_onnx(path: Path, provider: str, threads: int | None,
     fixed = runner.input_size()
     classes, stored = read_metadata(runner.session)
     if fixed is not None and input_size is not None and input_size != fixed:
-        raise UserError(f"{path} takes {fixed}x{fixed} images; --input-size {input_size} "
+        raise UserError(f"{path} takes {fixed}x{fixed} images, not the {input_size}x"
+                        f"{input_size} of the model it is compared with" if compared else
+                        f"{path} takes {fixed}x{fixed} images; --input-size {input_size} "
                         "does not fit")
     size = input_size or fixed or stored
     if size is None:
-        raise UserError(f"{path} has no fixed input size: give --input-size")
+        raise UserError(f"{path} has no fixed input size and stores none: export it with "
+                        "compress export, or give its size (bench, inspect: --input-size)")
     return BenchModel(str(path), runner, size, onnx_macs(path, size), classes)
 
 
@@ -195,7 +200,8 @@ def bench_files(model_path: str | Path, other_path: str | Path | None = None, *,
     threads = threads or usable_cores()
     info = machine_info(threads)
     target = open_model(model_path, provider, threads, input_size, compile_model)
-    other = open_model(other_path, provider, threads, target.input_size, compile_model) \
+    other = open_model(other_path, provider, threads, target.input_size, compile_model,
+                       compared=True) \
         if other_path else None
     header = note if as_json else echo
     header(format_machine(info))

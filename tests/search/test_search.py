@@ -263,3 +263,16 @@ def test_values_drawn_again_reuse_the_finished_trial(tmp_path, search_recipe):
     assert second.user_attrs["copy_of"] == first.number and second.values == first.values
     assert second.constraints == first.constraints
     assert len(list((out / "trials").iterdir())) == 1  # run once
+
+
+def test_a_study_continued_with_an_edited_space_is_refused_with_one_line(tmp_path,
+                                                                        search_recipe):
+    out = tmp_path / "search"
+    code, output = run_cli(["search", search_recipe, "--trials", 1, "--out", out,
+                            "--set", "search.proxy_epochs=0"])
+    assert code == 0, output
+    # the same parameter, now a choice instead of a range
+    assert_user_error(["search", search_recipe, "--trials", 2, "--out", out,
+                       "--set", "search.proxy_epochs=0",
+                       "--set", "search.params.[stages.0.target_macs]={choices: [0.5, 0.6]}"],
+                      "search.params.stages.0.target_macs", "another kind of range")
