@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from compress.checkpoint import Checkpoint, save_checkpoint
 from compress.errors import UserError
 from compress.fileio import atomic_path, write_json_atomic
 
@@ -83,23 +83,19 @@ def resume(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
     """Load the last finished epoch of a run interrupted in `out_dir` into `model`,
     `optimizer` and `scheduler`; None when there is nothing to resume. A run started with
     other inputs (`started_as`, its fingerprint) is refused, never continued."""
-    state_path, last_path = out_dir / STATE_NAME, out_dir / LAST_NAME
-    if not (state_path.is_file() and last_path.is_file()):
+    state_path = out_dir / STATE_NAME
+    if not state_path.is_file():
         return None
     if _read_meta(state_path).get("fingerprint") != started_as:
         raise UserError(f"{out_dir} holds a training run started with other inputs "
                         "(checkpoint, data or settings), or by an older version; choose "
                         "another --out, or delete it to start again")
-    model.load_state_dict(load_checkpoint(last_path).model.state_dict())
-    meta = _load_train_state(state_path, optimizer)
+    meta = _load_train_state(state_path, model, optimizer)
     with warnings.catch_warnings():  # replaying the schedule, not training
         warnings.simplefilter("ignore")
         for _ in range(meta["scheduler_steps"]):
             scheduler.step()
-    history = []
-    if (out_dir / HISTORY_NAME).is_file():
-        history = json.loads((out_dir / HISTORY_NAME).read_text())[:meta["epoch"]]
-    return Progress(meta["epoch"], meta["best_f1"], meta["best_epoch"], history)
+    return Progress(meta["epoch"], meta["best_f1"], meta["best_epoch"], meta["history"])
 
 
 def save_epoch(out_dir: Path, checkpoint: Checkpoint, improved: bool, progress: Progress,
@@ -108,22 +104,26 @@ def save_epoch(out_dir: Path, checkpoint: Checkpoint, improved: bool, progress: 
     if improved:
         save_checkpoint(out_dir / BEST_NAME, checkpoint)
     save_checkpoint(out_dir / LAST_NAME, checkpoint)
-    _save_train_state(out_dir / STATE_NAME, optimizer, {
+    _save_train_state(out_dir / STATE_NAME, checkpoint.model, optimizer, {
         "epoch": progress.epoch, "scheduler_steps": scheduler_steps,
         "best_f1": progress.best_f1, "best_epoch": progress.best_epoch,
-        "fingerprint": started_as})
+        "history": progress.history, "fingerprint": started_as})
     write_json_atomic(out_dir / HISTORY_NAME, progress.history)
 
 
-def _save_train_state(path: Path, optimizer: torch.optim.Optimizer,
+def _save_train_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                       meta: dict[str, Any]) -> None:
+    """The weights, the optimizer's buffers and the counters in one file, replaced whole:
+    a run killed while saving resumes from one consistent epoch (separate files could pair
+    one epoch's weights with the previous epoch's optimizer)."""
     from safetensors.torch import save_file
 
-    tensors = {}
+    tensors = {f"model/{key}": value.detach().cpu().contiguous()
+               for key, value in model.state_dict().items()}
     for index, state in optimizer.state_dict()["state"].items():
         for name, value in state.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
+                tensors[f"optimizer/{index}.{name}"] = value.detach().cpu().contiguous()
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"train_state": json.dumps(meta)})
 
@@ -138,15 +138,19 @@ def _read_meta(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _load_train_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def _load_train_state(path: Path, model: nn.Module,
+                      optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()["train_state"])
-        buffers = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
+    model.load_state_dict({key.removeprefix("model/"): value for key, value in tensors.items()
+                           if key.startswith("model/")})
     state = optimizer.state_dict()
-    for key, value in buffers.items():
-        index, name = key.split(".", 1)
-        state["state"].setdefault(int(index), {})[name] = value
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            index, name = key.removeprefix("optimizer/").split(".", 1)
+            state["state"].setdefault(int(index), {})[name] = value
     optimizer.load_state_dict(state)
     return meta
