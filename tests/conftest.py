@@ -62,6 +62,20 @@ def make_image_folder(root: Path, per_class: dict[str, int], size: int = 40,
     return root
 
 
+def write_tiny_recipe(path: Path, checkpoint: Path, data: Path, stages: list[dict],
+                      **sections) -> Path:
+    """A recipe over the tiny checkpoint and folder: 8-image batches, no loader workers,
+    a few timed runs; `sections` replace or add top-level keys."""
+    import yaml
+
+    recipe = {"checkpoint": str(checkpoint),
+              "data": {"root": str(data), "batch_size": 8, "num_workers": 0},
+              "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3},
+              "stages": stages} | sections
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
 def stage_context(input_size, classes, device, stage_dir, spec, **fields):
     """A StageContext as the pipeline builds it, with a measurer of the recipe's default
     bench settings (a stage that decides by measuring asks it)."""

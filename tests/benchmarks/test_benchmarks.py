@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, write_tiny_recipe
 
 from compress.checkpoint import load_checkpoint
 from compress.ops.blocks import squeeze_excite_paths
@@ -150,12 +150,8 @@ def test_compare_runs_tells_identical_runs_from_different_ones(tmp_path, tiny_ch
                                                                tiny_data):
     import compress
 
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "checkpoint": str(tiny_checkpoint),
-        "data": {"root": str(tiny_data), "batch_size": 8, "num_workers": 0},
-        "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3},
-        "stages": [{"prune": {"ratio": 0.3}}, {"finetune": {"epochs": 1}}]}))
+    recipe = write_tiny_recipe(tmp_path / "recipe.yaml", tiny_checkpoint, tiny_data,
+                               [{"prune": {"ratio": 0.3}}, {"finetune": {"epochs": 1}}])
     for name, ratio in (("a", 0.3), ("b", 0.3), ("c", 0.5)):
         compress.run(recipe, tmp_path / name, overrides=[f"stages.0.ratio={ratio}"],
                      echo=lambda line: None)

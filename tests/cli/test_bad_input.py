@@ -10,22 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from conftest import run_cli
+from conftest import run_cli, write_tiny_recipe
 from safetensors.torch import save_file
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.models import build_model
 
 
-def _recipe(tmp_path: Path, checkpoint: Path, data: Path, **changes) -> Path:
-    recipe = {"checkpoint": str(checkpoint),
-              "data": {"root": str(data), "batch_size": 8, "num_workers": 0},
-              "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3},
-              "stages": [{"prune": {"ratio": 0.25}}, {"finetune": {"epochs": 1}}]} | changes
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return path
+def _recipe(tmp_path: Path, checkpoint: Path, data: Path,
+            stages: list[dict] | None = None) -> Path:
+    return write_tiny_recipe(tmp_path / "recipe.yaml", checkpoint, data,
+                             stages or [{"prune": {"ratio": 0.25}}, {"finetune": {"epochs": 1}}])
 
 
 def _png_claiming(width: int, height: int) -> bytes:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from conftest import write_tiny_recipe
 
 from compress.checkpoint import load_checkpoint
 
@@ -21,16 +21,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture()
 def recipe(tmp_path, tiny_checkpoint, tiny_data) -> Path:
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump({
-        "checkpoint": str(tiny_checkpoint),
-        "data": {"root": str(tiny_data), "batch_size": 8, "num_workers": 0},
-        "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3},
-        "stages": [{"prune": {"ratio": 0.25}},
-                   {"finetune": {"epochs": 6, "lr": 0.05}},
-                   {"drop": {"squeeze_excite": "all"}},
-                   {"export": {"fp16": False}}]}))
-    return path
+    return write_tiny_recipe(tmp_path / "recipe.yaml", tiny_checkpoint, tiny_data,
+                             [{"prune": {"ratio": 0.25}}, {"finetune": {"epochs": 6, "lr": 0.05}},
+                              {"drop": {"squeeze_excite": "all"}}, {"export": {"fp16": False}}])
 
 
 def _command(recipe: Path, out: Path, *extra: str) -> list[str]:

@@ -9,20 +9,15 @@ import sys
 
 import pytest
 import yaml
-from conftest import assert_user_error, run_cli
+from conftest import assert_user_error, run_cli, write_tiny_recipe
 
 from compress.pipeline.runstore import LOCK, MARKER
 
 
 @pytest.fixture()
 def recipe(tmp_path, tiny_checkpoint, tiny_data):
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump({
-        "checkpoint": str(tiny_checkpoint),
-        "data": {"root": str(tiny_data), "batch_size": 8, "num_workers": 0},
-        "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3},
-        "stages": [{"prune": {"ratio": 0.25}}, {"finetune": {"epochs": 1}}]}))
-    return path
+    return write_tiny_recipe(tmp_path / "recipe.yaml", tiny_checkpoint, tiny_data,
+                             [{"prune": {"ratio": 0.25}}, {"finetune": {"epochs": 1}}])
 
 
 def test_a_users_recipe_in_out_is_never_written_over(tmp_path, recipe):
