@@ -105,6 +105,11 @@ class OrtRunner:
         height, width = self.session.get_inputs()[0].shape[2:4]
         return height if isinstance(height, int) and height == width else None
 
+    def fixed_batch(self) -> int | None:
+        """The batch size the ONNX input shape fixes, if it fixes one."""
+        batch = self.session.get_inputs()[0].shape[0]
+        return batch if isinstance(batch, int) else None
+
     def prepare(self, images: np.ndarray) -> dict[str, np.ndarray]:
         return {self.session.get_inputs()[0].name: images.astype(np.float32)}
 

@@ -32,6 +32,28 @@ class BenchModel:
     def note(self) -> str | None:
         return self.runner.note
 
+    def check_batch(self, batch: int, option: str = "--batch") -> None:
+        """An ONNX file exported for one batch size runs at that size only."""
+        fixed = getattr(self.runner, "fixed_batch", lambda: None)()
+        if fixed is not None and batch != fixed:
+            raise UserError(f"{self.path} takes batches of {fixed} only; {option} {batch} "
+                            "does not fit (compress export gives a dynamic batch)")
+
+
+def _check_image_classifier(path: Path, session: Any) -> None:
+    """One float image input [batch, 3, H, W] and one [batch, classes] output: what every
+    command here feeds and reads."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1:
+        raise UserError(f"{path} has {len(inputs)} inputs; an image classifier here has one")
+    shape, kind = inputs[0].shape, inputs[0].type
+    if kind not in ("tensor(float)", "tensor(float16)") or len(shape) != 4 or \
+            (isinstance(shape[1], int) and shape[1] != 3):
+        raise UserError(f"{path}: its input is {kind} {shape}, not float images "
+                        "[batch, 3, height, width]")
+    if outputs[0].shape and len(outputs[0].shape) != 2:  # [] where ONNX leaves it unknown
+        raise UserError(f"{path}: its output is {outputs[0].shape}, not [batch, classes]")
+
 
 def _torch_device(provider: str) -> tuple[str, str | None]:
     import torch
@@ -76,8 +98,13 @@ def _open_onnx(path: Path, provider: str, threads: int | None,
         raise
     except Exception as exc:  # onnxruntime raises its own types for a corrupt file
         raise UserError(f"{path} is not a valid ONNX model: {str(exc).splitlines()[0]}")
+    _check_image_classifier(path, runner.session)
     fixed = runner.input_size()
-    classes, stored = read_metadata(runner.session)
+    try:
+        classes, stored = read_metadata(runner.session)
+    except ValueError:
+        raise UserError(f"{path}: its stored class names or input size are not readable "
+                        "(JSON list, integer)") from None
     if fixed is not None and input_size is not None and input_size != fixed:
         raise UserError(f"{path} takes {fixed}x{fixed} images, not the {input_size}x"
                         f"{input_size} of the model it is compared with" if compared else
@@ -203,6 +230,9 @@ def bench_files(model_path: str | Path, other_path: str | Path | None = None, *,
     other = open_model(other_path, provider, threads, target.input_size, compile_model,
                        compared=True) \
         if other_path else None
+    for batch in batches:  # before any line is printed: an error is the only line
+        for opened in (target, other) if other else (target,):
+            opened.check_batch(batch)
     header = note if as_json else echo
     header(format_machine(info))
     for model_note in {target.note, other and other.note} - {None}:

@@ -55,6 +55,7 @@ def predict_folder(model_path: str, images_dir: str | Path, out: str | Path,
     out_path = check_writable(out)  # before any work
     files = list_images(images_dir)
     opened = open_model(model_path, provider, threads or usable_cores())
+    opened.check_batch(batch_size)
     if opened.note:
         note(f"note: {opened.note}")
     class_names = model_classes(opened, classes)

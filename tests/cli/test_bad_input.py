@@ -130,12 +130,73 @@ def decompression_bomb_in_the_data(tmp, ckpt, data):
     return ["eval", ckpt, "--data", root], ["x.png", "cannot be read"]
 
 
+def _onnx(path: Path, input_shape: list, output_shape: list, inputs: int = 1) -> Path:
+    """A one-op ONNX graph with the given input and output shapes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    names = [f"x{i}" for i in range(inputs)]
+    graph = helper.make_graph(
+        [helper.make_node("Identity" if inputs == 1 else "Add", names, ["y"])], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, input_shape) for n in names],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def onnx_with_two_inputs(tmp, ckpt, data):
+    path = _onnx(tmp / "two.onnx", ["b", 3, 8, 8], ["b", 3, 8, 8], inputs=2)
+    return ["bench", path, "--runs", 3, "--no-peak"], ["two.onnx", "2 inputs"]
+
+
+def onnx_input_not_images(tmp, ckpt, data):
+    path = _onnx(tmp / "flat.onnx", ["b", 10], ["b", 10])
+    return ["inspect", path], ["flat.onnx", "not float images [batch, 3, height, width]"]
+
+
+def onnx_output_not_class_scores(tmp, ckpt, data):
+    path = _onnx(tmp / "map.onnx", ["b", 3, 8, 8], ["b", 3, 8, 8])
+    return (["predict", path, "--images", data / "val", "--out", tmp / "sub.csv"],
+            ["map.onnx", "not [batch, classes]"])
+
+
+def onnx_fixed_batch_asked_for_8(tmp, ckpt, data):
+    import torch
+
+    from compress.checkpoint import load_checkpoint
+
+    model = load_checkpoint(ckpt).model.eval()
+    path = tmp / "batch1.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False,
+                      input_names=["images"], output_names=["logits"])
+    return ["bench", path, "--batch", "1,8", "--runs", 3, "--no-peak"], \
+        ["batch1.onnx", "batches of 1 only", "--batch 8"]
+
+
+def onnx_class_names_not_json(tmp, ckpt, data):
+    import onnx
+
+    from compress.checkpoint import load_checkpoint
+    from compress.ops.onnx_export import CLASSES_KEY, export_onnx
+
+    path = export_onnx(load_checkpoint(ckpt).model, tmp / "names.onnx", 32, classes=["a"] * 3)
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == CLASSES_KEY:
+            prop.value = "[blue, green"
+    onnx.save(model, str(path))
+    return ["inspect", path], ["names.onnx", "not readable"]
+
+
 CASES = [recipe_not_utf8, set_value_not_yaml, duplicate_key, boolean_for_a_number,
          freeze_pattern_matching_nothing, users_recipe_inside_out, mistyped_data_for_run,
          data_that_is_a_file, run_out_below_a_file, predict_out_below_a_file,
          export_out_below_a_file, truncated_record_on_resume,
          class_names_that_do_not_fit_the_outputs, checkpoint_metadata_not_json,
-         decompression_bomb_in_the_data]
+         decompression_bomb_in_the_data, onnx_with_two_inputs, onnx_input_not_images,
+         onnx_output_not_class_scores, onnx_fixed_batch_asked_for_8, onnx_class_names_not_json]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
