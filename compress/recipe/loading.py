@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from compress.errors import UserError
 from compress.fileio import read_yaml_file
 from compress.recipe.overrides import apply_override
-from compress.recipe.schema import Recipe, stage_entry
-from compress.stages.registry import list_stages, stage_class
+from compress.recipe.schema import InvalidStageOptions, Recipe, stage_entry
+from compress.stages.registry import list_stages
 
 
 def _describe_error(error: dict[str, Any]) -> str:
@@ -59,14 +59,13 @@ def recipe_from_raw(raw: dict[str, Any], path: str | Path) -> Recipe:
     except ValidationError as exc:
         raise UserError(f"recipe {path}: {_describe_error(exc.errors()[0])}") from None
     _check_stage_names(recipe, path)
-    for index, name in enumerate(recipe.stage_names()):
-        try:
-            stage_class(name).Config(**stage_entry(recipe.stages[index])[1])
-        except ValidationError as exc:
-            # A model-level message starts with the option's name ("ratio must be ..."),
-            # so "stages.0.prune." + it reads as the option's path.
-            raise UserError(f"recipe {path}: stages.{index}.{name}."
-                            f"{_describe_error(exc.errors()[0])}") from None
+    try:
+        recipe.stage_objects()  # the typed configs, built once here and kept
+    except InvalidStageOptions as exc:
+        # A model-level message starts with the option's name ("ratio must be ..."), so
+        # "stages.0.prune." + it reads as the option's path.
+        raise UserError(f"recipe {path}: stages.{exc.index}.{exc.name}."
+                        f"{_describe_error(exc.error.errors()[0])}") from None
     if not Path(recipe.checkpoint).is_file():
         raise UserError(f"recipe {path}: checkpoint: file {recipe.checkpoint} not found")
     model = recipe.input_checkpoint().model

@@ -15,7 +15,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from compress import defaults
 from compress.checkpoint import Checkpoint, load_checkpoint
@@ -23,6 +31,15 @@ from compress.data.config import TrainPolicy
 from compress.recipe.search_space import SearchSection
 from compress.stages.base import Stage, reject_bool_numbers
 from compress.stages.registry import create_stage
+
+
+class InvalidStageOptions(ValueError):
+    """A stage's options failed their typed config: which stage, and pydantic's error."""
+
+    def __init__(self, index: int, name: str, error: ValidationError):
+        super().__init__(f"stages.{index}.{name}: {error}")
+        self.index, self.name, self.error = index, name, error
+
 
 # Stages after which accuracy drops until a fine-tune follows.
 NEEDS_RECOVERY = ("prune", "drop", "decompose", "resize")
@@ -104,9 +121,17 @@ class Recipe(_Strict):
     _input: Checkpoint | None = PrivateAttr(None)
 
     def stage_objects(self) -> list[Stage]:
-        """The stages with their typed configs (pydantic.ValidationError on a bad option)."""
+        """The stages with their typed configs, built (and so validated) once; a bad option
+        raises InvalidStageOptions naming the stage."""
         if self._stage_objects is None:
-            self._stage_objects = [create_stage(*stage_entry(entry)) for entry in self.stages]
+            stages = []
+            for index, entry in enumerate(self.stages):
+                name, options = stage_entry(entry)
+                try:
+                    stages.append(create_stage(name, options))
+                except ValidationError as exc:
+                    raise InvalidStageOptions(index, name, exc) from None
+            self._stage_objects = stages
         return self._stage_objects
 
     def input_checkpoint(self) -> Checkpoint:
