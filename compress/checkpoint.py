@@ -102,10 +102,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise UserError(f"checkpoint {path}: format version {version} "
                         f"is not supported (expected {FORMAT_VERSION})")
     try:
+        # First without memory: the sizes the metadata asks for must be those of the
+        # tensors in the file before anything is allocated (a crafted file could ask for TBs).
+        with torch.device("meta"):
+            shell = apply_edits(build_model(header["model"]), header["edits"])
+        fitted_weights(shell, tensors, source=str(path))
         model = apply_edits(build_model(header["model"]), header["edits"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
         raise UserError(f"checkpoint {path}: malformed compress metadata "
-                        f"({type(exc).__name__}: {exc})") from None
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     load_weights(model, tensors, source=str(path))
     model.eval()
     _check_classes(path, model, header.get("classes"))
@@ -137,17 +142,43 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights {path}: file not found")
+    onnx_file = UserError(f"{path}: an ONNX model, not weights or a checkpoint (bench, "
+                          "predict and inspect take ONNX files; the other commands need a "
+                          "checkpoint)")
+    if path.suffix.lower() == ".onnx":
+        raise onnx_file
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: refused, not a plain state_dict that torch.load(weights_only"
-                        f"=True) accepts ({reason[:160]})") from None
+        if _parses_as_onnx(path):
+            raise onnx_file from None
+        raise UserError(f"{path}: refused, {_torch_refusal(exc)}") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
         raise UserError(f"{path}: refused, expected a state_dict (a mapping of names to tensors)")
     return obj
+
+
+def _parses_as_onnx(path: Path) -> bool:
+    import onnx
+
+    try:
+        return len(onnx.load(str(path), load_external_data=False).graph.node) > 0
+    except Exception:  # protobuf's DecodeError and friends: not ONNX
+        return False
+
+
+def _torch_refusal(exc: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, in one line (torch's own text is
+    a page of advice that ends in allowlisting the class, which would run its code)."""
+    unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    if unsafe:
+        return (f"it holds a pickled Python object ({unsafe.group(1)}), not only tensors, "
+                "and such files are never unpickled here: save `model.state_dict()` instead")
+    if "weights only load failed" in str(exc).lower():
+        return "it holds pickled Python objects, not only tensors, and is never unpickled here"
+    return "neither a compress checkpoint nor a torch file of tensors"
 
 
 _ROW_KEY = re.compile(r"^(model\.\d+)\.(.*)$")
@@ -171,6 +202,13 @@ def _candidate_keys(key: str) -> list[str]:
 
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Load tensors strictly; names and shapes that do not fit are listed in the error."""
+    model.load_state_dict(fitted_weights(model, tensors, source), strict=True)
+
+
+def fitted_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str
+                   ) -> dict[str, torch.Tensor]:
+    """`tensors` under the model's own names; a user error listing the names and shapes
+    that do not fit. `model` may live on the meta device (nothing is copied)."""
     expected = model.state_dict()
     renamed: dict[str, torch.Tensor] = {}
     for key, value in tensors.items():
@@ -187,7 +225,7 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str
             if items:
                 parts.append(f"{len(items)} {label} (e.g. {', '.join(items[:3])})")
         raise UserError(f"{source}: weights do not fit the model: {'; '.join(parts)}")
-    model.load_state_dict(renamed, strict=True)
+    return renamed
 
 
 def import_weights(model_yaml: str | Path, weights: str | Path, classes: list[str],

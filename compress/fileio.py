@@ -60,18 +60,21 @@ def check_folder_possible(folder: str | Path, what: str, named: str | Path | Non
 
 def check_writable(path: str | Path, what: str = "--out") -> Path:
     """Fail before any work when `path` cannot be written (its folder is a file, no
-    permission, a read-only or full disk): a one-line user error naming it."""
+    permission, a read-only or full disk): a one-line user error naming it. Creates
+    nothing: the probe file goes into the nearest folder that exists and is removed."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{what} {path}: is a folder, give a file name")
     check_folder_possible(path.parent, what, path)
+    existing = next(p for p in (path.parent.absolute(), *path.parent.absolute().parents)
+                    if p.is_dir())
+    probe = existing / f".{path.name}.{os.getpid()}.probe"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.with_name(path.name + ".tmp")
         probe.write_bytes(b"")
-        probe.unlink()
     except OSError as exc:
         raise UserError(f"{what} {path}: cannot be written ({exc.strerror or exc})") from None
+    finally:
+        probe.unlink(missing_ok=True)
     return path
 
 
@@ -85,6 +88,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(path.name + ".tmp")
     try:
         yield tmp
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is not None and Path(exc.filename) == tmp:  # name the user's file
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -1,6 +1,7 @@
 """The bad-input matrix: mistakes a new user makes and faults of the machine, each run as
 the user would (the CLI), each ending in exit code 2 with exactly one `error:` line naming
-the problem, no traceback, and every file that was there before unchanged."""
+the problem, no traceback, every file that was there before unchanged and nothing new
+left behind (no empty output folder, no `*.tmp`)."""
 
 from __future__ import annotations
 
@@ -121,6 +122,44 @@ def checkpoint_metadata_not_json(tmp, ckpt, data):
     return ["inspect", path], ["garbled.safetensors", "not a JSON object"]
 
 
+def structural_edit_asking_for_terabytes(tmp, ckpt, data):
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), "pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    header = json.loads(metadata["compress"])
+    conv = next(name for name, module in load_checkpoint(ckpt).model.named_modules()
+                if isinstance(module, torch.nn.Conv2d))
+    header["edits"] = [{"path": conv, "module": {
+        "type": "Conv2d", "in_channels": 3, "out_channels": 10**7, "kernel_size": [10**3] * 2,
+        "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": 1,
+        "padding_mode": "zeros", "bias": False}}]  # 10^7 * 3 * 10^6 floats: 120 TB
+    path = tmp / "huge.safetensors"
+    save_file(tensors, str(path), metadata={"compress": json.dumps(header)})
+    return ["inspect", path], ["huge.safetensors", "weights do not fit", "wrong shape"]
+
+
+def onnx_file_as_checkpoint(tmp, ckpt, data):
+    path = _onnx(tmp / "model.onnx", ["b", 3, 8, 8], ["b", 3])
+    return ["export", path, "--out", tmp / "again.onnx"], \
+        ["model.onnx", "an ONNX model, not weights or a checkpoint"]
+
+
+def pickled_module_as_checkpoint(tmp, ckpt, data):
+    torch.save(torch.nn.Linear(2, 2), tmp / "module.pt")
+    return ["export", tmp / "module.pt", "--out", tmp / "m.onnx"], \
+        ["module.pt", "pickled Python object (torch.nn.modules.linear.Linear)",
+         "model.state_dict()"]
+
+
+def text_file_as_checkpoint(tmp, ckpt, data):
+    (tmp / "notes.txt").write_text("hello")
+    return ["finetune", tmp / "notes.txt", "--data", data, "--out", tmp / "ft"], \
+        ["notes.txt", "neither a compress checkpoint nor a torch file"]
+
+
 def decompression_bomb_in_the_data(tmp, ckpt, data):
     root = tmp / "bombed"
     for split in ("train", "val"):
@@ -195,6 +234,8 @@ CASES = [recipe_not_utf8, set_value_not_yaml, duplicate_key, boolean_for_a_numbe
          data_that_is_a_file, run_out_below_a_file, predict_out_below_a_file,
          export_out_below_a_file, truncated_record_on_resume,
          class_names_that_do_not_fit_the_outputs, checkpoint_metadata_not_json,
+         structural_edit_asking_for_terabytes, onnx_file_as_checkpoint,
+         pickled_module_as_checkpoint, text_file_as_checkpoint,
          decompression_bomb_in_the_data, onnx_with_two_inputs, onnx_input_not_images,
          onnx_output_not_class_scores, onnx_fixed_batch_asked_for_8, onnx_class_names_not_json]
 
@@ -205,7 +246,7 @@ def test_a_bad_input_ends_in_one_error_line_and_changes_nothing(case, tmp_path,
     work = tmp_path / "work"
     work.mkdir()
     args, fragments = case(work, tiny_checkpoint, tiny_data)
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    before = {p: (p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*")}
     code, output = run_cli(args)
     assert code == 2, output
     lines = output.strip().splitlines()
@@ -213,5 +254,5 @@ def test_a_bad_input_ends_in_one_error_line_and_changes_nothing(case, tmp_path,
     assert "Traceback" not in output
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
-    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    assert after == before, sorted(set(after) ^ set(before))
+    after = {p: (p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*")}
+    assert after == before, sorted(set(after) ^ set(before))  # no file changed, none left
