@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import StageFailed, UserError
 from compress.fileio import atomic_path
 from compress.models import ModelSpec, build_model
 from compress.models.module_spec import apply_edits, structural_edits
@@ -42,24 +42,74 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
-    """Write atomically: a crash mid-write never leaves a damaged file at `path`."""
+    """Write atomically (a crash mid-write never leaves a damaged file at `path`), and only
+    what loads back: the file's model is rebuilt from its data and must give the same
+    outputs as `checkpoint.model`, else nothing is written."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    base = build_model(checkpoint.model_spec)
+    try:
+        edits = structural_edits(checkpoint.model, build_model(checkpoint.model_spec))
+    except TypeError as exc:  # a replaced layer of a type module_spec cannot describe
+        raise StageFailed(f"checkpoint {path}: the edited model cannot be stored ({exc})") \
+            from None
     header = {
         "format_version": FORMAT_VERSION,
         "model": checkpoint.model_spec,
-        "edits": structural_edits(checkpoint.model, base),
+        "edits": edits,
         "classes": list(checkpoint.classes),
         "input_size": int(checkpoint.input_size),
         "info": checkpoint.info,
     }
     tensors = {k: v.detach().cpu().contiguous().clone()
                for k, v in checkpoint.model.state_dict().items()}
+    _check_reloads(path, checkpoint, header, tensors)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header)})
     return path
+
+
+def _check_reloads(path: Path, checkpoint: Checkpoint, header: dict[str, Any],
+                   tensors: dict[str, torch.Tensor]) -> None:
+    """Rebuild from the header and tensors as `load_checkpoint` will, and compare outputs
+    on one random image."""
+    try:
+        rebuilt = _rebuild(header, tensors, f"checkpoint {path}")
+    except UserError as exc:
+        raise StageFailed(f"checkpoint {path}: would not load again ({exc}); nothing written") \
+            from None
+    model = checkpoint.model
+    device = next(model.parameters(), torch.empty(0)).device
+    image = torch.randn(1, 3, checkpoint.input_size, checkpoint.input_size,
+                        generator=torch.Generator().manual_seed(0))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            expected = model(image.to(device)).float().cpu()
+            got = rebuilt(image)
+    finally:
+        model.train(was_training)
+    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-3, atol=1e-4):
+        raise StageFailed(f"checkpoint {path}: the model rebuilt from it computes other outputs "
+                          f"(max difference {(got - expected).abs().max():.3g}); nothing written")
+
+
+def _rebuild(header: dict[str, Any], tensors: dict[str, torch.Tensor], source: str
+             ) -> nn.Module:
+    """The model a checkpoint header describes, with its tensors loaded, in eval mode."""
+    try:
+        # First without memory: the sizes the metadata asks for must be those of the
+        # tensors in the file before anything is allocated (a crafted file could ask for TBs).
+        with torch.device("meta"):
+            shell = apply_edits(build_model(header["model"]), header["edits"])
+        fitted_weights(shell, tensors, source=source)
+        model = apply_edits(build_model(header["model"]), header["edits"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise UserError(f"{source}: malformed compress metadata "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    load_weights(model, tensors, source=source)
+    return model.eval()
 
 
 def is_safetensors(path: Path) -> bool:
@@ -101,18 +151,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if version != FORMAT_VERSION:
         raise UserError(f"checkpoint {path}: format version {version} "
                         f"is not supported (expected {FORMAT_VERSION})")
-    try:
-        # First without memory: the sizes the metadata asks for must be those of the
-        # tensors in the file before anything is allocated (a crafted file could ask for TBs).
-        with torch.device("meta"):
-            shell = apply_edits(build_model(header["model"]), header["edits"])
-        fitted_weights(shell, tensors, source=str(path))
-        model = apply_edits(build_model(header["model"]), header["edits"])
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-        raise UserError(f"checkpoint {path}: malformed compress metadata "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    load_weights(model, tensors, source=str(path))
-    model.eval()
+    model = _rebuild(header, tensors, f"checkpoint {path}")
     _check_classes(path, model, header.get("classes"))
     return Checkpoint(model, header["model"], header["classes"], header["input_size"],
                       header.get("info", {}))

@@ -16,19 +16,24 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def layer_macs(model: nn.Module, input_size: int, in_channels: int = 3) -> dict[str, int]:
-    """MACs of every Conv2d and Linear layer, by module name, for one image."""
-    macs: dict[str, int] = {}
+def layer_positions(model: nn.Module, input_size: int, in_channels: int = 3
+                    ) -> dict[str, tuple[int, int]]:
+    """Positions each Conv2d and Linear layer reads and writes for one image, by module
+    name: H*W of its input and output for a conv; for a Linear, every position it is
+    applied at (1 after global pooling, H*W for ConvNeXt's per-pixel Linears, tokens in a
+    transformer). A layer called twice counts both calls."""
+    positions: dict[str, tuple[int, int]] = {}
     hooks = []
 
     def hook(name: str):
         def record(module: nn.Module, inputs, output: torch.Tensor) -> None:
             if isinstance(module, nn.Conv2d):
-                kernel = module.kernel_size[0] * module.kernel_size[1]
-                per_output = (module.in_channels // module.groups) * kernel
+                read = inputs[0].shape[-1] * inputs[0].shape[-2]
+                written = output.shape[-1] * output.shape[-2]
             else:
-                per_output = module.in_features
-            macs[name] = macs.get(name, 0) + output.numel() * per_output
+                read = written = output.numel() // output.shape[-1]
+            before = positions.get(name, (0, 0))
+            positions[name] = (before[0] + read, before[1] + written)
         return record
 
     for name, module in model.named_modules():
@@ -43,6 +48,21 @@ def layer_macs(model: nn.Module, input_size: int, in_channels: int = 3) -> dict[
         model.train(was_training)
         for handle in hooks:
             handle.remove()
+    return positions
+
+
+def layer_macs(model: nn.Module, input_size: int, in_channels: int = 3) -> dict[str, int]:
+    """MACs of every Conv2d and Linear layer, by module name, for one image."""
+    modules = dict(model.named_modules())
+    macs = {}
+    for name, (_, written) in layer_positions(model, input_size, in_channels).items():
+        module = modules[name]
+        if isinstance(module, nn.Conv2d):
+            kernel = module.kernel_size[0] * module.kernel_size[1]
+            per_position = module.out_channels * (module.in_channels // module.groups) * kernel
+        else:
+            per_position = module.out_features * module.in_features
+        macs[name] = written * per_position
     return macs
 
 

@@ -1,13 +1,22 @@
-"""Leaf modules as plain data, so edited models (pruned, decomposed) can be stored.
+"""Edited models (pruned, decomposed, blocks dropped) as plain data, so they can be stored.
 
-`module_to_spec` and `module_from_spec` cover the layer types that compression stages
-produce; together with the base model's spec they rebuild any edited module tree.
+An edit is one of two kinds:
+  replaced  {"path", "module"}: a module whose type or children changed; `module` is
+            its spec (`module_to_spec`), for the layer types that compression stages
+            produce (factor Sequentials, Identity for a dropped block).
+  resized   {"path", "type", "attributes", "shapes"}: a module of any type whose own
+            parameters or buffers changed shape (channel pruning); `shapes` lists them
+            all and `attributes` the public constructor-like attributes that changed
+            with them (in_channels, groups, normalized_shape, num_heads, ...), as
+            torch-pruning's own state_dict helper records them.
+Together with the base model's spec they rebuild the edited module tree.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 # Type name -> constructor attributes that define the layer's shape and behaviour.
@@ -58,25 +67,44 @@ def module_from_spec(spec: dict[str, Any]) -> nn.Module:
     return kind(**kwargs)
 
 
-def structural_edits(model: nn.Module, base: nn.Module) -> list[dict[str, Any]]:
-    """The replacements that turn `base` into `model`'s structure, as data.
+_SCALARS = (bool, int, float, str, type(None))
 
-    A module is recorded when its type changed, its children changed, or (for a leaf)
-    its shape attributes changed; everything else is taken from the base model.
-    """
+
+def _plain_attributes(module: nn.Module) -> dict[str, Any]:
+    """Public attributes that are plain data (numbers, strings, tuples of them)."""
+    found = {}
+    for name, value in vars(module).items():
+        if name.startswith("_") or name == "training":
+            continue
+        if isinstance(value, _SCALARS) or (isinstance(value, (tuple, list))
+                                           and all(isinstance(v, _SCALARS) for v in value)):
+            found[name] = list(value) if isinstance(value, tuple) else value
+    return found
+
+
+def _own_shapes(module: nn.Module) -> dict[str, list[int]]:
+    tensors = {**module._parameters, **module._buffers}
+    return {name: list(t.shape) for name, t in tensors.items() if t is not None}
+
+
+def structural_edits(model: nn.Module, base: nn.Module) -> list[dict[str, Any]]:
+    """The edits that turn `base` into `model`'s structure, as data (see the module doc)."""
     edits: list[dict[str, Any]] = []
 
     def visit(path: str, current: nn.Module, original: nn.Module) -> None:
         current_children = dict(current.named_children())
         original_children = dict(original.named_children())
-        same_kind = type(current) is type(original)
-        if not same_kind or current_children.keys() != original_children.keys():
+        if type(current) is not type(original) or \
+                current_children.keys() != original_children.keys():
             edits.append({"path": path, "module": module_to_spec(current)})
             return
-        if not current_children:
-            if type(current) in _LAYER_ATTRS and module_to_spec(current) != module_to_spec(original):
-                edits.append({"path": path, "module": module_to_spec(current)})
-            return
+        shapes = _own_shapes(current)
+        if shapes != _own_shapes(original):
+            before = _plain_attributes(original)
+            changed = {k: v for k, v in _plain_attributes(current).items()
+                       if k not in before or before[k] != v}
+            edits.append({"path": path, "type": type(current).__name__,
+                          "attributes": changed, "shapes": shapes})
         for name, child in current_children.items():
             visit(f"{path}.{name}" if path else name, child, original_children[name])
 
@@ -85,9 +113,37 @@ def structural_edits(model: nn.Module, base: nn.Module) -> list[dict[str, Any]]:
 
 
 def apply_edits(model: nn.Module, edits: list[dict[str, Any]]) -> nn.Module:
+    """Rebuild the edited tree; tensors are allocated on the current default device, so
+    under `torch.device("meta")` nothing is allocated (sizes are checked before)."""
     for edit in edits:
-        replacement = module_from_spec(edit["module"])
-        if edit["path"] == "":
-            return replacement
-        model.set_submodule(edit["path"], replacement)
+        if "module" in edit:
+            replacement = module_from_spec(edit["module"])
+            if edit["path"] == "":
+                return replacement
+            model.set_submodule(edit["path"], replacement)
+        else:
+            _resize(model.get_submodule(edit["path"]) if edit["path"] else model, edit)
     return model
+
+
+def _resize(module: nn.Module, edit: dict[str, Any]) -> None:
+    if type(module).__name__ != edit["type"]:
+        raise ValueError(f"edit of {edit['path']!r}: the model has a {type(module).__name__} "
+                         f"there, the edit a {edit['type']}")
+    for name, value in edit["attributes"].items():
+        if not isinstance(value, (*_SCALARS, list)):
+            raise ValueError(f"edit of {edit['path']!r}: attribute {name} is not plain data")
+        old = getattr(module, name, None)
+        setattr(module, name, tuple(value) if isinstance(old, tuple) else value)
+    for name, shape in edit["shapes"].items():
+        if not (isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise ValueError(f"edit of {edit['path']!r}: shape of {name} is not a list of sizes")
+        if name in module._parameters and module._parameters[name] is not None:
+            old = module._parameters[name]
+            module._parameters[name] = nn.Parameter(torch.empty(shape, dtype=old.dtype),
+                                                    requires_grad=old.requires_grad)
+        elif name in module._buffers and module._buffers[name] is not None:
+            module._buffers[name] = torch.empty(shape, dtype=module._buffers[name].dtype)
+        else:
+            raise ValueError(f"edit of {edit['path']!r}: the {edit['type']} has no tensor "
+                             f"{name!r}")

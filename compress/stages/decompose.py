@@ -6,10 +6,10 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from compress.measure.macs import layer_positions
 from compress.ops.decomposition import (
     energy_rank,
     round_rank,
@@ -61,28 +61,6 @@ def _layer_kind(module: nn.Module) -> str | None:
     if isinstance(module, nn.Conv2d) and module.groups == 1:
         return "svd" if module.kernel_size == (1, 1) else "tucker2"
     return None  # depthwise / grouped convs cannot be usefully factorised
-
-
-def _spatial_sizes(model: nn.Module, input_size: int) -> dict[str, tuple[int, int]]:
-    """Input and output pixels (H*W, or 1 for Linear) of every conv / linear layer."""
-    sizes: dict[str, tuple[int, int]] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            def record(mod, inputs, output, name=name):
-                if isinstance(mod, nn.Conv2d):
-                    sizes[name] = (inputs[0].shape[-1] * inputs[0].shape[-2],
-                                   output.shape[-1] * output.shape[-2])
-                else:
-                    sizes[name] = (1, 1)
-            hooks.append(module.register_forward_hook(record))
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, input_size, input_size))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return sizes
 
 
 def _macs(module: nn.Module, kind: str, ranks: tuple[int, int] | None,
@@ -160,7 +138,7 @@ class Decompose(Stage):
 
     def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         cfg = self.config
-        pixels = _spatial_sizes(model, ctx.input_size)
+        pixels = layer_positions(model, ctx.input_size)
         layers, skipped = {}, {}
         candidates = [(n, m, _layer_kind(m)) for n, m in model.named_modules()
                       if _layer_kind(m) and self._selected(n)]

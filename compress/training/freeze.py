@@ -27,7 +27,7 @@ def decomposed_layers(model: nn.Module, base_spec: dict[str, Any]) -> list[str]:
     """Paths where a Conv2d / Linear of the base model was replaced by factor layers."""
     base = dict(build_model(base_spec).named_modules())
     return [edit["path"] for edit in structural_edits(model, build_model(base_spec))
-            if edit["module"]["type"] == "Sequential"
+            if edit.get("module", {}).get("type") == "Sequential"
             and isinstance(base.get(edit["path"]), (nn.Conv2d, nn.Linear))]
 
 
