@@ -101,8 +101,13 @@ def _rebuild(header: dict[str, Any], tensors: dict[str, torch.Tensor], source: s
     try:
         # First without memory: the sizes the metadata asks for must be those of the
         # tensors in the file before anything is allocated (a crafted file could ask for TBs).
+        try:
+            with torch.device("meta"):
+                base = build_model(header["model"])
+        except NotImplementedError:  # a constructor that computes on its tensors (RegNet)
+            base = build_model(header["model"])  # the builder's own sizes, not the file's
         with torch.device("meta"):
-            shell = apply_edits(build_model(header["model"]), header["edits"])
+            shell = apply_edits(base, header["edits"])
         fitted_weights(shell, tensors, source=source)
         model = apply_edits(build_model(header["model"]), header["edits"])
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:

@@ -53,9 +53,16 @@ def layer_positions(model: nn.Module, input_size: int, in_channels: int = 3
 
 def layer_macs(model: nn.Module, input_size: int, in_channels: int = 3) -> dict[str, int]:
     """MACs of every Conv2d and Linear layer, by module name, for one image."""
+    return macs_from_shapes(model, layer_positions(model, input_size, in_channels))
+
+
+def macs_from_shapes(model: nn.Module, positions: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """MACs per layer from the layers' widths and the positions they write, without a
+    forward pass: channel pruning changes widths, never positions, so `positions` of the
+    unpruned model serve every pruned copy."""
     modules = dict(model.named_modules())
     macs = {}
-    for name, (_, written) in layer_positions(model, input_size, in_channels).items():
+    for name, (_, written) in positions.items():
         module = modules[name]
         if isinstance(module, nn.Conv2d):
             kernel = module.kernel_size[0] * module.kernel_size[1]

@@ -4,6 +4,8 @@ groups of a model, and pruning each group by its own ratio.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -27,11 +29,8 @@ def prunable_groups(model: nn.Module, input_size: int,
 def prune_groups(model: nn.Module, input_size: int, ratios: dict[str, float],
                  importance: str = "l2", round_to: int = 8,
                  ignored: list[nn.Module] | None = None) -> nn.Module:
-    """Prune each named group by its own ratio, in place, in one torch-pruning step.
-
-    A ratio is capped so that at least `round_to` channels stay: torch-pruning skips a group
-    whose rounded width would reach zero, so without the cap a larger ratio could prune
-    less than a smaller one."""
+    """Prune each named group by its own ratio (capped, see `_capped`), in place, in one
+    torch-pruning step."""
     import torch_pruning as tp
 
     from compress.ops.pruning import importance_criterion
@@ -39,12 +38,9 @@ def prune_groups(model: nn.Module, input_size: int, ratios: dict[str, float],
     modules = dict(model.named_modules())
     capped = {}
     for name, ratio in ratios.items():
-        layer = modules[name]
-        width = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
-        # At exactly 1 - round_to / width torch-pruning already prunes nothing: stay below.
-        ratio = min(ratio, 1.0 - round_to / width - 0.01) if width > round_to else 0.0
+        ratio = _capped(ratio, modules[name], round_to)
         if ratio > 0:
-            capped[layer] = ratio
+            capped[modules[name]] = ratio
     pruner = tp.pruner.BasePruner(
         model.eval(), torch.zeros(1, 3, input_size, input_size),
         importance=importance_criterion(importance), pruning_ratio=0.0,
@@ -52,6 +48,14 @@ def prune_groups(model: nn.Module, input_size: int, ratios: dict[str, float],
         ignored_layers=[classifier_layer(model)] + list(ignored or []), round_to=round_to)
     pruner.step()
     return model
+
+
+def _capped(ratio: float, layer: nn.Module, round_to: int) -> float:
+    """`ratio`, lowered so that at least `round_to` channels of the layer stay: at exactly
+    1 - round_to / width torch-pruning already skips the group (its rounded width would
+    reach zero), so without the cap a larger ratio could prune less than a smaller one."""
+    width = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
+    return min(ratio, 1.0 - round_to / width - 0.01) if width > round_to else 0.0
 
 
 def importance_criterion(name: str):
@@ -63,3 +67,124 @@ def importance_criterion(name: str):
         "taylor": lambda: tp.importance.GroupTaylorImportance(),
         "bn-scale": lambda: tp.importance.BNScaleImportance(),
     }[name]()
+
+
+@dataclass(frozen=True)
+class PruningUnit:
+    """A module torch-pruning can build a dependency graph for, with its example input and
+    the layers (by name) whose output channels it must keep."""
+    path: str
+    example: torch.Tensor
+    kept: tuple[str, ...]
+
+
+def pruning_units(model: nn.Module, example: torch.Tensor, kept: list[str]
+                  ) -> tuple[list[PruningUnit], list[str]]:
+    """The whole model when torch-pruning can trace it. Otherwise (a channel shuffle, a
+    reshape it cannot map, ...) the largest blocks it can trace, each pruned only inside:
+    the layers that write a block's output keep their channels, so the untraceable code
+    around it sees the same shapes. Also returns the blocks it could not trace, and why."""
+    names = {module: name for name, module in model.named_modules()}
+    units: list[PruningUnit] = []
+    untraced: list[str] = []
+
+    def visit(module: nn.Module, example: torch.Tensor) -> None:
+        path = names[module]
+        try:
+            graph = _dependency_graph(module, example)
+        except Exception as exc:  # torch-pruning raises whatever its tracer meets
+            untraced.append(f"{path or 'the model'} ({type(exc).__name__})")
+            for child, child_input in _child_inputs(module, example).items():
+                visit(child, child_input)
+            return
+        outputs = [] if module is model else [names[m] for m in _boundary_layers(graph)]
+        inside = [n for n in kept if n == path or n.startswith(f"{path}.") or not path]
+        units.append(PruningUnit(path, example, tuple(inside + outputs)))
+
+    visit(model, example)
+    return units, untraced
+
+
+def _dependency_graph(module: nn.Module, example: torch.Tensor):
+    import torch_pruning as tp
+
+    return tp.DependencyGraph().build_dependency(module.eval(), example_inputs=example)
+
+
+def _child_inputs(module: nn.Module, example: torch.Tensor) -> dict[nn.Module, torch.Tensor]:
+    """The input of each child that is called once with one tensor (the others cannot be
+    traced on their own)."""
+    seen: dict[nn.Module, list[torch.Tensor]] = {}
+    hooks = [child.register_forward_pre_hook(
+        lambda mod, args: seen.setdefault(mod, []).append(args[0].detach()
+                                                           if len(args) == 1 and
+                                                           isinstance(args[0], torch.Tensor)
+                                                           else None))
+        for child in module.children()]
+    try:
+        with torch.no_grad():
+            module.eval()(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {child: inputs[0] for child, inputs in seen.items()
+            if len(inputs) == 1 and inputs[0] is not None and
+            any(p.requires_grad for p in child.parameters())}
+
+
+def _boundary_layers(graph) -> list[nn.Module]:
+    """The layers whose channels are the traced module's input or output channels. Walking
+    back from the output through channel-preserving operations (norms, activations,
+    additions, concatenations) to the conv / linear layers that write it; and forward from
+    the input to the depthwise convs that read it (pruning one prunes its input too)."""
+    found, seen = [], set()
+    stack = [node for node in graph.module2node.values() if not node.outputs]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node.module, (nn.Conv2d, nn.Linear)):
+            found.append(node.module)
+        else:
+            stack.extend(node.inputs)
+    stack, seen = [node for node in graph.module2node.values() if not node.inputs], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        module = node.module
+        if isinstance(module, nn.Conv2d) and module.groups > 1:
+            found.append(module)  # its output channels are its input channels: go on
+        elif isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        stack.extend(node.outputs)
+    return found
+
+
+def prune_units(model: nn.Module, units: list[PruningUnit], ratio: float, importance: str,
+                round_to: int, global_pruning: bool = False, steps: int = 1,
+                before_step=None) -> nn.Module:
+    """Prune every unit of `model` by `ratio` in `steps` torch-pruning steps, in place;
+    `before_step` runs before each step (taylor importance wants fresh gradients)."""
+    import torch_pruning as tp
+
+    modules = dict(model.named_modules())
+
+    def capped(unit: nn.Module) -> dict[nn.Module, float]:  # so that pruning grows with ratio
+        return {m: _capped(ratio, m, round_to) for m in unit.modules()
+                if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+    pruners = [tp.pruner.BasePruner(
+        modules[unit.path].eval(), unit.example, importance=importance_criterion(importance),
+        global_pruning=global_pruning, pruning_ratio=ratio,
+        pruning_ratio_dict=capped(modules[unit.path]), iterative_steps=steps,
+        ignored_layers=[modules[name] for name in unit.kept], round_to=round_to)
+        for unit in units]
+    for _ in range(steps):
+        if before_step is not None:
+            before_step()
+        for pruner in pruners:
+            pruner.step()
+    return model

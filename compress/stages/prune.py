@@ -6,6 +6,7 @@ the result is a smaller dense model. The classifier's output width never changes
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -13,22 +14,24 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from torch import nn
 
-from compress.measure.macs import count_macs
+from compress.measure.macs import count_macs, layer_positions, macs_from_shapes
 from compress.ops.blocks import classifier_layer
-from compress.ops.pruning import importance_criterion
+from compress.ops.pruning import PruningUnit, prune_units, pruning_units
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
 
-# How finely a MACs target is approached: the ratio grows in this many steps up to 0.95.
-_TARGET_STEPS = 60
+# A MACs target is approached by bisection on a uniform ratio, up to 0.95, to within 0.002.
 _MAX_RATIO = 0.95
+_RATIO_TOLERANCE = 0.002
 
 
 @dataclass(frozen=True)
 class PruneResult(StageResult):
     importance: str = ""
     ratio: str | float | None = None  # as configured; None: approach target_macs
+    uniform_ratio: float | None = None  # the ratio every group lost (found for target_macs)
     steps: int | None = None  # pruning steps taken (uniform ratios)
+    untraced: list[str] = field(default_factory=list)  # blocks torch-pruning cannot trace
     macs_before: int = 0
     macs_after: int = 0
     macs_kept: float = 1.0
@@ -71,6 +74,13 @@ def _matching(model: nn.Module, pattern: str) -> list[nn.Module]:
     return [m for name, m in model.named_modules() if name and fnmatch.fnmatchcase(name, pattern)]
 
 
+def _untraced_note(untraced: list[str], units: list[PruningUnit]) -> str:
+    shown = ", ".join(untraced[:4]) + (f" and {len(untraced) - 4} more" if len(untraced) > 4
+                                       else "")
+    return (f"torch-pruning cannot trace {shown}: pruned inside {len(units)} blocks it can "
+            "trace, whose outputs keep their widths")
+
+
 @register_stage
 class Prune(Stage):
     name = "prune"
@@ -100,8 +110,6 @@ class Prune(Stage):
             loss.backward()
 
     def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
-        import torch_pruning as tp
-
         cfg = self.config
         note = ""
         if cfg.ratio == "auto":
@@ -109,45 +117,63 @@ class Prune(Stage):
                 return self._apply_auto(model, ctx)
             note = ("ratio: auto needs a data folder for its sensitivity analysis: uniform "
                     "ratios to the same target_macs instead")
-        ignored = [classifier_layer(model)]
-        for pattern in cfg.ignore:
-            ignored += _matching(model, pattern)
+        names = {m: n for n, m in model.named_modules()}
+        kept = [names[classifier_layer(model)]] + \
+            [names[m] for pattern in cfg.ignore for m in _matching(model, pattern)]
         model = model.to(ctx.device).eval()
-        example = ctx.example_input().to(ctx.device)
+        units, untraced = pruning_units(model, ctx.example_input().to(ctx.device), kept)
+        if untraced:
+            note = "; ".join(filter(None, [note, _untraced_note(untraced, units)]))
+        positions = layer_positions(model, ctx.input_size)
         macs_before = count_macs(model, ctx.input_size)
         widths_before = {n: m.out_channels for n, m in model.named_modules()
                          if isinstance(m, nn.Conv2d)}
-        ratio = None if cfg.ratio == "auto" else cfg.ratio  # None: approach target_macs
-        steps = cfg.iterative_steps if ratio is not None else _TARGET_STEPS
-        pruner = tp.pruner.BasePruner(
-            model, example, importance=importance_criterion(cfg.importance),
-            global_pruning=cfg.global_pruning,
-            pruning_ratio=ratio if ratio is not None else _MAX_RATIO,
-            iterative_steps=steps, ignored_layers=ignored, round_to=cfg.round_to)
-        taken = 0
-        for _ in range(steps):
-            if cfg.target_macs is not None and \
-                    count_macs(model, ctx.input_size) <= cfg.target_macs * macs_before:
-                break
-            if cfg.importance == "taylor":
-                self._taylor_gradients(model, ctx)
-            pruner.step()
-            taken += 1
+        gradients = (lambda: self._taylor_gradients(model, ctx)) \
+            if cfg.importance == "taylor" else None
+        if cfg.target_macs is None:
+            ratio, steps = cfg.ratio, cfg.iterative_steps
+        else:
+            if gradients is not None:
+                gradients()  # once: the trials below prune copies that carry these gradients
+            ratio, steps, gradients = self._ratio_for_target(model, units, positions,
+                                                             cfg.target_macs * macs_before), 1, None
+        prune_units(model, units, ratio, cfg.importance, cfg.round_to, cfg.global_pruning,
+                    steps, before_step=gradients)
         model.zero_grad(set_to_none=True)
         macs_after = count_macs(model, ctx.input_size)
+        if cfg.target_macs is not None and macs_after > cfg.target_macs * macs_before * 1.01:
+            note = "; ".join(filter(None, [note, f"target_macs {cfg.target_macs} is out of "
+                                           f"reach: {macs_after / macs_before:.2f} kept"]))
         widths = {n: [widths_before[n], m.out_channels] for n, m in model.named_modules()
                   if isinstance(m, nn.Conv2d) and n in widths_before
                   and m.out_channels != widths_before[n]}
         return StageOutput(model.cpu(), PruneResult(
-            note=note, importance=cfg.importance, ratio=cfg.ratio, steps=taken,
-            macs_before=macs_before, macs_after=macs_after, macs_kept=macs_after / macs_before,
-            widths=widths))
+            note=note, importance=cfg.importance, ratio=cfg.ratio,
+            uniform_ratio=round(ratio, 4), steps=steps, macs_before=macs_before, macs_after=macs_after,
+            macs_kept=macs_after / macs_before, widths=widths, untraced=untraced))
+
+    def _ratio_for_target(self, model: nn.Module, units: list[PruningUnit],
+                          positions: dict[str, tuple[int, int]], target: float) -> float:
+        """The smallest uniform ratio whose one-step pruning reaches `target` MACs, by
+        bisection on pruned copies with MACs counted from their shapes (no forward pass)."""
+        cfg = self.config
+
+        def macs_at(ratio: float) -> int:
+            trial = prune_units(copy.deepcopy(model), units, ratio, cfg.importance,
+                                cfg.round_to, cfg.global_pruning)
+            return sum(macs_from_shapes(trial, positions).values())
+
+        low, high = 0.0, _MAX_RATIO
+        if macs_at(high) > target:
+            return high  # the target is out of reach: prune as far as allowed
+        while high - low > _RATIO_TOLERANCE:
+            middle = (low + high) / 2
+            low, high = (low, middle) if macs_at(middle) <= target else (middle, high)
+        return high
 
     def _apply_auto(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         """Per-group ratios from the sensitivity of each group alone (see
         compress.sensitivity.allocate_ratios), applied in one step."""
-        import copy
-
         from compress.data.training_data import calibration_subset
         from compress.data.transforms import eval_transform
         from compress.ops.pruning import prune_groups
