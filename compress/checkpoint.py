@@ -191,17 +191,49 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                           "checkpoint)")
     if path.suffix.lower() == ".onnx":
         raise onnx_file
+    if is_safetensors(path):  # a plain safetensors state_dict (timm's and HF's format)
+        from safetensors.torch import load_file
+
+        return _unwrapped(load_file(str(path)), path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         if _parses_as_onnx(path):
             raise onnx_file from None
         raise UserError(f"{path}: refused, {_torch_refusal(exc)}") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
-        raise UserError(f"{path}: refused, expected a state_dict (a mapping of names to tensors)")
+    return _unwrapped(obj, path)
+
+
+# Where training scripts keep the weights inside a saved dict, preferred first (an EMA copy
+# is what timm and most recipes evaluate and ship).
+_WRAPPER_KEYS = ("state_dict_ema", "model_ema", "ema", "model_state_dict", "state_dict", "model",
+                 "net", "module")
+
+
+def _unwrapped(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict inside common wrappers, without DDP's / torch.compile's key prefixes."""
+    for _ in range(3):  # {"ema": {"module": {...}}} and the like
+        if isinstance(obj, dict) and not _is_state_dict(obj):
+            inner = next((obj[k] for k in _WRAPPER_KEYS if _is_state_dict(obj.get(k))), None)
+            if inner is None:
+                inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)),
+                             None)
+            obj = inner if inner is not None else obj
+    if not _is_state_dict(obj):
+        raise UserError(f"{path}: refused, expected a state_dict (a mapping of names to "
+                        f"tensors), or one under a key {', '.join(_WRAPPER_KEYS)}")
+    obj = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    for prefix in ("module.", "_orig_mod."):
+        if all(k.startswith(prefix) for k in obj):
+            obj = {k.removeprefix(prefix): v for k, v in obj.items()}
     return obj
+
+
+def _is_state_dict(obj: Any) -> bool:
+    """A mapping of names to tensors (a few non-tensor entries, such as a step count, are
+    tolerated and dropped)."""
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) for k in obj) and \
+        sum(isinstance(v, torch.Tensor) for v in obj.values()) >= max(1, len(obj) // 2)
 
 
 def _parses_as_onnx(path: Path) -> bool:
@@ -272,14 +304,42 @@ def fitted_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: s
     return renamed
 
 
-def import_weights(model_yaml: str | Path, weights: str | Path, classes: list[str],
-                   input_size: int) -> Checkpoint:
-    """A team's model YAML + trained `best.pt` state_dict -> a compress checkpoint."""
+def import_weights(model: str | Path, weights: str | Path, classes: list[str],
+                   input_size: int, width_mult: float | None = None) -> tuple[Checkpoint, str]:
+    """A model (YAML, torchvision or timm name) + the user's trained weights -> a compress
+    checkpoint, and a note when the file's classifier head did not fit the classes (then
+    the head starts fresh and the model needs fine-tuning)."""
     from compress.models import model_spec_from_arg
 
-    spec = model_spec_from_arg(str(model_yaml), num_classes=len(classes))
-    model = build_model(spec)
-    load_weights(model, read_state_dict(weights), source=str(weights))
-    model.eval()
-    return Checkpoint(model, spec, list(classes), input_size,
-                      info={"imported_from": {"model": str(model_yaml), "weights": str(weights)}})
+    spec = model_spec_from_arg(str(model), num_classes=len(classes), width_mult=width_mult)
+    built = build_model(spec)
+    tensors = read_state_dict(weights)
+    note = _replace_foreign_head(built, tensors, len(classes))
+    load_weights(built, tensors, source=str(weights))
+    built.eval()
+    return Checkpoint(built, spec, list(classes), input_size,
+                      info={"imported_from": {"model": str(model), "weights": str(weights)},
+                            **({"note": note} if note else {})}), note
+
+
+def _replace_foreign_head(model: nn.Module, tensors: dict[str, torch.Tensor],
+                          num_classes: int) -> str:
+    """Drop the file's classifier tensors when they were trained for another class count
+    (an ImageNet head of 1000 classes); the model's fresh head stays. In place."""
+    head = classifier_layer(model)
+    name = next(n for n, m in model.named_modules() if m is head)
+    matches = {}  # the file's key -> the shape the model expects
+    for own_key, value in head.state_dict().items():
+        key = next((k for k in _candidate_keys(f"{name}.{own_key}") if k in tensors), None)
+        if key is not None:
+            matches[key] = value.shape
+    other_count = [k for k, shape in matches.items() if tensors[k].shape != shape and
+                   tensors[k].shape[1:] == shape[1:]]  # only the class dimension differs
+    if not other_count:
+        return ""  # fits, or does not fit for another reason that load_weights names
+    file_classes = tensors[other_count[0]].shape[0]
+    for key in matches:
+        del tensors[key]
+    tensors.update({f"{name}.{k}": v for k, v in head.state_dict().items()})  # the fresh head
+    return (f"the classifier {name} in the file has {file_classes} outputs for "
+            f"{num_classes} classes: it was replaced by a fresh one (fine-tune before use)")

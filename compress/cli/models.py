@@ -23,22 +23,41 @@ def inspect(checkpoint, input_size, as_json) -> None:
 
 
 @click.command("import")
-@click.option("--model", "model_yaml", required=True, type=click.Path(dir_okay=False),
-              help="The team's model YAML (Kindle format).")
+@click.option("--model", "model_arg", required=True,
+              help="A model YAML (the competition's Kindle format), a torchvision classifier "
+                   "name (resnet18, mobilenet_v2, convnext_tiny, ...) or a timm name "
+                   "(timm/efficientnet_lite0; needs the timm extra).")
 @click.option("--weights", required=True, type=click.Path(dir_okay=False),
-              help="Their trained state_dict (best.pt); read with weights_only=True only.")
+              help="Your trained weights: a state_dict saved with torch.save (best.pt), also "
+                   "inside {'model' | 'state_dict' | 'model_state_dict' | 'ema' ...} and with "
+                   "DDP's 'module.' prefix, or a safetensors file (timm's format). Read with "
+                   "weights_only=True only: nothing is unpickled.")
 @click.option("--classes", default=None, help="Comma-separated class names in label order.")
 @click.option("--data", "data_root", default=None,
               help="Or take the sorted class folders of DATA/train (or DATA).")
 @click.option("--input-size", type=click.IntRange(min=8), default=224, show_default=True,
               help="Square image size the model was trained at (the data YAML's IMG_SIZE).")
+@click.option("--width-mult", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Width the weights were trained at (YAML width_multiple, or torchvision's "
+                   "width_mult for the MobileNets).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (.safetensors).")
-def import_command(model_yaml, weights, classes, data_root, input_size, out) -> None:
-    """Turn a team's model YAML + best.pt into a compress checkpoint."""
+def import_command(model_arg, weights, classes, data_root, input_size, width_mult, out) -> None:
+    """Turn a model and its trained weights into a compress checkpoint.
+
+    A classifier head trained for another number of classes (an ImageNet head) is replaced
+    by a fresh one, with a note: fine-tune before use.
+
+    \b
+    compress import --model resnet18 --weights best.pt --data ../data/trashnet --out r18.safetensors
+    compress import --model recipes/models/mobilenetv3.yaml --weights best.pt --classes a,b,c --out m.safetensors
+    """
     from compress.tools.importer import import_checkpoint
 
-    path = import_checkpoint(model_yaml, weights, out, classes, data_root, input_size)
+    path, note = import_checkpoint(model_arg, weights, out, classes, data_root, input_size,
+                                   width_mult)
+    if note:
+        click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {path}")
 
 

@@ -2,7 +2,8 @@
 
 Conv, Gemm and MatMul nodes (and their quantized forms QLinearConv, ConvInteger,
 QLinearMatMul, MatMulInteger) count multiply-accumulates for one image: output elements x
-the reduction length. Activations, normalisation, pooling, additions, casts and Q/DQ nodes
+the reduction length; a MatMul or Gemm counts when its weight is computed from the file's
+initializers (a Linear layer), not when it multiplies two activations (attention). Activations, normalisation, pooling, additions, casts and Q/DQ nodes
 are not counted. Shapes come from ONNX shape inference with the batch fixed to 1, so an
 FP16 or INT8 file of a model has the same MACs as its float32 file and its torch model.
 """
@@ -33,7 +34,22 @@ def _load_with_shapes(path: str | Path, input_size: int | None):
             dim.dim_value = input_size
     del model.graph.value_info[:]  # stale shapes (batch still symbolic) would be kept as is
     _sort_topologically(model.graph)
-    return onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    if all(_shape_known(v) for v in inferred.graph.value_info):
+        return inferred
+    # A shape computed inside the graph (the Reshape of a channel shuffle) stops ONNX's
+    # inference; ONNX Runtime's symbolic inference follows it.
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    try:
+        return SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # its own failures: keep what ONNX inferred (the caller names gaps)
+        return inferred
+
+
+def _shape_known(value) -> bool:
+    dims = value.type.tensor_type.shape.dim
+    return all(d.HasField("dim_value") for d in dims)
 
 
 def _sort_topologically(graph) -> None:
@@ -69,6 +85,7 @@ def onnx_layer_macs(path: str | Path, input_size: int | None = None) -> dict[str
     """MACs of every Conv / Gemm / MatMul node for one image, by node name."""
     model = _load_with_shapes(path, input_size)
     shapes = _shapes(model)
+    constant = _constant_tensors(model.graph)
     macs: dict[str, int] = {}
     for index, node in enumerate(model.graph.node):
         name = node.name or f"{node.op_type}_{index}"
@@ -78,7 +95,10 @@ def onnx_layer_macs(path: str | Path, input_size: int | None = None) -> dict[str
             if out is None or kernel is None:
                 raise ValueError(f"cannot infer the shapes of {name}: give the input size")
             macs[name] = int(np.prod(out)) * int(np.prod(kernel[1:]))
-        elif node.op_type in _MATMUL_OPS:
+        elif node.op_type in _MATMUL_OPS and _MATMUL_OPS[node.op_type][1] < len(node.input) \
+                and node.input[_MATMUL_OPS[node.op_type][1]] in constant:
+            # a layer with weights (a Linear); products of two activations (attention's
+            # q @ k) are not layers, as in the torch count
             data, weight = _MATMUL_OPS[node.op_type]
             out, a = shapes.get(node.output[0]), shapes.get(node.input[data])
             if out is None or a is None:
@@ -87,6 +107,17 @@ def onnx_layer_macs(path: str | Path, input_size: int | None = None) -> dict[str
             reduction = a[-2] if trans_a else a[-1]
             macs[name] = int(np.prod(out)) * reduction
     return macs
+
+
+def _constant_tensors(graph) -> set[str]:
+    """Names of the tensors computed from initializers alone (weights, and weights passed
+    through DequantizeLinear, Transpose, Cast, ...)."""
+    constant = {i.name for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" or (node.input and all(i in constant or i == ""
+                                                             for i in node.input)):
+            constant.update(node.output)
+    return constant
 
 
 def onnx_macs(path: str | Path, input_size: int | None = None) -> int:

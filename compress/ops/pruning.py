@@ -4,6 +4,8 @@ groups of a model, and pruning each group by its own ratio.
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -19,8 +21,9 @@ def prunable_groups(model: nn.Module, input_size: int,
     import torch_pruning as tp
 
     names = {module: name for name, module in model.named_modules()}
-    graph = tp.DependencyGraph().build_dependency(
-        model.eval(), example_inputs=torch.zeros(1, 3, input_size, input_size))
+    with _quiet():
+        graph = tp.DependencyGraph().build_dependency(
+            model.eval(), example_inputs=torch.zeros(1, 3, input_size, input_size))
     ignored = [classifier_layer(model)] + list(ignored or [])
     return [names[group[0].dep.target.module]
             for group in graph.get_all_groups(ignored_layers=ignored)]
@@ -41,13 +44,23 @@ def prune_groups(model: nn.Module, input_size: int, ratios: dict[str, float],
         ratio = _capped(ratio, modules[name], round_to)
         if ratio > 0:
             capped[modules[name]] = ratio
-    pruner = tp.pruner.BasePruner(
-        model.eval(), torch.zeros(1, 3, input_size, input_size),
-        importance=importance_criterion(importance), pruning_ratio=0.0,
-        pruning_ratio_dict=capped,
-        ignored_layers=[classifier_layer(model)] + list(ignored or []), round_to=round_to)
-    pruner.step()
+    with _quiet():
+        pruner = tp.pruner.BasePruner(
+            model.eval(), torch.zeros(1, 3, input_size, input_size),
+            importance=importance_criterion(importance), pruning_ratio=0.0,
+            pruning_ratio_dict=capped,
+            ignored_layers=[classifier_layer(model)] + list(ignored or []), round_to=round_to)
+        pruner.step()
     return model
+
+
+@contextmanager
+def _quiet():
+    """torch-pruning warns of every parameter that sits outside a known layer type (ConvNeXt's
+    layer_scale) and then prunes its last non-singleton dimension, which is right for them."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        yield
 
 
 def _capped(ratio: float, layer: nn.Module, round_to: int) -> float:
@@ -108,7 +121,8 @@ def pruning_units(model: nn.Module, example: torch.Tensor, kept: list[str]
 def _dependency_graph(module: nn.Module, example: torch.Tensor):
     import torch_pruning as tp
 
-    return tp.DependencyGraph().build_dependency(module.eval(), example_inputs=example)
+    with _quiet():
+        return tp.DependencyGraph().build_dependency(module.eval(), example_inputs=example)
 
 
 def _child_inputs(module: nn.Module, example: torch.Tensor) -> dict[nn.Module, torch.Tensor]:
@@ -176,15 +190,16 @@ def prune_units(model: nn.Module, units: list[PruningUnit], ratio: float, import
         return {m: _capped(ratio, m, round_to) for m in unit.modules()
                 if isinstance(m, (nn.Conv2d, nn.Linear))}
 
-    pruners = [tp.pruner.BasePruner(
-        modules[unit.path].eval(), unit.example, importance=importance_criterion(importance),
-        global_pruning=global_pruning, pruning_ratio=ratio,
-        pruning_ratio_dict=capped(modules[unit.path]), iterative_steps=steps,
-        ignored_layers=[modules[name] for name in unit.kept], round_to=round_to)
-        for unit in units]
-    for _ in range(steps):
-        if before_step is not None:
-            before_step()
-        for pruner in pruners:
-            pruner.step()
+    with _quiet():
+        pruners = [tp.pruner.BasePruner(
+            modules[unit.path].eval(), unit.example,
+            importance=importance_criterion(importance), global_pruning=global_pruning,
+            pruning_ratio=ratio, pruning_ratio_dict=capped(modules[unit.path]),
+            iterative_steps=steps, ignored_layers=[modules[name] for name in unit.kept],
+            round_to=round_to) for unit in units]
+        for _ in range(steps):
+            if before_step is not None:
+                before_step()
+            for pruner in pruners:
+                pruner.step()
     return model

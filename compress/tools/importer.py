@@ -1,4 +1,5 @@
-"""`compress import`: a team's model YAML and trained `best.pt` as a compress checkpoint."""
+"""`compress import`: a model (a team's YAML, a torchvision or timm name) and the user's
+trained weights as a compress checkpoint."""
 
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ def class_names(classes: str | None, data_root: str | None) -> list[str]:
     return find_classes(root / "train" if (root / "train").is_dir() else root)
 
 
-def import_checkpoint(model_yaml: str | Path, weights: str | Path, out: str | Path,
+def import_checkpoint(model: str | Path, weights: str | Path, out: str | Path,
                       classes: str | None = None, data_root: str | None = None,
-                      input_size: int = 224) -> Path:
-    """Write the checkpoint to `out` and return its path."""
+                      input_size: int = 224, width_mult: float | None = None
+                      ) -> tuple[Path, str]:
+    """Write the checkpoint to `out`; its path, and a note when the head was replaced."""
     check_writable(out)
-    checkpoint = import_weights(model_yaml, weights, class_names(classes, data_root), input_size)
-    return save_checkpoint(out, checkpoint)
+    checkpoint, note = import_weights(model, weights, class_names(classes, data_root),
+                                      input_size, width_mult)
+    return save_checkpoint(out, checkpoint), note
