@@ -107,3 +107,37 @@ def test_save_is_atomic_and_keeps_the_old_file_when_writing_fails(tmp_path, tiny
     with pytest.raises(OSError):
         save_checkpoint(path, Checkpoint(model, tiny_model_spec, ["a", "b", "c"], 48))
     assert path.read_bytes() == before
+
+
+def test_a_model_that_would_not_reload_the_same_is_not_written(tmp_path):
+    """An edit the checkpoint format does not record (here a stride changed in place) would
+    load as another model: save_checkpoint compares outputs and refuses; the old file stays."""
+    from compress.errors import StageFailed
+
+    spec = {"kind": "torchvision", "name": "mobilenet_v3_small", "num_classes": 3,
+            "kwargs": {"width_mult": 0.5}}
+    path = save_checkpoint(tmp_path / "model.safetensors",
+                           Checkpoint(build_model(spec).eval(), spec, ["a", "b", "c"], 64))
+    before = path.read_bytes()
+    model = build_model(spec).eval()
+    model.features[0][0].stride = (1, 1)  # the stem's; not a shape: no edit records it
+    with pytest.raises(StageFailed, match="computes other outputs"):
+        save_checkpoint(path, Checkpoint(model, spec, ["a", "b", "c"], 64))
+    assert path.read_bytes() == before
+
+
+def test_a_pruned_convnext_keeps_its_layer_norms_and_layer_scales(tmp_path):
+    """Pruning resizes LayerNorm2d, per-pixel Linears and the blocks' own layer_scale
+    parameters: none of them is a layer type the edits list by name."""
+    from conftest import apply_stage, stage_context
+
+    from compress.stages import create_stage
+
+    spec = {"kind": "torchvision", "name": "convnext_tiny", "num_classes": 3, "kwargs": {}}
+    ctx = stage_context(32, ["a", "b", "c"], torch.device("cpu"), tmp_path, spec)
+    model, _ = apply_stage(create_stage("prune", {"ratio": 0.5}), build_model(spec).eval(), ctx)
+    assert model.features[1][0].layer_scale.shape[0] < 96
+    loaded = _round_trip(tmp_path, Checkpoint(model, spec, ["a", "b", "c"], 32)).model
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model.eval()(x), loaded(x))
+    assert loaded.features[0][1].normalized_shape == model.features[0][1].normalized_shape

@@ -59,16 +59,19 @@ def _scaled(row: _Row, channels: float) -> int:
     return make_divisible(channels * row.width)
 
 
-def _conv_like(block: type) -> Callable[[_Row], tuple[nn.Module, int]]:
+def _conv_like(block: type, fixed: bool = False) -> Callable[[_Row], tuple[nn.Module, int]]:
     def build(row: _Row) -> tuple[nn.Module, int]:
-        out = _scaled(row, row.args[0])
+        # FixedConv keeps its channel count as written: no width multiple, no rounding.
+        out = int(row.args[0]) if fixed else _scaled(row, row.args[0])
         args = [row.in_channel, out, *row.args[1:]]
         stride = args[3] if len(args) > 3 else 1
         modules = []
-        for i in range(row.repeat):
+        # A repeat below 2 (even 0) builds one bare block in the teams' code.
+        repeat = max(row.repeat, 1)
+        for i in range(repeat):
             # The stride of a repeated conv applies at the end of the repeat only.
             if len(args) > 3:
-                args[3] = stride if i == row.repeat - 1 else 1
+                args[3] = stride if i == repeat - 1 else 1
             modules.append(block(*args))
             args[0] = out
         return _as_module(modules, always_sequential=False), out
@@ -106,18 +109,16 @@ def _inverted_residual_v3(row: _Row) -> tuple[nn.Module, int]:
 
 
 def _linear(row: _Row) -> tuple[nn.Module, int]:
+    # The teams' LinearGenerator ignores the repeat ("TODO: Apply repeat"): one Linear.
     out = row.args[0]
     act = row.args[1] if len(row.args) > 1 else None
-    modules, inp = [], row.in_channel
-    for _ in range(row.repeat):
-        modules.append(Linear(inp, out, act))
-        inp = out
-    return _as_module(modules, always_sequential=False), out
+    return Linear(row.in_channel, out, act), out
 
 
 def _pool(pool_type: type) -> Callable[[_Row], tuple[nn.Module, int]]:
     def build(row: _Row) -> tuple[nn.Module, int]:
-        modules = [pool_type(*row.args) for _ in range(row.repeat)]
+        # The arguments go to torch as written: no autopad for pools.
+        modules = [pool_type(*row.args) for _ in range(max(row.repeat, 1))]
         return _as_module(modules, always_sequential=False), row.in_channel
     return build
 
@@ -126,18 +127,24 @@ def _no_channel_change(factory: Callable[[], nn.Module]) -> Callable[[_Row], tup
     return lambda row: (factory(), row.in_channel)
 
 
+def _global_avg_pool(row: _Row) -> tuple[nn.Module, int]:
+    # The teams' GlobalAvgPool takes an optional output size and ignores the repeat.
+    return nn.AdaptiveAvgPool2d(row.args[0] if row.args else 1), row.in_channel
+
+
 # Module name in the YAML -> (row builder, allowed argument counts).
 ROW_BUILDERS: dict[str, tuple[Callable[[_Row], tuple[nn.Module, int]], range]] = {
     "Conv": (_conv_like(Conv), range(1, 7)),
+    "FixedConv": (_conv_like(Conv, fixed=True), range(1, 7)),
     "DWConv": (_conv_like(DWConv), range(1, 6)),
     "Bottleneck": (_bottleneck, range(1, 6)),
     "InvertedResidualv2": (_inverted_residual_v2, range(3, 4)),
     "InvertedResidualv3": (_inverted_residual_v3, range(6, 7)),
     "Linear": (_linear, range(1, 3)),
     "Flatten": (_no_channel_change(nn.Flatten), range(0, 1)),
-    "GlobalAvgPool": (_no_channel_change(lambda: nn.AdaptiveAvgPool2d(1)), range(0, 1)),
-    "MaxPool": (_pool(nn.MaxPool2d), range(1, 4)),
-    "AvgPool": (_pool(nn.AvgPool2d), range(1, 4)),
+    "GlobalAvgPool": (_global_avg_pool, range(0, 2)),
+    "MaxPool": (_pool(nn.MaxPool2d), range(1, 7)),
+    "AvgPool": (_pool(nn.AvgPool2d), range(1, 7)),
 }
 
 

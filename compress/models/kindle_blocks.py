@@ -22,9 +22,15 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
-def autopad(kernel_size: int, padding: int | None) -> int:
+def autopad(kernel_size: int | list[int], padding: int | list[int] | None) -> int | list[int]:
     """TensorFlow's padding='SAME' for odd kernels when no padding is given."""
-    return kernel_size // 2 if padding is None else padding
+    # The teams' autopad is `padding or k // 2`: an explicit 0 also means 'same', so
+    # `Conv [6, 5, 1, 0]` pads by 2 there, and their weights were trained that way.
+    if padding:
+        return padding
+    if isinstance(kernel_size, int):
+        return kernel_size // 2
+    return [k // 2 for k in kernel_size]
 
 
 # Names the teams' YAML files use for activations that torch spells differently.

@@ -49,3 +49,23 @@ def test_latency_and_interleaved_comparison(tmp_path):
                                  runs=20)
     assert comparison.ratio == pytest.approx(comparison.a.median_ms / comparison.b.median_ms)
     assert comparison.ratio > 1  # ~150x the MACs cannot be faster
+
+
+def test_a_linear_applied_at_every_pixel_counts_every_pixel():
+    """ConvNeXt's pointwise layers are Linears on [N, H, W, C]: H*W positions each."""
+    from torch import nn
+
+    from compress.measure.macs import layer_macs
+
+    class PerPixel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 4, stride=4)
+            self.mix = nn.Linear(8, 16)
+
+        def forward(self, x):
+            return self.mix(self.stem(x).permute(0, 2, 3, 1))
+
+    macs = layer_macs(PerPixel(), 32)
+    assert macs["mix"] == 8 * 8 * 8 * 16
+    assert macs["stem"] == 8 * 8 * 8 * 3 * 16

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Does Tucker-2 decomposition pay on a trained dense-conv model? On torchvision resnet18
+# trained from scratch on TrashNet (128 px, 6 classes), three recipes with the same 12-epoch
+# fine-tune: decompose alone, prune alone to the MACs the decomposition reached, and
+# decompose followed by pruning. Prints each run's table (val macro F1 after the fine-tune),
+# then the batch-1 speed-up of each final ONNX model over the float32 baseline, timed
+# interleaved with it in one sitting (benchmarks/retime.py, 3 rounds).
+#
+#   bash benchmarks/tucker_resnet18.sh        # from the repository root, ../shared beside it
+#
+# The baseline trains first when runs/resnet18/last.safetensors is absent (80 epochs, about
+# 30 min on 2 CPU cores, alone on the machine). One seed (42): a single draw of val F1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -f runs/resnet18/last.safetensors ]; then
+  compress train --model resnet18 --data recipes/data/trashnet.yaml --epochs 80 --out runs/resnet18
+fi
+compress run recipes/resnet18_tucker.yaml --out runs/r18_tucker --resume
+kept=$(python - <<'PY'
+import compress
+records = compress.read_run("runs/r18_tucker")
+print(f"{records[1].macs / records[0].macs:.4f}")  # decompose's MACs / the input's
+PY
+)
+echo "prune alone to the decomposition's MACs: target_macs=$kept"
+compress run recipes/resnet18_prune.yaml --set "stages.0.target_macs=$kept" --out runs/r18_prune --resume
+compress run recipes/resnet18_tucker_prune.yaml --out runs/r18_tucker_prune --resume
+[ -f runs/r18_baseline.onnx ] || compress export runs/resnet18/last.safetensors --out runs/r18_baseline.onnx
+python benchmarks/retime.py runs/r18_baseline.onnx \
+  tucker=runs/r18_tucker/stages/03-export/model.onnx \
+  prune=runs/r18_prune/stages/03-export/model.onnx \
+  tucker+prune=runs/r18_tucker_prune/stages/04-export/model.onnx --rounds 3
