@@ -19,7 +19,8 @@ _keep_option = click.option(
 
 @click.command()
 @click.option("--model", "model_arg", required=True,
-              help="Model YAML (Kindle format) or a torchvision name such as mobilenet_v3_small.")
+              help="Model YAML (Kindle format), a torchvision name such as mobilenet_v3_small, "
+                   "or a timm name (timm/efficientnet_lite0; needs the timm extra).")
 @click.option("--data", "data_yaml", required=True, type=click.Path(dir_okay=False),
               help="Data YAML with the competition's keys (DATA_PATH, IMG_SIZE, EPOCHS, ...).")
 @click.option("--data-root", default=None, help="Overrides DATA_PATH of the data YAML.")
@@ -27,7 +28,8 @@ _keep_option = click.option(
               help="Output folder: last.safetensors, best.safetensors, history.json.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Overrides EPOCHS.")
 @click.option("--width-mult", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Width multiplier (YAML width_multiple or torchvision width_mult).")
+              help="Width multiplier (YAML width_multiple, or width_mult of the torchvision "
+                   "MobileNets; other families come in named widths).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue an interrupted run found in --out.")

@@ -350,6 +350,15 @@ EXAMPLE = {  # the baseline's example.yaml, inline so that it runs without ../sh
 }
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors: threads only add overhead, a lot of it on a busy 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _assert_same_outputs(config: dict) -> None:
     torch.manual_seed(0)
     reference = ReferenceModel(copy.deepcopy(config))
