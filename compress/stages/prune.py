@@ -112,16 +112,18 @@ class Prune(Stage):
     def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         cfg = self.config
         note = ""
-        if cfg.ratio == "auto":
-            if ctx.data is not None:
-                return self._apply_auto(model, ctx)
-            note = ("ratio: auto needs a data folder for its sensitivity analysis: uniform "
-                    "ratios to the same target_macs instead")
         names = {m: n for n, m in model.named_modules()}
         kept = [names[classifier_layer(model)]] + \
             [names[m] for pattern in cfg.ignore for m in _matching(model, pattern)]
         model = model.to(ctx.device).eval()
         units, untraced = pruning_units(model, ctx.example_input().to(ctx.device), kept)
+        if cfg.ratio == "auto":
+            if ctx.data is not None and not untraced:
+                return self._apply_auto(model, ctx)
+            note = ("ratio: auto needs a data folder for its sensitivity analysis: uniform "
+                    "ratios to the same target_macs instead" if ctx.data is None else
+                    "ratio: auto needs a model torch-pruning can trace as a whole: uniform "
+                    "ratios to the same target_macs instead")
         if untraced:
             note = "; ".join(filter(None, [note, _untraced_note(untraced, units)]))
         positions = layer_positions(model, ctx.input_size)
