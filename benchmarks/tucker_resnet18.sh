@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Does Tucker-2 decomposition pay on a trained dense-conv model? On torchvision resnet18
 # trained from scratch on TrashNet (128 px, 6 classes), three recipes with the same 12-epoch
-# fine-tune: decompose alone, prune alone to the MACs the decomposition reached, and
-# decompose followed by pruning. Prints each run's table (val macro F1 after the fine-tune),
+# fine-tune: decompose alone, prune alone to the MACs the decomposition reached, decompose
+# followed by pruning, and prune alone to the MACs of that. Prints each run's table (val macro F1 after the fine-tune),
 # then the batch-1 speed-up of each final ONNX model over the float32 baseline, timed
 # interleaved with it in one sitting (benchmarks/retime.py, 3 rounds).
 #
@@ -25,8 +25,17 @@ PY
 echo "prune alone to the decomposition's MACs: target_macs=$kept"
 compress run recipes/resnet18_prune.yaml --set "stages.0.target_macs=$kept" --out runs/r18_prune --resume
 compress run recipes/resnet18_tucker_prune.yaml --out runs/r18_tucker_prune --resume
+kept=$(python - <<'PY'
+import compress
+records = compress.read_run("runs/r18_tucker_prune")
+print(f"{records[2].macs / records[0].macs:.4f}")  # decompose + prune's MACs / the input's
+PY
+)
+echo "prune alone to the MACs of decompose + prune: target_macs=$kept"
+compress run recipes/resnet18_prune.yaml --set "stages.0.target_macs=$kept" --out runs/r18_prune_more --resume
 [ -f runs/r18_baseline.onnx ] || compress export runs/resnet18/last.safetensors --out runs/r18_baseline.onnx
 python benchmarks/retime.py runs/r18_baseline.onnx \
   tucker=runs/r18_tucker/stages/03-export/model.onnx \
   prune=runs/r18_prune/stages/03-export/model.onnx \
-  tucker+prune=runs/r18_tucker_prune/stages/04-export/model.onnx --rounds 3
+  tucker+prune=runs/r18_tucker_prune/stages/04-export/model.onnx \
+  prune_more=runs/r18_prune_more/stages/03-export/model.onnx --rounds 3
