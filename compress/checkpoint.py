@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,7 +281,10 @@ def _candidate_keys(key: str) -> list[str]:
 
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Load tensors strictly; names and shapes that do not fit are listed in the error."""
-    model.load_state_dict(fitted_weights(model, tensors, source), strict=True)
+    fitted = OrderedDict(fitted_weights(model, tensors, source))
+    # The model's own per-module versions: MNASNet refuses a state_dict without them.
+    fitted._metadata = getattr(model.state_dict(), "_metadata", None)  # type: ignore[attr-defined]
+    model.load_state_dict(fitted, strict=True)
 
 
 def fitted_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str

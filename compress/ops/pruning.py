@@ -91,22 +91,30 @@ class PruningUnit:
     kept: tuple[str, ...]
 
 
-def pruning_units(model: nn.Module, example: torch.Tensor, kept: list[str]
-                  ) -> tuple[list[PruningUnit], list[str]]:
+def pruning_units(model: nn.Module, example: torch.Tensor, kept: list[str],
+                  avoided: frozenset[str] = frozenset()) -> tuple[list[PruningUnit], list[str]]:
     """The whole model when torch-pruning can trace it. Otherwise (a channel shuffle, a
     reshape it cannot map, ...) the largest blocks it can trace, each pruned only inside:
     the layers that write a block's output keep their channels, so the untraceable code
-    around it sees the same shapes. Also returns the blocks it could not trace, and why."""
+    around it sees the same shapes. Modules named in `avoided` (see `broken_module_type`)
+    are left whole, and so is every block around them. Also returns the blocks it could not
+    trace, and why."""
     names = {module: name for name, module in model.named_modules()}
     units: list[PruningUnit] = []
     untraced: list[str] = []
 
     def visit(module: nn.Module, example: torch.Tensor) -> None:
         path = names[module]
+        if path in avoided:
+            return
+        around_avoided = any(not path or a.startswith(f"{path}.") for a in avoided)
         try:
+            if around_avoided:
+                raise _Avoided()
             graph = _dependency_graph(module, example)
         except Exception as exc:  # torch-pruning raises whatever its tracer meets
-            untraced.append(f"{path or 'the model'} ({type(exc).__name__})")
+            if not isinstance(exc, _Avoided):
+                untraced.append(f"{path or 'the model'} ({type(exc).__name__})")
             for child, child_input in _child_inputs(module, example).items():
                 visit(child, child_input)
             return
@@ -116,6 +124,38 @@ def pruning_units(model: nn.Module, example: torch.Tensor, kept: list[str]
 
     visit(model, example)
     return units, untraced
+
+
+class _Avoided(Exception):
+    """A block that holds an avoided module: split it as if it could not be traced."""
+
+
+def broken_module_type(model: nn.Module, example: torch.Tensor) -> str | None:
+    """None when the model runs; else the type of the innermost module whose forward
+    failed (timm's MixedConv2d keeps channel splits as a list torch-pruning does not
+    update, so a pruned one fails at its split)."""
+    stack: list[nn.Module] = []
+    failed: list[nn.Module] = []
+    hooks = []
+
+    def enter(module: nn.Module, args) -> None:
+        stack.append(module)
+
+    def leave(module: nn.Module, args, output) -> None:  # returns None: output unchanged
+        stack.pop()
+
+    for module in model.modules():
+        hooks.append(module.register_forward_pre_hook(enter))
+        hooks.append(module.register_forward_hook(leave))
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    except RuntimeError:
+        failed = stack[-1:]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return type(failed[0]).__name__ if failed else None
 
 
 def _dependency_graph(module: nn.Module, example: torch.Tensor):

@@ -14,9 +14,10 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from torch import nn
 
+from compress.errors import StageFailed
 from compress.measure.macs import count_macs, layer_positions, macs_from_shapes
 from compress.ops.blocks import classifier_layer
-from compress.ops.pruning import PruningUnit, prune_units, pruning_units
+from compress.ops.pruning import PruningUnit, broken_module_type, prune_units, pruning_units
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
 
@@ -124,24 +125,45 @@ class Prune(Stage):
                     "ratios to the same target_macs instead" if ctx.data is None else
                     "ratio: auto needs a model torch-pruning can trace as a whole: uniform "
                     "ratios to the same target_macs instead")
-        if untraced:
-            note = "; ".join(filter(None, [note, _untraced_note(untraced, units)]))
         positions = layer_positions(model, ctx.input_size)
         macs_before = count_macs(model, ctx.input_size)
         widths_before = {n: m.out_channels for n, m in model.named_modules()
                          if isinstance(m, nn.Conv2d)}
-        gradients = (lambda: self._taylor_gradients(model, ctx)) \
-            if cfg.importance == "taylor" else None
-        if cfg.target_macs is None:
-            ratio, steps = cfg.ratio, cfg.iterative_steps
-        else:
-            if gradients is not None:
-                gradients()  # once: the trials below prune copies that carry these gradients
-            ratio, steps, gradients = self._ratio_for_target(model, units, positions,
-                                                             cfg.target_macs * macs_before), 1, None
-        prune_units(model, units, ratio, cfg.importance, cfg.round_to, cfg.global_pruning,
-                    steps, before_step=gradients)
+        if cfg.importance == "taylor" and cfg.target_macs is not None:
+            self._taylor_gradients(model, ctx)  # once: every copy below carries them
+        example = ctx.example_input().to(ctx.device)
+        avoided: set[str] = set()
+        left_whole: list[str] = []
+        while True:  # prune a copy; a layer type that pruning breaks is left whole, and again
+            pruned = copy.deepcopy(model)
+            gradients = (lambda: self._taylor_gradients(pruned, ctx)) \
+                if cfg.importance == "taylor" and cfg.target_macs is None else None
+            if cfg.target_macs is None:
+                ratio, steps = cfg.ratio, cfg.iterative_steps
+            else:
+                ratio = self._ratio_for_target(model, units, positions,
+                                               cfg.target_macs * macs_before)
+                steps = 1
+            prune_units(pruned, units, ratio, cfg.importance, cfg.round_to,
+                        cfg.global_pruning, steps, before_step=gradients)
+            broken = broken_module_type(pruned, example)
+            if broken is None:
+                break
+            paths = {n for n, m in model.named_modules() if type(m).__name__ == broken}
+            if paths <= avoided:
+                raise StageFailed(f"pruning breaks the model at a {broken} even with every "
+                                  "one of them left whole")
+            avoided |= paths
+            left_whole.append(f"{broken} ({len(paths)})")
+            units, untraced = pruning_units(model, example, kept, frozenset(avoided))
+        model = pruned
         model.zero_grad(set_to_none=True)
+        if untraced:
+            note = "; ".join(filter(None, [note, _untraced_note(untraced, units)]))
+        if left_whole:
+            note = "; ".join(filter(None, [note, "pruning breaks " + ", ".join(left_whole) +
+                                           " (fixed sizes torch-pruning does not update): "
+                                           "left whole, with the blocks around them"]))
         macs_after = count_macs(model, ctx.input_size)
         if cfg.target_macs is not None and macs_after > cfg.target_macs * macs_before * 1.01:
             note = "; ".join(filter(None, [note, f"target_macs {cfg.target_macs} is out of "
