@@ -15,6 +15,25 @@ REPO = Path(__file__).resolve().parents[1]
 TRASHNET = REPO.parent / "shared" / "data" / "trashnet"
 TINY_CLASSES = ["blue", "green", "red"]
 
+# Every module type of the competition's YAML format, once (the Kindle builder tests).
+EVERY_MODULE = {
+    "input_channel": 3, "depth_multiple": 1.0, "width_multiple": 1.0,
+    "backbone": [
+        [1, "Conv", [16, 3, 2]],
+        [2, "DWConv", [16, 3, 2, None, "ReLU6"]],
+        [2, "Bottleneck", [24, True, 1, 0.5, "ReLU"]],
+        [2, "InvertedResidualv2", [24, 6, 1]],
+        [1, "InvertedResidualv3", [5, 3, 40, 1, 1, 2]],
+        [1, "MaxPool", [2]],
+        [1, "AvgPool", [3, 1, 1]],
+        [1, "Conv", [64, 1, 1, None, 1, "HardSwish"]],
+        [1, "GlobalAvgPool", []],
+        [1, "Flatten", []],
+        [2, "Linear", [32, "ReLU"]],
+        [1, "Linear", [5]],
+    ],
+}
+
 # A small Kindle-style model with the blocks MobileNetV3 uses; fast on CPU.
 TINY_MNV3 = {
     "input_channel": 3, "depth_multiple": 1.0, "width_multiple": 1.0,

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 import yaml
-from conftest import REPO, TINY_MNV3
+from conftest import EVERY_MODULE, REPO, TINY_MNV3
 from torch import nn
 
 from compress.checkpoint import load_weights
@@ -18,25 +18,6 @@ from compress.models.kindle import KindleModel, build_kindle_model, load_kindle_
 from compress.models.kindle_blocks import make_divisible
 
 SHARED_FORMATS = REPO.parent / "shared" / "formats" / "boostcamp"
-
-EVERY_MODULE = {
-    "input_channel": 3, "depth_multiple": 1.0, "width_multiple": 1.0,
-    "backbone": [
-        [1, "Conv", [16, 3, 2]],
-        [2, "DWConv", [16, 3, 2, None, "ReLU6"]],
-        [2, "Bottleneck", [24, True, 1, 0.5, "ReLU"]],
-        [2, "InvertedResidualv2", [24, 6, 1]],
-        [1, "InvertedResidualv3", [5, 3, 40, 1, 1, 2]],
-        [1, "MaxPool", [2]],
-        [1, "AvgPool", [3, 1, 1]],
-        [1, "Conv", [64, 1, 1, None, 1, "HardSwish"]],
-        [1, "GlobalAvgPool", []],
-        [1, "Flatten", []],
-        [2, "Linear", [32, "ReLU"]],
-        [1, "Linear", [5]],
-    ],
-}
-
 
 def test_every_module_type_builds_and_runs():
     model = build_kindle_model(EVERY_MODULE)

@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import EVERY_MODULE, REPO
 from torch import nn
 from torch.nn import functional as F
 
@@ -318,24 +318,6 @@ QUIRKS = {  # explicit padding 0, repeats with stride, DWConv groups, odd kernel
 SCALED = copy.deepcopy(QUIRKS)  # multiples that need rounding
 SCALED.update({"depth_multiple": 0.5, "width_multiple": 0.7})
 SCALED["backbone"][1][0] = 5  # round(2.5) == 2 in Python: banker's rounding
-
-EVERY_MODULE = {  # as in test_kindle.py
-    "input_channel": 3, "depth_multiple": 1.0, "width_multiple": 1.0,
-    "backbone": [
-        [1, "Conv", [16, 3, 2]],
-        [2, "DWConv", [16, 3, 2, None, "ReLU6"]],
-        [2, "Bottleneck", [24, True, 1, 0.5, "ReLU"]],
-        [2, "InvertedResidualv2", [24, 6, 1]],
-        [1, "InvertedResidualv3", [5, 3, 40, 1, 1, 2]],
-        [1, "MaxPool", [2]],
-        [1, "AvgPool", [3, 1, 1]],
-        [1, "Conv", [64, 1, 1, None, 1, "HardSwish"]],
-        [1, "GlobalAvgPool", []],
-        [1, "Flatten", []],
-        [2, "Linear", [32, "ReLU"]],
-        [1, "Linear", [5]],
-    ],
-}
 
 DEEPER = copy.deepcopy(EVERY_MODULE)
 DEEPER.update({"depth_multiple": 1.67, "width_multiple": 1.3})
