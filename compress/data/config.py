@@ -23,6 +23,7 @@ _YAML_KEYS = {
     # Additions of ours; the competition files simply do not have them.
     "LABEL_SMOOTHING": "label_smoothing", "WEIGHT_DECAY": "weight_decay",
     "NUM_WORKERS": "num_workers", "GRAD_CLIP": "grad_clip",
+    "CALIBRATION_RATIO": "calibration_ratio",
 }
 
 # Keys the competition files carry that mean nothing here (test policy is fixed).
@@ -47,6 +48,9 @@ class DataConfig:
     weight_decay: float = 0.0
     num_workers: int = defaults.NUM_WORKERS
     grad_clip: float | None = None
+    # Share of train held out of training (stratified, seeded by SEED) for the decisions
+    # made later on this model (cuts, calibration, the epoch to keep): never val.
+    calibration_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         if self.aug_train not in TRAIN_POLICIES:
@@ -58,6 +62,11 @@ class DataConfig:
                                 f"got {getattr(self, name)!r}")
         if not 0.0 <= self.val_ratio < 1.0:
             raise UserError(f"VAL_RATIO: expected a value in [0, 1), got {self.val_ratio}")
+        if isinstance(self.calibration_ratio, bool) or \
+                not isinstance(self.calibration_ratio, (int, float)) or \
+                not 0.0 <= self.calibration_ratio < 0.5:
+            raise UserError(f"CALIBRATION_RATIO: expected a value in [0, 0.5), "
+                            f"got {self.calibration_ratio!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"LABEL_SMOOTHING: expected a value in [0, 1), "
                             f"got {self.label_smoothing}")

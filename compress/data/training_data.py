@@ -19,28 +19,61 @@ from compress.errors import UserError
 def train_val_datasets(config: DataConfig, cache: bool = True) -> tuple[Dataset, Dataset, list[str]]:
     """The train split with augmentation and the val split with the test transform.
 
-    Without a val folder, VAL_RATIO of train (stratified, seeded) becomes val.
+    Without a val folder, VAL_RATIO of train (stratified, seeded) becomes val. With
+    CALIBRATION_RATIO, that share of what remains of train is left out of training (see
+    `calibration_files`).
     """
-    from torch.utils.data import Subset
-
     root = Path(config.data_path)
     train_dir, val_dir = split_folder(root, "train"), root / "val"
     train = ImageFolderDataset(train_dir, transform=train_transform(config), cache=cache)
     if val_dir.is_dir():
         val = ImageFolderDataset(val_dir, classes=train.classes,
                                  transform=eval_transform(config.img_size), cache=cache)
+        train_idx = list(range(len(train)))
+    else:
+        if config.val_ratio <= 0:
+            raise UserError(f"data folder {root}: no val split (add {val_dir} or set VAL_RATIO)")
+        train_idx, val_idx = _stratified_split(list(range(len(train))), train.targets,
+                                               config.val_ratio, config.seed)
+        val_view = ImageFolderDataset(train_dir, classes=train.classes,
+                                      transform=eval_transform(config.img_size), cache=False)
+        val_view._cache = train._cache  # same files, same order: share the decoded images
+        val = Subset(val_view, val_idx)
+    train_idx, _ = _calibration_split(train, train_idx, config)
+    if len(train_idx) == len(train):
         return train, val, train.classes
-    if config.val_ratio <= 0:
-        raise UserError(f"data folder {root}: no val split (add {val_dir} or set VAL_RATIO)")
+    return Subset(train, train_idx), val, train.classes
+
+
+def calibration_files(config: DataConfig) -> list[str]:
+    """The train images `train_val_datasets` leaves out for CALIBRATION_RATIO, relative to
+    the train folder, in a stable order (the same for the same files, ratio and seed)."""
+    root = Path(config.data_path)
+    train_dir = split_folder(root, "train")
+    train = ImageFolderDataset(train_dir, cache=False)
+    indices = list(range(len(train)))
+    if not (root / "val").is_dir():
+        indices, _ = _stratified_split(indices, train.targets, config.val_ratio, config.seed)
+    _, held_out = _calibration_split(train, indices, config)
+    return sorted(str(train.samples[i][0].relative_to(train_dir)) for i in held_out)
+
+
+def _calibration_split(train: ImageFolderDataset, indices: list[int], config: DataConfig
+                       ) -> tuple[list[int], list[int]]:
+    if config.calibration_ratio <= 0:
+        return indices, []
+    targets = [train.targets[i] for i in indices]
+    # Another stream than VAL_RATIO's split of the same seed.
+    return _stratified_split(indices, targets, config.calibration_ratio, config.seed + 1)
+
+
+def _stratified_split(indices: list[int], targets: list[int], ratio: float, seed: int
+                      ) -> tuple[list[int], list[int]]:
     from sklearn.model_selection import train_test_split
 
-    indices = list(range(len(train)))
-    train_idx, val_idx = train_test_split(indices, test_size=config.val_ratio,
-                                          stratify=train.targets, random_state=config.seed)
-    val_view = ImageFolderDataset(train_dir, classes=train.classes,
-                                  transform=eval_transform(config.img_size), cache=False)
-    val_view._cache = train._cache  # same files, same order: share the decoded images
-    return Subset(train, train_idx), Subset(val_view, val_idx), train.classes
+    kept, held_out = train_test_split(indices, test_size=ratio, stratify=targets,
+                                      random_state=seed)
+    return sorted(kept), sorted(held_out)
 
 
 @dataclass

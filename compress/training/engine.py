@@ -223,14 +223,21 @@ def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str
                            keep: str = "last",
                            echo: Callable[[str], None] | None = None) -> TrainResult:
     """`compress train`: a new model from its spec, trained on the data YAML's folders."""
-    from compress.data.training_data import train_val_datasets
+    from compress.data.training_data import calibration_files, train_val_datasets
+    from compress.fileio import write_atomic
     from compress.models import build_model
 
     train_set, val_set, classes = train_val_datasets(data_config)
+    info = {"data": asdict(data_config), **(provenance or {})}
+    if data_config.calibration_ratio > 0:
+        # The held-out images travel with the model: later decisions on it use them.
+        held_out = calibration_files(data_config)
+        info["calibration"] = {"ratio": data_config.calibration_ratio,
+                               "seed": data_config.seed, "files": held_out}
+        write_atomic(Path(out_dir) / "calibration.txt", "\n".join(held_out) + "\n")
     seed_everything(data_config.seed)  # the same initial weights for the same seed
     model = build_model(model_spec)
-    template = Checkpoint(model, model_spec, classes, data_config.img_size,
-                          info={"data": asdict(data_config), **(provenance or {})})
+    template = Checkpoint(model, model_spec, classes, data_config.img_size, info=info)
     config = TrainConfig(epochs=data_config.epochs, lr=data_config.init_lr,
                          batch_size=data_config.batch_size, weight_decay=data_config.weight_decay,
                          label_smoothing=data_config.label_smoothing, amp=data_config.fp16,

@@ -1,0 +1,75 @@
+"""The calibration split (CALIBRATION_RATIO): train images held out of training for the
+decisions made later on the model, so that val stays for reporting only."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import TINY_MNV3, make_image_folder, run_cli
+
+from compress.checkpoint import load_checkpoint
+from compress.data.config import DataConfig
+from compress.data.training_data import calibration_files, train_val_datasets
+from compress.errors import UserError
+
+
+def _config(root, **values) -> DataConfig:
+    return DataConfig(data_path=str(root), img_size=32, num_workers=0, **values)
+
+
+def _paths(dataset) -> set:
+    base = dataset.dataset if hasattr(dataset, "indices") else dataset
+    indices = dataset.indices if hasattr(dataset, "indices") else range(len(base))
+    return {base.samples[i][0] for i in indices}
+
+
+def test_held_out_images_are_not_trained_on_stratified_and_stable_for_a_seed(tiny_data):
+    train, val, _ = train_val_datasets(_config(tiny_data, calibration_ratio=0.25), cache=False)
+    held_out = calibration_files(_config(tiny_data, calibration_ratio=0.25))
+    paths = {tiny_data / "train" / name for name in held_out}
+    assert len(held_out) == 9  # a quarter of 3 classes x 12 images
+    assert {name.split("/")[0] for name in held_out} == {"blue", "green", "red"}
+    assert all(sum(n.startswith(f"{c}/") for n in held_out) == 3
+               for c in ("blue", "green", "red"))
+    assert not paths & _paths(train) and len(_paths(train)) == 27
+    assert not paths & _paths(val) and all(p.is_file() for p in paths)
+    assert calibration_files(_config(tiny_data, calibration_ratio=0.25)) == held_out
+    assert calibration_files(_config(tiny_data, calibration_ratio=0.25, seed=7)) != held_out
+
+
+def test_without_a_val_folder_calibration_and_val_are_disjoint(tmp_path):
+    root = make_image_folder(tmp_path / "only_train", {"train": 20})
+    config = _config(root, val_ratio=0.2, calibration_ratio=0.25)
+    train, val, _ = train_val_datasets(config, cache=False)
+    held_out = {root / "train" / name for name in calibration_files(config)}
+    assert len(_paths(val)) == 12 and len(held_out) == 12 and len(_paths(train)) == 36
+    assert not held_out & _paths(val) and not held_out & _paths(train)
+    assert not _paths(train) & _paths(val)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 0.5, True, "a tenth"])
+def test_calibration_ratio_is_validated(bad, tmp_path):
+    with pytest.raises(UserError, match="CALIBRATION_RATIO"):
+        _config(tmp_path, calibration_ratio=bad)
+
+
+def test_train_records_the_held_out_images_in_the_checkpoint(tmp_path, tiny_data):
+    model_yaml = tmp_path / "model.yaml"
+    model_yaml.write_text(yaml.safe_dump(TINY_MNV3))
+    data_yaml = tmp_path / "data.yaml"
+    data_yaml.write_text(yaml.safe_dump({"DATA_PATH": str(tiny_data), "IMG_SIZE": 32,
+                                         "EPOCHS": 1, "BATCH_SIZE": 8, "NUM_WORKERS": 0,
+                                         "CALIBRATION_RATIO": 0.25}))
+    code, output = run_cli(["train", "--model", model_yaml, "--data", data_yaml,
+                            "--out", tmp_path / "run"])
+    assert code == 0, output
+    listed = (tmp_path / "run" / "calibration.txt").read_text().split()
+    info = load_checkpoint(tmp_path / "run" / "last.safetensors").info
+    assert info["calibration"]["files"] == listed and len(listed) == 9
+    assert json.loads(json.dumps(info["calibration"]))["ratio"] == 0.25
+    # The same command again resumes the finished run instead of refusing the folder.
+    code, output = run_cli(["train", "--model", model_yaml, "--data", data_yaml,
+                            "--out", tmp_path / "run"])
+    assert code == 0, output
