@@ -88,6 +88,15 @@ class ImageFolderDataset(Dataset):
         image = self._cache[index] if self._cache is not None else read_image(path)
         return (self.transform(image) if self.transform else image), label
 
+    def subset(self, keep: Callable[[Path], bool]) -> "ImageFolderDataset":
+        """The images whose path `keep` accepts (and their decoded cache), as a dataset of
+        the same kind."""
+        view = copy.copy(self)
+        chosen = [i for i, (path, _) in enumerate(self.samples) if keep(path)]
+        view.samples = [self.samples[i] for i in chosen]
+        view._cache = [self._cache[i] for i in chosen] if self._cache is not None else None
+        return view
+
     def with_transform(self, transform: Callable | None) -> "ImageFolderDataset":
         """The same images (and decoded cache) under another transform, e.g. the training
         split through the test transform for calibration."""

@@ -85,6 +85,15 @@ class TrainingData:
     classes: list[str]
     batch_size: int = defaults.BATCH_SIZE
     num_workers: int = defaults.NUM_WORKERS
+    # Train images held out of the input model's training (its CALIBRATION_RATIO), with the
+    # test transform; None when the checkpoint records none.
+    calibration: Dataset | None = None
+
+    @property
+    def decision_split(self) -> Dataset:
+        """Where data-driven choices are judged: the calibration split, else val (whose
+        figures the choice then flatters)."""
+        return self.calibration if self.calibration is not None else self.val
 
 
 def resize_training_data(data: TrainingData, img_size: int, aug_train: str = defaults.AUG_TRAIN,
@@ -102,18 +111,33 @@ def open_training_data(root: str | Path, classes: list[str], img_size: int, spli
                        aug_train: str = defaults.AUG_TRAIN,
                        aug_train_params: dict[str, Any] | None = None, batch_size: int = defaults.BATCH_SIZE,
                        num_workers: int = defaults.NUM_WORKERS, seed: int = defaults.SEED,
-                       cache_train: bool = True) -> TrainingData:
+                       cache_train: bool = True, held_out: list[str] | None = None
+                       ) -> TrainingData:
     """ROOT/train with augmentation and ROOT/SPLIT with the test transform, for a model that
-    predicts `classes` at `img_size` (class folders must match)."""
+    predicts `classes` at `img_size` (class folders must match). `held_out` (train files,
+    relative to ROOT/train, that the model never trained on) become the calibration split
+    and stay out of training."""
     root = Path(root)
     config = DataConfig(data_path=str(root), img_size=img_size, aug_train=aug_train,
                         aug_train_params=aug_train_params or {}, batch_size=batch_size,
                         num_workers=num_workers, seed=seed)
-    train = ImageFolderDataset(split_folder(root, "train"), classes=classes,
-                               transform=train_transform(config), cache=cache_train)
+    train_dir = split_folder(root, "train")
+    train = ImageFolderDataset(train_dir, classes=classes, transform=train_transform(config),
+                               cache=cache_train)
     val = ImageFolderDataset(root / split, classes=classes, transform=eval_transform(img_size),
                              cache=True)
-    return TrainingData(train, val, list(classes), batch_size, num_workers)
+    calibration = None
+    if held_out:
+        names = set(held_out)
+        found = {str(p.relative_to(train_dir)) for p, _ in train.samples} & names
+        if len(found) != len(names):
+            raise UserError(f"data folder {train_dir}: {len(names) - len(found)} of the "
+                            f"{len(names)} calibration images the checkpoint records are "
+                            f"missing (e.g. {sorted(names - found)[0]})")
+        calibration = train.subset(lambda p: str(p.relative_to(train_dir)) in names) \
+            .with_transform(eval_transform(img_size))
+        train = train.subset(lambda p: str(p.relative_to(train_dir)) not in names)
+    return TrainingData(train, val, list(classes), batch_size, num_workers, calibration)
 
 
 def calibration_subset(dataset: Dataset, count: int, seed: int = 0) -> Dataset:

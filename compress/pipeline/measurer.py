@@ -39,7 +39,8 @@ def open_data(recipe: Recipe, checkpoint: Checkpoint) -> TrainingData | None:
     data = recipe.data
     return open_training_data(data.root, checkpoint.classes, checkpoint.input_size, data.split,
                               *data.augmentation(), data.batch_size, data.num_workers,
-                              recipe.seed)
+                              recipe.seed,
+                              held_out=checkpoint.info.get("calibration", {}).get("files"))
 
 
 @dataclass

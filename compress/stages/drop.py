@@ -81,7 +81,7 @@ class Drop(Stage):
                 ("residual_block", residual_block_paths, cfg.residual_blocks)):
             if selection == "auto":
                 sensitivity = SensitivityContext(ctx.input_size, ctx.classes, calibration,
-                                                 ctx.data.val, seed=ctx.seed,
+                                                 ctx.data.decision_split, seed=ctx.seed,
                                                  macro_f1_of=ctx.measurer.model_macro_f1)
                 baseline_f1, cuts = module_cuts(model, sensitivity, [kind])
                 analyses[kind] = {"baseline_macro_f1": baseline_f1,

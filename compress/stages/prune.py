@@ -211,7 +211,7 @@ class Prune(Stage):
             ctx.data.train.with_transform(eval_transform(ctx.input_size)),
             cfg.calibration_images, ctx.seed)
         sensitivity = SensitivityContext(ctx.input_size, ctx.classes, calibration,
-                                         ctx.data.val, seed=ctx.seed,
+                                         ctx.data.decision_split, seed=ctx.seed,
                                          macro_f1_of=ctx.measurer.model_macro_f1)
         baseline_f1, cuts = prune_cuts(model, sensitivity, cfg.sensitivity_ratios,
                                        cfg.importance, cfg.round_to)
