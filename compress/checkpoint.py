@@ -41,6 +41,12 @@ class Checkpoint:
     input_size: int
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def held_out_files(self) -> list[str] | None:
+        """Train images (relative to DATA/train) the model never trained on, recorded by
+        `compress train` with CALIBRATION_RATIO: the split for decisions made on it."""
+        return self.info.get("calibration", {}).get("files")
+
 
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     """Write atomically (a crash mid-write never leaves a damaged file at `path`), and only

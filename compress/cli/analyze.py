@@ -23,8 +23,10 @@ import click
 def analyze(checkpoint, data_root, out, kinds, ratios, latency, calibration_images,
             seed) -> None:
     """Per-layer sensitivity of CHECKPOINT: each cut alone (channel group at a ratio,
-    squeeze-excite gate, residual block), its val macro F1 after BatchNorm re-estimation
-    (no training), and the MACs (and latency) it saves. Guides `ratio: auto` and `drop`."""
+    squeeze-excite gate, residual block), its macro F1 after BatchNorm re-estimation
+    (no training) on the checkpoint's calibration split (train images it never trained
+    on; val when it records none), and the MACs (and latency) it saves. Guides
+    `ratio: auto` and `drop`."""
     from compress.sensitivity.analyze import analyze_to_folder
 
     analysis = analyze_to_folder(checkpoint, data_root, out, kinds, ratios, latency,

@@ -40,7 +40,7 @@ def open_data(recipe: Recipe, checkpoint: Checkpoint) -> TrainingData | None:
     return open_training_data(data.root, checkpoint.classes, checkpoint.input_size, data.split,
                               *data.augmentation(), data.batch_size, data.num_workers,
                               recipe.seed,
-                              held_out=checkpoint.info.get("calibration", {}).get("files"))
+                              held_out=checkpoint.held_out_files)
 
 
 @dataclass

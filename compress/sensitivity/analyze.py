@@ -54,10 +54,12 @@ class Analysis:
     cuts: list[Cut]
     latency: bool  # whether each cut was timed
     out_dir: Path
+    judged_on: str = "val"  # the split whose macro F1 judged the cuts
 
     def table_lines(self) -> list[str]:
         """The cuts from the least to the most harmful, and the files written."""
-        lines = [f"baseline val macro F1 {self.baseline_f1:.4f} (BatchNorm re-estimated)",
+        lines = [f"baseline macro F1 {self.baseline_f1:.4f} on {self.judged_on} (BatchNorm "
+                 "re-estimated)",
                  f"{'kind':<16}{'target':<34}{'ratio':>6}{'F1 drop':>9}{'MACs saved':>12}"
                  + ("  latency saved" if self.latency else "")]
         for c in sorted(self.cuts, key=lambda c: c.f1_drop):
@@ -75,33 +77,34 @@ def analyze_to_folder(checkpoint_path: str, data_root: str, out: str | Path,
                       ) -> Analysis:
     """`compress analyze`: the options as typed on the command line (checked before any
     work starts), the analysis, and its table, CSV and plot written as FILES in `out`."""
-    baseline_f1, cuts = analyze_checkpoint(
+    baseline_f1, cuts, judged_on = analyze_checkpoint(
         checkpoint_path, data_root, parse_kinds(kinds), parse_ratios(ratios), measure_latency,
         calibration_images, seed, progress)
     out_dir = Path(out)
     write_atomic(out_dir / FILES[0], json.dumps(
         {"checkpoint": checkpoint_path, "baseline_macro_f1": baseline_f1,
-         "cuts": [c.as_dict() for c in cuts]}, indent=1))
+         "judged_on": judged_on, "cuts": [c.as_dict() for c in cuts]}, indent=1))
     write_atomic(out_dir / FILES[1], cuts_csv(cuts))
-    plot_cuts(out_dir / FILES[2], cuts, baseline_f1)
-    return Analysis(baseline_f1, cuts, measure_latency, out_dir)
+    plot_cuts(out_dir / FILES[2], cuts, baseline_f1, judged_on)
+    return Analysis(baseline_f1, cuts, measure_latency, out_dir, judged_on)
 
 
 def analyze_checkpoint(checkpoint_path: str, data_root: str, kinds: list[str],
                        ratios: list[float], measure_latency: bool, calibration_images: int,
-                       seed: int, progress: Callable[[str], None]) -> tuple[float, list[Cut]]:
+                       seed: int, progress: Callable[[str], None]
+                       ) -> tuple[float, list[Cut], str]:
     from compress.checkpoint import load_checkpoint
     from compress.data.training_data import open_training_data
     from compress.data.transforms import eval_transform
 
     checkpoint = load_checkpoint(checkpoint_path)
     data = open_training_data(data_root, checkpoint.classes, checkpoint.input_size,
-                              cache_train=False)
+                              cache_train=False, held_out=checkpoint.held_out_files)
     ctx = SensitivityContext(
         checkpoint.input_size, checkpoint.classes,
         calibration_subset(data.train.with_transform(eval_transform(checkpoint.input_size)),
                            calibration_images, seed),
-        data.val, measure_latency=measure_latency, seed=seed)
+        data.decision_split, measure_latency=measure_latency, seed=seed)
     model = checkpoint.model.eval()
     cuts: list[Cut] = []
     baseline_f1 = None
@@ -112,7 +115,8 @@ def analyze_checkpoint(checkpoint_path: str, data_root: str, kinds: list[str],
     if module_kinds:
         baseline_f1, found = module_cuts(model, ctx, module_kinds, progress=progress)
         cuts += found
-    return baseline_f1, cuts
+    judged_on = "val" if data.calibration is None else "the calibration split"
+    return baseline_f1, cuts, judged_on
 
 
 def cuts_csv(cuts: list[Cut]) -> str:
@@ -127,7 +131,8 @@ def cuts_csv(cuts: list[Cut]) -> str:
     return buffer.getvalue()
 
 
-def plot_cuts(path: Path, cuts: list[Cut], baseline_f1: float) -> Path:
+def plot_cuts(path: Path, cuts: list[Cut], baseline_f1: float, judged_on: str = "val"
+              ) -> Path:
     """F1 drop against what each cut saves (latency when measured, else MACs)."""
     by_latency = all(c.latency_saved is not None for c in cuts)
     with figure_file(path, size=(8, 5)) as axes:
@@ -140,7 +145,7 @@ def plot_cuts(path: Path, cuts: list[Cut], baseline_f1: float) -> Path:
                              label=kind)
         axes.axhline(0, color="grey", linewidth=0.5)
         axes.set_xlabel("batch-1 latency saved (%)" if by_latency else "MACs saved (M)")
-        axes.set_ylabel(f"val macro F1 drop (points; baseline {baseline_f1:.4f})")
+        axes.set_ylabel(f"macro F1 drop on {judged_on} (points; baseline {baseline_f1:.4f})")
         axes.set_title("Sensitivity of each cut alone (BatchNorm re-estimated, no training)")
         axes.legend()
     return path

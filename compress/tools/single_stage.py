@@ -46,7 +46,8 @@ def finetune_checkpoint(path: str, data_root: str, out: str, freeze: str | list[
     stage = create_stage("finetune", options)
     out_dir = Path(out)
     ctx = _context(checkpoint, out_dir, open_training_data(
-        data_root, checkpoint.classes, checkpoint.input_size, batch_size=batch_size), device,
+        data_root, checkpoint.classes, checkpoint.input_size, batch_size=batch_size,
+        held_out=checkpoint.held_out_files), device,
                    teacher=load_checkpoint(path).model if distill else None)
     output = stage.apply(checkpoint.model, ctx)
     details = output.result.to_dict()

@@ -20,7 +20,7 @@ def test_analyze_writes_the_table_and_plot(tmp_path, tiny_checkpoint, tiny_data)
     with (out / "sensitivity.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == len(table["cuts"])
     assert (out / "sensitivity.png").stat().st_size > 1000
-    assert "baseline val macro F1" in output
+    assert "baseline macro F1" in output and "on val (BatchNorm re-estimated)" in output
 
 
 def test_analyze_names_bad_options(tmp_path, tiny_checkpoint, tiny_data):
