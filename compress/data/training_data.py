@@ -129,14 +129,17 @@ def open_training_data(root: str | Path, classes: list[str], img_size: int, spli
     calibration = None
     if held_out:
         names = set(held_out)
-        found = {str(p.relative_to(train_dir)) for p, _ in train.samples} & names
-        if len(found) != len(names):
-            raise UserError(f"data folder {train_dir}: {len(names) - len(found)} of the "
-                            f"{len(names)} calibration images the checkpoint records are "
-                            f"missing (e.g. {sorted(names - found)[0]})")
-        calibration = train.subset(lambda p: str(p.relative_to(train_dir)) in names) \
-            .with_transform(eval_transform(img_size))
-        train = train.subset(lambda p: str(p.relative_to(train_dir)) not in names)
+
+        def held(path: Path) -> bool:
+            return str(path.relative_to(train_dir)) in names
+
+        missing = names - {str(p.relative_to(train_dir)) for p, _ in train.samples}
+        if missing:
+            raise UserError(f"data folder {train_dir}: {len(missing)} of the {len(names)} "
+                            "calibration images the checkpoint records are missing (e.g. "
+                            f"{sorted(missing)[0]})")
+        calibration = train.subset(held).with_transform(eval_transform(img_size))
+        train = train.subset(lambda path: not held(path))
     return TrainingData(train, val, list(classes), batch_size, num_workers, calibration)
 
 

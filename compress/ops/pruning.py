@@ -107,27 +107,23 @@ def pruning_units(model: nn.Module, example: torch.Tensor, kept: list[str],
         path = names[module]
         if path in avoided:
             return
-        around_avoided = any(not path or a.startswith(f"{path}.") for a in avoided)
-        try:
-            if around_avoided:
-                raise _Avoided()
-            graph = _dependency_graph(module, example)
-        except Exception as exc:  # torch-pruning raises whatever its tracer meets
-            if not isinstance(exc, _Avoided):
+        if not any(not path or a.startswith(f"{path}.") for a in avoided):
+            try:
+                graph = _dependency_graph(module, example)
+            except Exception as exc:  # torch-pruning raises whatever its tracer meets
                 untraced.append(f"{path or 'the model'} ({type(exc).__name__})")
-            for child, child_input in _child_inputs(module, example).items():
-                visit(child, child_input)
-            return
-        outputs = [] if module is model else [names[m] for m in _boundary_layers(graph)]
-        inside = [n for n in kept if n == path or n.startswith(f"{path}.") or not path]
-        units.append(PruningUnit(path, example, tuple(inside + outputs)))
+            else:
+                outputs = [] if module is model else \
+                    [names[m] for m in _boundary_layers(graph)]
+                inside = [n for n in kept if not path or n == path or n.startswith(f"{path}.")]
+                units.append(PruningUnit(path, example, tuple(inside + outputs)))
+                return
+        # Untraceable, or around an avoided module: its children one by one.
+        for child, child_input in _child_inputs(module, example).items():
+            visit(child, child_input)
 
     visit(model, example)
     return units, untraced
-
-
-class _Avoided(Exception):
-    """A block that holds an avoided module: split it as if it could not be traced."""
 
 
 def broken_module_type(model: nn.Module, example: torch.Tensor) -> str | None:
@@ -150,7 +146,7 @@ def broken_module_type(model: nn.Module, example: torch.Tensor) -> str | None:
     try:
         with torch.no_grad():
             model.eval()(example)
-    except RuntimeError:
+    except Exception:  # whatever the broken layer raises (a size mismatch, an index)
         failed = stack[-1:]
     finally:
         for hook in hooks:
