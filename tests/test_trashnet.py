@@ -25,8 +25,28 @@ def test_shipped_checkpoint_reproduces_the_model_card_on_val(trashnet):
     assert round(metrics["accuracy"], 3) == round(_model_card_figure("val accuracy"), 3)
 
 
+def test_shipped_checkpoint_holds_out_train_images_and_reproduces_the_card_on_them(trashnet):
+    # The baseline is now trained without its calibration split, so recipes judge their
+    # choices on images it never saw; checking the card on that split as well as on val
+    # adds a check, it does not move one.
+    from compress.checkpoint import load_checkpoint
+
+    held_out = load_checkpoint(str(SHIPPED)).held_out_files
+    assert len(held_out) == _model_card_figure("held-out images")
+    assert all((trashnet / "train" / name).is_file() for name in held_out)
+    assert not any((trashnet / "val" / name).exists() for name in held_out)
+    metrics = evaluate_checkpoint(str(SHIPPED), str(trashnet), "held-out", num_workers=2)
+    assert metrics["num_images"] == len(held_out)
+    assert round(metrics["macro_f1"], 3) == round(_model_card_figure("held-out macro F1"), 3)
+    assert round(metrics["accuracy"], 3) == round(_model_card_figure("held-out accuracy"), 3)
+
+
 @pytest.mark.slow
-def test_int8_recipe_on_the_shipped_checkpoint_agrees_with_float32(tmp_path, trashnet):
+def test_int8_recipe_judges_agreement_on_held_out_images_and_reports_val(tmp_path, trashnet):
+    # With the baseline retrained without its calibration split, the keep-or-reject choice is
+    # judged on those 164 images and val is only reported. Measured on the new baseline: 97.0 %
+    # agreement there (96.6 % on val; the old baseline reached 98.7 % on val), so the recipe
+    # now keeps float32 at the default min_agreement of 98 %.
     from conftest import run_cli
 
     code, output = run_cli(["run", REPO / "recipes" / "mnv3_int8.yaml", "--data", trashnet,
@@ -34,7 +54,11 @@ def test_int8_recipe_on_the_shipped_checkpoint_agrees_with_float32(tmp_path, tra
     assert code == 0, output
     stages = json.loads((tmp_path / "run" / "report.json").read_text())["stages"]
     details = stages[1]["result"]
-    assert details["checked_on"] == "378 val images"
-    assert details["top1_agreement"] >= 0.98
-    assert abs(details["macro_f1"]["change"]) < 0.01
+    assert details["checked_on"] == "164 held-out train images"
+    assert details["calibrated_on"] == "200 train images"
+    assert details["top1_agreement"] >= 0.95 and details["val_top1_agreement"] >= 0.95
+    correct = details["top1_agreement"] >= 0.98
+    faster = details["int8_speedup_vs_float32_b1"] > 1.2
+    assert details["kept"] == ("int8" if correct and faster else "float32")
+    assert abs(details["macro_f1"]["change"]) < 0.03
     assert stages[1]["note"] in output

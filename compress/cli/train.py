@@ -91,7 +91,9 @@ def finetune(checkpoint, data_root, freeze, epochs, lr, distill, batch_size, dev
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--data", "data_root", required=True, help="Data root with SPLIT/<class>/*.jpg.")
-@click.option("--split", default="val", show_default=True, help="Split folder: val, test, ...")
+@click.option("--split", default="val", show_default=True,
+              help="Split folder: val, test, ...; or held-out: the train images the checkpoint "
+                   "records as never trained on (compress train with CALIBRATION_RATIO).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=defaults.BATCH_SIZE,
               show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
@@ -105,5 +107,6 @@ def eval_command(checkpoint, data_root, split, batch_size, device, as_json) -> N
     if as_json:
         click.echo(json.dumps(metrics))
     else:
-        click.echo(f"{checkpoint} on {data_root}/{split}")
+        shown = "train (its held-out images)" if split == "held-out" else split
+        click.echo(f"{checkpoint} on {data_root}/{shown}")
         click.echo(format_metrics(metrics, list(metrics["per_class"])))

@@ -128,19 +128,26 @@ def open_training_data(root: str | Path, classes: list[str], img_size: int, spli
                              cache=True)
     calibration = None
     if held_out:
-        names = set(held_out)
-
-        def held(path: Path) -> bool:
-            return str(path.relative_to(train_dir)) in names
-
-        missing = names - {str(p.relative_to(train_dir)) for p, _ in train.samples}
-        if missing:
-            raise UserError(f"data folder {train_dir}: {len(missing)} of the {len(names)} "
-                            "calibration images the checkpoint records are missing (e.g. "
-                            f"{sorted(missing)[0]})")
-        calibration = train.subset(held).with_transform(eval_transform(img_size))
-        train = train.subset(lambda path: not held(path))
+        train, calibration = split_held_out(train, held_out)
+        calibration = calibration.with_transform(eval_transform(img_size))
     return TrainingData(train, val, list(classes), batch_size, num_workers, calibration)
+
+
+def split_held_out(train: ImageFolderDataset, held_out: list[str]
+                   ) -> tuple[ImageFolderDataset, ImageFolderDataset]:
+    """`train` without and with the files `held_out` names (relative to its folder); every
+    one of them must be there."""
+    names = set(held_out)
+
+    def held(path: Path) -> bool:
+        return str(path.relative_to(train.split_dir)) in names
+
+    missing = names - {str(p.relative_to(train.split_dir)) for p, _ in train.samples}
+    if missing:
+        raise UserError(f"data folder {train.split_dir}: {len(missing)} of the {len(names)} "
+                        "calibration images the checkpoint records are missing (e.g. "
+                        f"{sorted(missing)[0]})")
+    return train.subset(lambda path: not held(path)), train.subset(held)
 
 
 def calibration_subset(dataset: Dataset, count: int, seed: int = 0) -> Dataset:
