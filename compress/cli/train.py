@@ -13,8 +13,9 @@ from compress import defaults
 # imported here so that the CLI starts without loading torch).
 _keep_option = click.option(
     "--keep", type=click.Choice(["last", "best"]), default="last", show_default=True,
-    help="Epoch to keep: the last, or the best by val macro F1 (then the val figure is "
-         "optimistic: val chose it).")
+    help="Epoch to keep: the last, or the best by macro F1 on the held-out train images "
+         "(train: CALIBRATION_RATIO in the data YAML; finetune: those the checkpoint records), "
+         "else by val (then the val figure is optimistic: val chose it).")
 
 
 @click.command()
@@ -49,7 +50,7 @@ def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resu
                              provenance={"command": "compress train " + " ".join(sys.argv[2:])})
     if distributed_from_env().is_main:
         click.echo(kept_line(result.val_f1, result.epoch, result.best_f1, result.best_epoch,
-                             result.path))
+                             result.path, result.best_judged_on))
 
 
 @click.command()
@@ -85,7 +86,8 @@ def finetune(checkpoint, data_root, freeze, epochs, lr, distill, batch_size, dev
                                         distill, batch_size, device, keep)
     if distributed_from_env().is_main:
         click.echo(kept_line(details["val_macro_f1"], details["kept_epoch"],
-                             details["best_val_macro_f1"], details["best_epoch"], path))
+                             details["best_val_macro_f1"], details["best_epoch"], path,
+                             details["best_judged_on"]))
 
 
 @click.command("eval")

@@ -14,6 +14,42 @@ import torch
 from torch import nn
 
 
+def factorisation_kind(module: nn.Module) -> str | None:
+    """svd (Linear, 1x1 conv), tucker2 (k x k conv) or None: depthwise and grouped convs
+    cannot be usefully factorised."""
+    if isinstance(module, nn.Linear):
+        return "svd"
+    if isinstance(module, nn.Conv2d) and module.groups == 1:
+        return "svd" if module.kernel_size == (1, 1) else "tucker2"
+    return None
+
+
+def low_rank_replacement(module: nn.Module, rank_fraction: float, multiple: int = 8
+                         ) -> nn.Sequential | None:
+    """`module` factorised with ranks of `rank_fraction` of its widths (rounded up to
+    `multiple`); None where it cannot be factorised or the factors would hold as many
+    weights as the layer."""
+    kind = factorisation_kind(module)
+    if kind is None:
+        return None
+    if isinstance(module, nn.Linear):
+        out, inp, k2 = module.out_features, module.in_features, 1
+    else:
+        out, inp = module.out_channels, module.in_channels
+        k2 = module.kernel_size[0] * module.kernel_size[1]
+    if kind == "tucker2":
+        rank_out = round_rank(rank_fraction * out, out, multiple)
+        rank_in = round_rank(rank_fraction * inp, inp, multiple)
+        if inp * rank_in + rank_in * rank_out * k2 + rank_out * out >= inp * out * k2:
+            return None
+        return tucker2_conv(module, rank_out, rank_in)[0]
+    rank = round_rank(rank_fraction * min(out, inp), min(out, inp), multiple)
+    if rank * (inp + out) >= inp * out:
+        return None
+    replace = svd_linear if isinstance(module, nn.Linear) else svd_conv1x1
+    return replace(module, rank)[0]
+
+
 def round_rank(rank: float, limit: int, multiple: int = 8) -> int:
     """Round up to a multiple of `multiple`, never above the layer's own width."""
     return int(min(limit, max(multiple, math.ceil(rank / multiple) * multiple)))

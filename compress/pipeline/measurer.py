@@ -67,9 +67,21 @@ class Measurer:
     def runner(self, onnx_path: str | Path) -> OrtRunner:
         return OrtRunner.open(onnx_path, self.provider, self.bench.threads)
 
-    def compare_files(self, path_a: Path, path_b: Path, runs: int | None = None) -> Comparison:
-        return compare_latency(self.runner(path_a), self.runner(path_b), self.input_size, 1,
+    def compare_files(self, path_a: Path, path_b: Path, runs: int | None = None,
+                      batch: int = 1) -> Comparison:
+        return compare_latency(self.runner(path_a), self.runner(path_b), self.input_size, batch,
                                self.bench.warmup, runs or self.bench.runs)
+
+    def device_fingerprint(self) -> dict:
+        """What a latency measured here depends on besides the model: CPU model and flags,
+        threads, provider, GPU, library versions."""
+        from compress.device import cpu_flags
+        from compress.measure.machine import cpu_model, gpu_description, library_versions, \
+            usable_cores
+
+        return {"cpu": cpu_model(), "cpu_flags": sorted(cpu_flags()),
+                "threads": self.bench.threads or usable_cores(), "provider": self.provider,
+                "gpu": gpu_description(), "versions": library_versions()}
 
     def top1(self, path: Path, images: torch.Tensor) -> np.ndarray:
         runner = self.runner(path)
@@ -100,6 +112,18 @@ class Measurer:
                                           for images, _ in loader])
             seconds = None
         return classification_metrics(targets, predictions, self.data.classes), seconds
+
+    def held_out_macro_f1(self, onnx_path: Path) -> float | None:
+        """Macro F1 of the ONNX file on the train images held out of the input model's
+        training; None where the checkpoint records none."""
+        if self.data is None or self.data.calibration is None:
+            return None
+        runner = self.runner(onnx_path)
+        loader = make_loader(self.data.calibration, self.data_settings.batch_size, shuffle=False,
+                             num_workers=0)
+        targets, predictions = zip(*[(labels.numpy(), runner(runner.prepare(images.numpy()))
+                                      .argmax(1)) for images, labels in loader])
+        return self.macro_f1(np.concatenate(targets), np.concatenate(predictions))
 
     def _batch1(self, onnx_path: Path, baseline: StageRecord | None,
                 previous: StageRecord | None):
@@ -143,7 +167,8 @@ class Measurer:
             accuracy=None if metrics is None else metrics["accuracy"],
             score=None, seconds=seconds, checkpoint=str(checkpoint_path), onnx=str(onnx_path),
             slower=vs_previous * SLOWER_TOLERANCE < 1.0, result=result.to_dict(),
-            end_to_end_s=end_to_end_s, input_size=self.input_size)
+            end_to_end_s=end_to_end_s, input_size=self.input_size,
+            held_out_macro_f1=self.held_out_macro_f1(onnx_path))
         return replace(record, score=self.score(record, baseline or record))
 
     def score(self, record: StageRecord, baseline: StageRecord) -> float | None:

@@ -46,6 +46,14 @@ class StageRecord:
     result: dict[str, Any] = field(default_factory=dict)  # the stage's typed result, as data
     end_to_end_s: float | None = None  # decode + preprocess + predict the split, batch 1
     input_size: int | None = None  # the stage's model input size (a resize stage changes it)
+    # On the train images held out of the input model's training; None where it records none.
+    held_out_macro_f1: float | None = None
+
+    @property
+    def decision_f1(self) -> float | None:
+        """The macro F1 that choices between stages or trials are judged by: on the held-out
+        train images where there are some, else on the evaluated split (val)."""
+        return self.held_out_macro_f1 if self.held_out_macro_f1 is not None else self.macro_f1
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StageRecord:

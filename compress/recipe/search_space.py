@@ -84,7 +84,8 @@ class SearchSection(_Strict):
         "latency", description="the second objective: batch-1 latency as a fraction of the "
         "input's (timed interleaved), or MACs")
     sampler: Literal["tpe", "nsga2"] = "tpe"
-    min_f1: float | None = Field(None, ge=0, le=1, description="constraint on val macro F1")
+    min_f1: float | None = Field(None, ge=0, le=1, description="constraint on the macro F1 the "
+                                 "trials are judged by (held-out train images, else val)")
     prune_below_f1: float | None = Field(
         None, ge=0, le=1, description="stop a trial when a fine-tuning stage ends below this")
     proxy_epochs: int | None = Field(

@@ -27,7 +27,8 @@ def _twin(study, number: int, params: dict[str, Any]):
 
 
 def objective(trial, job: SearchJob, echo: Callable[[str], None]) -> tuple[float, float]:
-    """Run one trial; return (val macro F1, latency fraction or MACs in millions)."""
+    """Run one trial; return (macro F1 on the held-out train images, else on val; latency
+    fraction or MACs in millions)."""
     params = {name: spec.suggest(trial, name) for name, spec in job.section.params.items()}
     shown = ", ".join(f"{name}={format_value(value)}" for name, value in params.items())
     twin = _twin(trial.study, trial.number, params)
@@ -76,13 +77,14 @@ def _run_trial(trial, job: SearchJob, raw: dict[str, Any], trial_dir: Path,
     stage_f1: dict[str, float] = {}
 
     def after_stage(record: StageRecord) -> None:
-        if record.macro_f1 is not None:
-            stage_f1[f"{record.index}:{record.name}"] = record.macro_f1
+        f1 = record.decision_f1
+        if f1 is not None:
+            stage_f1[f"{record.index}:{record.name}"] = f1
             trial.set_user_attr("stage_f1", stage_f1)
-        if threshold is not None and record.name == "finetune" and \
-                record.macro_f1 is not None and record.macro_f1 < threshold:
-            echo(f"trial {trial.number} pruned after stage {record.index}:finetune: val macro "
-                 f"F1 {record.macro_f1:.4f} < {threshold}")
+        if threshold is not None and record.name == "finetune" and f1 is not None and \
+                f1 < threshold:
+            echo(f"trial {trial.number} pruned after stage {record.index}:finetune: "
+                 f"{_judged_on(record)} macro F1 {f1:.4f} < {threshold}")
             raise optuna.TrialPruned()
 
     with open(trial_dir / "log.txt", "a") as log:
@@ -103,9 +105,10 @@ def _objectives(trial, job: SearchJob, records: list[StageRecord], minutes: floa
                 echo: Callable[[str], None]) -> tuple[float, float]:
     """The final stage's figures, kept with the trial, and its two objective values."""
     final = max((r for r in records if r.status is StageStatus.DONE), key=lambda r: r.index)
-    f1 = final.macro_f1
+    f1 = final.decision_f1
     trial.set_user_attr("figures", {
-        "macro_f1": f1, "accuracy": final.accuracy, "speedup": final.speedup_vs_input,
+        "macro_f1": final.macro_f1, "held_out_macro_f1": final.held_out_macro_f1,
+        "judged_on": _judged_on(final), "accuracy": final.accuracy, "speedup": final.speedup_vs_input,
         "latency_ms": final.latency_ms, "macs": final.macs, "params": final.params,
         "input_macro_f1": records[0].macro_f1, "input_macs": records[0].macs,
         "minutes": minutes})
@@ -113,9 +116,14 @@ def _objectives(trial, job: SearchJob, records: list[StageRecord], minutes: floa
         trial.set_constraint("min_f1", job.section.min_f1 - f1)
     second = 1 / final.speedup_vs_input if job.section.minimize == "latency" \
         else final.macs / 1e6
-    echo(f"trial {trial.number} done: val macro F1 {f1:.4f}, {final.speedup_vs_input:.2f}x "
+    echo(f"trial {trial.number} done: {_judged_on(final)} macro F1 {f1:.4f}, "
+         f"{final.speedup_vs_input:.2f}x "
          f"faster, {final.macs / 1e6:.1f} M MACs, {minutes:.1f} min")
     return f1, second
+
+
+def _judged_on(record: StageRecord) -> str:
+    return "held-out" if record.held_out_macro_f1 is not None else "val"
 
 
 def format_value(value: Any) -> str:

@@ -6,7 +6,7 @@ registry never imports the stages it holds (no import circle).
 """
 
 # The built-in stages register themselves when imported.
-from compress.stages import decompose, drop, export, finetune, prune, quantize, resize  # noqa: E402,F401,I001
+from compress.stages import decompose, drop, export, finetune, plan, prune, quantize, resize  # noqa: E402,F401,I001
 from compress.stages.base import (Stage, StageConfig, StageContext, StageOutput, StageResult,
                                   StageStatus)
 from compress.stages.registry import create_stage, list_stages, register_stage, stage_class

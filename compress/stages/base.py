@@ -87,8 +87,13 @@ class StageMeasurer(Protocol):
 
     provider: str  # the ONNX Runtime provider every latency is measured with
 
-    def compare_files(self, path_a: Path, path_b: Path, runs: int | None = None) -> Comparison:
-        """Batch-1 latency of two ONNX files, timed interleaved; ratio = a / b."""
+    def compare_files(self, path_a: Path, path_b: Path, runs: int | None = None,
+                      batch: int = 1) -> Comparison:
+        """Latency of two ONNX files at a batch (1 by default), timed interleaved;
+        ratio = a / b."""
+
+    def device_fingerprint(self) -> dict:
+        """What a latency measured here depends on besides the model (cache key)."""
 
     def top1(self, path: Path, images: torch.Tensor) -> np.ndarray:
         """Top-1 class of each image by an ONNX file."""

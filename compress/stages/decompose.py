@@ -12,6 +12,7 @@ from torch import nn
 from compress.measure.macs import layer_positions
 from compress.ops.decomposition import (
     energy_rank,
+    factorisation_kind,
     round_rank,
     svd_conv1x1,
     svd_linear,
@@ -55,14 +56,6 @@ class DecomposeConfig(StageConfig):
         return self
 
 
-def _layer_kind(module: nn.Module) -> str | None:
-    if isinstance(module, nn.Linear):
-        return "svd"
-    if isinstance(module, nn.Conv2d) and module.groups == 1:
-        return "svd" if module.kernel_size == (1, 1) else "tucker2"
-    return None  # depthwise / grouped convs cannot be usefully factorised
-
-
 def _macs(module: nn.Module, kind: str, ranks: tuple[int, int] | None,
           pixels: tuple[int, int]) -> int:
     pixels_in, pixels_out = pixels
@@ -95,7 +88,7 @@ class Decompose(Stage):
         modules = dict(model.named_modules())
         for name, rank in self.config.rank_map.items():
             module = modules.get(name)
-            kind = _layer_kind(module) if module is not None else None
+            kind = factorisation_kind(module) if module is not None else None
             if kind is None:
                 raise ValueError(f"rank_map: {name!r} is not a decomposable conv or linear layer")
             out_dim, in_dim = self._dims(module)
@@ -140,8 +133,8 @@ class Decompose(Stage):
         cfg = self.config
         pixels = layer_positions(model, ctx.input_size)
         layers, skipped = {}, {}
-        candidates = [(n, m, _layer_kind(m)) for n, m in model.named_modules()
-                      if _layer_kind(m) and self._selected(n)]
+        candidates = [(n, m, factorisation_kind(m)) for n, m in model.named_modules()
+                      if factorisation_kind(m) and self._selected(n)]
         for name, module, kind in candidates:
             if (kind == "svd" and isinstance(module, nn.Linear) and not cfg.linear) or \
                     (kind == "svd" and isinstance(module, nn.Conv2d) and not cfg.pointwise):

@@ -23,7 +23,8 @@ class FinetuneResult(StageResult):
     keep: str = "last"
     kept_epoch: int | None = None
     val_macro_f1: float | None = None  # of the kept epoch, as the engine measured it
-    best_epoch: int | None = None
+    best_epoch: int | None = None  # by held-out macro F1 where the input has held-out images
+    best_judged_on: str = "val"
     best_val_macro_f1: float | None = None
     distill: dict[str, float] | None = None
     skipped: str | None = None  # why nothing was trained
@@ -44,8 +45,9 @@ class FinetuneConfig(StageConfig):
     freeze: str | list[str] = Field("none", description=f"one of {POLICIES} or name patterns")
     distill: DistillConfig | None = None
     keep: Literal["last", "best"] = Field(
-        "last", description="the epoch to keep; best (by val macro F1) makes the val figure "
-                            "optimistic, since val then chose it")
+        "last", description="the epoch to keep; best: by macro F1 on the train images held "
+        "out of the input model's training where it records them, else by val (which makes "
+        "the val figure optimistic, since val then chose it)")
 
     @field_validator("freeze")
     @classmethod
@@ -89,9 +91,10 @@ class Finetune(Stage):
             distill_alpha=cfg.distill.alpha if cfg.distill else 0.0, keep=cfg.keep)
         template = Checkpoint(model, ctx.base_model_spec, ctx.classes, ctx.input_size)
         result = fit(model, ctx.data.train, ctx.data.val, train_config, ctx.stage_dir / "train",
-                     template, teacher=ctx.teacher if cfg.distill else None, echo=ctx.echo)
+                     template, teacher=ctx.teacher if cfg.distill else None, echo=ctx.echo,
+                     held_out_set=ctx.data.calibration)
         return StageOutput(load_checkpoint(result.path).model, FinetuneResult(
             freeze=cfg.freeze, trainable_tensors=len(trainable), keep=cfg.keep,
             kept_epoch=result.epoch, val_macro_f1=result.val_f1, best_epoch=result.best_epoch,
-            best_val_macro_f1=result.best_f1,
+            best_val_macro_f1=result.best_f1, best_judged_on=result.best_judged_on,
             distill=cfg.distill.model_dump() if cfg.distill else None))

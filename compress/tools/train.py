@@ -27,10 +27,13 @@ def train_from_yaml(model_arg: str, data_yaml: str | Path, data_root: str | None
                                   keep=keep)
 
 
-def kept_line(val_f1: float, epoch: int, best_f1: float, best_epoch: int, path) -> str:
-    """The result of train and finetune; a best epoch other than the kept one is named with
-    a warning, since val chose it."""
+def kept_line(val_f1: float, epoch: int, best_f1: float, best_epoch: int, path,
+              judged_on: str = "val") -> str:
+    """The result of train and finetune; a best epoch other than the kept one is named, with
+    a warning where val chose it."""
     line = f"kept epoch {epoch}: val macro F1 {val_f1:.4f}: {path}"
     if best_epoch != epoch:
-        line += f" (best epoch {best_epoch}: {best_f1:.4f}, an optimistic figure: val chose it)"
+        line += (f" (best epoch by held-out F1 {best_epoch}: val {best_f1:.4f})"
+                 if judged_on == "held-out" else
+                 f" (best epoch {best_epoch}: {best_f1:.4f}, an optimistic figure: val chose it)")
     return line

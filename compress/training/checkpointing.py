@@ -31,17 +31,19 @@ class Progress:
     """How far a run has come: what is saved after each epoch and restored on resume."""
 
     epoch: int = 0  # epochs finished
-    best_f1: float = -1.0
+    best_f1: float = -1.0  # the score `record` ranks epochs by
     best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, row: dict[str, Any]) -> bool:
-        """Add an evaluated epoch; True when its val macro F1 is the best so far."""
+        """Add an evaluated epoch; True when it is the best so far: by its macro F1 on the
+        held-out train images where the row has one, else by val's."""
         self.history.append(row)
         self.epoch = row["epoch"]
-        improved = row["val_macro_f1"] > self.best_f1
+        score = row.get("held_out_macro_f1", row["val_macro_f1"])
+        improved = score > self.best_f1
         if improved:
-            self.best_f1, self.best_epoch = row["val_macro_f1"], row["epoch"]
+            self.best_f1, self.best_epoch = score, row["epoch"]
         return improved
 
 

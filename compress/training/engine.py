@@ -50,9 +50,10 @@ class TrainResult:
     path: Path  # the kept checkpoint: last.safetensors or best.safetensors
     epoch: int
     val_f1: float  # the kept epoch's val macro F1
-    best_f1: float
-    best_epoch: int
+    best_f1: float  # the best epoch's val macro F1
+    best_epoch: int  # the best by held-out macro F1 where fit had held-out images, else by val
     history: list[dict[str, Any]] = field(default_factory=list)
+    best_judged_on: str = "val"  # or "held-out": the images that chose the best epoch
 
 
 def _to_stderr(line: str) -> None:
@@ -62,10 +63,14 @@ def _to_stderr(line: str) -> None:
 def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainConfig,
         out_dir: str | Path, template: Checkpoint, resume: bool = True,
         teacher: nn.Module | None = None,
-        echo: Callable[[str], None] | None = None) -> TrainResult:
+        echo: Callable[[str], None] | None = None,
+        held_out_set: Dataset | None = None) -> TrainResult:
     """Train `model` in place; return the kept epoch's checkpoint (`config.keep`).
 
-    `model` itself ends as the last epoch; with keep="best", load the returned path.
+    `model` itself ends as the last epoch; with keep="best", load the returned path. The
+    best epoch is the one with the best macro F1 on `held_out_set` (train images left out
+    of training), evaluated every epoch next to val; without one, on val, which then
+    flatters the kept epoch's val figure.
 
     `template` gives what a saved checkpoint carries besides weights (model spec, classes,
     input size, provenance). With `resume`, a run interrupted in OUT continues from its last
@@ -88,6 +93,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
         out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     train_loader, sampler, val_loader = _loaders(train_set, val_set, config, job)
+    held_out_loader = None if held_out_set is None else \
+        make_loader(held_out_set, config.batch_size * 2, shuffle=False, num_workers=0)
     opt = make_optimization(model, config, len(train_loader), uses_amp(config, device))
     started_as = checkpointing.fingerprint(model, teacher, train_set, val_set, config)
     progress = (_resume(out_dir, model, opt, job, echo, started_as) if resume else None) \
@@ -102,6 +109,9 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
         if job.is_main:  # rank 0 evaluates and saves; the others wait for it
             metrics = _evaluate(model, val_loader, device, template.classes)
             row = _epoch_row(epoch, stats, metrics, job, opt, started)
+            if held_out_loader is not None:
+                row["held_out_macro_f1"] = _evaluate(model, held_out_loader, device,
+                                                     template.classes)["macro_f1"]
             improved = progress.record(row)
             checkpointing.save_epoch(out_dir, _epoch_checkpoint(template, model, config, row),
                                      improved, progress, opt.optimizer, opt.scheduler.last_epoch,
@@ -145,8 +155,7 @@ def _resume(out_dir: Path, model: nn.Module, opt: Optimization, job: Distributed
             echo: Callable[[str], None], started_as: str) -> Progress | None:
     progress = checkpointing.resume(out_dir, model, opt.optimizer, opt.scheduler, started_as)
     if progress is not None and job.is_main:
-        echo(f"resuming from epoch {progress.epoch} (best val macro F1 so far "
-             f"{progress.best_f1:.4f} at epoch {progress.best_epoch})")
+        echo(f"resuming from epoch {progress.epoch} (best so far: epoch {progress.best_epoch})")
     return progress
 
 
@@ -192,15 +201,18 @@ def _epoch_checkpoint(template: Checkpoint, model: nn.Module, config: TrainConfi
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
+    held_out = f"  held-out F1 {row['held_out_macro_f1']:.4f}" if "held_out_macro_f1" in row \
+        else ""
     return (f"epoch {row['epoch']:>3}/{epochs}  loss {row['train_loss']:.4f}  "
-            f"val macro F1 {row['val_macro_f1']:.4f}  acc {row['val_accuracy']:.4f}  "
+            f"val macro F1 {row['val_macro_f1']:.4f}  acc {row['val_accuracy']:.4f}{held_out}  "
             f"{row['seconds']:.0f}s{'  *best' if improved else ''}")
 
 
 def _finish(model: nn.Module, teacher: nn.Module | None, config: TrainConfig, out_dir: Path,
             progress: Progress, job: Distributed, started_group: bool) -> TrainResult:
     """Every process returns rank 0's scores; both models go back to the CPU, contiguous."""
-    best_f1, best_epoch = progress.best_f1, progress.best_epoch
+    best_epoch = progress.best_epoch
+    best_f1 = progress.history[best_epoch - 1]["val_macro_f1"] if job.is_main else None
     last_f1 = progress.history[-1]["val_macro_f1"] if job.is_main else None
     if job.world_size > 1:
         best_f1, best_epoch, last_f1 = from_main((best_f1, best_epoch, last_f1))
@@ -212,9 +224,12 @@ def _finish(model: nn.Module, teacher: nn.Module | None, config: TrainConfig, ou
     if teacher is not None:
         teacher.to("cpu", memory_format=torch.contiguous_format)
     history = progress.history
+    judged_on = "held-out" if history and "held_out_macro_f1" in history[-1] else "val"
     if config.keep == "best":
-        return TrainResult(out_dir / BEST_NAME, best_epoch, best_f1, best_f1, best_epoch, history)
-    return TrainResult(out_dir / LAST_NAME, config.epochs, last_f1, best_f1, best_epoch, history)
+        return TrainResult(out_dir / BEST_NAME, best_epoch, best_f1, best_f1, best_epoch,
+                           history, judged_on)
+    return TrainResult(out_dir / LAST_NAME, config.epochs, last_f1, best_f1, best_epoch,
+                       history, judged_on)
 
 
 def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str | Path,
@@ -223,18 +238,24 @@ def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str
                            keep: str = "last",
                            echo: Callable[[str], None] | None = None) -> TrainResult:
     """`compress train`: a new model from its spec, trained on the data YAML's folders."""
-    from compress.data.training_data import calibration_files, train_val_datasets
+    from compress.data.folders import ImageFolderDataset, split_folder
+    from compress.data.training_data import calibration_files, split_held_out, train_val_datasets
+    from compress.data.transforms import eval_transform
     from compress.fileio import write_atomic
     from compress.models import build_model
 
     train_set, val_set, classes = train_val_datasets(data_config)
     info = {"data": asdict(data_config), **(provenance or {})}
+    held_out_set = None
     if data_config.calibration_ratio > 0:
         # The held-out images travel with the model: later decisions on it use them.
         held_out = calibration_files(data_config)
         info["calibration"] = {"ratio": data_config.calibration_ratio,
                                "seed": data_config.seed, "files": held_out}
         write_atomic(Path(out_dir) / "calibration.txt", "\n".join(held_out) + "\n")
+        every_train_image = ImageFolderDataset(split_folder(data_config.data_path, "train"),
+                                               classes, eval_transform(data_config.img_size))
+        held_out_set = split_held_out(every_train_image, held_out)[1]
     seed_everything(data_config.seed)  # the same initial weights for the same seed
     model = build_model(model_spec)
     template = Checkpoint(model, model_spec, classes, data_config.img_size, info=info)
@@ -243,4 +264,5 @@ def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str
                          label_smoothing=data_config.label_smoothing, amp=data_config.fp16,
                          seed=data_config.seed, num_workers=data_config.num_workers,
                          grad_clip=data_config.grad_clip, device=device, keep=keep)
-    return fit(model, train_set, val_set, config, out_dir, template, resume=resume, echo=echo)
+    return fit(model, train_set, val_set, config, out_dir, template, resume=resume, echo=echo,
+               held_out_set=held_out_set)

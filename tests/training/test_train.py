@@ -75,6 +75,22 @@ def test_keep_best_returns_the_best_val_epoch(tmp_path, tiny_data, tiny_model_sp
     assert load_checkpoint(result.path).info["train"]["epoch"] == result.epoch
 
 
+def test_keep_best_is_judged_on_held_out_images_where_fit_has_them(tmp_path, tiny_data,
+                                                                   tiny_model_spec):
+    from torch.utils.data import Subset
+
+    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    held_out = Subset(val_set, list(range(0, len(val_set), 2)))  # any other split than val
+    config = TrainConfig(epochs=4, lr=0.05, batch_size=8, num_workers=0, device="cpu",
+                         keep="best")
+    result = fit(model, train_set, val_set, config, tmp_path, template, held_out_set=held_out)
+    held_out_scores = [row["held_out_macro_f1"] for row in result.history]
+    best = held_out_scores.index(max(held_out_scores)) + 1
+    assert result.epoch == result.best_epoch == best and result.best_judged_on == "held-out"
+    assert result.val_f1 == result.history[best - 1]["val_macro_f1"]
+    assert load_checkpoint(result.path).info["train"]["epoch"] == best
+
+
 def test_an_unknown_keep_is_a_user_error(tmp_path, tiny_data, tiny_model_spec):
     from compress.errors import UserError
 
