@@ -95,23 +95,64 @@ def compare_latency(runner_a: Any, runner_b: Any, input_size: int, batch: int = 
     cores from the other (seen here: 1.7x by A B A B where runs alone and blocks gave 2.0x).
     Each switch waits SWITCH_PAUSE_SECONDS, and the first run of each block is not counted.
     """
-    runners = [runner_a, runner_b]
+    a, b = time_in_turn([runner_a, runner_b], [input_size, input_size_b or input_size],
+                            batch, warmup, runs, block, seconds)
+    return Comparison(a, b, a.median_ms / b.median_ms)
+
+
+def time_in_turn(runners: list[Any], input_sizes: list[int], batch: int = 1,
+                     warmup: int = 10, runs: int = 100, block: int = 10,
+                     seconds: float | None = None) -> list[Latency]:
+    """Time several models in turn, a block of runs each (see compare_latency), so that a
+    burst of load on the machine falls on all of them: `runs` timed runs each, or cycles
+    for `seconds` in all."""
+    blocks = _blocks_in_turn(runners, input_sizes, batch, warmup, runs, block, seconds)
+    return [Latency.from_times(batch, r.provider, [t for b in runner_blocks for t in b])
+            for r, runner_blocks in zip(runners, blocks)]
+
+
+def ratios_to_first(runners: list[Any], input_size: int, batch: int = 1, warmup: int = 10,
+                    runs: int = 100, block: int = 5) -> list[float]:
+    """How many times faster each model runs than the first, timed in turn block by block:
+    the median over cycles of the first's block median over the model's. A cycle's models
+    run within a fraction of a second of each other, so a slow spell of the machine that
+    lasts a few cycles moves a few ratios, not the result (overall medians would move). The
+    order rotates every cycle: the first block after the others ran slower (seen: ten copies
+    of one model measured 1.00-1.12x faster than the first, mostly above 1.02x), and that
+    bias, summed over dozens of cuts, promised savings no plan delivered."""
+    blocks = _blocks_in_turn(runners, [input_size] * len(runners), batch, warmup, runs, block,
+                             rotate=True)
+    first = [float(np.median(b)) for b in blocks[0]]
+    return [float(np.median([f / np.median(b) for f, b in zip(first, runner_blocks)]))
+            for runner_blocks in blocks]
+
+
+def _blocks_in_turn(runners: list[Any], input_sizes: list[int], batch: int, warmup: int,
+                    runs: int, block: int, seconds: float | None = None, rotate: bool = False
+                    ) -> list[list[list[float]]]:
+    """For each runner, the times (ms) of each of its blocks; with `rotate`, cycle k starts
+    with runner k (mod their number)."""
     prepared = [runner.prepare(random_batch(batch, size))
-                for runner, size in zip(runners, (input_size, input_size_b or input_size))]
+                for runner, size in zip(runners, input_sizes)]
     for runner, inputs in zip(runners, prepared):
         _warm_up(runner, inputs, warmup)
-    times: list[list[float]] = [[], []]
+    times: list[list[list[float]]] = [[] for _ in runners]
     block = max(1, min(block, runs))
-    blocks, started = 0, time.perf_counter()
-    while blocks < max(1, runs // block) if seconds is None else \
-            (time.perf_counter() - started < seconds or blocks < 2):
-        blocks += 1
-        for runner, inputs, bucket in zip(runners, prepared, times):
+    cycles, started = 0, time.perf_counter()
+    while cycles < max(1, runs // block) if seconds is None else \
+            (time.perf_counter() - started < seconds or cycles < 2):
+        order = list(range(len(runners)))
+        if rotate:
+            order = order[cycles % len(order):] + order[:cycles % len(order)]
+        cycles += 1
+        for index in order:
+            runner, inputs, blocks = runners[index], prepared[index], times[index]
             time.sleep(SWITCH_PAUSE_SECONDS)
             runner(inputs)
+            current = []
             for _ in range(block):
                 start = time.perf_counter()
                 runner(inputs)
-                bucket.append((time.perf_counter() - start) * 1000)
-    a, b = (Latency.from_times(batch, r.provider, t) for r, t in zip(runners, times))
-    return Comparison(a, b, a.median_ms / b.median_ms)
+                current.append((time.perf_counter() - start) * 1000)
+            blocks.append(current)
+    return times

@@ -17,7 +17,7 @@ from compress.checkpoint import Checkpoint
 from compress.data.folders import make_loader
 from compress.data.training_data import TrainingData, open_training_data
 from compress.measure.end_to_end import predict_files
-from compress.measure.latency import Comparison, compare_latency, measure_latency
+from compress.measure.latency import Comparison, compare_latency, measure_latency, ratios_to_first
 from compress.measure.macs import count_macs, count_params
 from compress.measure.metrics import classification_metrics, model_macro_f1
 from compress.measure.runners import OrtRunner, provider_for_device
@@ -72,12 +72,22 @@ class Measurer:
         return compare_latency(self.runner(path_a), self.runner(path_b), self.input_size, batch,
                                self.bench.warmup, runs or self.bench.runs)
 
+    def ratios_to_first(self, paths: list[Path], runs: int | None = None, batch: int = 1
+                        ) -> list[float]:
+        """How many times faster each ONNX file runs than the first (see ratios_to_first)."""
+        return ratios_to_first([self.runner(p) for p in paths], self.input_size, batch,
+                               self.bench.warmup, runs or self.bench.runs)
+
     def device_fingerprint(self) -> dict:
         """What a latency measured here depends on besides the model: CPU model and flags,
         threads, provider, GPU, library versions."""
         from compress.device import cpu_flags
-        from compress.measure.machine import cpu_model, gpu_description, library_versions, \
-            usable_cores
+        from compress.measure.machine import (
+            cpu_model,
+            gpu_description,
+            library_versions,
+            usable_cores,
+        )
 
         return {"cpu": cpu_model(), "cpu_flags": sorted(cpu_flags()),
                 "threads": self.bench.threads or usable_cores(), "provider": self.provider,

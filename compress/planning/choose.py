@@ -20,9 +20,10 @@ class Priced:
     f1_drop: float  # macro F1 lost alone, after BatchNorm re-estimation, no training
 
 
-def choose(priced: list[Priced], needed: float) -> tuple[list[Priced], float]:
-    """The chosen options and the saving their shares add up to (at least `needed`, unless
-    every useful option together saves less)."""
+def choose(priced: list[Priced], needed: float) -> tuple[list[Priced], float, bool]:
+    """The chosen options, the saving their shares add up to (at least `needed`, unless
+    every useful option together saves less), and whether every step that adds a saving was
+    taken (nothing left to add)."""
     chosen: dict[tuple[str, str], Priced] = {}
     total = 0.0
     while total < needed:
@@ -39,8 +40,8 @@ def choose(priced: list[Priced], needed: float) -> tuple[list[Priced], float]:
             if best_rank is None or rank < best_rank:
                 best, best_rank = candidate, rank
         if best is None:
-            break
+            return list(chosen.values()), total, True
         previous = chosen.get(best.option.place)
         total += best.saved - (previous.saved if previous else 0.0)
         chosen[best.option.place] = best
-    return list(chosen.values()), total
+    return list(chosen.values()), total, False

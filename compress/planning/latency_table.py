@@ -19,8 +19,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import numpy as np
 from torch import nn
 
 from compress.fileio import write_json_atomic
@@ -55,6 +56,8 @@ class LatencyTable:
     fingerprint: dict[str, Any]
     architecture: str
     saved: dict[str, float] = field(default_factory=dict)
+    # Per timing of a chunk: |1 - ratio| of the model timed against a copy of itself.
+    noise: list[float] = field(default_factory=list)
     reused: int = 0
     measured: int = 0
 
@@ -62,26 +65,32 @@ class LatencyTable:
     def open(cls, fingerprint: dict[str, Any], architecture: str,
              directory: Path | None = None) -> LatencyTable:
         path = (directory or cache_dir()) / "latency" / f"{digest(fingerprint)}.json"
-        saved = _read(path).get("architectures", {}).get(architecture, {})
-        return cls(path, fingerprint, architecture, dict(saved))
+        entry = _read(path).get("architectures", {}).get(architecture, {})
+        return cls(path, fingerprint, architecture, dict(entry.get("saved", {})),
+                   list(entry.get("noise", [])))
 
-    def fill(self, keys: list[str], measure: Callable[[str], float],
-             progress: Callable[[str], None] = lambda _: None) -> dict[str, float]:
-        """The saved share of every key, measuring (and caching at once, so an interrupted
-        plan keeps what it timed) those the table lacks."""
-        missing = [key for key in keys if key not in self.saved]
-        self.reused += len(keys) - len(missing)
-        for number, key in enumerate(missing, 1):
-            progress(f"timing {number}/{len(missing)}: {key}")
-            self.saved[key] = measure(key)
-            self.measured += 1
-            self._write()
-        return {key: self.saved[key] for key in keys}
+    def missing(self, keys: list[str]) -> list[str]:
+        return [key for key in keys if key not in self.saved]
+
+    def record(self, shares: dict[str, float], noise: float) -> None:
+        """Shares measured in one timing (in turn with the model and a copy of it, whose
+        deviation from the model is `noise`), written to the cache at once: an interrupted
+        plan keeps what it timed."""
+        self.saved.update(shares)
+        self.noise.append(noise)
+        self.measured += len(shares)
+        self._write()
+
+    @property
+    def noise_floor(self) -> float:
+        """Twice the median timing noise: a smaller share is no evidence of a saving."""
+        return 2 * float(np.median(self.noise)) if self.noise else 0.0
 
     def _write(self) -> None:
         data = _read(self.path)
         data["fingerprint"] = self.fingerprint
-        data.setdefault("architectures", {})[self.architecture] = self.saved
+        data.setdefault("architectures", {})[self.architecture] = {"saved": self.saved,
+                                                                   "noise": self.noise}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, data)
 

@@ -14,8 +14,13 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from compress.ops.blocks import classifier_layer, replace_with_identity, residual_block_paths, \
-    squeeze_excite_paths
+from compress.measure.macs import layer_macs
+from compress.ops.blocks import (
+    classifier_layer,
+    replace_with_identity,
+    residual_block_paths,
+    squeeze_excite_paths,
+)
 from compress.ops.decomposition import low_rank_replacement
 from compress.ops.pruning import prunable_groups, prune_groups
 
@@ -55,9 +60,10 @@ def _inside(path: str, container: str) -> bool:
 
 def candidate_options(model: nn.Module, input_size: int, kinds: list[str],
                       prune_ratios: list[float], rank_fractions: list[float],
-                      ignore: list[str] = ()) -> list[Option]:
+                      ignore: list[str] = (), min_layer_share: float = 0.0) -> list[Option]:
     """Every option of `kinds` the model offers. The classifier keeps its output width and
-    is never factorised; layers whose factors would not be smaller are left out."""
+    is never factorised; low-rank factors only where a layer holds `min_layer_share` of the
+    model's MACs and the factors would be smaller."""
     modules = dict(model.named_modules())
     ignored = [modules[name] for name in ignore if name in modules]
     options: list[Option] = []
@@ -67,8 +73,10 @@ def candidate_options(model: nn.Module, input_size: int, kinds: list[str],
                     for ratio in prune_ratios]
     if "low_rank" in kinds:
         skipped = {classifier_layer(model)} | set(ignored)
+        macs = layer_macs(model, input_size)
+        total = sum(macs.values())
         for name, module in model.named_modules():
-            if module in skipped:
+            if module in skipped or macs.get(name, 0) < min_layer_share * total:
                 continue
             options += [Option("low_rank", name, fraction) for fraction in rank_fractions
                         if low_rank_replacement(module, fraction) is not None]

@@ -92,6 +92,10 @@ class StageMeasurer(Protocol):
         """Latency of two ONNX files at a batch (1 by default), timed interleaved;
         ratio = a / b."""
 
+    def ratios_to_first(self, paths: list[Path], runs: int | None = None, batch: int = 1
+                        ) -> list[float]:
+        """How many times faster each ONNX file runs than the first, timed in turn."""
+
     def device_fingerprint(self) -> dict:
         """What a latency measured here depends on besides the model (cache key)."""
 

@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from pydantic import Field, model_validator
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from compress.errors import StageFailed
 from compress.measure.macs import count_macs
@@ -35,6 +37,14 @@ from compress.planning.latency_table import LatencyTable, architecture_key
 from compress.planning.options import KINDS, Option, apply_options, candidate_options
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
+
+MIN_SAVING = 0.005  # shares below half a percent are never taken as a saving
+# BatchNorm re-estimation per option: 4 batches of 32 images (half of compress analyze's),
+# since it runs for every option: 1.0 s instead of 2.0 s an option on MobileNetV3 here.
+RECALIBRATION_BATCHES = 4
+# Part of the cache key: entries timed another way are not reused.
+TIMING_METHOD = "in turn, rotated, with a copy of the input; median of per-cycle ratios"
+CHUNK = 8  # options built, priced and timed together (in turn with the input and a copy)
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,9 @@ class PlanConfig(StageConfig):
                                       description="shares of a group's channels removed")
     rank_fractions: list[float] = Field(default_factory=lambda: [0.25, 0.5],
                                         description="low-rank factors: shares of the widths")
+    min_layer_share: float = Field(
+        0.01, ge=0, lt=1, description="low-rank factors only for layers with at least this "
+        "share of the model's MACs (the squeeze-excite layers' are far below it)")
     importance: Literal["l1", "l2", "bn-scale"] = "l2"
     round_to: int = Field(8, ge=1)
     ignore: list[str] = Field(default_factory=list,
@@ -76,7 +89,7 @@ class PlanConfig(StageConfig):
     calibration_images: int = Field(256, ge=8, description="training images for BatchNorm")
     timing_runs: int = Field(100, ge=10, description="timed runs of each model per timing")
     tolerance: float = Field(0.05, ge=0, lt=0.5, description="the target is met within it")
-    refits: int = Field(4, ge=0, le=20, description="re-plans after timing the whole model")
+    refits: int = Field(6, ge=0, le=20, description="re-plans after timing the whole model")
 
     @model_validator(mode="after")
     def _one_target(self):
@@ -106,10 +119,22 @@ class _Timing:
         self.count += 1
         return export_onnx(model, self.folder / f"m{self.count}.onnx", self.ctx.input_size)
 
+    def shares_saved(self, models: list[nn.Module]) -> tuple[list[float], float]:
+        """The share of the input's latency each model saves, and the noise of the timing:
+        all are timed in turn with the input and a copy of it, whose deviation from the
+        input is that noise."""
+        paths = [self.export(model) for model in models]
+        ratios = self.ctx.measurer.ratios_to_first([self.input_path, self.input_path, *paths],
+                                                   self.runs, batch=self.batch)
+        for path in paths:
+            path.unlink()
+        return [1.0 - 1.0 / ratio for ratio in ratios[2:]], abs(1.0 - 1.0 / ratios[1])
+
     def ratio(self, model: nn.Module) -> tuple[float, float]:
-        """How many times faster `model` runs than the stage's input, and its median ms."""
+        """How many times faster `model` runs than the stage's input, and its median ms;
+        three times the runs of an option's timing, since it decides."""
         path = self.export(model)
-        comparison = self.ctx.measurer.compare_files(self.input_path, path, self.runs,
+        comparison = self.ctx.measurer.compare_files(self.input_path, path, 3 * self.runs,
                                                      batch=self.batch)
         path.unlink()
         return comparison.ratio, comparison.b.median_ms
@@ -147,11 +172,12 @@ class Plan(Stage):
                     target=target, input_speedup=input_speedup, required_ratio=required,
                     speedup_vs_run_input=input_speedup, latency_ms=input_ms))
             options = candidate_options(model, ctx.input_size, cfg.kinds, cfg.prune_ratios,
-                                        cfg.rank_fractions, cfg.ignore)
-            table = self._latency_table(model, options, ctx, timing)
-            drops, judged_on = self._f1_drops(model, options, ctx)
-            priced = [Priced(o, table.saved[o.key], drops[o.key]) for o in options]
-            planned, achieved, refits, chosen = self._plan(model, priced, required, ctx, timing)
+                                        cfg.rank_fractions, cfg.ignore, cfg.min_layer_share)
+            table, drops, judged_on = self._price(model, options, ctx, timing)
+            floor = max(table.noise_floor, MIN_SAVING)
+            priced = [Priced(o, max(table.saved[o.key], 0.0), drops[o.key]) for o in options]
+            planned, achieved, refits, chosen = self._plan(model, priced, required, floor, ctx,
+                                                           timing)
         if ctx.data is not None:
             self._recalibrate(planned, ctx)
         speedup = input_speedup * achieved[0]
@@ -165,7 +191,8 @@ class Plan(Stage):
             chosen=[_describe(p) for p in sorted(chosen, key=lambda p: -p.saved)],
             refits=refits, low_rank_vs_prune=_low_rank_vs_prune(priced, chosen),
             latency_table={"file": str(table.path), "reused": table.reused,
-                           "measured": table.measured},
+                           "measured": table.measured, "saving_floor": floor,
+                           "options_below_floor": sum(p.saved <= floor for p in priced)},
             options=[_describe(p) for p in priced],
             macs_before=count_macs(model, ctx.input_size),
             macs_after=count_macs(planned, ctx.input_size)))
@@ -174,7 +201,7 @@ class Plan(Stage):
                        ) -> tuple[float, float]:
         """The stage's input against the run's input (1.0 when they are the same model), and
         the stage input's median ms at the batch."""
-        if ctx.teacher is None or ctx.teacher is model:
+        if ctx.teacher is None or _same_model(ctx.teacher, model):
             _, ms = timing.ratio(model)
             return 1.0, ms
         reference = timing.export(ctx.teacher.cpu().eval())
@@ -182,45 +209,38 @@ class Plan(Stage):
                                                 batch=timing.batch)
         return comparison.ratio, comparison.b.median_ms
 
-    def _latency_table(self, model: nn.Module, options: list[Option], ctx: StageContext,
-                       timing: _Timing) -> LatencyTable:
+    def _price(self, model: nn.Module, options: list[Option], ctx: StageContext,
+               timing: _Timing) -> tuple[LatencyTable, dict[str, float], str]:
+        """The latency table (timing what the cache lacks) and the macro F1 each option
+        loses alone (BatchNorm re-estimated, no training); without data, the share of MACs
+        an option removes stands in for that loss. Options are built once, CHUNK at a time,
+        for both."""
         cfg = self.config
-        table = LatencyTable.open(ctx.measurer.device_fingerprint(),
+        table = LatencyTable.open({**ctx.measurer.device_fingerprint(),
+                                   "method": TIMING_METHOD},
                                   architecture_key(model, ctx.input_size, cfg.batch_size))
-        by_key = {o.key: o for o in options}
-
-        def saved(key: str) -> float:
-            ratio, _ = timing.ratio(apply_options(model, [by_key[key]], ctx.input_size,
-                                                  cfg.importance, cfg.round_to))
-            return 1.0 - 1.0 / ratio
-
-        table.fill(list(by_key), saved, progress=lambda line: ctx.echo(f"plan: {line}"))
-        return table
-
-    def _f1_drops(self, model: nn.Module, options: list[Option], ctx: StageContext
-                  ) -> tuple[dict[str, float], str]:
-        """Macro F1 lost by each option alone (BatchNorm re-estimated, no training); without
-        data, the share of MACs it removes stands in for it."""
-        cfg = self.config
-        if ctx.data is None:
-            macs = count_macs(model, ctx.input_size)
-
-            def share(option: Option) -> float:
-                changed = apply_options(model, [option], ctx.input_size, cfg.importance,
-                                        cfg.round_to)
-                return 1.0 - count_macs(changed, ctx.input_size) / macs
-
-            return {o.key: share(o) for o in options}, "no data: MACs removed stand in"
-        sensitivity = self._sensitivity(ctx)
-        baseline = sensitivity.evaluate(copy.deepcopy(model))
-        drops = {}
-        for number, option in enumerate(options, 1):
-            if number % 10 == 1:
-                ctx.echo(f"plan: macro F1 of option {number}/{len(options)}")
-            drops[option.key] = baseline - sensitivity.evaluate(
-                apply_options(model, [option], ctx.input_size, cfg.importance, cfg.round_to))
+        sensitivity = self._sensitivity(ctx) if ctx.data is not None else None
+        baseline = sensitivity.evaluate(copy.deepcopy(model)) if sensitivity else None
+        macs = count_macs(model, ctx.input_size)
+        drops: dict[str, float] = {}
+        for start in range(0, len(options), CHUNK):
+            part = options[start:start + CHUNK]
+            ctx.echo(f"plan: pricing options {start + 1}-{start + len(part)} of {len(options)}"
+                     f" (latency so far: {table.measured} timed, {table.reused} from the cache)")
+            models = {o.key: apply_options(model, [o], ctx.input_size, cfg.importance,
+                                           cfg.round_to) for o in part}
+            missing = table.missing(list(models))
+            table.reused += len(models) - len(missing)
+            if missing:
+                shares, noise = timing.shares_saved([models[key] for key in missing])
+                table.record(dict(zip(missing, shares)), noise)
+            for key, changed in models.items():
+                drops[key] = (baseline - sensitivity.evaluate(changed) if sensitivity else
+                              1.0 - count_macs(changed, ctx.input_size) / macs)
+        if sensitivity is None:
+            return table, drops, "no data: the share of MACs removed stands in"
         split = "held-out train images" if ctx.data.calibration is not None else "val images"
-        return drops, f"{len(ctx.data.decision_split)} {split}"
+        return table, drops, f"{len(ctx.data.decision_split)} {split}"
 
     def _sensitivity(self, ctx: StageContext):
         from compress.data.training_data import calibration_subset
@@ -230,25 +250,37 @@ class Plan(Stage):
         calibration = calibration_subset(
             ctx.data.train.with_transform(eval_transform(ctx.input_size)),
             self.config.calibration_images, ctx.seed)
-        return SensitivityContext(ctx.input_size, ctx.classes, calibration,
-                                  ctx.data.decision_split, seed=ctx.seed,
-                                  macro_f1_of=ctx.measurer.model_macro_f1)
+        # Decoded and transformed once: every option is judged on the same images.
+        return SensitivityContext(ctx.input_size, ctx.classes, _in_memory(calibration),
+                                  _in_memory(ctx.data.decision_split), seed=ctx.seed,
+                                  macro_f1_of=ctx.measurer.model_macro_f1,
+                                  recalibration_batches=RECALIBRATION_BATCHES)
 
     def _recalibrate(self, model: nn.Module, ctx: StageContext) -> None:
         self._sensitivity(ctx).evaluate(model)  # re-estimates BatchNorm on training images
 
-    def _plan(self, model: nn.Module, priced: list[Priced], required: float,
+    def _plan(self, model: nn.Module, priced: list[Priced], required: float, floor: float,
               ctx: StageContext, timing: _Timing):
         """Choose, time the whole planned model, correct the shares and choose again until
         the measured ratio meets `required` within the tolerance; the cheapest plan that
-        met it."""
+        met it.
+
+        A share within `floor` (twice the timing noise: the input timed against a copy of
+        itself in the same turns) is no evidence of a saving: such options are left out
+        until the others together cannot promise enough."""
         cfg = self.config
         needed = 1.0 - 1.0 / required
         low, high = required * (1 - cfg.tolerance), required * (1 + 2 * cfg.tolerance)
+        evident = [p for p in priced if p.saved > floor]
+        candidates = evident
         scale, refits, met = 1.0, [], []
         for _ in range(cfg.refits + 1):
-            chosen, predicted = choose([Priced(p.option, p.saved * scale, p.f1_drop)
-                                        for p in priced], needed)
+            chosen, predicted, exhausted = choose([Priced(p.option, p.saved * scale, p.f1_drop)
+                                                   for p in candidates], needed)
+            if exhausted and candidates is evident:
+                candidates = priced
+                chosen, predicted, exhausted = choose(
+                    [Priced(p.option, p.saved * scale, p.f1_drop) for p in candidates], needed)
             planned = apply_options(model, [p.option for p in chosen], ctx.input_size,
                                     cfg.importance, cfg.round_to)
             ratio, ms = timing.ratio(planned)
@@ -262,11 +294,11 @@ class Plan(Stage):
                 met.append((cost, planned, (ratio, ms), chosen))
                 if ratio <= high:
                     break
-            elif predicted < needed:  # every useful option is in, and it is not enough
+            elif exhausted:  # every option that saves anything is in, and it is not enough
                 break
             # The shares promised `predicted` and the whole model saved `measured`: scale
-            # them all, at most by half or double a refit (one noisy timing can be far off).
-            scale *= min(2.0, max(0.5, measured / max(predicted, 1e-6)))
+            # them all, at most 4 times either way a refit (one timing can be far off).
+            scale *= min(4.0, max(0.25, measured / max(predicted, 1e-6)))
         if not met:
             best = max(r["ratio"] for r in refits)
             raise StageFailed(f"plan: reached at most {best:.2f}x of the {required:.2f}x this "
@@ -275,6 +307,23 @@ class Plan(Stage):
         _, planned, achieved, chosen = min(met, key=lambda m: m[0])
         return planned, achieved, refits, [p for p in priced if p.option in
                                            {c.option for c in chosen}]
+
+
+def _same_model(a: nn.Module, b: nn.Module) -> bool:
+    """The same modules and weights (a plan first in its recipe gets a copy of the input):
+    then the speed-up between them is 1, not a timing of noise."""
+    if a is b:
+        return True
+    if repr(a) != repr(b):
+        return False
+    state_a, state_b = a.state_dict(), b.state_dict()
+    return state_a.keys() == state_b.keys() and all(
+        torch.equal(state_a[k].cpu(), state_b[k].cpu()) for k in state_a)
+
+
+def _in_memory(dataset) -> TensorDataset:
+    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    return TensorDataset(torch.stack(images), torch.tensor(labels))
 
 
 def _describe(p: Priced) -> dict[str, Any]:

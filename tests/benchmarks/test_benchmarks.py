@@ -162,3 +162,24 @@ def test_compare_runs_tells_identical_runs_from_different_ones(tmp_path, tiny_ch
     other = subprocess.run(compare + [str(tmp_path / "a"), str(tmp_path / "c")],
                            capture_output=True, text=True)
     assert other.returncode == 1 and "1:prune" in other.stdout and " NO" in other.stdout
+
+
+def test_latency_budget_runs_the_grid_and_rereads_finished_runs(tmp_path, tiny_checkpoint,
+                                                                tiny_data, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    # A loose tolerance: the tiny model's time is mostly overhead, and this checks the
+    # script, not the plan (tests/stages/test_plan.py does).
+    recipe = write_tiny_recipe(tmp_path / "recipe.yaml", tiny_checkpoint, tiny_data, [
+        {"plan": {"target_speedup": 1.05, "tolerance": 0.45, "kinds": ["prune"],
+                  "prune_ratios": [0.5], "timing_runs": 10}},
+        {"finetune": {"epochs": 1}}])
+    command = [sys.executable, str(REPO / "benchmarks" / "latency_budget.py"), "--recipe",
+               str(recipe), "--data", str(tiny_data), "--out", str(tmp_path / "grid"),
+               "--targets", "1.05", "--seeds", "1,2", "--runs", "10", "--rounds", "1"]
+    first = subprocess.run(command, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    rows = [line for line in first.stdout.splitlines() if line.startswith("x1.05 seed")]
+    assert len(rows) == 2 and all("re-timed" in row and "val macro F1" in row for row in rows)
+    assert "over 2 seed(s)" in first.stdout
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.count("earlier (re-read)") == 2, again.stdout

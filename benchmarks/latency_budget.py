@@ -1,0 +1,104 @@
+"""The latency-budget recipe (`recipes/mnv3_latency.yaml`) at several targets and seeds.
+
+For each target speed-up and seed it runs the recipe into OUT/x{target}_s{seed} (a finished
+run is kept and only re-read, an interrupted one resumes: the grid can be filled across
+sessions), re-times each final ONNX model interleaved with the input in one sitting (median
+of `--rounds` rounds), and prints one row per run plus the seed mean per target: measured
+speed-up against the target, val and held-out macro F1 and their change, and the wall
+time. Each run's plan reports whether its latency table was reused (a second run on the
+same device) or timed cold.
+
+    python benchmarks/latency_budget.py --targets 5 --seeds 42
+    python benchmarks/latency_budget.py --targets 3,4,5,6,8 --seeds 1,2,3 --out runs/latency
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import compress
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _numbers(text: str, kind=float) -> list:
+    return [kind(part) for part in text.split(",") if part.strip()]
+
+
+def run_one(recipe: str, data: str, out: Path, target: float, seed: int) -> dict:
+    """Run (or resume, or re-read) one recipe run; its report's first and last stage and
+    the plan's record."""
+    report = out / "report.json"
+    minutes = None
+    if not report.is_file():
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "compress", "run", recipe, "--data", data,
+                        "--out", str(out), "--set", f"stages.0.target_speedup={target}",
+                        "--set", f"seed={seed}"], check=True, cwd=REPO)
+        minutes = (time.perf_counter() - started) / 60
+    stages = json.loads(report.read_text())["stages"]
+    plan = next(s for s in stages if s["name"] == "plan")
+    return {"first": stages[0], "last": stages[-1], "plan": plan, "minutes": minutes}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default=str(REPO / "recipes" / "mnv3_latency.yaml"))
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "trashnet"))
+    parser.add_argument("--out", default=str(REPO / "runs" / "latency_budget"))
+    parser.add_argument("--targets", default="5", help="comma-separated target speed-ups")
+    parser.add_argument("--seeds", default="42", help="comma-separated seeds")
+    parser.add_argument("--runs", type=int, default=300, help="timed runs per re-timing")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if not Path(args.data).is_dir():
+        print(f"skipped: no data at {args.data}")
+        return 0
+    rows: dict[float, list[dict]] = {}
+    for target in _numbers(args.targets):
+        for seed in _numbers(args.seeds, int):
+            run = run_one(args.recipe, args.data, Path(args.out) / f"x{target:g}_s{seed}",
+                          target, seed)
+            first, last = run["first"], run["last"]
+            retimed = [compress.time_interleaved(first["onnx"], last["onnx"], runs=args.runs)
+                       .ratio for _ in range(args.rounds)]
+            row = {"target": target, "seed": seed, "retimed": statistics.median(retimed),
+                   "in_run": last["speedup_vs_input"],
+                   "val": last["macro_f1"], "val_change": last["macro_f1"] - first["macro_f1"],
+                   "held_out": last.get("held_out_macro_f1"),
+                   "held_out_change": (last["held_out_macro_f1"] - first["held_out_macro_f1"]
+                                       if last.get("held_out_macro_f1") is not None else None),
+                   "macs": last["macs"], "params": last["params"],
+                   "plan_minutes": run["plan"]["seconds"] / 60,
+                   "table": run["plan"]["result"]["latency_table"],
+                   "minutes": run["minutes"]}
+            rows.setdefault(target, []).append(row)
+            table = row["table"]
+            print(f"x{target:g} seed {seed}: re-timed {row['retimed']:.2f}x (rounds "
+                  f"{', '.join(f'{r:.2f}' for r in retimed)}; in-run {row['in_run']:.2f}x, "
+                  f"{row['retimed'] / target:.0%} of the target), {row['macs'] / 1e6:.1f} M "
+                  f"MACs, {row['params']:,} params, val macro F1 {row['val']:.4f} "
+                  f"({100 * row['val_change']:+.2f} pt), held-out "
+                  + (f"{row['held_out']:.4f} ({100 * row['held_out_change']:+.2f} pt)"
+                     if row["held_out"] is not None else "n/a")
+                  + f"; plan {row['plan_minutes']:.1f} min (table {table['measured']} timed, "
+                  f"{table['reused']} reused), run "
+                  + (f"{row['minutes']:.1f} min" if row["minutes"] is not None
+                     else "earlier (re-read)"))
+    for target, runs in rows.items():
+        changes = [100 * r["val_change"] for r in runs]
+        spread = f" (seeds {min(changes):+.2f} to {max(changes):+.2f})" if len(runs) > 1 else ""
+        print(f"x{target:g}: mean re-timed {statistics.mean(r['retimed'] for r in runs):.2f}x, "
+              f"mean val change {statistics.mean(changes):+.2f} pt{spread} over {len(runs)} "
+              "seed(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

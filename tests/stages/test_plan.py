@@ -1,0 +1,154 @@
+"""The latency-budget plan: its options, the latency table (measured, cached per device
+fingerprint), the greedy choice, and the stage meeting a measured budget on a small model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import run_cli, stage_context, write_tiny_recipe
+
+from compress.measure.macs import count_macs
+from compress.models import build_model
+from compress.planning.choose import Priced, choose
+from compress.planning.latency_table import LatencyTable
+from compress.planning.options import Option, apply_options, candidate_options
+from compress.stages.registry import create_stage
+
+# Wide enough that its cuts move the time well above the timing noise, small enough for CI.
+SMALL = {"kind": "torchvision", "name": "mobilenet_v3_small", "num_classes": 3,
+         "kwargs": {"width_mult": 1.0}}
+SIZE = 96
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _model():
+    torch.manual_seed(0)
+    return build_model(SMALL).eval()
+
+
+def test_options_cover_every_kind_and_apply_together():
+    model = _model()
+    options = candidate_options(model, SIZE, ["prune", "low_rank", "squeeze_excite",
+                                              "residual_block"], [0.5], [0.25],
+                                min_layer_share=0.01)
+    kinds = {o.kind for o in options}
+    assert kinds == {"prune", "low_rank", "squeeze_excite", "residual_block"}
+    block, inside = next((b, o) for b in options if b.kind == "residual_block"
+                         for o in options if o.kind == "squeeze_excite"
+                         and o.target.startswith(b.target + "."))
+    assert block.excludes(inside) and inside.excludes(block)
+    chosen = [next(o for o in options if o.kind == kind) for kind in ("prune", "low_rank")]
+    chosen.append(block)
+    changed = apply_options(model, chosen, SIZE)
+    assert count_macs(changed, SIZE) < count_macs(model, SIZE)
+    assert changed(torch.randn(2, 3, SIZE, SIZE)).shape == (2, 3)
+    assert count_macs(model, SIZE) == count_macs(_model(), SIZE)  # the input is untouched
+
+
+def test_choose_takes_the_cheapest_saving_per_point_and_one_option_per_place():
+    a25, a75 = Option("prune", "a", 0.25), Option("prune", "a", 0.75)
+    block, inside = Option("residual_block", "b"), Option("low_rank", "b.conv", 0.25)
+    priced = [Priced(a25, 0.10, 0.01), Priced(a75, 0.30, 0.20),
+              Priced(block, 0.25, 0.02), Priced(inside, 0.05, 0.0)]
+    chosen, total, exhausted = choose(priced, 0.30)
+    # Free first (inside), then a25 (0.1 F1 point per unit saved); the block excludes what
+    # lies inside it once "inside" is taken, so the next step is a25 -> a75.
+    assert [p.option for p in chosen] == [inside, a75] and total == pytest.approx(0.35)
+    assert not exhausted
+    chosen, total, exhausted = choose(priced, 0.9)  # more than every option can give
+    assert exhausted and total < 0.9 and len({p.option.place for p in chosen}) == len(chosen)
+
+
+def test_latency_table_measures_a_real_saving_and_is_reused_per_device(tmp_path):
+    from compress.pipeline.measurer import Measurer
+    from compress.recipe.schema import BenchSection, DataSection, ScoreSection
+    from compress.stages.plan import _Timing
+
+    model = _model()
+    measurer = Measurer(BenchSection(), ScoreSection(), DataSection(), None,
+                        torch.device("cpu"), SIZE)
+    ctx = stage_context(SIZE, ["a", "b", "c"], torch.device("cpu"), tmp_path, SMALL)
+    ctx.measurer = measurer
+    from compress.ops.onnx_export import export_onnx
+
+    timing = _Timing(ctx, tmp_path, export_onnx(model, tmp_path / "input.onnx", SIZE), 1, 200)
+    heavy = apply_options(model, [Option("prune", g, 0.75) for g in
+                                  ["features.9.block.0.0", "features.10.block.0.0",
+                                   "features.11.block.0.0"]], SIZE)
+    (saved, none_saved), noise = timing.shares_saved([heavy, model])
+    assert saved > 0.1 and saved > 2 * noise, (saved, noise)  # a cut that removes work
+    assert abs(none_saved) < max(0.1, 3 * noise)  # the same model saves nothing
+
+    fingerprint = measurer.device_fingerprint()
+    table = LatencyTable.open(fingerprint, "arch")
+    table.record({"prune:x:0.5": saved}, noise)
+    again = LatencyTable.open(fingerprint, "arch")
+    assert again.missing(["prune:x:0.5", "prune:y:0.5"]) == ["prune:y:0.5"]
+    assert again.saved["prune:x:0.5"] == saved and again.noise == [noise]
+    other_device = LatencyTable.open({**fingerprint, "threads": fingerprint["threads"] + 1},
+                                     "arch")
+    assert other_device.missing(["prune:x:0.5"]) == ["prune:x:0.5"]
+    assert other_device.path != again.path
+    assert LatencyTable.open(fingerprint, "other architecture").missing(["prune:x:0.5"])
+
+
+def test_plan_meets_a_measured_budget_and_reuses_its_table(tmp_path):
+    model = _model()
+    stage = create_stage("plan", {"target_speedup": 1.6, "kinds": ["prune", "residual_block"],
+                                  "prune_ratios": [0.5, 0.75], "timing_runs": 100})
+    results = []
+    for attempt in range(2):
+        ctx = stage_context(SIZE, ["a", "b", "c"], torch.device("cpu"), tmp_path, SMALL,
+                            teacher=model, echo=lambda line: None)
+        output = stage.apply(model, ctx)
+        results.append(output.result.to_dict())
+    first, second = results
+    for result in results:
+        # Met within the tolerance, as measured by the stage's own final timing.
+        assert result["speedup_vs_run_input"] >= 1.6 * (1 - 0.05), result["refits"]
+        assert result["chosen"] and result["macs_after"] < result["macs_before"]
+        assert result["judged_on"].startswith("no data")
+    assert first["latency_table"]["measured"] == len(first["options"])
+    assert second["latency_table"]["measured"] == 0
+    assert second["latency_table"]["reused"] == len(second["options"])
+
+
+@pytest.mark.parametrize("options, problem", [
+    ({}, "target_speedup or target_latency_ms: give exactly one of them"),
+    ({"target_speedup": 2.0, "target_latency_ms": 1.0}, "give exactly one of them"),
+    ({"target_speedup": 1.0}, "target_speedup: Input should be greater than 1"),
+    ({"target_latency_ms": -1}, "target_latency_ms: Input should be greater than 0"),
+    ({"target_speedup": True}, "target_speedup: expected a number, not true"),
+    ({"target_speedup": 2.0, "kinds": []}, "kinds: give each of"),
+    ({"target_speedup": 2.0, "kinds": ["prune", "prune"]}, "kinds: give each of"),
+    ({"target_speedup": 2.0, "kinds": ["fuse"]}, "kinds.0"),
+    ({"target_speedup": 2.0, "prune_ratios": [1.5]}, "prune_ratios: give values between"),
+    ({"target_speedup": 2.0, "batch_size": 0}, "batch_size"),
+    ({"target_speedup": 2.0, "ignore": ["no.such.layer"]}, "no module named no.such.layer"),
+])
+def test_plan_options_are_validated_before_any_work(tmp_path, tiny_checkpoint, tiny_data,
+                                                    options, problem):
+    recipe = write_tiny_recipe(tmp_path / "recipe.yaml", tiny_checkpoint, tiny_data,
+                               [{"plan": options}])
+    code, output = run_cli(["run", recipe, "--out", tmp_path / "run"])
+    lines = output.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), output
+    assert "stages.0.plan" in lines[0] and problem in lines[0], lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_plan_whose_input_already_meets_the_budget_cuts_nothing(tmp_path, tiny_checkpoint,
+                                                                  tiny_data):
+    recipe = write_tiny_recipe(tmp_path / "recipe.yaml", tiny_checkpoint, tiny_data,
+                               [{"plan": {"target_latency_ms": 1000.0}}])
+    code, output = run_cli(["run", recipe, "--out", tmp_path / "run"])
+    assert code == 0, output
+    stages = json.loads((tmp_path / "run" / "report.json").read_text())["stages"]
+    assert stages[1]["note"] == "plan: the input already meets 1000 ms at batch 1; nothing cut"
+    assert stages[1]["params"] == stages[0]["params"] and stages[1]["result"]["chosen"] == []
