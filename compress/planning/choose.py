@@ -23,25 +23,32 @@ class Priced:
 def choose(priced: list[Priced], needed: float) -> tuple[list[Priced], float, bool]:
     """The chosen options, the saving their shares add up to (at least `needed`, unless
     every useful option together saves less), and whether every step that adds a saving was
-    taken (nothing left to add)."""
+    taken (nothing left to add).
+
+    A step may replace what it excludes: removing a block that holds an already chosen cut
+    gives back that cut's saving and F1 cost (so an early cheap cut inside a block never
+    bars the block's removal, the largest saving on a CPU where kernels cost more than their
+    arithmetic)."""
     chosen: dict[tuple[str, str], Priced] = {}
     total = 0.0
     while total < needed:
-        best, best_rank = None, None
+        best, best_rank, best_replaced = None, None, []
         for candidate in priced:
-            current = chosen.get(candidate.option.place)
-            gain = candidate.saved - (current.saved if current else 0.0)
-            if gain <= 0 or any(other.option.excludes(candidate.option)
-                                for place, other in chosen.items()
-                                if place != candidate.option.place):
+            replaced = [other for place, other in chosen.items()
+                        if place == candidate.option.place
+                        or other.option.excludes(candidate.option)]
+            gain = candidate.saved - sum(other.saved for other in replaced)
+            if gain <= 0:
                 continue
-            cost = candidate.f1_drop - (current.f1_drop if current else 0.0)
+            cost = candidate.f1_drop - sum(other.f1_drop for other in replaced)
             rank = (cost / gain, -gain) if cost > 0 else (0.0, cost - gain)
             if best_rank is None or rank < best_rank:
-                best, best_rank = candidate, rank
+                best, best_rank, best_replaced = candidate, rank, replaced
         if best is None:
             return list(chosen.values()), total, True
-        previous = chosen.get(best.option.place)
-        total += best.saved - (previous.saved if previous else 0.0)
+        for other in best_replaced:
+            del chosen[other.option.place]
+            total -= other.saved
         chosen[best.option.place] = best
+        total += best.saved
     return list(chosen.values()), total, False

@@ -175,7 +175,8 @@ class Plan(Stage):
                                         cfg.rank_fractions, cfg.ignore, cfg.min_layer_share)
             table, drops, judged_on = self._price(model, options, ctx, timing)
             floor = max(table.noise_floor, MIN_SAVING)
-            priced = [Priced(o, max(table.saved[o.key], 0.0), drops[o.key]) for o in options]
+            priced = _monotone([Priced(o, max(table.saved[o.key], 0.0), drops[o.key])
+                                for o in options])
             planned, achieved, refits, chosen = self._plan(model, priced, required, floor, ctx,
                                                            timing)
         if ctx.data is not None:
@@ -307,6 +308,23 @@ class Plan(Stage):
         _, planned, achieved, chosen = min(met, key=lambda m: m[0])
         return planned, achieved, refits, [p for p in priced if p.option in
                                            {c.option for c in chosen}]
+
+
+def _monotone(priced: list[Priced]) -> list[Priced]:
+    """Within a place, a larger cut (more channels removed, a lower rank) saves at least what
+    a smaller one saves: single timings are noisy, and a 0.875 cut that happened to measure
+    below the 0.5 cut of the same group would never be taken (seen on MobileNetV3, where
+    the plan then ran out of options at 3.8x of a reachable 5x)."""
+    def size(p: Priced) -> float:
+        return p.option.amount if p.option.kind != "low_rank" else -p.option.amount
+
+    result, best = [], {}
+    for p in sorted(priced, key=lambda p: (p.option.place, size(p))):
+        saved = max(p.saved, best.get(p.option.place, 0.0))
+        best[p.option.place] = saved
+        result.append(Priced(p.option, saved, p.f1_drop))
+    order = {p.option: i for i, p in enumerate(priced)}
+    return sorted(result, key=lambda p: order[p.option])
 
 
 def _same_model(a: nn.Module, b: nn.Module) -> bool:

@@ -57,12 +57,22 @@ def test_choose_takes_the_cheapest_saving_per_point_and_one_option_per_place():
     priced = [Priced(a25, 0.10, 0.01), Priced(a75, 0.30, 0.20),
               Priced(block, 0.25, 0.02), Priced(inside, 0.05, 0.0)]
     chosen, total, exhausted = choose(priced, 0.30)
-    # Free first (inside), then a25 (0.1 F1 point per unit saved); the block excludes what
-    # lies inside it once "inside" is taken, so the next step is a25 -> a75.
-    assert [p.option for p in chosen] == [inside, a75] and total == pytest.approx(0.35)
+    # Free first (inside: 0.05); then the block, which replaces the cut inside it (+0.20
+    # for 0.02 F1: 0.1 a unit saved, tied with a25 and the larger step); then a25.
+    assert [p.option for p in chosen] == [block, a25] and total == pytest.approx(0.35)
     assert not exhausted
     chosen, total, exhausted = choose(priced, 0.9)  # more than every option can give
     assert exhausted and total < 0.9 and len({p.option.place for p in chosen}) == len(chosen)
+
+
+def test_a_larger_cut_of_a_place_is_priced_at_least_as_saving_as_a_smaller_one():
+    from compress.stages.plan import _monotone
+
+    noisy = [Priced(Option("prune", "a", 0.25), 0.10, 0.0),
+             Priced(Option("prune", "a", 0.75), 0.04, 0.1),
+             Priced(Option("low_rank", "c", 0.5), 0.08, 0.0),
+             Priced(Option("low_rank", "c", 0.25), 0.02, 0.0)]
+    assert [p.saved for p in _monotone(noisy)] == [0.10, 0.10, 0.08, 0.08]
 
 
 def test_latency_table_measures_a_real_saving_and_is_reused_per_device(tmp_path):
@@ -101,7 +111,7 @@ def test_latency_table_measures_a_real_saving_and_is_reused_per_device(tmp_path)
 def test_plan_meets_a_measured_budget_and_reuses_its_table(tmp_path):
     model = _model()
     stage = create_stage("plan", {"target_speedup": 1.6, "kinds": ["prune", "residual_block"],
-                                  "prune_ratios": [0.5, 0.75], "timing_runs": 100})
+                                  "prune_ratios": [0.75], "timing_runs": 60})
     results = []
     for attempt in range(2):
         ctx = stage_context(SIZE, ["a", "b", "c"], torch.device("cpu"), tmp_path, SMALL,
