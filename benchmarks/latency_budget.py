@@ -87,8 +87,9 @@ def main() -> int:
                   f"({100 * row['val_change']:+.2f} pt), held-out "
                   + (f"{row['held_out']:.4f} ({100 * row['held_out_change']:+.2f} pt)"
                      if row["held_out"] is not None else "n/a")
-                  + f"; plan {row['plan_minutes']:.1f} min (table {table['measured']} timed, "
-                  f"{table['reused']} reused), run "
+                  + f"; plan {row['plan_minutes']:.1f} min ("
+                  + (f"table {table['measured']} timed, {table['reused']} reused"
+                     if table else "nothing cut: the input met the target") + "), run "
                   + (f"{row['minutes']:.1f} min" if row["minutes"] is not None
                      else "earlier (re-read)"))
     for target, runs in rows.items():

@@ -29,6 +29,9 @@ EXAMPLES = {
     "export": {"fp16": True, "check_images": 4},
     "quantize": {"keep": "int8", "min_agreement": 0.0, "calibration_images": 8,
                  "timing_runs": 10},
+    # A budget the input meets: deterministic on a model whose time is mostly overhead. The
+    # cutting path is tested on a larger model in tests/stages/test_plan.py.
+    "plan": {"target_latency_ms": 1000.0, "timing_runs": 10},
 }
 
 

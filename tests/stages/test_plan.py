@@ -9,8 +9,10 @@ import pytest
 import torch
 from conftest import run_cli, stage_context, write_tiny_recipe
 
+from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.measure.macs import count_macs
 from compress.models import build_model
+from compress.ops.onnx_export import check_parity, export_onnx
 from compress.planning.choose import Priced, choose
 from compress.planning.latency_table import LatencyTable
 from compress.planning.options import Option, apply_options, candidate_options
@@ -85,8 +87,6 @@ def test_latency_table_measures_a_real_saving_and_is_reused_per_device(tmp_path)
                         torch.device("cpu"), SIZE)
     ctx = stage_context(SIZE, ["a", "b", "c"], torch.device("cpu"), tmp_path, SMALL)
     ctx.measurer = measurer
-    from compress.ops.onnx_export import export_onnx
-
     timing = _Timing(ctx, tmp_path, export_onnx(model, tmp_path / "input.onnx", SIZE), 1, 200)
     heavy = apply_options(model, [Option("prune", g, 0.75) for g in
                                   ["features.9.block.0.0", "features.10.block.0.0",
@@ -118,6 +118,14 @@ def test_plan_meets_a_measured_budget_and_reuses_its_table(tmp_path):
                             teacher=model, echo=lambda line: None)
         output = stage.apply(model, ctx)
         results.append(output.result.to_dict())
+    # The planned model (pruned, blocks removed) saves, rebuilds from its data and exports.
+    saved = save_checkpoint(tmp_path / "planned.safetensors",
+                            Checkpoint(output.model, SMALL, ["a", "b", "c"], SIZE))
+    x = torch.randn(2, 3, SIZE, SIZE)
+    assert torch.allclose(load_checkpoint(saved).model.eval()(x), output.model.eval()(x),
+                          atol=1e-5)
+    assert check_parity(output.model, export_onnx(output.model, tmp_path / "p.onnx", SIZE),
+                        x)["relative_error"] < 1e-4
     first, second = results
     for result in results:
         # Met within the tolerance, as measured by the stage's own final timing.
