@@ -19,7 +19,8 @@ Known limits (measured on the 0.7 ms MobileNetV3 baseline, 2-core CPU; README, "
 to a latency budget"): single-cut shares sit at the timing noise and do not add up, so the
 greedy reached at most 4.1x where hand-picked sets of the same options reach 8.6x; and
 single-cut F1 costs do not compose (a 35-cut plan at 3.3x scored 0.18 macro F1 before
-fine-tuning). The plan's joint F1 is not checked yet.
+fine-tuning). The plan's joint F1 is reported (planned_macro_f1) but does not steer the
+choice yet.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ class PlanResult(StageResult):
     speedup_vs_run_input: float = 1.0  # input_speedup x achieved_ratio
     latency_ms: float | None = None  # the planned model's batch median in the last timing
     judged_on: str = ""  # the images whose macro F1 priced the options
+    # On those images, BatchNorm re-estimated, before any training (None without data): the
+    # plan as a whole against what its cuts cost one by one.
+    input_macro_f1: float | None = None
+    planned_macro_f1: float | None = None
+    summed_f1_drops: float | None = None
     chosen: list[dict[str, Any]] = field(default_factory=list)
     refits: list[dict[str, float]] = field(default_factory=list)  # predicted vs measured
     low_rank_vs_prune: list[dict[str, Any]] = field(default_factory=list)
@@ -179,22 +185,27 @@ class Plan(Stage):
                     speedup_vs_run_input=input_speedup, latency_ms=input_ms))
             options = candidate_options(model, ctx.input_size, cfg.kinds, cfg.prune_ratios,
                                         cfg.rank_fractions, cfg.ignore, cfg.min_layer_share)
-            table, drops, judged_on = self._price(model, options, ctx, timing)
+            table, drops, judged_on, input_f1 = self._price(model, options, ctx, timing)
             floor = max(table.noise_floor, MIN_SAVING)
             priced = _monotone([Priced(o, max(table.saved[o.key], 0.0), drops[o.key])
                                 for o in options])
             planned, achieved, refits, chosen = self._plan(model, priced, required, floor, ctx,
                                                            timing)
-        if ctx.data is not None:
-            self._recalibrate(planned, ctx)
+        planned_f1 = None
+        if ctx.data is not None:  # re-estimates BatchNorm on training images, then scores
+            planned_f1 = self._sensitivity(ctx).evaluate(planned)
         speedup = input_speedup * achieved[0]
         note = (f"plan: {speedup:.2f}x faster than the run's input (target {target}) with "
                 f"{len(chosen)} cuts, {len(refits)} timing(s) of the whole model; latency "
                 f"table: {table.reused} reused, {table.measured} timed")
+        if planned_f1 is not None:
+            note += (f"; macro F1 before training {planned_f1:.4f} (input {input_f1:.4f}, "
+                     f"the cuts one by one: -{sum(p.f1_drop for p in chosen):.4f})")
         return StageOutput(planned, PlanResult(
             note=note, target=target, input_speedup=input_speedup, required_ratio=required,
             achieved_ratio=achieved[0], speedup_vs_run_input=speedup, latency_ms=achieved[1],
-            judged_on=judged_on,
+            judged_on=judged_on, input_macro_f1=input_f1, planned_macro_f1=planned_f1,
+            summed_f1_drops=sum(p.f1_drop for p in chosen) if planned_f1 is not None else None,
             chosen=[_describe(p) for p in sorted(chosen, key=lambda p: -p.saved)],
             refits=refits, low_rank_vs_prune=_low_rank_vs_prune(priced, chosen),
             latency_table={"file": str(table.path), "reused": table.reused,
@@ -217,7 +228,7 @@ class Plan(Stage):
         return comparison.ratio, comparison.b.median_ms
 
     def _price(self, model: nn.Module, options: list[Option], ctx: StageContext,
-               timing: _Timing) -> tuple[LatencyTable, dict[str, float], str]:
+               timing: _Timing) -> tuple[LatencyTable, dict[str, float], str, float | None]:
         """The latency table (timing what the cache lacks) and the macro F1 each option
         loses alone (BatchNorm re-estimated, no training); without data, the share of MACs
         an option removes stands in for that loss. Options are built once, CHUNK at a time,
@@ -245,9 +256,9 @@ class Plan(Stage):
                 drops[key] = (baseline - sensitivity.evaluate(changed) if sensitivity else
                               1.0 - count_macs(changed, ctx.input_size) / macs)
         if sensitivity is None:
-            return table, drops, "no data: the share of MACs removed stands in"
+            return table, drops, "no data: the share of MACs removed stands in", None
         split = "held-out train images" if ctx.data.calibration is not None else "val images"
-        return table, drops, f"{len(ctx.data.decision_split)} {split}"
+        return table, drops, f"{len(ctx.data.decision_split)} {split}", baseline
 
     def _sensitivity(self, ctx: StageContext):
         from compress.data.training_data import calibration_subset
@@ -262,9 +273,6 @@ class Plan(Stage):
                                   _in_memory(ctx.data.decision_split), seed=ctx.seed,
                                   macro_f1_of=ctx.measurer.model_macro_f1,
                                   recalibration_batches=RECALIBRATION_BATCHES)
-
-    def _recalibrate(self, model: nn.Module, ctx: StageContext) -> None:
-        self._sensitivity(ctx).evaluate(model)  # re-estimates BatchNorm on training images
 
     def _plan(self, model: nn.Module, priced: list[Priced], required: float, floor: float,
               ctx: StageContext, timing: _Timing):

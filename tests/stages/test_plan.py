@@ -108,14 +108,19 @@ def test_latency_table_measures_a_real_saving_and_is_reused_per_device(tmp_path)
     assert LatencyTable.open(fingerprint, "other architecture").missing(["prune:x:0.5"])
 
 
-def test_plan_meets_a_measured_budget_and_reuses_its_table(tmp_path):
+def test_plan_meets_a_measured_budget_and_reuses_its_table(tmp_path, tiny_data):
+    from compress.data.training_data import open_training_data
+
     model = _model()
+    data = open_training_data(tiny_data, ["blue", "green", "red"], SIZE, batch_size=8,
+                              num_workers=0)
     stage = create_stage("plan", {"target_speedup": 1.6, "kinds": ["prune", "residual_block"],
                                   "prune_ratios": [0.75], "timing_runs": 60})
     results = []
-    for attempt in range(2):
-        ctx = stage_context(SIZE, ["a", "b", "c"], torch.device("cpu"), tmp_path, SMALL,
-                            teacher=model, echo=lambda line: None)
+    for attempt in range(2):  # the second with data: F1 prices, the same latency table
+        ctx = stage_context(SIZE, ["blue", "green", "red"], torch.device("cpu"), tmp_path,
+                            SMALL, teacher=model, echo=lambda line: None,
+                            data=data if attempt else None)
         output = stage.apply(model, ctx)
         results.append(output.result.to_dict())
     # The planned model (pruned, blocks removed) saves, rebuilds from its data and exports.
@@ -131,7 +136,11 @@ def test_plan_meets_a_measured_budget_and_reuses_its_table(tmp_path):
         # Met within the tolerance, as measured by the stage's own final timing.
         assert result["speedup_vs_run_input"] >= 1.6 * (1 - 0.05), result["refits"]
         assert result["chosen"] and result["macs_after"] < result["macs_before"]
-        assert result["judged_on"].startswith("no data")
+    assert first["judged_on"].startswith("no data") and first["planned_macro_f1"] is None
+    assert second["judged_on"] == f"{len(data.val)} val images"
+    assert 0 <= second["planned_macro_f1"] <= 1 and 0 <= second["input_macro_f1"] <= 1
+    assert second["summed_f1_drops"] == pytest.approx(sum(c["f1_drop"]
+                                                          for c in second["chosen"]), abs=1e-4)
     assert first["latency_table"]["measured"] == len(first["options"])
     assert second["latency_table"]["measured"] == 0
     assert second["latency_table"]["reused"] == len(second["options"])
