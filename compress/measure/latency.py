@@ -112,16 +112,17 @@ def time_in_turn(runners: list[Any], input_sizes: list[int], batch: int = 1,
 
 
 def ratios_to_first(runners: list[Any], input_size: int, batch: int = 1, warmup: int = 10,
-                    runs: int = 100, block: int = 5) -> list[float]:
+                    runs: int = 100, block: int = 5, rotate: bool = True) -> list[float]:
     """How many times faster each model runs than the first, timed in turn block by block:
     the median over cycles of the first's block median over the model's. A cycle's models
     run within a fraction of a second of each other, so a slow spell of the machine that
-    lasts a few cycles moves a few ratios, not the result (overall medians would move). The
-    order rotates every cycle: the first block after the others ran slower (seen: ten copies
-    of one model measured 1.00-1.12x faster than the first, mostly above 1.02x), and that
-    bias, summed over dozens of cuts, promised savings no plan delivered."""
+    lasts a few cycles moves a few ratios, not the result (overall medians would move).
+    The order rotates every cycle (`rotate`): in a fixed order the position biases the
+    ratios (ten copies of one model measured 1.00-1.12x faster than the first in one sitting,
+    0.95-1.00x in another; benchmarks/turn_order_bias.py), and such a bias, summed over
+    dozens of cuts, promised savings no plan delivered."""
     blocks = _blocks_in_turn(runners, [input_size] * len(runners), batch, warmup, runs, block,
-                             rotate=True)
+                             rotate=rotate)
     first = [float(np.median(b)) for b in blocks[0]]
     return [float(np.median([f / np.median(b) for f, b in zip(first, runner_blocks)]))
             for runner_blocks in blocks]

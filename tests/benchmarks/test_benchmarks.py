@@ -183,3 +183,13 @@ def test_latency_budget_runs_the_grid_and_rereads_finished_runs(tmp_path, tiny_c
     assert "over 2 seed(s)" in first.stdout
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout.count("earlier (re-read)") == 2, again.stdout
+
+
+def test_turn_order_bias_prints_both_orders(tiny_checkpoint):
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "turn_order_bias.py"),
+                             "--checkpoint", str(tiny_checkpoint), "--copies", "3",
+                             "--rounds", "1"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["fixed order", "rotated"]
+    assert all(len(line.split(":")[1].split()) == 2 for line in lines)  # copies 2 and 3

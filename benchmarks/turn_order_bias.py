@@ -1,0 +1,42 @@
+"""Does the order of models timed in turn bias their ratios? Ten copies of the shipped
+baseline's ONNX file, timed in turn block by block (compress.measure.latency.ratios_to_first),
+with the order fixed and with the order rotating every cycle: every ratio should be 1.0.
+
+    python benchmarks/turn_order_bias.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from compress.checkpoint import load_checkpoint
+from compress.measure.latency import ratios_to_first
+from compress.measure.runners import OrtRunner
+from compress.ops.onnx_export import export_onnx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint",
+                        default=str(REPO / "checkpoints" / "mnv3_trashnet.safetensors"))
+    parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    checkpoint = load_checkpoint(args.checkpoint)
+    with TemporaryDirectory() as tmp:
+        path = export_onnx(checkpoint.model.eval(), Path(tmp) / "m.onnx", checkpoint.input_size)
+        for rotate in (False, True):
+            for _ in range(args.rounds):
+                ratios = ratios_to_first([OrtRunner.open(path) for _ in range(args.copies)],
+                                         checkpoint.input_size, rotate=rotate)
+                print(f"{'rotated' if rotate else 'fixed order'}: "
+                      + " ".join(f"{r:.3f}" for r in ratios[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
