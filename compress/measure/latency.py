@@ -95,20 +95,11 @@ def compare_latency(runner_a: Any, runner_b: Any, input_size: int, batch: int = 
     cores from the other (seen here: 1.7x by A B A B where runs alone and blocks gave 2.0x).
     Each switch waits SWITCH_PAUSE_SECONDS, and the first run of each block is not counted.
     """
-    a, b = time_in_turn([runner_a, runner_b], [input_size, input_size_b or input_size],
-                            batch, warmup, runs, block, seconds)
+    blocks = _blocks_in_turn([runner_a, runner_b], [input_size, input_size_b or input_size],
+                             batch, warmup, runs, block, seconds)
+    a, b = (Latency.from_times(batch, runner.provider, [t for times in per_block for t in times])
+            for runner, per_block in zip((runner_a, runner_b), blocks))
     return Comparison(a, b, a.median_ms / b.median_ms)
-
-
-def time_in_turn(runners: list[Any], input_sizes: list[int], batch: int = 1,
-                     warmup: int = 10, runs: int = 100, block: int = 10,
-                     seconds: float | None = None) -> list[Latency]:
-    """Time several models in turn, a block of runs each (see compare_latency), so that a
-    burst of load on the machine falls on all of them: `runs` timed runs each, or cycles
-    for `seconds` in all."""
-    blocks = _blocks_in_turn(runners, input_sizes, batch, warmup, runs, block, seconds)
-    return [Latency.from_times(batch, r.provider, [t for b in runner_blocks for t in b])
-            for r, runner_blocks in zip(runners, blocks)]
 
 
 def ratios_to_first(runners: list[Any], input_size: int, batch: int = 1, warmup: int = 10,
