@@ -88,11 +88,11 @@ def test_latency_table_measures_a_real_saving_and_is_reused_per_device(tmp_path)
     ctx = stage_context(SIZE, ["a", "b", "c"], torch.device("cpu"), tmp_path, SMALL)
     ctx.measurer = measurer
     timing = _Timing(ctx, tmp_path, export_onnx(model, tmp_path / "input.onnx", SIZE), 1, 200)
-    heavy = apply_options(model, [Option("prune", g, 0.75) for g in
-                                  ["features.9.block.0.0", "features.10.block.0.0",
-                                   "features.11.block.0.0"]], SIZE)
+    # Every group at 0.75: a saving far above the timing noise of a busy machine (three
+    # groups saved 15 % in one CI sitting whose control copy deviated by 9 %).
+    heavy = apply_options(model, candidate_options(model, SIZE, ["prune"], [0.75], []), SIZE)
     (saved, none_saved), noise = timing.shares_saved([heavy, model])
-    assert saved > 0.1 and saved > 2 * noise, (saved, noise)  # a cut that removes work
+    assert saved > 0.3 and saved > 2 * noise, (saved, noise)  # a cut that removes work
     assert abs(none_saved) < max(0.1, 3 * noise)  # the same model saves nothing
 
     fingerprint = measurer.device_fingerprint()
