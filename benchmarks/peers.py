@@ -13,10 +13,16 @@ Methods:
 3. Tucker alone (Kim et al. 2016): VBMF ranks on every k x k conv with groups 1, fine-tuning;
 4. ONNX Runtime INT8 static quantization alone, as its documentation does it (MinMax ranges,
    default pre-processing), no fine-tuning;
-5. the default recipe, recipes/mnv3_tucker.yaml.
+5. the default recipe, recipes/mnv3_tucker.yaml;
+6. with --from-scratch CHECKPOINT (repeatable): a model designed small and trained from
+   scratch with the baseline's own recipe, the peer a user would pick instead of
+   compressing, e.g. `compress train --model mobilenet_v3_small --data
+   recipes/data/trashnet_calibration.yaml --out runs/mnv3_small` (120 epochs, last epoch):
+   measured as trained, and after the same fine-tuning epochs as the others (no teacher).
 
     python benchmarks/peers.py [--data ROOT] [--out runs/peers] [--epochs 28] [--rounds 3]
         [--set seed=1] [--only METHOD] [--reuse METHOD=EARLIER_OUT/method_folder] [--quick]
+        [--from-scratch runs/mnv3_small/last.safetensors]
 
 --reuse lets a changed default recipe be compared with peers that already ran (same
 checkpoint, seed and epochs) instead of training them again.
@@ -96,6 +102,27 @@ def method_recipes(default_recipe: dict, epochs: int, default_macs_kept: float |
     }
 
 
+def scratch_recipes(default_recipe: dict, epochs: int, checkpoints: list[str]
+                    ) -> dict[str, dict]:
+    """Each from-scratch checkpoint as it was trained, and after `epochs` more of plain
+    fine-tuning (there is no larger teacher to distil from)."""
+    common = {k: v for k, v in default_recipe.items() if k not in ("stages", "checkpoint")}
+    recipes = {}
+    for checkpoint in checkpoints:
+        try:
+            spec = compress.load_checkpoint(checkpoint).model_spec
+        except compress.UserError as exc:  # missing or foreign: say so before anything runs
+            fail(f"--from-scratch {checkpoint}: {exc}")
+        name = spec.get("name") or Path(checkpoint).parent.name
+        common_here = common | {"checkpoint": str(Path(checkpoint).resolve())}
+        recipes[f"{name} from scratch"] = common_here | {"stages": [
+            {"export": {"fp16": False}}]}
+        recipes[f"{name} from scratch + {epochs} epochs"] = common_here | {"stages": [
+            {"finetune": {"epochs": epochs, "lr": 0.02, "weight_decay": 0.0001}},
+            {"export": {"fp16": False}}]}
+    return recipes
+
+
 def run_method(name: str, recipe: dict, out: Path, data: str) -> dict:
     path = out / f"{_slug(name)}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -164,6 +191,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-finetune", action="append", default=[], metavar="METHOD",
                         help="run METHOD without its fine-tune (marked in the table); "
                              "repeatable. Finished methods in --out are resumed, not rerun.")
+    parser.add_argument("--from-scratch", action="append", default=[], metavar="CHECKPOINT",
+                        help="a small model trained from scratch (compress train): measured "
+                             "as trained and after the peers' fine-tuning epochs "
+                             "(repeatable)")
     parser.add_argument("--reuse", action="append", default=[], metavar="METHOD=FOLDER",
                         help="take METHOD's finished run folder from an earlier --out instead "
                              "of running it, when checkpoint, seed and epochs match "
@@ -202,7 +233,9 @@ def planned(args: argparse.Namespace, default: dict, epochs: int,
             default_macs_kept: float | None) -> dict[str, tuple[str, dict]]:
     """The peers this run compares, by name: (label in the table, recipe)."""
     methods = {}
-    for name, recipe in method_recipes(default, epochs, default_macs_kept).items():
+    recipes = method_recipes(default, epochs, default_macs_kept) | \
+        scratch_recipes(default, epochs, args.from_scratch)
+    for name, recipe in recipes.items():
         if args.only and name not in args.only:
             continue
         if name in args.skip_finetune:

@@ -45,10 +45,13 @@ def _echo_err(line: str) -> None:
               help="Checkpoints only: time torch.compile's model instead of eager mode.")
 @click.option("--peak/--no-peak", default=True, show_default=True,
               help="Measure this device's float32 MatMul peak (GFLOP/s) for comparison.")
+@click.option("--profile", is_flag=True,
+              help="ONNX files: also the share of the batch-1 time per op type (ONNX "
+              "Runtime's profiler), and the time between kernels.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per batch size on stdout (machine header on stderr).")
 def bench(model, provider, batches, threads, warmup, runs, seconds, input_size, other_path,
-          compile_model, peak, as_json) -> None:
+          compile_model, peak, profile, as_json) -> None:
     """Latency of MODEL (an .onnx file, or a checkpoint run in torch) per batch size:
     median, p90, p99, mean, std, images/s, MACs and achieved GFLOP/s.
 
@@ -59,7 +62,8 @@ def bench(model, provider, batches, threads, warmup, runs, seconds, input_size, 
 
     bench_files(model, other_path, provider=provider, batches=batches, threads=threads,
                 warmup=warmup, runs=runs, seconds=seconds, input_size=input_size,
-                compile_model=compile_model, peak=peak, as_json=as_json, echo=click.echo,
+                compile_model=compile_model, peak=peak, profile=profile, as_json=as_json,
+                echo=click.echo,
                 note=_echo_err)
 
 

@@ -94,8 +94,9 @@ class _Run:
             else:
                 self._apply(index, name, stage)
         records = [self.done[i] for i in sorted(self.done)]
+        floor = self.measurer.distance_to_floor(records[-1])
         paths = write_report(self.out_dir, records, self.recipe.model_dump(mode="json"),
-                             self.notes)
+                             self.notes, floor)
         self.echo("report: " + ", ".join(str(p) for p in paths.values()))
         return records
 

@@ -5,7 +5,7 @@ competition score. A measurement never changes the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,21 @@ class Measurer:
         """How many times faster each ONNX file runs than the first (see ratios_to_first)."""
         return ratios_to_first([self.runner(p) for p in paths], self.input_size, batch,
                                self.bench.warmup, runs or self.bench.runs)
+
+    def distance_to_floor(self, record: StageRecord) -> dict:
+        """How far a stage's model is from what this device can do: its achieved GFLOP/s at
+        batch 1 against the device's float32 MatMul peak, and where its time goes per op
+        type (ONNX Runtime's profiler)."""
+        from compress.measure.machine import peak_gflops
+        from compress.measure.op_profile import op_type_profile
+
+        peak = peak_gflops(self.provider, self.bench.threads)
+        achieved = 2 * record.macs / (record.latency_ms / 1000) / 1e9
+        profile = op_type_profile(record.onnx, record.input_size or self.input_size, 1,
+                                  self.provider, self.bench.threads)
+        return {"stage": f"{record.index}:{record.name}", "gflops": achieved,
+                "peak_gflops": peak, "share_of_peak": achieved / peak,
+                "op_types": [asdict(row) for row in profile]}
 
     def device_fingerprint(self) -> dict:
         """What a latency measured here depends on besides the model: CPU model and flags,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.fileio import write_json_atomic
+from compress.measure.op_profile import OpTypeShare, format_profile
 from compress.pipeline.runstore import StageRecord
 from compress.plotting import figure_file
 from compress.stages.base import StageStatus
@@ -42,9 +43,11 @@ def header_line() -> str:
 
 
 def write_report(root: Path, records: list[StageRecord], recipe: dict[str, Any],
-                 notes: list[str]) -> dict[str, Path]:
+                 notes: list[str], floor: dict[str, Any] | None = None) -> dict[str, Path]:
+    """report.json and report.md; `floor`: Measurer.distance_to_floor of the last stage."""
     root = Path(root)
-    report = {"recipe": recipe, "notes": notes, "stages": [asdict(r) for r in records]}
+    report = {"recipe": recipe, "notes": notes, "stages": [asdict(r) for r in records],
+              "distance_to_floor": floor}
     write_json_atomic(root / "report.json", report)
     lines = ["# compress run report", ""]
     lines += [f"- {note}" for note in notes] + ([""] if notes else [])
@@ -53,11 +56,22 @@ def write_report(root: Path, records: list[StageRecord], recipe: dict[str, Any],
     lines += ["", "Latency: ONNX Runtime, batch-1 median of the timed runs, provider "
               f"{records[0].provider}; speed-up: the input and the stage timed interleaved. "
               "Score: lower is better (see recipe 'score')."]
+    if floor:
+        lines += ["", *_floor_lines(floor)]
     (root / "report.md").write_text("\n".join(lines) + "\n")
     paths = {"json": root / "report.json", "markdown": root / "report.md"}
     if all(r.macro_f1 is not None for r in records):
         paths["plot"] = _plot(root / "report.png", records)
     return paths
+
+
+def _floor_lines(floor: dict[str, Any]) -> list[str]:
+    rows = [OpTypeShare(**row) for row in floor["op_types"]]
+    return [f"## Distance to the floor (stage {floor['stage']}, batch 1)", "",
+            f"{floor['gflops']:.2f} GFLOP/s achieved against this device's float32 MatMul "
+            f"peak of {floor['peak_gflops']:.1f} GFLOP/s ({floor['share_of_peak']:.1%} of "
+            "it). Where the time goes (ONNX Runtime's profiler, op types after graph "
+            "optimisation):", "", "```", *format_profile(rows), "```"]
 
 
 def _plot(path: Path, records: list[StageRecord]) -> Path:

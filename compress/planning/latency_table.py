@@ -1,9 +1,17 @@
 """What each option saves in measured time on this device, cached per device fingerprint.
 
-An entry is the share of the model's latency that one option saves, measured as the whole
-model with that one cut against the model without it, timed interleaved in the runner the
-recipe deploys with. Shares rather than milliseconds: a busy machine slows both models
-alike, so the share carries over between sittings where milliseconds do not.
+An entry is the share of the model's latency that one option saves. Options are timed in
+sets, not one by one: each set (one kind of cut at one amount, at every place that offers
+it: every channel group pruned by half, every squeeze-excite gate removed, ...) is applied
+to the whole model and timed interleaved against the model without it, in the runner the
+recipe deploys with, and the set's measured saving is split over its options in proportion
+to the MACs each removes (`split_set_savings`). Why sets: on a 0.7 ms MobileNetV3 on a
+2-core CPU, eight byte-identical copies of the model timed in one turn deviated from it by
+up to +-10 % where a single cut saves 1-5 % (benchmarks/RESULTS.md, issue 18, second
+session), so single-cut timings were mostly noise, and summed over dozens of cuts they
+promised savings (80-90 %) no plan delivered (30-40 %); a set saves 20-70 %.
+Shares rather than milliseconds: a busy machine slows both models alike, so the share
+carries over between sittings where milliseconds do not.
 
 The cache file is named by the device fingerprint (CPU model and flags, threads, provider,
 GPU, library versions); inside it, entries are keyed by the model's architecture (its
@@ -56,8 +64,9 @@ class LatencyTable:
     fingerprint: dict[str, Any]
     architecture: str
     saved: dict[str, float] = field(default_factory=dict)
-    # Per timing of a chunk: |1 - ratio| of the model timed against a copy of itself.
+    # Per timing of the sets: |1 - ratio| of the model timed against a copy of itself.
     noise: list[float] = field(default_factory=list)
+    sets: dict[str, float] = field(default_factory=dict)  # each set's measured saving
     reused: int = 0
     measured: int = 0
 
@@ -67,32 +76,46 @@ class LatencyTable:
         path = (directory or cache_dir()) / "latency" / f"{digest(fingerprint)}.json"
         entry = _read(path).get("architectures", {}).get(architecture, {})
         return cls(path, fingerprint, architecture, dict(entry.get("saved", {})),
-                   list(entry.get("noise", [])))
+                   list(entry.get("noise", [])), dict(entry.get("sets", {})))
 
     def missing(self, keys: list[str]) -> list[str]:
         return [key for key in keys if key not in self.saved]
 
     def record(self, shares: dict[str, float], noise: float) -> None:
-        """Shares measured in one timing (in turn with the model and a copy of it, whose
-        deviation from the model is `noise`), written to the cache at once: an interrupted
-        plan keeps what it timed."""
+        """Shares from one timing (in turn with the model and a copy of it, whose deviation
+        from the model is `noise`), written to the cache at once."""
         self.saved.update(shares)
         self.noise.append(noise)
         self.measured += len(shares)
         self._write()
 
     @property
-    def noise_floor(self) -> float:
-        """Twice the median timing noise: a smaller share is no evidence of a saving."""
-        return 2 * float(np.median(self.noise)) if self.noise else 0.0
+    def median_noise(self) -> float:
+        """The median deviation of the model timed against a copy of itself."""
+        return float(np.median(self.noise)) if self.noise else 0.0
 
     def _write(self) -> None:
         data = _read(self.path)
         data["fingerprint"] = self.fingerprint
-        data.setdefault("architectures", {})[self.architecture] = {"saved": self.saved,
-                                                                   "noise": self.noise}
+        data.setdefault("architectures", {})[self.architecture] = {
+            "saved": self.saved, "noise": self.noise, "sets": self.sets}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, data)
+
+
+def split_set_savings(sets: dict[Any, list[str]], set_saved: dict[Any, float],
+                      weights: dict[str, float]) -> dict[str, float]:
+    """Each option's share: its set's measured saving (none when the set measured slower)
+    split over the set's options in proportion to `weights` (the MACs each removes), evenly
+    where they remove none."""
+    shares = {}
+    for name, keys in sets.items():
+        saved = max(set_saved[name], 0.0)
+        total = sum(max(weights[key], 0.0) for key in keys)
+        for key in keys:
+            shares[key] = saved * (max(weights[key], 0.0) / total if total > 0
+                                   else 1.0 / len(keys))
+    return shares
 
 
 def _read(path: Path) -> dict[str, Any]:

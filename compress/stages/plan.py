@@ -2,25 +2,26 @@
 low-rank factors, squeeze-excite gates and residual blocks.
 
 1. Every option (see compress.planning.options) is priced twice: the share of the batch
-   latency it saves, measured as the whole model with that one cut against the model
-   without it, interleaved, in the runner the recipe deploys with (cached per device
-   fingerprint, compress.planning.latency_table); and the macro F1 it costs after
-   BatchNorm re-estimation, no training, on the train images held out of the input
-   model's training (val only where the checkpoint records none).
+   latency it saves, from sets of options timed whole against the model without them,
+   interleaved, in the runner the recipe deploys with, each set's saving split over its
+   options by MACs removed (cached per device fingerprint, compress.planning.latency_table);
+   and the macro F1 it costs after BatchNorm re-estimation, no training, on the train
+   images held out of the input model's training (val only where the checkpoint records
+   none).
 2. The cheapest set that saves enough is chosen greedily (compress.planning.choose).
-3. The planned model is timed whole against the stage's input. Shares of single cuts do
-   not add up exactly: where the sum of parts was wrong, every share is scaled by
-   measured / predicted and the choice is made again (a refit), up to `refits` times.
+3. The planned model is timed whole against the stage's input and scored whole. Neither
+   shares nor F1 costs of single cuts add up: every share is scaled by measured /
+   predicted, every chosen cut is re-priced at its F1 cost inside the plan, and the choice
+   is made again (a refit), up to `refits` times; the met plan with the best F1 wins.
 
 The target is relative to the run's input model (target_speedup), or a batch latency in
 milliseconds on this device (target_latency_ms).
 
-Known limits (measured on the 0.7 ms MobileNetV3 baseline, 2-core CPU; README, "Compress
-to a latency budget"): single-cut shares sit at the timing noise and do not add up, so the
-greedy reached at most 4.1x where hand-picked sets of the same options reach 8.6x; and
-single-cut F1 costs do not compose (a 35-cut plan at 3.3x scored 0.18 macro F1 before
-fine-tuning). The plan's joint F1 is reported (planned_macro_f1) but does not steer the
-choice yet.
+Why (measured on the 0.7 ms MobileNetV3 baseline, 2-core CPU; README, "Compress to a
+latency budget"): single cuts timed one by one sat within the timing noise and did not add
+up, so the greedy reached at most 4.1x where hand-picked sets of the same options reach
+8.6x; and single-cut F1 costs do not compose (a 35-cut plan at 3.3x scored 0.18 macro F1
+before fine-tuning, each cut alone having cost little).
 """
 
 from __future__ import annotations
@@ -40,18 +41,19 @@ from compress.errors import StageFailed
 from compress.measure.macs import count_macs
 from compress.ops.onnx_export import export_onnx
 from compress.planning.choose import Priced, choose
-from compress.planning.latency_table import LatencyTable, architecture_key
+from compress.planning.latency_table import LatencyTable, architecture_key, split_set_savings
 from compress.planning.options import KINDS, Option, apply_options, candidate_options
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
 
-MIN_SAVING = 0.005  # shares below half a percent are never taken as a saving
 # BatchNorm re-estimation per option: 4 batches of 32 images (half of compress analyze's),
 # since it runs for every option: 1.0 s instead of 2.0 s an option on MobileNetV3 here.
 RECALIBRATION_BATCHES = 4
 # Part of the cache key: entries timed another way are not reused.
-TIMING_METHOD = "in turn, rotated, with a copy of the input; median of per-cycle ratios"
-CHUNK = 8  # options built, priced and timed together (in turn with the input and a copy)
+TIMING_METHOD = ("sets of one kind and amount, in turn, rotated, with a copy of the input; "
+                 "median of per-cycle ratios; split by MACs removed")
+CHUNK = 8  # options priced between two progress lines
+SET_TIMING_FACTOR = 3  # the sets are few and decide every share: three times the runs
 
 
 @dataclass(frozen=True)
@@ -131,13 +133,14 @@ class _Timing:
         self.count += 1
         return export_onnx(model, self.folder / f"m{self.count}.onnx", self.ctx.input_size)
 
-    def shares_saved(self, models: list[nn.Module]) -> tuple[list[float], float]:
+    def shares_saved(self, models: list[nn.Module], runs_factor: int = 1
+                     ) -> tuple[list[float], float]:
         """The share of the input's latency each model saves, and the noise of the timing:
         all are timed in turn with the input and a copy of it, whose deviation from the
         input is that noise."""
         paths = [self.export(model) for model in models]
         ratios = self.ctx.measurer.ratios_to_first([self.input_path, self.input_path, *paths],
-                                                   self.runs, batch=self.batch)
+                                                   runs_factor * self.runs, batch=self.batch)
         for path in paths:
             path.unlink()
         return [1.0 - 1.0 / ratio for ratio in ratios[2:]], abs(1.0 - 1.0 / ratios[1])
@@ -185,15 +188,13 @@ class Plan(Stage):
                     speedup_vs_run_input=input_speedup, latency_ms=input_ms))
             options = candidate_options(model, ctx.input_size, cfg.kinds, cfg.prune_ratios,
                                         cfg.rank_fractions, cfg.ignore, cfg.min_layer_share)
-            table, drops, judged_on, input_f1 = self._price(model, options, ctx, timing)
-            floor = max(table.noise_floor, MIN_SAVING)
+            sensitivity = self._sensitivity(ctx) if ctx.data is not None else None
+            table, drops, judged_on, input_f1 = self._price(model, options, ctx, timing,
+                                                            sensitivity)
             priced = _monotone([Priced(o, max(table.saved[o.key], 0.0), drops[o.key])
                                 for o in options])
-            planned, achieved, refits, chosen = self._plan(model, priced, required, floor, ctx,
-                                                           timing)
-        planned_f1 = None
-        if ctx.data is not None:  # re-estimates BatchNorm on training images, then scores
-            planned_f1 = self._sensitivity(ctx).evaluate(planned)
+            planned, achieved, refits, chosen, planned_f1, drops_in_plan = self._plan(
+                model, priced, required, ctx, timing, sensitivity)
         speedup = input_speedup * achieved[0]
         note = (f"plan: {speedup:.2f}x faster than the run's input (target {target}) with "
                 f"{len(chosen)} cuts, {len(refits)} timing(s) of the whole model; latency "
@@ -206,11 +207,12 @@ class Plan(Stage):
             achieved_ratio=achieved[0], speedup_vs_run_input=speedup, latency_ms=achieved[1],
             judged_on=judged_on, input_macro_f1=input_f1, planned_macro_f1=planned_f1,
             summed_f1_drops=sum(p.f1_drop for p in chosen) if planned_f1 is not None else None,
-            chosen=[_describe(p) for p in sorted(chosen, key=lambda p: -p.saved)],
+            chosen=[{**_describe(p), "f1_drop_in_plan": _rounded(drops_in_plan.get(p.option))}
+                    for p in sorted(chosen, key=lambda p: -p.saved)],
             refits=refits, low_rank_vs_prune=_low_rank_vs_prune(priced, chosen),
             latency_table={"file": str(table.path), "reused": table.reused,
-                           "measured": table.measured, "saving_floor": floor,
-                           "options_below_floor": sum(p.saved <= floor for p in priced)},
+                           "measured": table.measured, "sets": table.sets,
+                           "copy_deviation": table.median_noise},
             options=[_describe(p) for p in priced],
             macs_before=count_macs(model, ctx.input_size),
             macs_after=count_macs(planned, ctx.input_size)))
@@ -228,37 +230,56 @@ class Plan(Stage):
         return comparison.ratio, comparison.b.median_ms
 
     def _price(self, model: nn.Module, options: list[Option], ctx: StageContext,
-               timing: _Timing) -> tuple[LatencyTable, dict[str, float], str, float | None]:
-        """The latency table (timing what the cache lacks) and the macro F1 each option
-        loses alone (BatchNorm re-estimated, no training); without data, the share of MACs
-        an option removes stands in for that loss. Options are built once, CHUNK at a time,
-        for both."""
+               timing: _Timing, sensitivity
+               ) -> tuple[LatencyTable, dict[str, float], str, float | None]:
+        """The latency table (the sets timed when the cache lacks any of their options) and
+        the macro F1 each option loses alone (BatchNorm re-estimated, no training); without
+        data, the share of MACs an option removes stands in for that loss."""
         cfg = self.config
         table = LatencyTable.open({**ctx.measurer.device_fingerprint(),
                                    "method": TIMING_METHOD},
                                   architecture_key(model, ctx.input_size, cfg.batch_size))
-        sensitivity = self._sensitivity(ctx) if ctx.data is not None else None
         baseline = sensitivity.evaluate(copy.deepcopy(model)) if sensitivity else None
         macs = count_macs(model, ctx.input_size)
+        macs_saved: dict[str, float] = {}
         drops: dict[str, float] = {}
         for start in range(0, len(options), CHUNK):
             part = options[start:start + CHUNK]
-            ctx.echo(f"plan: pricing options {start + 1}-{start + len(part)} of {len(options)}"
-                     f" (latency so far: {table.measured} timed, {table.reused} from the cache)")
-            models = {o.key: apply_options(model, [o], ctx.input_size, cfg.importance,
-                                           cfg.round_to) for o in part}
-            missing = table.missing(list(models))
-            table.reused += len(models) - len(missing)
-            if missing:
-                shares, noise = timing.shares_saved([models[key] for key in missing])
-                table.record(dict(zip(missing, shares)), noise)
-            for key, changed in models.items():
-                drops[key] = (baseline - sensitivity.evaluate(changed) if sensitivity else
-                              1.0 - count_macs(changed, ctx.input_size) / macs)
+            ctx.echo(f"plan: pricing options {start + 1}-{start + len(part)} of {len(options)}")
+            for option in part:
+                changed = apply_options(model, [option], ctx.input_size, cfg.importance,
+                                        cfg.round_to)
+                macs_saved[option.key] = 1.0 - count_macs(changed, ctx.input_size) / macs
+                drops[option.key] = (baseline - sensitivity.evaluate(changed) if sensitivity
+                                     else macs_saved[option.key])
+        keys = [option.key for option in options]
+        table.reused = len(keys) - len(table.missing(keys))
+        if table.missing(keys):
+            self._time_sets(model, options, macs_saved, ctx, timing, table)
         if sensitivity is None:
             return table, drops, "no data: the share of MACs removed stands in", None
         split = "held-out train images" if ctx.data.calibration is not None else "val images"
         return table, drops, f"{len(ctx.data.decision_split)} {split}", baseline
+
+    def _time_sets(self, model: nn.Module, options: list[Option], macs_saved: dict[str, float],
+                   ctx: StageContext, timing: _Timing, table: LatencyTable) -> None:
+        """Every kind of cut at every amount, applied at all its places at once, timed in
+        turn against the input (with SET_TIMING_FACTOR times the runs); each set's saving
+        split over its options by the MACs they remove (see latency_table)."""
+        cfg = self.config
+        sets: dict[tuple[str, float], list[Option]] = {}
+        for option in options:
+            sets.setdefault((option.kind, option.amount), []).append(option)
+        ctx.echo(f"plan: timing {len(sets)} sets of cuts (each kind at each amount, "
+                 "everywhere at once) against the input")
+        models = [apply_options(model, members, ctx.input_size, cfg.importance, cfg.round_to)
+                  for members in sets.values()]
+        shares, noise = timing.shares_saved(models, SET_TIMING_FACTOR)
+        table.sets = {f"{kind}:{amount:g}": round(share, 5)
+                      for (kind, amount), share in zip(sets, shares)}
+        table.record(split_set_savings({name: [o.key for o in members]
+                                        for name, members in sets.items()},
+                                       dict(zip(sets, shares)), macs_saved), noise)
 
     def _sensitivity(self, ctx: StageContext):
         from compress.data.training_data import calibration_subset
@@ -274,40 +295,63 @@ class Plan(Stage):
                                   macro_f1_of=ctx.measurer.model_macro_f1,
                                   recalibration_batches=RECALIBRATION_BATCHES)
 
-    def _plan(self, model: nn.Module, priced: list[Priced], required: float, floor: float,
-              ctx: StageContext, timing: _Timing):
-        """Choose, time the whole planned model, correct the shares and choose again until
-        the measured ratio meets `required` within the tolerance; the cheapest plan that
-        met it.
+    def _plan(self, model: nn.Module, priced: list[Priced], required: float,
+              ctx: StageContext, timing: _Timing, sensitivity):
+        """Choose, time the whole planned model, correct the prices and choose again, up to
+        `refits` times; of the plans that met `required` (within the tolerance) the one with
+        the best macro F1 as a whole (BatchNorm re-estimated) wins, or without data the one
+        whose cuts cost the least MACs. A plan chosen again ends the search where it met
+        the budget; where it fell short, the next choice asks for more saving (the gap).
 
-        A share within `floor` (twice the timing noise: the input timed against a copy of
-        itself in the same turns) is no evidence of a saving: such options are left out
-        until the others together cannot promise enough."""
+        Two corrections after each timing, since single cuts add up neither in time nor in
+        F1: every share is scaled by measured / predicted saving; and every chosen cut is
+        re-priced at what it costs inside the plan (the plan's F1 with that cut left out,
+        less the plan's), so cuts that are cheap alone and ruinous together are swapped
+        (a 35-cut plan of such cuts scored 0.18 macro F1 where its parts summed to -0.3)."""
         cfg = self.config
         needed = 1.0 - 1.0 / required
         low, high = required * (1 - cfg.tolerance), required * (1 + 2 * cfg.tolerance)
-        evident = [p for p in priced if p.saved > floor]
-        candidates = evident
-        scale, refits, met = 1.0, [], []
+        scale, margin, in_plan_drop = 1.0, 0.0, {}
+        refits, met, tried, drops_in_plan = [], [], {}, {}
+
+        def current(options: list[Priced]) -> list[Priced]:
+            return [Priced(p.option, p.saved * scale, in_plan_drop.get(p.option, p.f1_drop))
+                    for p in options]
+
         for _ in range(cfg.refits + 1):
-            chosen, predicted, exhausted = choose([Priced(p.option, p.saved * scale, p.f1_drop)
-                                                   for p in candidates], needed)
-            if exhausted and candidates is evident:
-                candidates = priced
-                chosen, predicted, exhausted = choose(
-                    [Priced(p.option, p.saved * scale, p.f1_drop) for p in candidates], needed)
+            chosen, predicted, exhausted = choose(current(priced), min(needed + margin, 0.99))
+            plan_key = frozenset(p.option for p in chosen)
+            if plan_key in tried:  # the corrections led back to a plan already timed:
+                if tried[plan_key] >= low or exhausted:
+                    break  # it met the budget (settled), or nothing is left to add
+                # it fell short and the scaled shares still choose it: ask for more
+                margin += needed - (1.0 - 1.0 / tried[plan_key]) + 0.01
+                continue
             planned = apply_options(model, [p.option for p in chosen], ctx.input_size,
                                     cfg.importance, cfg.round_to)
             ratio, ms = timing.ratio(planned)
             measured = 1.0 - 1.0 / ratio
-            refits.append({"scale": scale, "predicted_saving": predicted,
-                           "measured_saving": measured, "ratio": ratio, "cuts": len(chosen)})
-            ctx.echo(f"plan: {len(chosen)} cuts, predicted {predicted:.1%} saved, measured "
-                     f"{measured:.1%} ({ratio:.2f}x, needed {required:.2f}x)")
-            cost = sum(p.f1_drop for p in chosen)
+            tried[plan_key] = ratio
+            step = {"scale": scale, "asked_saving": min(needed + margin, 0.99),
+                    "predicted_saving": predicted,
+                    "measured_saving": measured, "ratio": ratio, "cuts": len(chosen)}
+            line = (f"plan: {len(chosen)} cuts, predicted {predicted:.1%} saved, measured "
+                    f"{measured:.1%} ({ratio:.2f}x, needed {required:.2f}x)")
+            if sensitivity is not None:
+                step["macro_f1"] = sensitivity.evaluate(planned)  # BatchNorm re-estimated
+                line += f", macro F1 before training {step['macro_f1']:.4f}"
+                ctx.echo(line + "; re-pricing each cut inside the plan")
+                drops_in_plan = self._drops_in_plan(model, chosen, step["macro_f1"],
+                                                    sensitivity)
+                in_plan_drop.update(drops_in_plan)
+            else:
+                ctx.echo(line)
+            refits.append(step)
             if ratio >= low:
-                met.append((cost, planned, (ratio, ms), chosen))
-                if ratio <= high:
+                merit = step.get("macro_f1", -sum(p.f1_drop for p in chosen))
+                met.append((merit, planned, (ratio, ms), chosen, step.get("macro_f1"),
+                            drops_in_plan))
+                if ratio <= high and sensitivity is None:
                     break
             elif exhausted:  # every option that saves anything is in, and it is not enough
                 break
@@ -319,26 +363,47 @@ class Plan(Stage):
             raise StageFailed(f"plan: reached at most {best:.2f}x of the {required:.2f}x this "
                               "stage needs (measured); allow more kinds of cuts or larger "
                               "prune_ratios, or lower the target")
-        _, planned, achieved, chosen = min(met, key=lambda m: m[0])
-        return planned, achieved, refits, [p for p in priced if p.option in
-                                           {c.option for c in chosen}]
+        _, planned, achieved, chosen, planned_f1, drops_in_plan = max(met, key=lambda m: m[0])
+        options = {c.option for c in chosen}
+        return (planned, achieved, refits, [p for p in priced if p.option in options],
+                planned_f1, drops_in_plan)
+
+    def _drops_in_plan(self, model: nn.Module, chosen: list[Priced], planned_f1: float,
+                       sensitivity) -> dict[Option, float]:
+        """What each chosen cut costs inside the plan: the plan's macro F1 without it, less
+        the plan's (BatchNorm re-estimated for each)."""
+        cfg = self.config
+        options = [p.option for p in chosen]
+        return {left_out: sensitivity.evaluate(apply_options(
+                    model, [o for o in options if o != left_out], sensitivity.input_size,
+                    cfg.importance, cfg.round_to)) - planned_f1
+                for left_out in options}
 
 
 def _monotone(priced: list[Priced]) -> list[Priced]:
     """Within a place, a larger cut (more channels removed, a lower rank) saves at least what
-    a smaller one saves: single timings are noisy, and a 0.875 cut that happened to measure
-    below the 0.5 cut of the same group would never be taken (seen on MobileNetV3, where
-    the plan then ran out of options at 3.8x of a reachable 5x)."""
+    a smaller one saves: where single timings say otherwise, the violating shares are
+    replaced by their mean (isotonic regression, pool-adjacent-violators). Not the running
+    maximum, which an earlier version took: the maximum of noisy timings is biased upwards,
+    and summed over dozens of cuts it promised savings no plan delivered."""
     def size(p: Priced) -> float:
         return p.option.amount if p.option.kind != "low_rank" else -p.option.amount
 
-    result, best = [], {}
+    by_place: dict[tuple[str, str], list[Priced]] = {}
     for p in sorted(priced, key=lambda p: (p.option.place, size(p))):
-        saved = max(p.saved, best.get(p.option.place, 0.0))
-        best[p.option.place] = saved
-        result.append(Priced(p.option, saved, p.f1_drop))
-    order = {p.option: i for i, p in enumerate(priced)}
-    return sorted(result, key=lambda p: order[p.option])
+        by_place.setdefault(p.option.place, []).append(p)
+    shares: dict[Option, float] = {}
+    for place_options in by_place.values():
+        pools: list[list[float]] = []  # [sum, count] of adjacent shares pooled together
+        for p in place_options:
+            pools.append([p.saved, 1])
+            while len(pools) > 1 and pools[-2][0] / pools[-2][1] > pools[-1][0] / pools[-1][1]:
+                total, count = pools.pop()
+                pools[-1][0] += total
+                pools[-1][1] += count
+        means = [total / count for total, count in pools for _ in range(count)]
+        shares.update({p.option: mean for p, mean in zip(place_options, means)})
+    return [Priced(p.option, shares[p.option], p.f1_drop) for p in priced]
 
 
 def _same_model(a: nn.Module, b: nn.Module) -> bool:
@@ -356,6 +421,10 @@ def _same_model(a: nn.Module, b: nn.Module) -> bool:
 def _in_memory(dataset) -> TensorDataset:
     images, labels = zip(*(dataset[i] for i in range(len(dataset))))
     return TensorDataset(torch.stack(images), torch.tensor(labels))
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 5)
 
 
 def _describe(p: Priced) -> dict[str, Any]:

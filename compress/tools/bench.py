@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +218,7 @@ def bench_files(model_path: str | Path, other_path: str | Path | None = None, *,
                 provider: str = "cpu", batches: Sequence[int] = (1, 8), threads: int | None = None,
                 warmup: int = 20, runs: int = 300, seconds: float | None = None,
                 input_size: int | None = None, compile_model: bool = False, peak: bool = True,
-                as_json: bool = False, echo: Callable[[str], None] = print,
+                profile: bool = False, as_json: bool = False, echo: Callable[[str], None] = print,
                 note: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
                 ) -> list[BenchRow]:
     """`compress bench`: the machine and model header, then the table (or, with `as_json`,
@@ -230,6 +230,9 @@ def bench_files(model_path: str | Path, other_path: str | Path | None = None, *,
     other = open_model(other_path, provider, threads, target.input_size, compile_model,
                        compared=True) \
         if other_path else None
+    if profile and "torch" in target.runner.provider:
+        raise UserError("--profile: only ONNX files are profiled (export the checkpoint "
+                        "with `compress export` first)")
     for batch in batches:  # before any line is printed: an error is the only line
         for opened in (target, other) if other else (target,):
             opened.check_batch(batch)
@@ -244,6 +247,19 @@ def bench_files(model_path: str | Path, other_path: str | Path | None = None, *,
         target.runner.provider else None
     lines = [json.dumps(row.as_dict() | {"model": target.path, "peak_gflops": peak_value})
              for row in rows] if as_json else _summary_lines(rows, target, other, peak_value)
+    if profile:
+        lines += _profile_lines(target, provider, threads, as_json)
     for line in lines:
         echo(line)
     return rows
+
+
+def _profile_lines(target: BenchModel, provider: str, threads: int, as_json: bool
+                   ) -> list[str]:
+    from compress.measure.op_profile import format_profile, op_type_profile
+
+    rows = op_type_profile(target.path, target.input_size, 1, provider, threads)
+    if as_json:
+        return [json.dumps({"model": target.path, "op_types": [asdict(r) for r in rows]})]
+    return ["", "batch 1, share of the time per op type (ONNX Runtime's profiler):",
+            *format_profile(rows, top=12)]

@@ -4,6 +4,7 @@ compare_runs) on a tiny checkpoint and folder, so that none of them can rot."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -35,13 +36,21 @@ def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_
     path = tmp_path / "tiny_recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     out = tmp_path / "peers"
+    # A "from scratch" peer: any checkpoint stands in for one in quick mode.
+    scratch = tmp_path / "small_net" / "last.safetensors"
+    scratch.parent.mkdir()
+    shutil.copy(tiny_checkpoint, scratch)
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "peers.py"),
                              "--recipe", str(path), "--data", str(tiny_data), "--out", str(out),
-                             "--quick", "--runs", "10", "--rounds", "2"],
+                             "--quick", "--runs", "10", "--rounds", "2",
+                             "--from-scratch", str(scratch)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads((out / "peers.json").read_text())
-    assert [m["method"] for m in report["methods"]] == METHODS
+    assert [m["method"] for m in report["methods"]] == METHODS + [
+        "small_net from scratch", "small_net from scratch + 1 epochs"]
+    as_trained, tuned = report["methods"][-2:]
+    assert as_trained["macs"] == tuned["macs"] == as_trained["baseline_macs"]
     for method in report["methods"]:
         assert method["speedup"] > 0 and 0 <= method["macro_f1"] <= 1, method
         assert len(method["speedups"]) == 2  # one per timing round, the table gives the median
@@ -78,6 +87,11 @@ def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_
                                       f"Tucker alone (VBMF)={out}"], capture_output=True,
                              text=True)
     assert unknown.returncode == 2 and "not a method of this run" in unknown.stderr
+    missing = subprocess.run(peers + ["--out", str(tmp_path / "refused"), "--from-scratch",
+                                      str(tmp_path / "absent.safetensors")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: --from-scratch")
+    assert not (tmp_path / "refused").exists()
 
     # benchmarks/seed_table.py over two runs: this one, and a copy whose default recipe
     # scored 2 points less, so uniform's mean paired difference grows by 1 point.

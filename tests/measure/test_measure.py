@@ -51,6 +51,24 @@ def test_latency_and_interleaved_comparison(tmp_path):
     assert comparison.ratio > 1  # ~150x the MACs cannot be faster
 
 
+def test_op_type_profile_puts_the_time_where_the_work_is(tmp_path):
+    from compress.measure.op_profile import format_profile, op_type_profile
+
+    # Two wide 3x3 convs and a cheap head: the convs must hold most of the kernel time.
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(64, 64, 3, padding=1), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(64, 2)).eval()
+    rows = op_type_profile(export_onnx(model, tmp_path / "m.onnx", 64), 64, runs=10)
+    shares = {row.op_type: row for row in rows}
+    assert sum(row.share for row in rows) == pytest.approx(1.0, abs=1e-6)
+    convs = [row for row in rows if "Conv" in row.op_type]  # Conv, or FusedConv with ReLU
+    assert sum(row.nodes for row in convs) == 2
+    assert sum(row.share for row in convs) > 0.5, rows
+    assert "(between kernels)" in shares and all(row.ms_per_run >= 0 for row in rows)
+    lines = format_profile(rows, top=2)
+    assert len(lines) == 4 and "other types" in lines[-1]
+
+
 def test_a_linear_applied_at_every_pixel_counts_every_pixel():
     """ConvNeXt's pointwise layers are Linears on [N, H, W, C]: H*W positions each."""
     from torch import nn

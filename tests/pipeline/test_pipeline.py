@@ -69,6 +69,10 @@ def test_every_stage_is_saved_measured_and_reported(tmp_path, tiny_recipe):
     speedup = stages[5]["result"]["fp16_speedup_vs_float32_b1"]
     assert stages[5]["note"].startswith("FP16 is") and f"{speedup:.2f}x" in stages[5]["note"]
     assert (out / "report.md").read_text().count("\n| ") == 7
+    floor = _report(out)["distance_to_floor"]
+    assert floor["stage"] == "5:export" and 0 < floor["gflops"] < floor["peak_gflops"]
+    assert any("Conv" in row["op_type"] for row in floor["op_types"])
+    assert "## Distance to the floor (stage 5:export, batch 1)" in (out / "report.md").read_text()
     assert (out / "report.png").stat().st_size > 1000
 
 

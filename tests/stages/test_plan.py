@@ -72,9 +72,26 @@ def test_a_larger_cut_of_a_place_is_priced_at_least_as_saving_as_a_smaller_one()
 
     noisy = [Priced(Option("prune", "a", 0.25), 0.10, 0.0),
              Priced(Option("prune", "a", 0.75), 0.04, 0.1),
-             Priced(Option("low_rank", "c", 0.5), 0.08, 0.0),
-             Priced(Option("low_rank", "c", 0.25), 0.02, 0.0)]
-    assert [p.saved for p in _monotone(noisy)] == [0.10, 0.10, 0.08, 0.08]
+             Priced(Option("low_rank", "c", 0.5), 0.08, 0.0),  # keeps more: the smaller cut
+             Priced(Option("low_rank", "c", 0.25), 0.02, 0.0),
+             Priced(Option("prune", "b", 0.25), 0.01, 0.0),
+             Priced(Option("prune", "b", 0.5), 0.05, 0.0),
+             Priced(Option("prune", "b", 0.75), 0.03, 0.0)]
+    # Shares out of order are pooled to their mean (not raised to the largest: the maximum
+    # of noisy timings overstates); shares in order stay as timed.
+    assert [p.saved for p in _monotone(noisy)] == pytest.approx(
+        [0.07, 0.07, 0.05, 0.05, 0.01, 0.04, 0.04])
+
+
+def test_a_set_saving_is_split_over_its_options_by_the_macs_they_remove():
+    from compress.planning.latency_table import split_set_savings
+
+    sets = {"prune:0.5": ["a", "b"], "squeeze_excite:1": ["g1", "g2"], "slower": ["c"]}
+    shares = split_set_savings(sets, {"prune:0.5": 0.30, "squeeze_excite:1": 0.10,
+                                      "slower": -0.02},
+                               {"a": 0.15, "b": 0.05, "g1": 0.0, "g2": 0.0, "c": 0.1})
+    # By MACs removed; evenly where none are removed; nothing from a set that measured slower.
+    assert shares == pytest.approx({"a": 0.225, "b": 0.075, "g1": 0.05, "g2": 0.05, "c": 0.0})
 
 
 def test_latency_table_measures_a_real_saving_and_is_reused_per_device(tmp_path):
@@ -141,7 +158,17 @@ def test_plan_meets_a_measured_budget_and_reuses_its_table(tmp_path, tiny_data):
     assert 0 <= second["planned_macro_f1"] <= 1 and 0 <= second["input_macro_f1"] <= 1
     assert second["summed_f1_drops"] == pytest.approx(sum(c["f1_drop"]
                                                           for c in second["chosen"]), abs=1e-4)
+    # With data the plan's F1 as a whole steers: every timed plan is scored, every chosen
+    # cut re-priced inside it, and of the plans that met the budget the best scored wins.
+    met = [r for r in second["refits"] if r["ratio"] >= 1.6 * (1 - 0.05)]
+    assert all("macro_f1" in r for r in second["refits"]) and met
+    assert second["planned_macro_f1"] == max(r["macro_f1"] for r in met)
+    assert all(c["f1_drop_in_plan"] is not None for c in second["chosen"])
+    assert all(c["f1_drop_in_plan"] is None for c in first["chosen"])
     assert first["latency_table"]["measured"] == len(first["options"])
+    # Timed as two sets (every group at 0.75, every block), each far above the noise.
+    assert set(first["latency_table"]["sets"]) == {"prune:0.75", "residual_block:1"}
+    assert second["latency_table"]["sets"] == first["latency_table"]["sets"]
     assert second["latency_table"]["measured"] == 0
     assert second["latency_table"]["reused"] == len(second["options"])
 

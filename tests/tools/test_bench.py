@@ -64,6 +64,20 @@ def test_a_checkpoint_is_timed_in_torch(tmp_path, tiny_model, tiny_model_spec):
     assert row["macs"] == count_macs(tiny_model, 32)
 
 
+def test_profile_gives_each_op_types_share_of_the_time(tmp_path, tiny_onnx, tiny_model,
+                                                     tiny_model_spec):
+    *rows, profile = _bench_json(tiny_onnx, "--batch", "1", "--profile", *FAST)
+    assert [row["batch"] for row in rows] == [1]
+    shares = {row["op_type"]: row["share"] for row in profile["op_types"]}
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-6)
+    assert any("Conv" in op for op in shares) and "(between kernels)" in shares
+    code, output = run_cli(["bench", tiny_onnx, "--batch", "1", "--profile", *FAST])
+    assert code == 0 and "share of the time per op type" in output, output
+    checkpoint = save_checkpoint(tmp_path / "tiny.safetensors",
+                                 Checkpoint(tiny_model, tiny_model_spec, TINY_CLASSES, 32))
+    assert_user_error(["bench", checkpoint, "--profile"], "--profile", "only ONNX files")
+
+
 @pytest.mark.skipif("CUDAExecutionProvider" in onnxruntime.get_available_providers(),
                     reason="this onnxruntime has CUDA: no fallback to show")
 def test_asking_for_cuda_without_it_says_so_and_measures_on_cpu(tiny_onnx):
