@@ -52,3 +52,29 @@ def choose(priced: list[Priced], needed: float) -> tuple[list[Priced], float, bo
         chosen[best.option.place] = best
         total += best.saved
     return list(chosen.values()), total, False
+
+
+def monotone_shares(priced: list[Priced]) -> list[Priced]:
+    """Within a place, a larger cut (more channels removed, a lower rank) saves at least what
+    a smaller one saves: where the measured shares say otherwise, the violating shares are
+    replaced by their mean (isotonic regression, pool-adjacent-violators). Not the running
+    maximum, which an earlier version took: the maximum of noisy timings is biased upwards,
+    and summed over dozens of cuts it promised savings no plan delivered."""
+    def size(p: Priced) -> float:
+        return p.option.amount if p.option.kind != "low_rank" else -p.option.amount
+
+    by_place: dict[tuple[str, str], list[Priced]] = {}
+    for p in sorted(priced, key=lambda p: (p.option.place, size(p))):
+        by_place.setdefault(p.option.place, []).append(p)
+    shares: dict[Option, float] = {}
+    for place_options in by_place.values():
+        pools: list[list[float]] = []  # [sum, count] of adjacent shares pooled together
+        for p in place_options:
+            pools.append([p.saved, 1])
+            while len(pools) > 1 and pools[-2][0] / pools[-2][1] > pools[-1][0] / pools[-1][1]:
+                total, count = pools.pop()
+                pools[-1][0] += total
+                pools[-1][1] += count
+        means = [total / count for total, count in pools for _ in range(count)]
+        shares.update({p.option: mean for p, mean in zip(place_options, means)})
+    return [Priced(p.option, shares[p.option], p.f1_drop) for p in priced]

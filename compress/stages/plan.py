@@ -40,9 +40,10 @@ from torch.utils.data import TensorDataset
 from compress.errors import StageFailed
 from compress.measure.macs import count_macs
 from compress.ops.onnx_export import export_onnx
-from compress.planning.choose import Priced, choose
+from compress.planning.choose import Priced, choose, monotone_shares
 from compress.planning.latency_table import LatencyTable, architecture_key, split_set_savings
 from compress.planning.options import KINDS, Option, apply_options, candidate_options
+from compress.planning.summary import describe, low_rank_vs_prune, rounded
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
 
@@ -191,7 +192,7 @@ class Plan(Stage):
             sensitivity = self._sensitivity(ctx) if ctx.data is not None else None
             table, drops, judged_on, input_f1 = self._price(model, options, ctx, timing,
                                                             sensitivity)
-            priced = _monotone([Priced(o, max(table.saved[o.key], 0.0), drops[o.key])
+            priced = monotone_shares([Priced(o, max(table.saved[o.key], 0.0), drops[o.key])
                                 for o in options])
             planned, achieved, refits, chosen, planned_f1, drops_in_plan = self._plan(
                 model, priced, required, ctx, timing, sensitivity)
@@ -207,13 +208,13 @@ class Plan(Stage):
             achieved_ratio=achieved[0], speedup_vs_run_input=speedup, latency_ms=achieved[1],
             judged_on=judged_on, input_macro_f1=input_f1, planned_macro_f1=planned_f1,
             summed_f1_drops=sum(p.f1_drop for p in chosen) if planned_f1 is not None else None,
-            chosen=[{**_describe(p), "f1_drop_in_plan": _rounded(drops_in_plan.get(p.option))}
+            chosen=[{**describe(p), "f1_drop_in_plan": rounded(drops_in_plan.get(p.option))}
                     for p in sorted(chosen, key=lambda p: -p.saved)],
-            refits=refits, low_rank_vs_prune=_low_rank_vs_prune(priced, chosen),
+            refits=refits, low_rank_vs_prune=low_rank_vs_prune(priced, chosen),
             latency_table={"file": str(table.path), "reused": table.reused,
                            "measured": table.measured, "sets": table.sets,
                            "copy_deviation": table.median_noise},
-            options=[_describe(p) for p in priced],
+            options=[describe(p) for p in priced],
             macs_before=count_macs(model, ctx.input_size),
             macs_after=count_macs(planned, ctx.input_size)))
 
@@ -380,32 +381,6 @@ class Plan(Stage):
                 for left_out in options}
 
 
-def _monotone(priced: list[Priced]) -> list[Priced]:
-    """Within a place, a larger cut (more channels removed, a lower rank) saves at least what
-    a smaller one saves: where single timings say otherwise, the violating shares are
-    replaced by their mean (isotonic regression, pool-adjacent-violators). Not the running
-    maximum, which an earlier version took: the maximum of noisy timings is biased upwards,
-    and summed over dozens of cuts it promised savings no plan delivered."""
-    def size(p: Priced) -> float:
-        return p.option.amount if p.option.kind != "low_rank" else -p.option.amount
-
-    by_place: dict[tuple[str, str], list[Priced]] = {}
-    for p in sorted(priced, key=lambda p: (p.option.place, size(p))):
-        by_place.setdefault(p.option.place, []).append(p)
-    shares: dict[Option, float] = {}
-    for place_options in by_place.values():
-        pools: list[list[float]] = []  # [sum, count] of adjacent shares pooled together
-        for p in place_options:
-            pools.append([p.saved, 1])
-            while len(pools) > 1 and pools[-2][0] / pools[-2][1] > pools[-1][0] / pools[-1][1]:
-                total, count = pools.pop()
-                pools[-1][0] += total
-                pools[-1][1] += count
-        means = [total / count for total, count in pools for _ in range(count)]
-        shares.update({p.option: mean for p, mean in zip(place_options, means)})
-    return [Priced(p.option, shares[p.option], p.f1_drop) for p in priced]
-
-
 def _same_model(a: nn.Module, b: nn.Module) -> bool:
     """The same modules and weights (a plan first in its recipe gets a copy of the input):
     then the speed-up between them is 1, not a timing of noise."""
@@ -421,38 +396,3 @@ def _same_model(a: nn.Module, b: nn.Module) -> bool:
 def _in_memory(dataset) -> TensorDataset:
     images, labels = zip(*(dataset[i] for i in range(len(dataset))))
     return TensorDataset(torch.stack(images), torch.tensor(labels))
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 5)
-
-
-def _describe(p: Priced) -> dict[str, Any]:
-    return {"kind": p.option.kind, "target": p.option.target, "amount": p.option.amount,
-            "saved": round(p.saved, 5), "f1_drop": round(p.f1_drop, 5)}
-
-
-def _low_rank_vs_prune(priced: list[Priced], chosen: list[Priced]) -> list[dict[str, Any]]:
-    """Per layer with both options: the low-rank factors that save the most time against
-    the pruning of the group rooted at that layer that saves the most at no more F1 cost,
-    and which kind the plan took there."""
-    taken = {(p.option.kind, p.option.target) for p in chosen}
-    rows = []
-    for layer in sorted({p.option.target for p in priced if p.option.kind == "low_rank"}):
-        low_rank = max((p for p in priced if p.option.place == ("low_rank", layer)),
-                       key=lambda p: p.saved)
-        prunes = [p for p in priced if p.option.place == ("prune", layer)
-                  and p.f1_drop <= low_rank.f1_drop]
-        if not any(p.option.place == ("prune", layer) for p in priced):
-            continue
-        prune = max(prunes, key=lambda p: p.saved, default=None)
-        rows.append({
-            "layer": layer,
-            "low_rank": _describe(low_rank),
-            "prune": _describe(prune) if prune else None,
-            "faster_at_no_more_f1_cost": "low_rank" if prune is None or
-            low_rank.saved > prune.saved else "prune",
-            "by": round(low_rank.saved - (prune.saved if prune else 0.0), 5),
-            "plan_took": "low_rank" if ("low_rank", layer) in taken else
-            "prune" if ("prune", layer) in taken else "neither"})
-    return rows

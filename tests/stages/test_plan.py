@@ -13,7 +13,7 @@ from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.measure.macs import count_macs
 from compress.models import build_model
 from compress.ops.onnx_export import check_parity, export_onnx
-from compress.planning.choose import Priced, choose
+from compress.planning.choose import Priced, choose, monotone_shares
 from compress.planning.latency_table import LatencyTable
 from compress.planning.options import Option, apply_options, candidate_options
 from compress.stages.registry import create_stage
@@ -68,8 +68,6 @@ def test_choose_takes_the_cheapest_saving_per_point_and_one_option_per_place():
 
 
 def test_a_larger_cut_of_a_place_is_priced_at_least_as_saving_as_a_smaller_one():
-    from compress.stages.plan import _monotone
-
     noisy = [Priced(Option("prune", "a", 0.25), 0.10, 0.0),
              Priced(Option("prune", "a", 0.75), 0.04, 0.1),
              Priced(Option("low_rank", "c", 0.5), 0.08, 0.0),  # keeps more: the smaller cut
@@ -79,7 +77,7 @@ def test_a_larger_cut_of_a_place_is_priced_at_least_as_saving_as_a_smaller_one()
              Priced(Option("prune", "b", 0.75), 0.03, 0.0)]
     # Shares out of order are pooled to their mean (not raised to the largest: the maximum
     # of noisy timings overstates); shares in order stay as timed.
-    assert [p.saved for p in _monotone(noisy)] == pytest.approx(
+    assert [p.saved for p in monotone_shares(noisy)] == pytest.approx(
         [0.07, 0.07, 0.05, 0.05, 0.01, 0.04, 0.04])
 
 
