@@ -32,17 +32,11 @@ def op_type_profile(onnx_path: str | Path, input_size: int, batch: int = 1,
     """Time per run and share of it per op type, largest first, with the time outside any
     kernel as "(between kernels)". Runs after 5 untimed ones; profiling adds a little
     overhead of its own, so shares, not absolute times, are the figure to read."""
-    import onnxruntime as ort
-
-    from compress.measure.runners import _FALLBACK_CHAIN, _ORT_NAMES, session_options
+    from compress.measure.runners import open_session
 
     with tempfile.TemporaryDirectory() as tmp:
-        options = session_options(threads)
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(str(onnx_path), options,
-                                       providers=[_ORT_NAMES[p]
-                                                  for p in _FALLBACK_CHAIN[provider]])
+        session, _ = open_session(onnx_path, provider, threads,
+                                  profile_prefix=str(Path(tmp) / "profile"))
         feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(
             (batch, 3, input_size, input_size)).astype(np.float32)}
         for _ in range(5 + runs):

@@ -28,7 +28,9 @@ def provider_for_device(device: str) -> str:
     return "cuda" if str(device).startswith("cuda") else "cpu"
 
 
-def session_options(threads: int | None):
+def session_options(threads: int | None, profile_prefix: str | None = None):
+    """The options every session here runs with; `profile_prefix`: ONNX Runtime's profiler
+    on, its JSON written under that prefix (compress.measure.op_profile)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -37,18 +39,24 @@ def session_options(threads: int | None):
     options.inter_op_num_threads = 1  # one model, one graph: no parallel branches to run
     if threads:
         options.intra_op_num_threads = threads
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return options
 
 
-def _session_on(model: str | bytes, provider: str, threads: int | None):
+def _session_on(model: str | bytes, provider: str, threads: int | None,
+                profile_prefix: str | None = None):
     import onnxruntime as ort
 
     chain = [_ORT_NAMES[p] for p in _FALLBACK_CHAIN[provider]]
-    return ort.InferenceSession(model, session_options(threads), providers=chain)
+    return ort.InferenceSession(model, session_options(threads, profile_prefix),
+                                providers=chain)
 
 
 def open_session(model: str | Path | bytes, provider: str = "cpu",
-                 threads: int | None = None) -> tuple[Any, str | None]:
+                 threads: int | None = None, profile_prefix: str | None = None
+                 ) -> tuple[Any, str | None]:
     """An ONNX Runtime session on `provider` (auto|cpu|cuda|tensorrt) and a note when the
     provider really used is not the one asked for (None when it is)."""
     import onnxruntime as ort
@@ -64,7 +72,7 @@ def open_session(model: str | Path | bytes, provider: str = "cpu",
             if _ORT_NAMES[candidate] not in available:
                 continue
             try:
-                session = _session_on(model, candidate, threads)
+                session = _session_on(model, candidate, threads, profile_prefix)
             except Exception as exc:  # a GPU provider whose libraries fail to load
                 failures.append(f"{_ORT_NAMES[candidate]} failed ({str(exc).splitlines()[0]})")
                 continue
@@ -75,10 +83,10 @@ def open_session(model: str | Path | bytes, provider: str = "cpu",
         raise UserError("no ONNX Runtime execution provider could load the model")
     wanted = _ORT_NAMES[provider]
     if wanted not in available:
-        session = _session_on(model, "cpu", threads)
+        session = _session_on(model, "cpu", threads, profile_prefix)
         return session, (f"{wanted} is not available in this onnxruntime build ({_GPU_HINT}); "
                          f"measured on {session.get_providers()[0]} instead")
-    session = _session_on(model, provider, threads)
+    session = _session_on(model, provider, threads, profile_prefix)
     used = session.get_providers()[0]
     if used != wanted:
         return session, (f"{wanted} failed to load (CUDA/cuDNN/TensorRT libraries missing or "
