@@ -209,7 +209,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         if _parses_as_onnx(path):
             raise onnx_file from None
-        raise UserError(f"{path}: refused, {_torch_refusal(exc)}") from None
+        raise UserError(f"{path}: refused, {_torch_refusal(exc, path)}") from None
     return _unwrapped(obj, path)
 
 
@@ -254,9 +254,13 @@ def _parses_as_onnx(path: Path) -> bool:
         return False
 
 
-def _torch_refusal(exc: Exception) -> str:
+def _torch_refusal(exc: Exception, path: Path) -> str:
     """Why torch.load(weights_only=True) refused a file, in one line (torch's own text is
     a page of advice that ends in allowlisting the class, which would run its code)."""
+    with path.open("rb") as f:
+        start = f.read(4)
+    if not (start.startswith(b"PK") or start.startswith(b"\x80")):  # torch's zip, or a pickle
+        return "neither a compress checkpoint nor a torch file of tensors"
     unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
     if unsafe:
         return (f"it holds a pickled Python object ({unsafe.group(1)}), not only tensors, "

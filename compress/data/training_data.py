@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset, Subset
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from compress import defaults
 from compress.data.config import DataConfig
@@ -155,3 +156,10 @@ def calibration_subset(dataset: Dataset, count: int, seed: int = 0) -> Dataset:
     training images that BatchNorm re-estimation, sensitivity and INT8 calibration see."""
     order = np.random.default_rng(seed).permutation(len(dataset))[:count]
     return Subset(dataset, order.tolist())
+
+
+def in_memory(dataset: Dataset) -> TensorDataset:
+    """Every item of `dataset` decoded and transformed once, as tensors: for images that
+    many models are judged on in turn (the plan's options)."""
+    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    return TensorDataset(torch.stack(images), torch.tensor(labels))

@@ -103,7 +103,9 @@ class _Run:
     def _apply(self, index: int, name: str, stage: Stage) -> None:
         stage_dir = self.store.stage_dir(index, name)
         ctx = StageContext(self.measurer.input_size, self.input.classes, self.device,
-                           stage_dir, self.input.model_spec, teacher=self.input.model,
+                           stage_dir, self.input.model_spec,
+                           teacher=self.recipe.teacher_checkpoint().model,
+                           run_input=self.input.model,
                            data=self.data, seed=self.recipe.seed, echo=self.echo,
                            measurer=self.measurer)
         started = time.perf_counter()

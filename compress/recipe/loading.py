@@ -69,6 +69,7 @@ def recipe_from_raw(raw: dict[str, Any], path: str | Path) -> Recipe:
     if not Path(recipe.checkpoint).is_file():
         raise UserError(f"recipe {path}: checkpoint: file {recipe.checkpoint} not found")
     model = recipe.input_checkpoint().model
+    _check_teacher(recipe, path)
     for index, (name, stage) in enumerate(zip(recipe.stage_names(), recipe.stage_objects())):
         try:
             stage.check(model)  # e.g. a rank larger than the layer, a pattern matching nothing
@@ -76,9 +77,27 @@ def recipe_from_raw(raw: dict[str, Any], path: str | Path) -> Recipe:
             raise UserError(f"recipe {path}: stages.{index}.{name}: {exc}") from None
     # Inputs as absolute paths: a run resumes the same from any working folder.
     recipe.checkpoint = os.path.abspath(recipe.checkpoint)
+    if recipe.teacher is not None:
+        recipe.teacher = os.path.abspath(recipe.teacher)
     if Path(recipe.data.root).is_dir():
         recipe.data.root = os.path.abspath(recipe.data.root)
     return recipe
+
+
+def _check_teacher(recipe: Recipe, path: str | Path) -> None:
+    """A teacher must exist and predict the input's classes in the same order."""
+    if recipe.teacher is None:
+        return
+    if not Path(recipe.teacher).is_file():
+        raise UserError(f"recipe {path}: teacher: file {recipe.teacher} not found")
+    try:
+        taught = recipe.teacher_checkpoint().classes
+    except UserError as exc:
+        raise UserError(f"recipe {path}: teacher: {exc}") from None
+    classes = recipe.input_checkpoint().classes
+    if taught != classes:
+        raise UserError(f"recipe {path}: teacher: its classes {taught} are not the input "
+                        f"checkpoint's {classes}")
 
 
 def _check_stage_names(recipe: Recipe, path: str | Path) -> None:

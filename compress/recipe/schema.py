@@ -101,6 +101,10 @@ class ScoreSection(_Strict):
 
 class Recipe(_Strict):
     checkpoint: str
+    teacher: str | None = Field(
+        None, description="a checkpoint to distil from (finetune's distill) and, with a "
+        "plan's relative_to: teacher, to time against; null: the input checkpoint. Give "
+        "the larger model when the input is a small one trained from scratch")
     data: DataSection = Field(default_factory=DataSection)
     device: str = "auto"
     bench: BenchSection = Field(default_factory=BenchSection)
@@ -119,6 +123,7 @@ class Recipe(_Strict):
     # Built once from `stages` (validated there) and the input checkpoint, loaded once.
     _stage_objects: list[Stage] | None = PrivateAttr(None)
     _input: Checkpoint | None = PrivateAttr(None)
+    _teacher: Checkpoint | None = PrivateAttr(None)
 
     def stage_objects(self) -> list[Stage]:
         """The stages with their typed configs, built (and so validated) once; a bad option
@@ -139,6 +144,14 @@ class Recipe(_Strict):
         if self._input is None:
             self._input = load_checkpoint(self.checkpoint)
         return self._input
+
+    def teacher_checkpoint(self) -> Checkpoint:
+        """The teacher checkpoint (the input's, without a teacher key), read once."""
+        if self.teacher is None:
+            return self.input_checkpoint()
+        if self._teacher is None:
+            self._teacher = load_checkpoint(self.teacher)
+        return self._teacher
 
     def warnings(self) -> list[str]:
         """Cross-stage rules that a recipe may break at its own risk."""

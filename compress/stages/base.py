@@ -118,7 +118,8 @@ class StageContext:
     device: torch.device
     stage_dir: Path
     base_model_spec: dict[str, Any]
-    teacher: nn.Module | None = None  # the input checkpoint's model, for distillation
+    teacher: nn.Module | None = None  # to distil from: the recipe's teacher, else the input
+    run_input: nn.Module | None = None  # the run's input model (stage 0), never changed
     data: TrainingData | None = None  # None when no data folder was found
     seed: int = defaults.SEED
     measurer: StageMeasurer | None = None

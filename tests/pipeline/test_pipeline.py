@@ -173,6 +173,9 @@ def test_set_overrides_a_stage_option(tmp_path, tiny_recipe):
     (lambda r: r["stages"][1]["finetune"].update(epochs="many"), ["stages.1.finetune.epochs"]),
     (lambda r: r["stages"][1]["finetune"].update(freeze="half"), ["stages.1.finetune.freeze"]),
     (lambda r: r.update(checkpoint="nope.safetensors"), ["checkpoint", "not found"]),
+    (lambda r: r.update(teacher="nope.safetensors"), ["teacher: file", "not found"]),
+    (lambda r: r.update(teacher=r["data"]["root"] + "/train/blue/blue0.png"),
+     ["teacher: ", "blue0.png: refused, neither a compress checkpoint nor a torch file"]),
     (lambda r: r.update(colour=1), ["colour", "unknown key"]),
     (lambda r: r["stages"][2]["decompose"].update(ranks="map", rank_map={"model.4.conv": 999}),
      ["stages.2.decompose", "larger than the layer"]),
@@ -189,6 +192,17 @@ def test_bad_recipes_fail_before_any_work(tmp_path, tiny_recipe, edit, fragments
     for fragment in fragments:
         assert fragment in line
     assert not (tmp_path / "run" / "stages").exists()
+
+
+def test_a_teacher_must_predict_the_inputs_classes(tmp_path, tiny_recipe, tiny_model_spec):
+    raw = yaml.safe_load(tiny_recipe.read_text())
+    raw["teacher"] = str(save_checkpoint(tmp_path / "other.safetensors", Checkpoint(
+        build_model(tiny_model_spec).eval(), tiny_model_spec, ["red", "green", "blue"], 32)))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    code, output = _run(bad, "--out", tmp_path / "run")
+    line, = output.strip().splitlines()
+    assert code == 2 and "teacher: its classes ['red', 'green', 'blue'] are not" in line, output
 
 
 @pytest.mark.slow

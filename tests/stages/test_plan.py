@@ -149,7 +149,7 @@ def test_plan_meets_a_measured_budget_and_reuses_its_table(tmp_path, tiny_data):
     first, second = results
     for result in results:
         # Met within the tolerance, as measured by the stage's own final timing.
-        assert result["speedup_vs_run_input"] >= 1.6 * (1 - 0.05), result["refits"]
+        assert result["speedup_vs_reference"] >= 1.6 * (1 - 0.05), result["refits"]
         assert result["chosen"] and result["macs_after"] < result["macs_before"]
     assert first["judged_on"].startswith("no data") and first["planned_macro_f1"] is None
     assert second["judged_on"] == f"{len(data.val)} val images"
@@ -193,6 +193,28 @@ def test_plan_options_are_validated_before_any_work(tmp_path, tiny_checkpoint, t
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), output
     assert "stages.0.plan" in lines[0] and problem in lines[0], lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_plan_relative_to_the_teacher_times_the_input_against_it(tmp_path, tiny_data):
+    """A small model trained from scratch, compressed to N times faster than the large
+    baseline: the recipe's teacher is the reference, so the input's own head start counts."""
+    classes = ["blue", "green", "red"]
+    narrow = SMALL | {"kwargs": {"width_mult": 0.25}}
+    checkpoints = {name: save_checkpoint(tmp_path / f"{name}.safetensors", Checkpoint(
+        build_model(spec).eval(), spec, classes, SIZE))
+        for name, spec in (("input", narrow), ("teacher", SMALL))}
+    recipe = write_tiny_recipe(tmp_path / "recipe.yaml", checkpoints["input"], tiny_data,
+                               [{"plan": {"target_speedup": 1.3, "relative_to": "teacher"}}],
+                               teacher=str(checkpoints["teacher"]))
+    code, output = run_cli(["run", recipe, "--out", tmp_path / "run"])
+    assert code == 0, output
+    result = json.loads((tmp_path / "run" / "report.json").read_text())["stages"][1]["result"]
+    # A quarter of the width runs well over 1.3x faster than the full model: nothing to cut.
+    assert result["relative_to"] == "teacher" and result["input_speedup"] > 1.3, result
+    assert result["required_ratio"] == pytest.approx(1.3 / result["input_speedup"])
+    assert result["note"] == ("plan: the input already meets 1.30x faster than the run's "
+                              "teacher; nothing cut")
+    assert result["chosen"] == [] and result["speedup_vs_reference"] > 1.3
 
 
 def test_a_plan_whose_input_already_meets_the_budget_cuts_nothing(tmp_path, tiny_checkpoint,
