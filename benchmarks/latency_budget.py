@@ -13,6 +13,8 @@ teacher's own one-stage run (OUT/reference) gives its ONNX file and F1 figures.
     python benchmarks/latency_budget.py --targets 5 --seeds 42
     python benchmarks/latency_budget.py --targets 3,4,5,6,8 --seeds 1,2,3 --out runs/latency
     python benchmarks/latency_budget.py --recipe recipes/mnv3_small_latency.yaml --seeds 42,1,2
+    python benchmarks/latency_budget.py --recipe recipes/mnv3_small_latency.yaml \
+        --targets 4,5,6,8 --seeds 42 --plot curve.png --peers runs/peers/peers.json
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ def main() -> int:
     parser.add_argument("--seeds", default="42", help="comma-separated seeds")
     parser.add_argument("--runs", type=int, default=300, help="timed runs per re-timing")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--plot", help="write val macro F1 against the re-timed speed-up here "
+                        "(a PNG), with the reference and, with --peers, the peers")
+    parser.add_argument("--peers", help="a peers.json of benchmarks/peers.py to plot beside "
+                        "(its speed-ups come from its own sitting)")
     args = parser.parse_args()
     if not Path(args.data).is_dir():
         print(f"skipped: no data at {args.data}")
@@ -93,6 +99,7 @@ def main() -> int:
             retimed = [compress.time_interleaved(first["onnx"], last["onnx"], runs=args.runs)
                        .ratio for _ in range(args.rounds)]
             row = {"target": target, "seed": seed, "retimed": statistics.median(retimed),
+                   "first": first,
                    # the run's own timing; its input's speed-up over the teacher, if any
                    "in_run": last["speedup_vs_input"] * run["plan"]["result"]["input_speedup"],
                    "val": last["macro_f1"], "val_change": last["macro_f1"] - first["macro_f1"],
@@ -123,7 +130,39 @@ def main() -> int:
         print(f"x{target:g}: mean re-timed {statistics.mean(r['retimed'] for r in runs):.2f}x, "
               f"mean val change {statistics.mean(changes):+.2f} pt{spread} over {len(runs)} "
               "seed(s)")
+    if args.plot:
+        plot(Path(args.plot), reference or next(iter(rows.values()))[0]["first"],
+             [r for runs in rows.values() for r in runs],
+             json.loads(Path(args.peers).read_text())["methods"] if args.peers else [])
+        print(f"wrote {args.plot}")
     return 0
+
+
+def plot(path: Path, reference: dict, rows: list[dict], peers: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # a benchmark's own figure: the library's plotting is internal
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 5))
+    axes.scatter([1.0], [reference["macro_f1"]], color="black", label="reference (1x)")
+    axes.scatter([r["retimed"] for r in rows], [r["val"] for r in rows], color="tab:blue",
+                 label="plan + fine-tune, one point per target and seed")
+    for row in rows:
+        axes.annotate(f"x{row['target']:g} s{row['seed']}", (row["retimed"], row["val"]),
+                      textcoords="offset points", xytext=(4, 3), fontsize=7)
+    for peer in peers:
+        axes.scatter(peer["speedup"], peer["macro_f1"], color="tab:orange", marker="s")
+        axes.annotate(peer["method"], (peer["speedup"], peer["macro_f1"]),
+                      textcoords="offset points", xytext=(4, -9), fontsize=7)
+    axes.set_xlabel("batch-1 speed-up over the reference (ONNX Runtime CPU, interleaved)")
+    axes.set_ylabel("val macro F1")
+    axes.set_title("latency budget: val macro F1 against measured speed-up"
+                   + (" (squares: peers)" if peers else ""))
+    axes.legend(fontsize=8, loc="lower left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 if __name__ == "__main__":

@@ -297,13 +297,15 @@ def print_table(baseline: dict, results: list[dict], epochs: int, runs: int,
     print(f"\nSame fine-tuning budget: {epochs} epochs. Speed-up: ONNX Runtime CPU, batch 1, "
           f"each final model interleaved with the baseline, {runs} runs each; the median of "
           f"{rounds} rounds.")
-    header = f"{'method':<28}{'params':>11}{'MACs':>9}{'speed-up':>10}{'macro F1':>10}" \
+    width = max(28, *(len(r["method"]) + 2 for r in results))  # long peer names stay aligned
+    header = f"{'method':<{width}}{'params':>11}{'MACs':>9}{'speed-up':>10}{'macro F1':>10}" \
              f"{'accuracy':>10}{'score':>8}{'minutes':>9}"
     print(header)
-    print(f"{'baseline':<28}{'':>11}{baseline['macs'] / 1e6:>8.1f}M{1.0:>9.2f}x"
+    print(f"{'baseline':<{width}}{'':>11}{baseline['macs'] / 1e6:>8.1f}M{1.0:>9.2f}x"
           f"{baseline['macro_f1']:>10.4f}")
     for r in results:
-        print(f"{r['method']:<28}{r['params']:>11,}{r['macs'] / 1e6:>8.1f}M{r['speedup']:>9.2f}x"
+        print(f"{r['method']:<{width}}{r['params']:>11,}{r['macs'] / 1e6:>8.1f}M"
+              f"{r['speedup']:>9.2f}x"
               f"{r['macro_f1']:>10.4f}{r['accuracy']:>10.4f}{r['score']:>8.4f}"
               f"{r['minutes']:>9.1f}")
     for r in results:

@@ -42,6 +42,8 @@ class FinetuneConfig(StageConfig):
     batch_size: int | None = Field(None, ge=1, description="default: the data's batch size")
     weight_decay: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradients' global "
+                                    "norm to this value (the baseline trained with 2.0)")
     freeze: str | list[str] = Field("none", description=f"one of {POLICIES} or name patterns")
     distill: DistillConfig | None = None
     keep: Literal["last", "best"] = Field(
@@ -85,7 +87,7 @@ class Finetune(Stage):
         train_config = TrainConfig(
             epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size or ctx.data.batch_size,
             weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
-            seed=ctx.seed, num_workers=ctx.data.num_workers, device=str(ctx.device),
+            grad_clip=cfg.grad_clip, seed=ctx.seed, num_workers=ctx.data.num_workers, device=str(ctx.device),
             schedule=cfg.schedule, freeze_bn_stats=freeze_bn_stats,
             distill_temperature=cfg.distill.temperature if cfg.distill else 4.0,
             distill_alpha=cfg.distill.alpha if cfg.distill else 0.0, keep=cfg.keep)

@@ -199,6 +199,46 @@ def test_latency_budget_runs_the_grid_and_rereads_finished_runs(tmp_path, tiny_c
     assert again.returncode == 0 and again.stdout.count("earlier (re-read)") == 2, again.stdout
 
 
+def test_latency_budget_measures_against_the_recipes_teacher(tmp_path, tiny_checkpoint,
+                                                             tiny_data, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    recipe = write_tiny_recipe(tmp_path / "recipe.yaml", tiny_checkpoint, tiny_data, [
+        {"plan": {"target_speedup": 1.05, "tolerance": 0.45, "kinds": ["prune"],
+                  "prune_ratios": [0.5], "timing_runs": 10, "relative_to": "teacher"}},
+        {"finetune": {"epochs": 1, "distill": {}}}], teacher=str(tiny_checkpoint))
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "latency_budget.py"),
+                             "--recipe", str(recipe), "--data", str(tiny_data), "--out",
+                             str(tmp_path / "grid"), "--targets", "1.05", "--seeds", "1",
+                             "--runs", "10", "--rounds", "1", "--plot",
+                             str(tmp_path / "curve.png")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "against the recipe's teacher" in result.stdout
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert (tmp_path / "grid" / "reference" / "report.json").is_file()
+    assert sum(line.startswith("x1.05 seed 1: re-timed") for line in result.stdout.splitlines())
+
+
+def test_thread_plans_times_each_plan_at_every_setting(tmp_path, tiny_checkpoint, tiny_data,
+                                                        monkeypatch):
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    recipe = write_tiny_recipe(tmp_path / "recipe.yaml", tiny_checkpoint, tiny_data, [
+        {"plan": {"target_speedup": 1.05, "tolerance": 0.45, "kinds": ["prune"],
+                  "prune_ratios": [0.5], "timing_runs": 10}},
+        {"finetune": {"epochs": 1}}])
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "thread_plans.py"),
+                             "--recipe", str(recipe), "--data", str(tiny_data), "--out",
+                             str(tmp_path / "plans"), "--threads", "1,2", "--runs", "10",
+                             "--rounds", "1"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    for made_at in (1, 2):
+        assert any(line.startswith(f"plan made at {made_at} thread(s): plan:") for line in lines)
+    assert sum("timed at" in line for line in lines) == 4
+    stages = json.loads((tmp_path / "plans" / "t1" / "report.json").read_text())["stages"]
+    assert [s["name"] for s in stages] == ["input", "plan", "export"]  # the fine-tune left out
+    assert any(line.startswith("cuts in every plan:") for line in lines)
+
+
 def test_turn_order_bias_prints_both_orders(tiny_checkpoint):
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "turn_order_bias.py"),
                              "--checkpoint", str(tiny_checkpoint), "--copies", "3",

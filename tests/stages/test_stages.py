@@ -181,6 +181,21 @@ def test_finetune_with_distillation_runs(tmp_path, tiny_model_spec, tiny_data):
     assert result["distill"] == {"temperature": 2.0, "alpha": 0.7}
 
 
+def test_finetune_clips_the_gradient_norm(tmp_path, tiny_model_spec, tiny_data):
+    moved = {}
+    for clip in (None, 1e-9):
+        torch.manual_seed(0)
+        model = build_model(tiny_model_spec)
+        before = {k: v.clone() for k, v in model.named_parameters()}
+        ctx = _ctx(tmp_path / str(clip), tiny_model_spec, _tiny_data(tiny_data))
+        tuned, _ = apply_stage(create_stage("finetune", {"epochs": 1, "lr": 0.05,
+                                                         "grad_clip": clip}), model, ctx)
+        moved[clip] = max((v - before[k]).abs().max().item()
+                          for k, v in tuned.named_parameters())
+    # Each step moves a weight by at most lr x the clipped norm (x 10 for the momentum).
+    assert moved[None] > 1e-3 and moved[1e-9] < 0.05 * 1e-9 * 10 * 5  # 5 steps
+
+
 @pytest.mark.parametrize("fp16", [False, True])
 def test_export_checks_parity_on_real_images(tmp_path, tiny_model_spec, tiny_data, fp16):
     model = build_model(tiny_model_spec).eval()
