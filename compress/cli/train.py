@@ -64,14 +64,19 @@ def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resu
               show_default=True, help="Peak learning rate.")
 @click.option("--distill/--no-distill", default=False, show_default=True,
               help="Soft targets from CHECKPOINT itself as the teacher.")
+@click.option("--teacher", type=click.Path(dir_okay=False), default=None,
+              help="Distil from this checkpoint instead (same classes; implies --distill), "
+                   "e.g. the large baseline for a small model trained from scratch.")
+@click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Clip the gradients' global norm to this value.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=defaults.BATCH_SIZE,
               show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @_keep_option
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder; the result is OUT/finetuned.safetensors.")
-def finetune(checkpoint, data_root, freeze, epochs, lr, distill, batch_size, device, keep,
-             out) -> None:
+def finetune(checkpoint, data_root, freeze, epochs, lr, distill, teacher, grad_clip,
+             batch_size, device, keep, out) -> None:
     """Fine-tune CHECKPOINT, optionally with layers frozen; keeps the last (or best) epoch.
 
     On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress finetune ...
@@ -83,7 +88,7 @@ def finetune(checkpoint, data_root, freeze, epochs, lr, distill, batch_size, dev
     from compress.training.distributed import distributed_from_env
 
     path, details = finetune_checkpoint(checkpoint, data_root, out, freeze, epochs, lr,
-                                        distill, batch_size, device, keep)
+                                        distill, batch_size, device, keep, teacher, grad_clip)
     if distributed_from_env().is_main:
         click.echo(kept_line(details["val_macro_f1"], details["kept_epoch"],
                              details["best_val_macro_f1"], details["best_epoch"], path,

@@ -8,6 +8,7 @@ from typing import Any
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data.training_data import TrainingData, open_training_data
 from compress.device import resolve_device
+from compress.errors import UserError
 from compress.fileio import check_writable, write_json_atomic
 from compress.pipeline.measurer import Measurer
 from compress.recipe.schema import BenchSection, DataSection, ScoreSection
@@ -36,19 +37,22 @@ def freeze_policy(text: str | list[str]) -> str | list[str]:
 
 def finetune_checkpoint(path: str, data_root: str, out: str, freeze: str | list[str],
                         epochs: int, lr: float, distill: bool, batch_size: int,
-                        device: str, keep: str = "last") -> tuple[Path, dict[str, Any]]:
+                        device: str, keep: str = "last", teacher: str | None = None,
+                        grad_clip: float | None = None) -> tuple[Path, dict[str, Any]]:
     """`freeze` as typed after --freeze: a policy name or comma-separated parameter-name
-    patterns (or a list of patterns)."""
+    patterns (or a list of patterns). The teacher is CHECKPOINT itself, or `teacher`."""
     checkpoint = load_checkpoint(path)
-    options = {"epochs": epochs, "lr": lr, "freeze": freeze_policy(freeze), "keep": keep}
-    if distill:
+    teacher_model = _teacher(checkpoint, path, teacher) if distill or teacher else None
+    options = {"epochs": epochs, "lr": lr, "freeze": freeze_policy(freeze), "keep": keep,
+               "grad_clip": grad_clip}
+    if teacher_model is not None:
         options["distill"] = {}
     stage = create_stage("finetune", options)
     out_dir = Path(out)
     ctx = _context(checkpoint, out_dir, open_training_data(
         data_root, checkpoint.classes, checkpoint.input_size, batch_size=batch_size,
         held_out=checkpoint.held_out_files), device,
-                   teacher=load_checkpoint(path).model if distill else None)
+                   teacher=teacher_model)
     output = stage.apply(checkpoint.model, ctx)
     details = output.result.to_dict()
     result = out_dir / "finetuned.safetensors"
@@ -58,6 +62,21 @@ def finetune_checkpoint(path: str, data_root: str, out: str, freeze: str | list[
             {**checkpoint.info, "finetune": details}))
         write_json_atomic(out_dir / "finetune.json", details)
     return result, details
+
+
+def _teacher(student: Checkpoint, path: str, teacher: str | None):
+    """The model to distil from: a second copy of the checkpoint, or --teacher, which must
+    predict the same classes in the same order."""
+    if teacher is None:
+        return load_checkpoint(path).model
+    try:
+        taught = load_checkpoint(teacher)
+    except UserError as exc:
+        raise UserError(f"--teacher: {exc}") from None
+    if taught.classes != student.classes:
+        raise UserError(f"--teacher {teacher}: its classes {taught.classes} are not "
+                        f"{path}'s {student.classes}")
+    return taught.model
 
 
 def export_checkpoint(path: str, out: str, fp16: bool, opset: int,

@@ -166,6 +166,26 @@ def test_finetune_and_export_commands(tmp_path, tiny_checkpoint, tiny_data):
     assert (tmp_path / "m.onnx").is_file() and '"fp16"' in output
 
 
+def test_finetune_distils_from_another_teacher_with_the_same_classes(tmp_path,
+                                                                    tiny_checkpoint, tiny_data):
+    from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+
+    base = load_checkpoint(tiny_checkpoint)
+    other = save_checkpoint(tmp_path / "other.safetensors", Checkpoint(
+        base.model, base.model_spec, list(reversed(base.classes)), base.input_size))
+    command = ["finetune", tiny_checkpoint, "--data", tiny_data, "--epochs", 1,
+               "--batch-size", 8, "--grad-clip", 1.0]
+    assert_user_error(command + ["--teacher", other, "--out", tmp_path / "a"], "--teacher",
+                      "its classes ['red', 'green', 'blue'] are not")
+    assert_user_error(command + ["--teacher", tmp_path / "nope.safetensors", "--out",
+                                 tmp_path / "a"], "--teacher: checkpoint", "not found")
+    assert not (tmp_path / "a").exists()
+    code, output = run_cli(command + ["--teacher", tiny_checkpoint, "--out", tmp_path / "b"])
+    assert code == 0, output
+    details = json.loads((tmp_path / "b" / "finetune.json").read_text())
+    assert details["distill"] == {"temperature": 4.0, "alpha": 0.5}
+
+
 def test_a_second_finetune_with_other_settings_into_the_same_out_is_refused(tmp_path,
                                                                            tiny_checkpoint,
                                                                            tiny_data):
