@@ -1,6 +1,7 @@
 """The recipe, typed: sections with their defaults, unknown keys rejected.
 
     checkpoint: checkpoints/mnv3_trashnet.safetensors
+    teacher: null            # optional: another checkpoint to distil from / plan against
     data: {root: ../shared/data/trashnet, split: val}
     device: auto
     bench: {batch_sizes: [1, 8], warmup: 10, runs: 50}
