@@ -17,12 +17,13 @@ Methods:
 6. with --from-scratch CHECKPOINT (repeatable): a model designed small and trained from
    scratch with the baseline's own recipe, the peer a user would pick instead of
    compressing, e.g. `compress train --model mobilenet_v3_small --data
-   recipes/data/trashnet_calibration.yaml --out runs/mnv3_small` (120 epochs, last epoch):
+   recipes/data/trashnet_calibration.yaml --out runs/mnv3_small` (120 epochs, last epoch;
+   shipped as checkpoints/mnv3_small_trashnet.safetensors):
    measured as trained, and after the same fine-tuning epochs as the others (no teacher).
 
     python benchmarks/peers.py [--data ROOT] [--out runs/peers] [--epochs 28] [--rounds 3]
         [--set seed=1] [--only METHOD] [--reuse METHOD=EARLIER_OUT/method_folder] [--quick]
-        [--from-scratch runs/mnv3_small/last.safetensors]
+        [--from-scratch checkpoints/mnv3_small_trashnet.safetensors]
 
 --reuse lets a changed default recipe be compared with peers that already ran (same
 checkpoint, seed and epochs) instead of training them again.
