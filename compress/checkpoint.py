@@ -171,6 +171,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                       header.get("info", {}))
 
 
+def load_teacher(path: str | Path, classes: list[str]) -> Checkpoint:
+    """A checkpoint to distil from (or time against): it must predict `classes`, in order.
+    Errors name the file; callers prefix the option that gave it."""
+    teacher = load_checkpoint(path)
+    if teacher.classes != classes:
+        raise UserError(f"{path}: its classes {teacher.classes} are not the input's {classes}")
+    return teacher
+
+
 def _check_classes(path: Path, model: nn.Module, classes: object) -> None:
     """The class names must match the classifier's outputs one to one."""
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from compress import defaults
-from compress.checkpoint import Checkpoint, load_checkpoint
+from compress.checkpoint import Checkpoint, load_checkpoint, load_teacher
 from compress.data.config import TrainPolicy
 from compress.recipe.search_space import SearchSection
 from compress.stages.base import Stage, reject_bool_numbers
@@ -151,7 +151,7 @@ class Recipe(_Strict):
         if self.teacher is None:
             return self.input_checkpoint()
         if self._teacher is None:
-            self._teacher = load_checkpoint(self.teacher)
+            self._teacher = load_teacher(self.teacher, self.input_checkpoint().classes)
         return self._teacher
 
     def warnings(self) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from compress.checkpoint import Checkpoint, load_checkpoint, load_teacher, save_checkpoint
 from compress.data.training_data import TrainingData, open_training_data
 from compress.device import resolve_device
 from compress.errors import UserError
@@ -70,13 +70,9 @@ def _teacher(student: Checkpoint, path: str, teacher: str | None):
     if teacher is None:
         return load_checkpoint(path).model
     try:
-        taught = load_checkpoint(teacher)
+        return load_teacher(teacher, student.classes).model
     except UserError as exc:
         raise UserError(f"--teacher: {exc}") from None
-    if taught.classes != student.classes:
-        raise UserError(f"--teacher {teacher}: its classes {taught.classes} are not "
-                        f"{path}'s {student.classes}")
-    return taught.model
 
 
 def export_checkpoint(path: str, out: str, fp16: bool, opset: int,
