@@ -1,5 +1,5 @@
 """Does the order of models timed in turn bias their ratios? Ten copies of the shipped
-baseline's ONNX file, timed in turn block by block (compress.measure.latency.ratios_to_first),
+baseline's ONNX file, timed in turn block by block (compress.measure.latency.time_in_turn),
 with the order fixed and with the order rotating every cycle: every ratio should be 1.0.
 
     python benchmarks/turn_order_bias.py [--rounds 3]
@@ -12,7 +12,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from compress.checkpoint import load_checkpoint
-from compress.measure.latency import ratios_to_first
+from compress.measure.latency import time_in_turn
 from compress.measure.runners import OrtRunner
 from compress.ops.onnx_export import export_onnx
 
@@ -31,8 +31,8 @@ def main() -> int:
         path = export_onnx(checkpoint.model.eval(), Path(tmp) / "m.onnx", checkpoint.input_size)
         for rotate in (False, True):
             for _ in range(args.rounds):
-                ratios = ratios_to_first([OrtRunner.open(path) for _ in range(args.copies)],
-                                         checkpoint.input_size, rotate=rotate)
+                ratios = time_in_turn([OrtRunner.open(path) for _ in range(args.copies)],
+                                      checkpoint.input_size, rotate=rotate).ratios
                 print(f"{'rotated' if rotate else 'fixed order'}: "
                       + " ".join(f"{r:.3f}" for r in ratios[1:]))
     return 0

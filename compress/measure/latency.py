@@ -102,8 +102,14 @@ def compare_latency(runner_a: Any, runner_b: Any, input_size: int, batch: int = 
     return Comparison(a, b, a.median_ms / b.median_ms)
 
 
-def ratios_to_first(runners: list[Any], input_size: int, batch: int = 1, warmup: int = 10,
-                    runs: int = 100, block: int = 5, rotate: bool = True) -> list[float]:
+@dataclass(frozen=True)
+class InTurn:
+    ratios: list[float]  # how many times faster each model runs than the first
+    medians_ms: list[float]  # each model's median over all its timed runs
+
+
+def time_in_turn(runners: list[Any], input_size: int, batch: int = 1, warmup: int = 10,
+                 runs: int = 100, block: int = 5, rotate: bool = True) -> InTurn:
     """How many times faster each model runs than the first, timed in turn block by block:
     the median over cycles of the first's block median over the model's. A cycle's models
     run within a fraction of a second of each other, so a slow spell of the machine that
@@ -115,8 +121,10 @@ def ratios_to_first(runners: list[Any], input_size: int, batch: int = 1, warmup:
     blocks = _blocks_in_turn(runners, [input_size] * len(runners), batch, warmup, runs, block,
                              rotate=rotate)
     first = [float(np.median(b)) for b in blocks[0]]
-    return [float(np.median([f / np.median(b) for f, b in zip(first, runner_blocks)]))
-            for runner_blocks in blocks]
+    return InTurn([float(np.median([f / np.median(b) for f, b in zip(first, runner_blocks)]))
+                   for runner_blocks in blocks],
+                  [float(np.median([t for b in runner_blocks for t in b]))
+                   for runner_blocks in blocks])
 
 
 def _blocks_in_turn(runners: list[Any], input_sizes: list[int], batch: int, warmup: int,

@@ -17,7 +17,13 @@ from compress.checkpoint import Checkpoint
 from compress.data.folders import make_loader
 from compress.data.training_data import TrainingData, open_training_data
 from compress.measure.end_to_end import predict_files
-from compress.measure.latency import Comparison, compare_latency, measure_latency, ratios_to_first
+from compress.measure.latency import (
+    Comparison,
+    InTurn,
+    compare_latency,
+    measure_latency,
+    time_in_turn,
+)
 from compress.measure.macs import count_macs, count_params
 from compress.measure.metrics import classification_metrics, model_macro_f1
 from compress.measure.runners import OrtRunner, provider_for_device
@@ -72,11 +78,12 @@ class Measurer:
         return compare_latency(self.runner(path_a), self.runner(path_b), self.input_size, batch,
                                self.bench.warmup, runs or self.bench.runs)
 
-    def ratios_to_first(self, paths: list[Path], runs: int | None = None, batch: int = 1
-                        ) -> list[float]:
-        """How many times faster each ONNX file runs than the first (see ratios_to_first)."""
-        return ratios_to_first([self.runner(p) for p in paths], self.input_size, batch,
-                               self.bench.warmup, runs or self.bench.runs)
+    def time_in_turn(self, paths: list[Path], runs: int | None = None, batch: int = 1
+                     ) -> InTurn:
+        """How many times faster each ONNX file runs than the first, and each one's median
+        ms (see compress.measure.latency.time_in_turn)."""
+        return time_in_turn([self.runner(p) for p in paths], self.input_size, batch,
+                            self.bench.warmup, runs or self.bench.runs)
 
     def distance_to_floor(self, record: StageRecord) -> dict:
         """How far a stage's model is from what this device can do: its achieved GFLOP/s at

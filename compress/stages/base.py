@@ -28,7 +28,7 @@ from compress import defaults
 from compress.data.training_data import TrainingData
 
 if TYPE_CHECKING:  # a type only: stages never time models themselves
-    from compress.measure.latency import Comparison
+    from compress.measure.latency import Comparison, InTurn
 
 
 def reject_bool_numbers(model: type[BaseModel], data: Any) -> Any:
@@ -92,9 +92,10 @@ class StageMeasurer(Protocol):
         """Latency of two ONNX files at a batch (1 by default), timed interleaved;
         ratio = a / b."""
 
-    def ratios_to_first(self, paths: list[Path], runs: int | None = None, batch: int = 1
-                        ) -> list[float]:
-        """How many times faster each ONNX file runs than the first, timed in turn."""
+    def time_in_turn(self, paths: list[Path], runs: int | None = None, batch: int = 1
+                     ) -> InTurn:
+        """How many times faster each ONNX file runs than the first, and each one's median
+        ms, timed in turn."""
 
     def device_fingerprint(self) -> dict:
         """What a latency measured here depends on besides the model (cache key)."""

@@ -9,7 +9,8 @@ low-rank factors, squeeze-excite gates and residual blocks.
    images held out of the input model's training (val only where the checkpoint records
    none).
 2. The cheapest set that saves enough is chosen greedily (compress.planning.choose).
-3. The planned model is timed whole against the stage's input and scored whole. Neither
+3. The planned model is timed whole against the stage's input (and the teacher, where the
+   target is relative to it: compress.planning.timing) and scored whole. Neither
    shares nor F1 costs of single cuts add up: every share is scaled by measured /
    predicted, every chosen cut is re-priced at its F1 cost inside the plan, and the choice
    is made again (a refit), up to `refits` times; the met plan with the best F1 wins.
@@ -43,6 +44,7 @@ from compress.planning.choose import Priced, choose, monotone_shares
 from compress.planning.latency_table import LatencyTable, architecture_key, split_set_savings
 from compress.planning.options import KINDS, Option, apply_options, candidate_options
 from compress.planning.summary import describe, low_rank_vs_prune, rounded
+from compress.planning.timing import Budget, PlanTiming
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
 
@@ -60,7 +62,8 @@ SET_TIMING_FACTOR = 3  # the sets are few and decide every share: three times th
 class PlanResult(StageResult):
     target: str = ""  # as configured, e.g. "5.00x faster than the run's input"
     relative_to: str = "input"  # the reference of target_speedup: the run's input or teacher
-    input_speedup: float = 1.0  # the stage's input against the reference, measured
+    input_speedup: float = 1.0  # the stage's input against the reference: median of
+    reference_ratios: list[float] = field(default_factory=list)  # each timing of it
     required_ratio: float = 1.0  # how many times faster this stage must make its input
     achieved_ratio: float = 1.0  # measured, the planned model against the stage's input
     speedup_vs_reference: float = 1.0  # input_speedup x achieved_ratio
@@ -122,43 +125,6 @@ class PlanConfig(StageConfig):
         return self
 
 
-@dataclass
-class _Timing:
-    """Exports models into one folder and times them against the stage's input."""
-
-    ctx: StageContext
-    folder: Path
-    input_path: Path
-    batch: int
-    runs: int
-    count: int = 0
-
-    def export(self, model: nn.Module) -> Path:
-        self.count += 1
-        return export_onnx(model, self.folder / f"m{self.count}.onnx", self.ctx.input_size)
-
-    def shares_saved(self, models: list[nn.Module], runs_factor: int = 1
-                     ) -> tuple[list[float], float]:
-        """The share of the input's latency each model saves, and the noise of the timing:
-        all are timed in turn with the input and a copy of it, whose deviation from the
-        input is that noise."""
-        paths = [self.export(model) for model in models]
-        ratios = self.ctx.measurer.ratios_to_first([self.input_path, self.input_path, *paths],
-                                                   runs_factor * self.runs, batch=self.batch)
-        for path in paths:
-            path.unlink()
-        return [1.0 - 1.0 / ratio for ratio in ratios[2:]], abs(1.0 - 1.0 / ratios[1])
-
-    def ratio(self, model: nn.Module) -> tuple[float, float]:
-        """How many times faster `model` runs than the stage's input, and its median ms;
-        three times the runs of an option's timing, since it decides."""
-        path = self.export(model)
-        comparison = self.ctx.measurer.compare_files(self.input_path, path, 3 * self.runs,
-                                                     batch=self.batch)
-        path.unlink()
-        return comparison.ratio, comparison.b.median_ms
-
-
 @register_stage
 class Plan(Stage):
     name = "plan"
@@ -176,21 +142,20 @@ class Plan(Stage):
         model = model.cpu().eval()
         with tempfile.TemporaryDirectory(dir=ctx.stage_dir) as tmp:
             folder = Path(tmp)
-            timing = _Timing(ctx, folder, export_onnx(model, folder / "input.onnx",
-                                                      ctx.input_size),
-                             cfg.batch_size, cfg.timing_runs)
-            input_speedup, input_ms = self._input_speedup(model, ctx, timing)
-            required = cfg.target_speedup / input_speedup if cfg.target_speedup else \
-                input_ms / cfg.target_latency_ms
+            timing = PlanTiming(ctx, folder, export_onnx(model, folder / "input.onnx",
+                                                         ctx.input_size),
+                                cfg.batch_size, cfg.timing_runs)
+            budget = self._budget(model, ctx, timing)
             target = (f"{cfg.target_speedup:.2f}x faster than the run's {cfg.relative_to}"
                       if cfg.target_speedup else f"{cfg.target_latency_ms:g} ms at batch "
                       f"{cfg.batch_size}")
-            if required <= 1 + cfg.tolerance:
+            if budget.required <= 1 + cfg.tolerance:
                 return StageOutput(model, PlanResult(
                     note=f"plan: the input already meets {target}; nothing cut",
-                    target=target, relative_to=cfg.relative_to, input_speedup=input_speedup,
-                    required_ratio=required, speedup_vs_reference=input_speedup,
-                    latency_ms=input_ms))
+                    target=target, relative_to=cfg.relative_to,
+                    input_speedup=budget.input_speedup,
+                    reference_ratios=budget.reference_ratios, required_ratio=budget.required,
+                    speedup_vs_reference=budget.input_speedup, latency_ms=budget.input_ms))
             options = candidate_options(model, ctx.input_size, cfg.kinds, cfg.prune_ratios,
                                         cfg.rank_fractions, cfg.ignore, cfg.min_layer_share)
             sensitivity = self._sensitivity(ctx) if ctx.data is not None else None
@@ -199,8 +164,8 @@ class Plan(Stage):
             priced = monotone_shares([Priced(o, max(table.saved[o.key], 0.0), drops[o.key])
                                 for o in options])
             planned, achieved, refits, chosen, planned_f1, drops_in_plan = self._plan(
-                model, priced, required, ctx, timing, sensitivity)
-        speedup = input_speedup * achieved[0]
+                model, priced, budget, ctx, timing, sensitivity)
+        speedup = budget.input_speedup * achieved.ratio
         note = (f"plan: {speedup:.2f}x faster than the run's {cfg.relative_to} (target "
                 f"{target}) with {len(chosen)} cuts, {len(refits)} timing(s) of the whole "
                 f"model; latency table: {table.reused} reused, {table.measured} timed")
@@ -208,9 +173,10 @@ class Plan(Stage):
             note += (f"; macro F1 before training {planned_f1:.4f} (input {input_f1:.4f}, "
                      f"the cuts one by one: {-sum(p.f1_drop for p in chosen):+.4f})")
         return StageOutput(planned, PlanResult(
-            note=note, target=target, relative_to=cfg.relative_to, input_speedup=input_speedup,
-            required_ratio=required, achieved_ratio=achieved[0], speedup_vs_reference=speedup,
-            latency_ms=achieved[1],
+            note=note, target=target, relative_to=cfg.relative_to,
+            input_speedup=budget.input_speedup, reference_ratios=budget.reference_ratios,
+            required_ratio=budget.required, achieved_ratio=achieved.ratio,
+            speedup_vs_reference=speedup, latency_ms=achieved.ms,
             judged_on=judged_on, input_macro_f1=input_f1, planned_macro_f1=planned_f1,
             summed_f1_drops=sum(p.f1_drop for p in chosen) if planned_f1 is not None else None,
             chosen=[{**describe(p), "f1_drop_in_plan": rounded(drops_in_plan.get(p.option))}
@@ -223,22 +189,19 @@ class Plan(Stage):
             macs_before=count_macs(model, ctx.input_size),
             macs_after=count_macs(planned, ctx.input_size)))
 
-    def _input_speedup(self, model: nn.Module, ctx: StageContext, timing: _Timing
-                       ) -> tuple[float, float]:
-        """The stage's input against the reference, the run's input or its teacher (1.0 when
-        they are the same model), and the stage input's median ms at the batch. Three times
-        an option's runs, since the required ratio follows from it."""
-        reference = ctx.teacher if self.config.relative_to == "teacher" else ctx.run_input
-        if reference is None or _same_model(reference, model):
-            _, ms = timing.ratio(model)
-            return 1.0, ms
-        reference_path = timing.export(reference.cpu().eval())
-        comparison = ctx.measurer.compare_files(reference_path, timing.input_path,
-                                                3 * timing.runs, batch=timing.batch)
-        return comparison.ratio, comparison.b.median_ms
+    def _budget(self, model: nn.Module, ctx: StageContext, timing: PlanTiming) -> Budget:
+        """The stage's input timed against the reference, the run's input or its teacher,
+        unless they are the same model; later timings add to its reference ratios."""
+        cfg = self.config
+        reference = ctx.teacher if cfg.relative_to == "teacher" else ctx.run_input
+        if reference is not None and not _same_model(reference, model):
+            timing.reference_path = timing.export(reference.cpu().eval())
+        timed = timing.input_alone()
+        return Budget(cfg.target_speedup, cfg.target_latency_ms, timed.ms,
+                      [timed.reference_ratio] if timed.reference_ratio else [])
 
     def _price(self, model: nn.Module, options: list[Option], ctx: StageContext,
-               timing: _Timing, sensitivity
+               timing: PlanTiming, sensitivity
                ) -> tuple[LatencyTable, dict[str, float], str, float | None]:
         """The latency table (the sets timed when the cache lacks any of their options) and
         the macro F1 each option loses alone (BatchNorm re-estimated, no training); without
@@ -270,7 +233,7 @@ class Plan(Stage):
         return table, drops, f"{len(ctx.data.decision_split)} {split}", baseline
 
     def _time_sets(self, model: nn.Module, options: list[Option], macs_saved: dict[str, float],
-                   ctx: StageContext, timing: _Timing, table: LatencyTable) -> None:
+                   ctx: StageContext, timing: PlanTiming, table: LatencyTable) -> None:
         """Every kind of cut at every amount, applied at all its places at once, timed in
         turn against the input (with SET_TIMING_FACTOR times the runs); each set's saving
         split over its options by the MACs they remove (see latency_table)."""
@@ -303,10 +266,12 @@ class Plan(Stage):
                                   macro_f1_of=ctx.measurer.model_macro_f1,
                                   recalibration_batches=RECALIBRATION_BATCHES)
 
-    def _plan(self, model: nn.Module, priced: list[Priced], required: float,
-              ctx: StageContext, timing: _Timing, sensitivity):
+    def _plan(self, model: nn.Module, priced: list[Priced], budget: Budget,
+              ctx: StageContext, timing: PlanTiming, sensitivity):
         """Choose, time the whole planned model, correct the prices and choose again, up to
-        `refits` times; of the plans that met `required` (within the tolerance) the one with
+        `refits` times; of the plans that met the budget (within the tolerance; the budget
+        as it stands after the last timing, since each timing re-measures the reference
+        where there is one besides the input) the one with
         the best macro F1 as a whole (BatchNorm re-estimated) wins, or without data the one
         whose cuts cost the least MACs. A plan chosen again ends the search where it met
         the budget; where it fell short, the next choice asks for more saving (the gap).
@@ -317,8 +282,6 @@ class Plan(Stage):
         less the plan's), so cuts that are cheap alone and ruinous together are swapped
         (a 35-cut plan of such cuts scored 0.18 macro F1 where its parts summed to -0.3)."""
         cfg = self.config
-        needed = 1.0 - 1.0 / required
-        low, high = required * (1 - cfg.tolerance), required * (1 + 2 * cfg.tolerance)
         scale, margin, in_plan_drop = 1.0, 0.0, {}
         refits, met, tried, drops_in_plan = [], [], {}, {}
 
@@ -327,6 +290,9 @@ class Plan(Stage):
                     for p in options]
 
         for _ in range(cfg.refits + 1):
+            required = budget.required
+            needed = 1.0 - 1.0 / required
+            low, high = required * (1 - cfg.tolerance), required * (1 + 2 * cfg.tolerance)
             chosen, predicted, exhausted = choose(current(priced), min(needed + margin, 0.99))
             plan_key = frozenset(p.option for p in chosen)
             if plan_key in tried:  # the corrections led back to a plan already timed:
@@ -337,14 +303,19 @@ class Plan(Stage):
                 continue
             planned = apply_options(model, [p.option for p in chosen], ctx.input_size,
                                     cfg.importance, cfg.round_to)
-            ratio, ms = timing.ratio(planned)
-            measured = 1.0 - 1.0 / ratio
+            timed = timing.whole(planned)
+            ratio, measured = timed.ratio, 1.0 - 1.0 / timed.ratio
             tried[plan_key] = ratio
             step = {"scale": scale, "asked_saving": min(needed + margin, 0.99),
-                    "predicted_saving": predicted,
+                    "predicted_saving": predicted, "required_ratio": required,
                     "measured_saving": measured, "ratio": ratio, "cuts": len(chosen)}
+            if timed.reference_ratio is not None:
+                step["reference_ratio"] = timed.reference_ratio
+                budget.reference_ratios.append(timed.reference_ratio)
             line = (f"plan: {len(chosen)} cuts, predicted {predicted:.1%} saved, measured "
                     f"{measured:.1%} ({ratio:.2f}x, needed {required:.2f}x)")
+            if timed.reference_ratio is not None:
+                line += f"; the input {timed.reference_ratio:.2f}x the {cfg.relative_to}"
             if sensitivity is not None:
                 step["macro_f1"] = sensitivity.evaluate(planned)  # BatchNorm re-estimated
                 line += f", macro F1 before training {step['macro_f1']:.4f}"
@@ -357,7 +328,7 @@ class Plan(Stage):
             refits.append(step)
             if ratio >= low:
                 merit = step.get("macro_f1", -sum(p.f1_drop for p in chosen))
-                met.append((merit, planned, (ratio, ms), chosen, step.get("macro_f1"),
+                met.append((merit, planned, timed, chosen, step.get("macro_f1"),
                             drops_in_plan))
                 if ratio <= high and sensitivity is None:
                     break
@@ -366,11 +337,12 @@ class Plan(Stage):
             # The shares promised `predicted` and the whole model saved `measured`: scale
             # them all, at most 4 times either way a refit (one timing can be far off).
             scale *= min(4.0, max(0.25, measured / max(predicted, 1e-6)))
+        met = [m for m in met if m[2].ratio >= budget.required * (1 - cfg.tolerance)]
         if not met:
             best = max(r["ratio"] for r in refits)
-            raise StageFailed(f"plan: reached at most {best:.2f}x of the {required:.2f}x this "
-                              "stage needs (measured); allow more kinds of cuts or larger "
-                              "prune_ratios, or lower the target")
+            raise StageFailed(f"plan: reached at most {best:.2f}x of the {budget.required:.2f}x "
+                              "this stage needs (measured); allow more kinds of cuts or "
+                              "larger prune_ratios, or lower the target")
         _, planned, achieved, chosen, planned_f1, drops_in_plan = max(met, key=lambda m: m[0])
         options = {c.option for c in chosen}
         return (planned, achieved, refits, [p for p in priced if p.option in options],
