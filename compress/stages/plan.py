@@ -62,8 +62,8 @@ SET_TIMING_FACTOR = 3  # the sets are few and decide every share: three times th
 class PlanResult(StageResult):
     target: str = ""  # as configured, e.g. "5.00x faster than the run's input"
     relative_to: str = "input"  # the reference of target_speedup: the run's input or teacher
-    input_speedup: float = 1.0  # the stage's input against the reference: median of
-    reference_ratios: list[float] = field(default_factory=list)  # each timing of it
+    input_speedup: float = 1.0  # the stage's input against the reference: the median of
+    reference_ratios: list[float] = field(default_factory=list)  # every timing of the two
     required_ratio: float = 1.0  # how many times faster this stage must make its input
     achieved_ratio: float = 1.0  # measured, the planned model against the stage's input
     speedup_vs_reference: float = 1.0  # input_speedup x achieved_ratio
