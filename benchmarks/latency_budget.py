@@ -13,6 +13,8 @@ teacher's own one-stage run (OUT/reference) gives its ONNX file and F1 figures.
     python benchmarks/latency_budget.py --targets 5 --seeds 42
     python benchmarks/latency_budget.py --targets 3,4,5,6,8 --seeds 1,2,3 --out runs/latency
     python benchmarks/latency_budget.py --recipe recipes/mnv3_small_latency.yaml --seeds 42,1,2
+    python benchmarks/latency_budget.py --recipe recipes/mnv3_small_latency.yaml --targets 4 \
+        --set checkpoint=runs/mnv3_small_s1/last.safetensors --out runs/start_s1
     python benchmarks/latency_budget.py --recipe recipes/mnv3_small_latency.yaml \
         --targets 4,5,6,8 --seeds 42 --plot curve.png --peers runs/peers/peers.json
 """
@@ -38,7 +40,8 @@ def _numbers(text: str, kind=float) -> list:
     return [kind(part) for part in text.split(",") if part.strip()]
 
 
-def run_one(recipe: str, data: str, out: Path, target: float, seed: int) -> dict:
+def run_one(recipe: str, data: str, out: Path, target: float, seed: int,
+            overrides: list[str]) -> dict:
     """Run (or resume, or re-read) one recipe run; its report's first and last stage and
     the plan's record."""
     report = out / "report.json"
@@ -47,7 +50,8 @@ def run_one(recipe: str, data: str, out: Path, target: float, seed: int) -> dict
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "compress", "run", recipe, "--data", data,
                         "--out", str(out), "--set", f"stages.0.target_speedup={target}",
-                        "--set", f"seed={seed}"], check=True, cwd=REPO)
+                        "--set", f"seed={seed}", *[a for o in overrides for a in ("--set", o)]],
+                       check=True, cwd=REPO)
         minutes = (time.perf_counter() - started) / 60
     stages = json.loads(report.read_text())["stages"]
     plan = next(s for s in stages if s["name"] == "plan")
@@ -78,6 +82,9 @@ def main() -> int:
     parser.add_argument("--seeds", default="42", help="comma-separated seeds")
     parser.add_argument("--runs", type=int, default=300, help="timed runs per re-timing")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="passed to every compress run, e.g. "
+                        "checkpoint=runs/mnv3_small_s1/last.safetensors (another start)")
     parser.add_argument("--plot", help="write val macro F1 against the re-timed speed-up here "
                         "(a PNG), with the reference and, with --peers, the peers")
     parser.add_argument("--peers", help="a peers.json of benchmarks/peers.py to plot beside "
@@ -94,7 +101,7 @@ def main() -> int:
     for target in _numbers(args.targets):
         for seed in _numbers(args.seeds, int):
             run = run_one(args.recipe, args.data, Path(args.out) / f"x{target:g}_s{seed}",
-                          target, seed)
+                          target, seed, args.overrides)
             first, last = reference or run["first"], run["last"]
             retimed = [compress.time_interleaved(first["onnx"], last["onnx"], runs=args.runs)
                        .ratio for _ in range(args.rounds)]

@@ -210,9 +210,12 @@ def test_latency_budget_measures_against_the_recipes_teacher(tmp_path, tiny_chec
                              "--recipe", str(recipe), "--data", str(tiny_data), "--out",
                              str(tmp_path / "grid"), "--targets", "1.05", "--seeds", "1",
                              "--runs", "10", "--rounds", "1", "--plot",
-                             str(tmp_path / "curve.png")], capture_output=True, text=True)
+                             str(tmp_path / "curve.png"), "--set", "bench.runs=4"],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "against the recipe's teacher" in result.stdout
+    run_recipe = tmp_path / "grid" / "x1.05_s1" / "recipe.yaml"
+    assert yaml.safe_load(run_recipe.read_text())["bench"]["runs"] == 4  # --set reached it
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert (tmp_path / "grid" / "reference" / "report.json").is_file()
     assert sum(line.startswith("x1.05 seed 1: re-timed") for line in result.stdout.splitlines())

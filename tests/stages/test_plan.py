@@ -232,7 +232,7 @@ def test_a_plan_relative_to_the_teacher_re_measures_it_with_every_planned_model(
     teacher, model = _model(), build_model(SMALL | {"kwargs": {"width_mult": 0.75}}).eval()
     stage = create_stage("plan", {"target_speedup": 2.0, "relative_to": "teacher",
                                   "kinds": ["prune", "residual_block"],
-                                  "prune_ratios": [0.75], "timing_runs": 60})
+                                  "prune_ratios": [0.75], "timing_runs": 30})
     ctx = stage_context(SIZE, ["blue", "green", "red"], torch.device("cpu"), tmp_path, SMALL,
                         teacher=teacher, echo=lambda line: None)
     result = stage.apply(model, ctx).result.to_dict()
