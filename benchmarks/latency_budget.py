@@ -46,10 +46,13 @@ def run_one(recipe: str, data: str, out: Path, target: float, seed: int,
     the plan's record."""
     report = out / "report.json"
     minutes = None
+    stages = yaml.safe_load(Path(recipe).read_text())["stages"]
+    plan_index = [next(iter(stage)) for stage in stages].index("plan")  # gets the target
     if not report.is_file():
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "compress", "run", recipe, "--data", data,
-                        "--out", str(out), "--set", f"stages.0.target_speedup={target}",
+                        "--out", str(out),
+                        "--set", f"stages.{plan_index}.target_speedup={target}",
                         "--set", f"seed={seed}", *[a for o in overrides for a in ("--set", o)]],
                        check=True, cwd=REPO)
         minutes = (time.perf_counter() - started) / 60
@@ -107,8 +110,10 @@ def main() -> int:
                        .ratio for _ in range(args.rounds)]
             row = {"target": target, "seed": seed, "retimed": statistics.median(retimed),
                    "first": first,
-                   # the run's own timing; its input's speed-up over the teacher, if any
-                   "in_run": last["speedup_vs_input"] * run["plan"]["result"]["input_speedup"],
+                   # the run's own timing; with a teacher, times the run's input's speed-up
+                   # over it (the plan, first in such recipes, timed that)
+                   "in_run": last["speedup_vs_input"] * (
+                       run["plan"]["result"]["input_speedup"] if reference else 1.0),
                    "val": last["macro_f1"], "val_change": last["macro_f1"] - first["macro_f1"],
                    "held_out": last.get("held_out_macro_f1"),
                    "held_out_change": (last["held_out_macro_f1"] - first["held_out_macro_f1"]

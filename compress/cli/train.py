@@ -28,6 +28,8 @@ _keep_option = click.option(
 @click.option("--out", default="runs/train", show_default=True, type=click.Path(file_okay=False),
               help="Output folder: last.safetensors, best.safetensors, history.json.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Overrides EPOCHS.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Overrides SEED: weights, batch order and the held-out split it draws.")
 @click.option("--width-mult", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Width multiplier (YAML width_multiple, or width_mult of the torchvision "
                    "MobileNets; other families come in named widths).")
@@ -35,7 +37,7 @@ _keep_option = click.option(
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue an interrupted run found in --out.")
 @_keep_option
-def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resume,
+def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device, resume,
           keep) -> None:
     """Train a model from scratch; the last epoch (or with --keep best, the best) is the result.
 
@@ -46,7 +48,7 @@ def train(model_arg, data_yaml, data_root, out, epochs, width_mult, device, resu
     from compress.training.distributed import distributed_from_env
 
     result = train_from_yaml(model_arg, data_yaml, data_root, out, epochs, width_mult, device,
-                             resume, keep,
+                             resume, keep, seed=seed,
                              provenance={"command": "compress train " + " ".join(sys.argv[2:])})
     if distributed_from_env().is_main:
         click.echo(kept_line(result.val_f1, result.epoch, result.best_f1, result.best_epoch,

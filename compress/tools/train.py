@@ -16,11 +16,15 @@ from compress.training.engine import TrainResult, train_from_data_config
 def train_from_yaml(model_arg: str, data_yaml: str | Path, data_root: str | None = None,
                     out: str | Path = "runs/train", epochs: int | None = None,
                     width_mult: float | None = None, device: str = "auto", resume: bool = True,
-                    keep: str = "last", provenance: dict[str, Any] | None = None) -> TrainResult:
-    """The model's output width is the number of class folders in DATA_PATH/train."""
+                    keep: str = "last", provenance: dict[str, Any] | None = None,
+                    seed: int | None = None) -> TrainResult:
+    """The model's output width is the number of class folders in DATA_PATH/train; epochs and
+    seed override the data YAML's EPOCHS and SEED."""
     config = load_data_config(data_yaml, data_root)
     if epochs is not None:
         config = replace(config, epochs=epochs)
+    if seed is not None:
+        config = replace(config, seed=seed)
     classes = find_classes(split_folder(config.data_path, "train"))
     spec = model_spec_from_arg(model_arg, num_classes=len(classes), width_mult=width_mult)
     return train_from_data_config(spec, config, out, device, resume, provenance=provenance,

@@ -183,8 +183,10 @@ def test_latency_budget_runs_the_grid_and_rereads_finished_runs(tmp_path, tiny_c
     monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
     # A loose tolerance: the tiny model's time is mostly overhead, and this checks the
     # script, not the plan (tests/stages/test_plan.py does).
+    # The plan second, as in recipes/mnv3_latency.yaml: --targets sets that stage's target.
     recipe = write_tiny_recipe(tmp_path / "recipe.yaml", tiny_checkpoint, tiny_data, [
-        {"plan": {"target_speedup": 1.05, "tolerance": 0.45, "kinds": ["prune"],
+        {"prune": {"ratio": 0.25}},
+        {"plan": {"target_speedup": 1.5, "tolerance": 0.45, "kinds": ["prune"],
                   "prune_ratios": [0.5], "timing_runs": 10}},
         {"finetune": {"epochs": 1}}])
     command = [sys.executable, str(REPO / "benchmarks" / "latency_budget.py"), "--recipe",
@@ -195,6 +197,8 @@ def test_latency_budget_runs_the_grid_and_rereads_finished_runs(tmp_path, tiny_c
     rows = [line for line in first.stdout.splitlines() if line.startswith("x1.05 seed")]
     assert len(rows) == 2 and all("re-timed" in row and "val macro F1" in row for row in rows)
     assert "over 2 seed(s)" in first.stdout
+    run_recipe = yaml.safe_load((tmp_path / "grid" / "x1.05_s1" / "recipe.yaml").read_text())
+    assert run_recipe["stages"][1]["plan"]["target_speedup"] == 1.05
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout.count("earlier (re-read)") == 2, again.stdout
 

@@ -73,6 +73,13 @@ def test_train_records_the_held_out_images_in_the_checkpoint(tmp_path, tiny_data
     code, output = run_cli(["train", "--model", model_yaml, "--data", data_yaml,
                             "--out", tmp_path / "run"])
     assert code == 0, output
+    # --seed overrides SEED: it draws another held-out split and is recorded as such.
+    code, output = run_cli(["train", "--model", model_yaml, "--data", data_yaml, "--seed", 7,
+                            "--out", tmp_path / "seed7"])
+    assert code == 0, output
+    info = load_checkpoint(tmp_path / "seed7" / "last.safetensors").info
+    assert info["data"]["seed"] == info["calibration"]["seed"] == 7
+    assert len(info["calibration"]["files"]) == 9 and info["calibration"]["files"] != listed
 
 
 def test_a_checkpoints_held_out_images_become_the_decision_split(tiny_data):

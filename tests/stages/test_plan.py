@@ -94,8 +94,8 @@ def test_a_set_saving_is_split_over_its_options_by_the_macs_they_remove():
 
 def test_latency_table_measures_a_real_saving_and_is_reused_per_device(tmp_path):
     from compress.pipeline.measurer import Measurer
-    from compress.recipe.schema import BenchSection, DataSection, ScoreSection
     from compress.planning.timing import PlanTiming
+    from compress.recipe.schema import BenchSection, DataSection, ScoreSection
 
     model = _model()
     measurer = Measurer(BenchSection(), ScoreSection(), DataSection(), None,
