@@ -13,7 +13,7 @@ from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.measure.macs import count_macs
 from compress.models import build_model
 from compress.ops.onnx_export import check_parity, export_onnx
-from compress.planning.choose import Priced, choose, monotone_shares
+from compress.planning.choose import Priced, choose, monotone_shares, repriced
 from compress.planning.latency_table import LatencyTable
 from compress.planning.options import Option, apply_options, candidate_options
 from compress.stages.registry import create_stage
@@ -65,6 +65,19 @@ def test_choose_takes_the_cheapest_saving_per_point_and_one_option_per_place():
     assert not exhausted
     chosen, total, exhausted = choose(priced, 0.9)  # more than every option can give
     assert exhausted and total < 0.9 and len({p.option.place for p in chosen}) == len(chosen)
+
+
+def test_a_cut_inside_a_plan_costs_at_least_what_it_costs_alone():
+    ruinous, cheap, untouched = (Option("prune", "a", 0.75), Option("prune", "b", 0.25),
+                                 Option("residual_block", "c"))
+    priced = [Priced(ruinous, 0.2, 0.30), Priced(cheap, 0.1, 0.01), Priced(untouched, 0.3, 0.05)]
+    # Inside a plan at chance level leaving the ruinous cut out changes nothing (0.0): it
+    # stays at its 0.30 alone; the cheap one, ruinous together with the others, goes up.
+    corrected = repriced(priced, 0.5, {ruinous: 0.0, cheap: 0.12})
+    assert [p.f1_drop for p in corrected] == pytest.approx([0.30, 0.12, 0.05])
+    assert [p.saved for p in corrected] == pytest.approx([0.1, 0.05, 0.15])
+    chosen, _, _ = choose(corrected, 0.1)
+    assert [p.option for p in chosen] == [untouched]
 
 
 def test_a_larger_cut_of_a_place_is_priced_at_least_as_saving_as_a_smaller_one():
