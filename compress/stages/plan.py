@@ -109,7 +109,8 @@ class PlanConfig(StageConfig):
                               description="layer and module names the plan leaves alone")
     calibration_images: int = Field(256, ge=8, description="training images for BatchNorm")
     timing_runs: int = Field(100, ge=10, description="timed runs of each model per timing")
-    tolerance: float = Field(0.05, ge=0, lt=0.5, description="the target is met within it")
+    tolerance: float = Field(0.05, ge=0, lt=0.5, description="how far short of the target "
+                             "the second timing of the chosen plan may fall")
     refits: int = Field(6, ge=0, le=20, description="re-plans after timing the whole model")
 
     @model_validator(mode="after")
