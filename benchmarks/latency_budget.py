@@ -46,8 +46,8 @@ def run_one(recipe: str, data: str, out: Path, target: float, seed: int,
     the plan's record."""
     report = out / "report.json"
     minutes = None
-    stages = yaml.safe_load(Path(recipe).read_text())["stages"]
-    plan_index = [next(iter(stage)) for stage in stages].index("plan")  # gets the target
+    recipe_stages = yaml.safe_load(Path(recipe).read_text())["stages"]
+    plan_index = [next(iter(stage)) for stage in recipe_stages].index("plan")  # gets the target
     if not report.is_file():
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "compress", "run", recipe, "--data", data,
