@@ -281,7 +281,8 @@ def main() -> None:
     speedups = compress.retime(results[0]["input_onnx"],
                                {r["method"]: r["onnx"] for r in results}, args.runs, args.rounds)
     for result in results:
-        result["speedups"] = speedups[result["method"]]
+        result["speedups"] = [c.ratio for c in speedups[result["method"]]]
+        result["speedups_fastest_runs"] = [c.min_ratio for c in speedups[result["method"]]]
         result["speedup"] = statistics.median(result["speedups"])
     baseline = {"method": "baseline", "params": None, "macs": results[0]["baseline_macs"],
                 "macro_f1": results[0]["baseline_f1"], "speedup": 1.0}

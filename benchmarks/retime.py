@@ -3,8 +3,9 @@
 A single interleaved comparison on a shared machine moves by +-15 % between sittings (see
 benchmarks/RESULTS.md), so this repeats it: each round times every model interleaved with
 the baseline (`compare_latency`, blocks of 10), rounds one after another, and prints each
-model's speed-up per round and their median. Use it to compare the final ONNX models of
-runs made at different times (for example a new recipe against an earlier peer's run).
+model's speed-up per round and their median, as a ratio of medians and of fastest runs.
+Use it to compare the final ONNX models of runs made at different times (for example a new
+recipe against an earlier peer's run).
 
     python benchmarks/retime.py BASELINE.onnx NAME=MODEL.onnx [NAME=MODEL.onnx ...]
         [--runs 300] [--rounds 3] [--json OUT.json]
@@ -44,21 +45,27 @@ def main() -> int:
         if args.runs < 2 or args.rounds < 1:
             raise UserError("--runs must be at least 2 and --rounds at least 1")
         models = parse_models(args.models)
-        ratios = compress.retime(args.baseline, models, args.runs, args.rounds,
-                        echo=lambda line: print(line, file=sys.stderr, flush=True))
+        comparisons = compress.retime(args.baseline, models, args.runs, args.rounds,
+                                      echo=lambda line: print(line, file=sys.stderr, flush=True))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"speed-up over {args.baseline} (ONNX Runtime CPU, batch 1, {args.runs} interleaved "
-          f"runs each, {args.rounds} rounds)")
-    for name, values in ratios.items():
-        print(f"{name:<32} median {statistics.median(values):.2f}x   rounds "
-              + ", ".join(f"{v:.2f}x" for v in values))
+          f"runs each, {args.rounds} rounds): ratio of medians, and of fastest runs (steadier "
+          "on a shared machine)")
+    speedups = {name: ([c.ratio for c in rounds], [c.min_ratio for c in rounds])
+                for name, rounds in comparisons.items()}
+    for name, (medians, fastest) in speedups.items():
+        print(f"{name:<32} median {statistics.median(medians):.2f}x   rounds "
+              + ", ".join(f"{v:.2f}x" for v in medians)
+              + f"   fastest runs {statistics.median(fastest):.2f}x   rounds "
+              + ", ".join(f"{v:.2f}x" for v in fastest))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
             {"baseline": args.baseline, "runs": args.runs,
-             "models": {name: {"path": models[name], "speedups": values}
-                        for name, values in ratios.items()}}, indent=1))
+             "models": {name: {"path": models[name], "speedups": medians,
+                               "speedups_fastest_runs": fastest}
+                        for name, (medians, fastest) in speedups.items()}}, indent=1))
     return 0
 
 

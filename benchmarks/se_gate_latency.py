@@ -67,8 +67,9 @@ def main() -> int:
             paths[name] = str(compress.export_onnx(model, Path(folder) / f"{index}.onnx",
                                           checkpoint.input_size))
         reference = paths.pop("none kept")
-        ratios = compress.retime(reference, paths, args.runs, args.rounds,
-                        echo=lambda line: print(line, file=sys.stderr, flush=True))
+        ratios = {name: [c.ratio for c in rounds] for name, rounds in compress.retime(
+            reference, paths, args.runs, args.rounds,
+            echo=lambda line: print(line, file=sys.stderr, flush=True)).items()}
     print(f"latency as a multiple of the model without gates ({args.runs} interleaved runs, "
           f"median of {args.rounds} rounds)")
     for name, values in ratios.items():

@@ -53,7 +53,7 @@ from compress.stages.registry import register_stage
 RECALIBRATION_BATCHES = 4
 # Part of the cache key: entries timed another way are not reused.
 TIMING_METHOD = ("sets of one kind and amount, in turn, rotated, with a copy of the input; "
-                 "median of per-cycle ratios; split by MACs removed")
+                 "ratio of fastest runs; split by MACs removed")
 CHUNK = 8  # options priced between two progress lines
 SET_TIMING_FACTOR = 3  # the sets are few and decide every share: three times the runs
 

@@ -21,15 +21,18 @@ def time_interleaved(path_a: str | Path, path_b: str | Path, runs: int = 300,
 
 
 def retime(baseline: str | Path, models: dict[str, str | Path], runs: int = 300,
-           rounds: int = 3, echo: Callable[[str], None] = print) -> dict[str, list[float]]:
-    """Speed-up of each model over the baseline (ratio of medians), one entry per round."""
+           rounds: int = 3, echo: Callable[[str], None] = print
+           ) -> dict[str, list[Comparison]]:
+    """Each model against the baseline, one comparison per round (`ratio`: of medians,
+    `min_ratio`: of fastest runs)."""
     reference = open_model(baseline)
     opened = {name: open_model(path) for name, path in models.items()}
-    ratios: dict[str, list[float]] = {name: [] for name in models}
+    comparisons: dict[str, list[Comparison]] = {name: [] for name in models}
     for round_index in range(rounds):
         for name, model in opened.items():
-            ratio = compare_latency(reference.runner, model.runner, reference.input_size,
-                                    runs=runs, input_size_b=model.input_size).ratio
-            ratios[name].append(ratio)
-            echo(f"round {round_index + 1}/{rounds}  {name}: {ratio:.2f}x")
-    return ratios
+            comparison = compare_latency(reference.runner, model.runner, reference.input_size,
+                                         runs=runs, input_size_b=model.input_size)
+            comparisons[name].append(comparison)
+            echo(f"round {round_index + 1}/{rounds}  {name}: {comparison.ratio:.2f}x "
+                 f"(fastest runs {comparison.min_ratio:.2f}x)")
+    return comparisons

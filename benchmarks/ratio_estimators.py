@@ -1,0 +1,69 @@
+"""Which speed-up estimator is steadiest on this machine: the same ONNX files timed in
+several rounds, three in turn (the way a plan times the reference, its input and a planned
+model) and two in turn (the way the export stage and benchmarks/retime.py time a baseline
+and a final model), each round reduced three ways: the median over cycles of block-median
+ratios, the ratio of the fastest runs, and the ratio of 10th percentiles.
+
+    python benchmarks/ratio_estimators.py BASELINE.onnx MIDDLE.onnx FINAL.onnx [--rounds 4]
+    # e.g. a two-round latency run's files:
+    python benchmarks/ratio_estimators.py runs/latency2r_v2/x5_s2/stages/00-input/model.onnx \
+        runs/latency2r_v2/x5_s2/stages/03-drop/model.onnx \
+        runs/latency2r_v2/x5_s2/stages/04-plan/model.onnx
+
+Each line: BASELINE over FINAL timed directly in both turns, and MIDDLE's two steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from compress import UserError
+from compress.measure.latency import _blocks_in_turn
+from compress.tools.bench import open_model
+
+
+def estimates(first: list[list[float]], other: list[list[float]]) -> tuple[float, ...]:
+    """(median over cycles of block-median ratios, ratio of minima, ratio of 10th
+    percentiles): how many times faster `other` ran than `first`."""
+    per_cycle = float(np.median([np.median(f) / np.median(o) for f, o in zip(first, other)]))
+    all_first, all_other = np.concatenate(first), np.concatenate(other)
+    return (per_cycle, float(all_first.min() / all_other.min()),
+            float(np.percentile(all_first, 10) / np.percentile(all_other, 10)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("baseline")
+    parser.add_argument("middle", help="a model between the two (a plan's input)")
+    parser.add_argument("final")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=300, help="timed runs per model a round")
+    args = parser.parse_args()
+    try:
+        models = [open_model(path) for path in (args.baseline, args.middle, args.final)]
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    runners, sizes = [m.runner for m in models], [m.input_size for m in models]
+
+    def text(values: tuple[float, ...]) -> str:
+        return " / ".join(f"{v:.2f}" for v in values)
+
+    print("speed-ups as median of per-cycle ratios / ratio of fastest runs / ratio of p10")
+    for round_index in range(args.rounds):
+        three = _blocks_in_turn(runners, sizes, 1, 10, args.runs, 5, rotate=True)
+        two = _blocks_in_turn([runners[0], runners[2]], [sizes[0], sizes[2]], 1, 10,
+                              args.runs, 10, rotate=True)
+        print(f"round {round_index + 1}: baseline {np.median(np.concatenate(three[0])):.3f} ms; "
+              f"final over baseline: three in turn {text(estimates(three[0], three[2]))}, "
+              f"two in turn {text(estimates(two[0], two[1]))}; middle over baseline "
+              f"{text(estimates(three[0], three[1]))}, final over middle "
+              f"{text(estimates(three[1], three[2]))}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
