@@ -108,7 +108,8 @@ class PlanConfig(StageConfig):
     ignore: list[str] = Field(default_factory=list,
                               description="layer and module names the plan leaves alone")
     calibration_images: int = Field(256, ge=8, description="training images for BatchNorm")
-    timing_runs: int = Field(100, ge=10, description="timed runs of each model per timing")
+    timing_runs: int = Field(100, ge=10, description="timed runs of each model per timing "
+                             "(a whole planned model: three timings, their median)")
     tolerance: float = Field(0.05, ge=0, lt=0.5, description="how far short of the target "
                              "the second timing of the chosen plan may fall")
     refits: int = Field(6, ge=0, le=20, description="re-plans after timing the whole model")
@@ -319,7 +320,8 @@ class Plan(Stage):
             line = (f"plan: {len(chosen)} cuts, predicted {predicted:.1%} saved, measured "
                     f"{measured:.1%} ({ratio:.2f}x, needed {required:.2f}x)")
             if timed.reference_ratio is not None:
-                line += f"; the input {timed.reference_ratio:.2f}x the {cfg.relative_to}"
+                line += (f"; the stage's input {timed.reference_ratio:.2f}x faster than the "
+                         f"run's {cfg.relative_to}")
             if sensitivity is not None:
                 step["macro_f1"] = sensitivity.evaluate(planned)  # BatchNorm re-estimated
                 line += f", macro F1 before training {step['macro_f1']:.4f}"
