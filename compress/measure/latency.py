@@ -111,31 +111,33 @@ def compare_latency(runner_a: Any, runner_b: Any, input_size: int, batch: int = 
 
 @dataclass(frozen=True)
 class InTurn:
-    ratios: list[float]  # how many times faster each model runs than the first (minima)
+    ratios: list[float]  # how many times faster each model runs than the first
     medians_ms: list[float]  # each model's median over all its timed runs
 
 
 def time_in_turn(runners: list[Any], input_size: int, batch: int = 1, warmup: int = 10,
                  runs: int = 100, block: int = 5, rotate: bool = True) -> InTurn:
     """How many times faster each model runs than the first, timed in turn block by block:
-    the first's fastest run over the model's. The order rotates every cycle (`rotate`): in
-    a fixed order the position biases the ratios (ten copies of one model measured
-    1.00-1.12x faster than the first in one sitting, 0.95-1.00x in another;
-    benchmarks/turn_order_bias.py), and such a bias, summed over dozens of cuts, promised
-    savings no plan delivered.
+    the median over cycles of the first's block median over the model's. A cycle's models
+    run within a fraction of a second of each other, so a slow spell of the machine that
+    lasts a few cycles moves a few ratios, not the result (overall medians would move).
+    The order rotates every cycle (`rotate`): in a fixed order the position biases the
+    ratios (ten copies of one model measured 1.00-1.12x faster than the first in one sitting,
+    0.95-1.00x in another; benchmarks/turn_order_bias.py), and such a bias, summed over
+    dozens of cuts, promised savings no plan delivered.
 
-    Why the fastest runs and not the medians: on this shared VM the other tenants slow the
-    larger model more (its runs are longer, so more of them are interrupted), and by how
-    much changes from minute to minute. The same three files (a 5x plan, its input and the
-    baseline), timed in four rounds in one sitting where the baseline ran at 1.0-1.4 ms
-    instead of 0.7: the median over cycles of block-median ratios gave 3.75-5.00x in
-    three-model turns and 3.12-3.52x in two-model turns; the ratio of minima 4.04-4.25x and
-    3.94-4.04x. In a quiet sitting, five rounds of another pair: medians 4.44-5.08x, minima
-    4.36-4.39x. A plan judged on medians was confirmed at 5.3x and re-timed at 4.5x."""
+    Medians, not the fastest runs, though the ratio of fastest runs is steadier here (the
+    same three files in four rounds: 4.04-4.25x against 3.75-5.00x;
+    benchmarks/ratio_estimators.py): a user's latency, and the re-timing that judges a plan,
+    are medians, and the fastest runs put a small model's speed-up lower (5.55x against
+    6.84x, 7.03x against 9.45x re-timed), so plans made on them asked for more than the
+    median needed and overshot (189 % of a 5x target; benchmarks/RESULTS.md, sixth
+    session)."""
     blocks = _blocks_in_turn(runners, [input_size] * len(runners), batch, warmup, runs, block,
                              rotate=rotate)
-    fastest = [min(t for b in runner_blocks for t in b) for runner_blocks in blocks]
-    return InTurn([fastest[0] / f for f in fastest],
+    first = [float(np.median(b)) for b in blocks[0]]
+    return InTurn([float(np.median([f / np.median(b) for f, b in zip(first, runner_blocks)]))
+                   for runner_blocks in blocks],
                   [float(np.median([t for b in runner_blocks for t in b]))
                    for runner_blocks in blocks])
 

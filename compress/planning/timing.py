@@ -7,7 +7,7 @@ the plan must reach, and one timing of it ranged 2.11-3.25x across eight runs of
 two models (mobilenet_v3_small against the MobileNetV3 baseline, 2 threads); an 8x plan
 built on the 3.25x draw re-timed at 73 % of its target. Each timing of a planned model
 now measures the reference again in the same cycles, and the budget follows the median of
-all of them. Every ratio is one of fastest runs (time_in_turn says why).
+all of them.
 """
 
 from __future__ import annotations
@@ -21,14 +21,7 @@ from torch import nn
 from compress.ops.onnx_export import export_onnx
 from compress.stages.base import StageContext
 
-# A whole model decides the plan: it is timed this many times one after another (each of
-# the stage's timing_runs), and each figure is their median. Until 2026-11-30 it was one
-# timing of three times the runs: two such timings of the same planned model (ratio of
-# fastest runs) differed by up to 23 % (2.98x then 2.29x, 2.85x then 2.35x, 3.35x then
-# 2.78x; 5x plans of the baseline), and the plan that first met the budget was the one most
-# likely timed high. The same runs in three timings spread over the minute and their
-# median: one slow or lucky spell moves one of three.
-WHOLE_MODEL_REPEATS = 3
+WHOLE_MODEL_FACTOR = 3  # a whole model decides the plan: three times an option's runs
 
 
 @dataclass(frozen=True)
@@ -105,19 +98,11 @@ class PlanTiming:
             path.unlink()
 
     def _in_turn(self, paths: list[Path]) -> WholeTiming:
-        """WHOLE_MODEL_REPEATS timings, each figure their median."""
-        timings = [self._timed_once(paths) for _ in range(WHOLE_MODEL_REPEATS)]
-        references = [t.reference_ratio for t in timings if t.reference_ratio is not None]
-        return WholeTiming(statistics.median(t.ratio for t in timings),
-                           statistics.median(t.ms for t in timings),
-                           statistics.median(references) if references else None)
-
-    def _timed_once(self, paths: list[Path]) -> WholeTiming:
         first = [self.reference_path] if self.reference_path else []
         if not first and not paths:  # the input alone: its ms against a copy of itself
             paths = [self.input_path]
-        timed = self.ctx.measurer.time_in_turn([*first, self.input_path, *paths], self.runs,
-                                               batch=self.batch)
+        timed = self.ctx.measurer.time_in_turn([*first, self.input_path, *paths],
+                                               WHOLE_MODEL_FACTOR * self.runs, batch=self.batch)
         ratios, medians = timed.ratios, timed.medians_ms
         if first:  # ratios over the reference: the input's, then the model's
             reference_ratio = ratios[1]

@@ -53,7 +53,7 @@ from compress.stages.registry import register_stage
 RECALIBRATION_BATCHES = 4
 # Part of the cache key: entries timed another way are not reused.
 TIMING_METHOD = ("sets of one kind and amount, in turn, rotated, with a copy of the input; "
-                 "ratio of fastest runs; split by MACs removed")
+                 "median of per-cycle ratios; split by MACs removed")
 CHUNK = 8  # options priced between two progress lines
 SET_TIMING_FACTOR = 3  # the sets are few and decide every share: three times the runs
 
@@ -108,8 +108,7 @@ class PlanConfig(StageConfig):
     ignore: list[str] = Field(default_factory=list,
                               description="layer and module names the plan leaves alone")
     calibration_images: int = Field(256, ge=8, description="training images for BatchNorm")
-    timing_runs: int = Field(100, ge=10, description="timed runs of each model per timing "
-                             "(a whole planned model: three timings, their median)")
+    timing_runs: int = Field(100, ge=10, description="timed runs of each model per timing")
     tolerance: float = Field(0.05, ge=0, lt=0.5, description="how far short of the target "
                              "the second timing of the chosen plan may fall")
     refits: int = Field(6, ge=0, le=20, description="re-plans after timing the whole model")
