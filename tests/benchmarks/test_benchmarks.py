@@ -4,6 +4,7 @@ compare_runs) on a tiny checkpoint and folder, so that none of them can rot."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -130,6 +131,26 @@ def test_retime_repeats_the_interleaved_timing(tmp_path, tiny_checkpoint):
                                 text=True)
         assert failed.returncode == 2 and message in failed.stderr, failed.stderr
         assert len(failed.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_ratio_estimators_times_three_files_in_both_turns(tmp_path, tiny_checkpoint):
+    model = load_checkpoint(tiny_checkpoint).model
+    onnx = export_onnx(model, tmp_path / "tiny.onnx", 32)
+    script = [sys.executable, str(REPO / "benchmarks" / "ratio_estimators.py")]
+    result = subprocess.run(script + [str(onnx)] * 3 + ["--rounds", "2", "--runs", "6"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rounds = [line for line in result.stdout.splitlines() if line.startswith("round ")]
+    assert len(rounds) == 2 and all("three in turn" in r and "two in turn" in r
+                                    for r in rounds), result.stdout
+    # one file against itself: four estimates of three ratios each a round, all near 1
+    triples = [re.findall(r"(\d+\.\d+) / (\d+\.\d+) / (\d+\.\d+)", r) for r in rounds]
+    assert all(len(found) == 4 for found in triples), result.stdout
+    assert all(0.3 < float(v) < 3 for found in triples for triple in found for v in triple)
+    missing = subprocess.run(script + [str(tmp_path / "gone.onnx"), str(onnx), str(onnx)],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "model file not found" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
 
 
 def test_se_gate_latency_times_every_kept_subset(tmp_path, tiny_checkpoint):
