@@ -21,16 +21,15 @@ import sys
 import numpy as np
 
 from compress import UserError
-from compress.measure.latency import _blocks_in_turn
+from compress.measure.latency import blocks_in_turn, per_cycle_ratio
 from compress.tools.bench import open_model
 
 
 def estimates(first: list[list[float]], other: list[list[float]]) -> tuple[float, ...]:
     """(median over cycles of block-median ratios, ratio of minima, ratio of 10th
     percentiles): how many times faster `other` ran than `first`."""
-    per_cycle = float(np.median([np.median(f) / np.median(o) for f, o in zip(first, other)]))
     all_first, all_other = np.concatenate(first), np.concatenate(other)
-    return (per_cycle, float(all_first.min() / all_other.min()),
+    return (per_cycle_ratio(first, other), float(all_first.min() / all_other.min()),
             float(np.percentile(all_first, 10) / np.percentile(all_other, 10)))
 
 
@@ -54,8 +53,8 @@ def main() -> int:
 
     print("speed-ups as median of per-cycle ratios / ratio of fastest runs / ratio of p10")
     for round_index in range(args.rounds):
-        three = _blocks_in_turn(runners, sizes, 1, 10, args.runs, 5, rotate=True)
-        two = _blocks_in_turn([runners[0], runners[2]], [sizes[0], sizes[2]], 1, 10,
+        three = blocks_in_turn(runners, sizes, 1, 10, args.runs, 5, rotate=True)
+        two = blocks_in_turn([runners[0], runners[2]], [sizes[0], sizes[2]], 1, 10,
                               args.runs, 10, rotate=True)
         print(f"round {round_index + 1}: baseline {np.median(np.concatenate(three[0])):.3f} ms; "
               f"final over baseline: three in turn {text(estimates(three[0], three[2]))}, "

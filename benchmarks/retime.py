@@ -51,8 +51,8 @@ def main() -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"speed-up over {args.baseline} (ONNX Runtime CPU, batch 1, {args.runs} interleaved "
-          f"runs each, {args.rounds} rounds): ratio of medians, and of fastest runs (steadier "
-          "on a shared machine)")
+          f"runs each, {args.rounds} rounds): ratio of medians, and of fastest runs (they "
+          "can disagree on a shared machine)")
     speedups = {name: ([c.ratio for c in rounds], [c.min_ratio for c in rounds])
                 for name, rounds in comparisons.items()}
     for name, (medians, fastest) in speedups.items():

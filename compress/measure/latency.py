@@ -84,8 +84,9 @@ class Comparison:
 
     @property
     def min_ratio(self) -> float:
-        """min(a) / min(b): the same, from each model's fastest run; the steadier figure on a
-        shared machine (see time_in_turn)."""
+        """min(a) / min(b): the same, from each model's fastest run. Steadier than `ratio`
+        for one set of files here, but no correction of it: the two disagreed either way
+        by up to 50 % for small models (see time_in_turn)."""
         return self.a.min_ms / self.b.min_ms
 
 
@@ -102,7 +103,7 @@ def compare_latency(runner_a: Any, runner_b: Any, input_size: int, batch: int = 
     cores from the other (seen here: 1.7x by A B A B where runs alone and blocks gave 2.0x).
     Each switch waits SWITCH_PAUSE_SECONDS, and the first run of each block is not counted.
     """
-    blocks = _blocks_in_turn([runner_a, runner_b], [input_size, input_size_b or input_size],
+    blocks = blocks_in_turn([runner_a, runner_b], [input_size, input_size_b or input_size],
                              batch, warmup, runs, block, seconds)
     a, b = (Latency.from_times(batch, runner.provider, [t for times in per_block for t in times])
             for runner, per_block in zip((runner_a, runner_b), blocks))
@@ -133,18 +134,22 @@ def time_in_turn(runners: list[Any], input_size: int, batch: int = 1, warmup: in
     6.84x, 7.03x against 9.45x re-timed), so plans made on them asked for more than the
     median needed and overshot (189 % of a 5x target; benchmarks/RESULTS.md, sixth
     session)."""
-    blocks = _blocks_in_turn(runners, [input_size] * len(runners), batch, warmup, runs, block,
+    blocks = blocks_in_turn(runners, [input_size] * len(runners), batch, warmup, runs, block,
                              rotate=rotate)
-    first = [float(np.median(b)) for b in blocks[0]]
-    return InTurn([float(np.median([f / np.median(b) for f, b in zip(first, runner_blocks)]))
-                   for runner_blocks in blocks],
+    return InTurn([per_cycle_ratio(blocks[0], runner_blocks) for runner_blocks in blocks],
                   [float(np.median([t for b in runner_blocks for t in b]))
                    for runner_blocks in blocks])
 
 
-def _blocks_in_turn(runners: list[Any], input_sizes: list[int], batch: int, warmup: int,
-                    runs: int, block: int, seconds: float | None = None, rotate: bool = False
-                    ) -> list[list[list[float]]]:
+def per_cycle_ratio(first: list[list[float]], other: list[list[float]]) -> float:
+    """How many times faster `other` ran than `first`, from their blocks of one turn: the
+    median over cycles of the ratio of block medians."""
+    return float(np.median([np.median(f) / np.median(o) for f, o in zip(first, other)]))
+
+
+def blocks_in_turn(runners: list[Any], input_sizes: list[int], batch: int, warmup: int,
+                   runs: int, block: int, seconds: float | None = None, rotate: bool = False
+                   ) -> list[list[list[float]]]:
     """For each runner, the times (ms) of each of its blocks; with `rotate`, cycle k starts
     with runner k (mod their number)."""
     prepared = [runner.prepare(random_batch(batch, size))
