@@ -139,19 +139,29 @@ def tiny_data(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("tiny"), {"train": 12, "val": 4})
 
 
-@pytest.fixture()
-def tiny_model_spec() -> dict:
+def tiny_spec() -> dict:
     return {"kind": "kindle", "config": TINY_MNV3}
 
 
 @pytest.fixture()
-def tiny_checkpoint(tmp_path, tiny_model_spec) -> Path:
-    """The tiny Kindle model, untrained, saved as a compress checkpoint (32 px, 3 classes)."""
+def tiny_model_spec() -> dict:
+    return tiny_spec()
+
+
+def save_tiny_checkpoint(path: Path, spec: dict | None = None) -> Path:
+    """The tiny Kindle model, untrained (seeded), saved as a compress checkpoint (32 px,
+    3 classes): the same weights wherever it is built."""
     from compress.checkpoint import Checkpoint, save_checkpoint
     from compress.models import build_model
 
-    return save_checkpoint(tmp_path / "tiny.safetensors", Checkpoint(
-        build_model(tiny_model_spec).eval(), tiny_model_spec, TINY_CLASSES, 32))
+    spec = spec or tiny_spec()
+    torch.manual_seed(0)
+    return save_checkpoint(path, Checkpoint(build_model(spec).eval(), spec, TINY_CLASSES, 32))
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path, tiny_model_spec) -> Path:
+    return save_tiny_checkpoint(tmp_path / "tiny.safetensors", tiny_model_spec)
 
 
 @pytest.fixture(autouse=True)

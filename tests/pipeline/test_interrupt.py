@@ -12,18 +12,28 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_tiny_recipe
+from conftest import save_tiny_checkpoint, write_tiny_recipe
 
 from compress.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture()
-def recipe(tmp_path, tiny_checkpoint, tiny_data) -> Path:
-    return write_tiny_recipe(tmp_path / "recipe.yaml", tiny_checkpoint, tiny_data,
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory, tiny_data) -> Path:
+    folder = tmp_path_factory.mktemp("interrupt")
+    return write_tiny_recipe(folder / "recipe.yaml",
+                             save_tiny_checkpoint(folder / "tiny.safetensors"), tiny_data,
                              [{"prune": {"ratio": 0.25}}, {"finetune": {"epochs": 6, "lr": 0.05}},
                               {"drop": {"squeeze_excite": "all"}}, {"export": {"fp16": False}}])
+
+
+@pytest.fixture(scope="module")
+def straight_weights(recipe) -> dict[str, torch.Tensor]:
+    """The uninterrupted run's final weights, run once for every way of interrupting it."""
+    straight = recipe.parent / "straight"
+    subprocess.run(_command(recipe, straight), check=True, capture_output=True)
+    return _final_weights(straight)
 
 
 def _command(recipe: Path, out: Path, *extra: str) -> list[str]:
@@ -54,10 +64,8 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
     (signal.SIGINT, "stages/02-finetune/train/train_state.safetensors"),
     (signal.SIGKILL, "stages/03-drop/record.json"),  # between stages
 ])
-def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, recipe, sig,
-                                                                moment):
-    straight = tmp_path / "straight"
-    subprocess.run(_command(recipe, straight), check=True, capture_output=True)
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, recipe,
+                                                                straight_weights, sig, moment):
     out = tmp_path / "interrupted"
     process = subprocess.Popen(_command(recipe, out), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True,
@@ -74,6 +82,6 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, recipe
     assert resumed.returncode == 0, resumed.stderr
     for path, content in finished.items():
         assert path.read_bytes() == content, f"{path} changed on resume"
-    a, b = _final_weights(straight), _final_weights(out)
+    a, b = straight_weights, _final_weights(out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (out / ".lock").exists()
