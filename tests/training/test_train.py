@@ -174,7 +174,7 @@ def test_val_ratio_carves_a_stratified_val_split_when_there_is_no_val_folder(tmp
 
 @pytest.mark.slow
 def test_two_gloo_processes_take_the_same_steps_and_write_one_checkpoint(tmp_path, tiny_data,
-                                                                         tiny_model_spec):
+                                                                         tiny_checkpoint):
     """torchrun --nproc_per_node 2 on CPU (gloo): the global batch is split over the two
     processes, so each epoch takes as many optimizer steps as one process does."""
     import json
@@ -184,11 +184,7 @@ def test_two_gloo_processes_take_the_same_steps_and_write_one_checkpoint(tmp_pat
 
     from conftest import REPO, TINY_CLASSES
 
-    from compress.checkpoint import save_checkpoint
-
-    checkpoint = save_checkpoint(tmp_path / "tiny.safetensors", Checkpoint(
-        build_model(tiny_model_spec).eval(), tiny_model_spec, TINY_CLASSES, 32))
-    finetune = ["-m", "compress", "finetune", str(checkpoint), "--data", str(tiny_data),
+    finetune = ["-m", "compress", "finetune", str(tiny_checkpoint), "--data", str(tiny_data),
                 "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = {}
