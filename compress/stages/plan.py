@@ -9,8 +9,9 @@ low-rank factors, squeeze-excite gates and residual blocks.
    images held out of the input model's training (val only where the checkpoint records
    none).
 2. The cheapest set that saves enough is chosen greedily (compress.planning.choose).
-3. The planned model is timed whole against the stage's input (and the teacher, where the
-   target is relative to it: compress.planning.timing) and scored whole. Neither
+3. The planned model is timed whole against the reference, two models in turn as the
+   export stage and benchmarks/retime.py time it (compress.planning.timing), and scored
+   whole. Neither
    shares nor F1 costs of single cuts add up: every share is scaled by measured /
    predicted, every chosen cut is re-priced at its F1 cost inside the plan, and the choice
    is made again (a refit), up to `refits` times; the met plan with the best F1 wins.
@@ -62,11 +63,10 @@ SET_TIMING_FACTOR = 3  # the sets are few and decide every share: three times th
 class PlanResult(StageResult):
     target: str = ""  # as configured, e.g. "5.00x faster than the run's input"
     relative_to: str = "input"  # the reference of target_speedup: the run's input or teacher
-    input_speedup: float = 1.0  # the stage's input against the reference: the median of
-    reference_ratios: list[float] = field(default_factory=list)  # every timing of the two
+    input_speedup: float = 1.0  # the stage's input against the reference, timed once
     required_ratio: float = 1.0  # how many times faster this stage must make its input
-    achieved_ratio: float = 1.0  # measured, the planned model against the stage's input
-    speedup_vs_reference: float = 1.0  # input_speedup x achieved_ratio
+    achieved_ratio: float = 1.0  # speedup_vs_reference / input_speedup
+    speedup_vs_reference: float = 1.0  # the planned model timed against the reference
     latency_ms: float | None = None  # the planned model's batch median in the last timing
     judged_on: str = ""  # the images whose macro F1 priced the options
     # On those images, BatchNorm re-estimated, before any training (None without data): the
@@ -154,8 +154,7 @@ class Plan(Stage):
                 return StageOutput(model, PlanResult(
                     note=f"plan: the input already meets {target}; nothing cut",
                     target=target, relative_to=cfg.relative_to,
-                    input_speedup=budget.input_speedup,
-                    reference_ratios=budget.reference_ratios, required_ratio=budget.required,
+                    input_speedup=budget.input_speedup, required_ratio=budget.required,
                     speedup_vs_reference=budget.input_speedup, latency_ms=budget.input_ms))
             options = candidate_options(model, ctx.input_size, cfg.kinds, cfg.prune_ratios,
                                         cfg.rank_fractions, cfg.ignore, cfg.min_layer_share)
@@ -166,7 +165,7 @@ class Plan(Stage):
                                 for o in options])
             planned, achieved, refits, chosen, planned_f1, drops_in_plan = self._plan(
                 model, priced, budget, ctx, timing, sensitivity)
-        speedup = budget.input_speedup * achieved.ratio
+        speedup = achieved.speedup
         note = (f"plan: {speedup:.2f}x faster than the run's {cfg.relative_to} (target "
                 f"{target}) with {len(chosen)} cuts, {len(refits)} timing(s) of the whole "
                 f"model; latency table: {table.reused} reused, {table.measured} timed")
@@ -175,9 +174,8 @@ class Plan(Stage):
                      f"the cuts one by one: {-sum(p.f1_drop for p in chosen):+.4f})")
         return StageOutput(planned, PlanResult(
             note=note, target=target, relative_to=cfg.relative_to,
-            input_speedup=budget.input_speedup, reference_ratios=budget.reference_ratios,
-            required_ratio=budget.required, achieved_ratio=achieved.ratio,
-            speedup_vs_reference=speedup, latency_ms=achieved.ms,
+            input_speedup=budget.input_speedup, required_ratio=budget.required,
+            achieved_ratio=achieved.ratio, speedup_vs_reference=speedup, latency_ms=achieved.ms,
             judged_on=judged_on, input_macro_f1=input_f1, planned_macro_f1=planned_f1,
             summed_f1_drops=sum(p.f1_drop for p in chosen) if planned_f1 is not None else None,
             chosen=[{**describe(p), "f1_drop_in_plan": rounded(drops_in_plan.get(p.option))}
@@ -191,15 +189,16 @@ class Plan(Stage):
             macs_after=count_macs(planned, ctx.input_size)))
 
     def _budget(self, model: nn.Module, ctx: StageContext, timing: PlanTiming) -> Budget:
-        """The stage's input timed against the reference, the run's input or its teacher,
-        unless they are the same model; later timings add to its reference ratios."""
+        """For target_speedup, the reference (the run's input or its teacher), unless it is
+        the stage's input itself, becomes what every whole model is timed against; the
+        input is timed against it once."""
         cfg = self.config
         reference = ctx.teacher if cfg.relative_to == "teacher" else ctx.run_input
-        if reference is not None and not _same_model(reference, model):
+        if (cfg.target_speedup is not None and reference is not None
+                and not _same_model(reference, model)):
             timing.reference_path = timing.export(reference.cpu().eval())
         timed = timing.input_alone()
-        return Budget(cfg.target_speedup, cfg.target_latency_ms, timed.ms,
-                      [timed.reference_ratio] if timed.reference_ratio else [])
+        return Budget(cfg.target_speedup, cfg.target_latency_ms, timed.ms, timed.speedup)
 
     def _price(self, model: nn.Module, options: list[Option], ctx: StageContext,
                timing: PlanTiming, sensitivity
@@ -270,11 +269,9 @@ class Plan(Stage):
     def _plan(self, model: nn.Module, priced: list[Priced], budget: Budget,
               ctx: StageContext, timing: PlanTiming, sensitivity):
         """Choose, time the whole planned model, correct the prices and choose again, up to
-        `refits` times; of the plans that met the budget (within the tolerance; the budget
-        as it stands after the last timing, since each timing re-measures the reference
-        where there is one besides the input) the one with the best macro F1 as a whole
-        (BatchNorm re-estimated), or without data the one whose cuts cost the least MACs,
-        wins if a second timing of it meets the budget too (else the next best). A plan
+        `refits` times; of the plans that met the budget the one with the best macro F1 as
+        a whole (BatchNorm re-estimated), or without data the one whose cuts cost the least
+        MACs, wins if a second timing of it meets the budget too (else the next best). A plan
         chosen again ends the search where it met the budget; where it fell short, the next
         choice asks for more saving (the gap).
 
@@ -312,15 +309,14 @@ class Plan(Stage):
             tried[plan_key] = ratio
             step = {"scale": scale, "asked_saving": min(needed + margin, 0.99),
                     "predicted_saving": predicted, "required_ratio": required,
-                    "measured_saving": measured, "ratio": ratio, "cuts": len(chosen)}
-            if timed.reference_ratio is not None:
-                step["reference_ratio"] = timed.reference_ratio
-                budget.reference_ratios.append(timed.reference_ratio)
+                    "measured_saving": measured, "ratio": ratio, "speedup": timed.speedup,
+                    "cuts": len(chosen)}
             line = (f"plan: {len(chosen)} cuts, predicted {predicted:.1%} saved, measured "
-                    f"{measured:.1%} ({ratio:.2f}x, needed {required:.2f}x)")
-            if timed.reference_ratio is not None:
-                line += (f"; the stage's input {timed.reference_ratio:.2f}x faster than the "
-                         f"run's {cfg.relative_to}")
+                    f"{measured:.1%} ({ratio:.2f}x, needed {required:.2f}x")
+            if timing.reference_path is not None:
+                line += (f"; {timed.speedup:.2f}x faster than the run's {cfg.relative_to}, "
+                         f"needed {cfg.target_speedup:.2f}x")
+            line += ")"
             if sensitivity is not None:
                 step["macro_f1"] = sensitivity.evaluate(planned)  # BatchNorm re-estimated
                 line += f", macro F1 before training {step['macro_f1']:.4f}"
@@ -347,11 +343,7 @@ class Plan(Stage):
         # first, is timed again, and that independent timing decides and is reported.
         for _, planned, chosen, planned_f1, drops_in_plan, step in sorted(
                 met, key=lambda m: -m[0]):
-            if step["ratio"] < budget.required * (1 - cfg.tolerance):
-                continue  # short of the budget as the reference's later timings set it
             confirmed = timing.whole(planned)
-            if confirmed.reference_ratio is not None:
-                budget.reference_ratios.append(confirmed.reference_ratio)
             step["confirmed_ratio"] = confirmed.ratio
             ctx.echo(f"plan: {len(chosen)} cuts timed again: {confirmed.ratio:.2f}x (needed "
                      f"{budget.required:.2f}x)")

@@ -237,12 +237,11 @@ def test_a_plan_relative_to_the_teacher_times_the_input_against_it(tmp_path, tin
     assert result["chosen"] == [] and result["speedup_vs_reference"] > 1.3
 
 
-def test_a_plan_relative_to_the_teacher_re_measures_it_with_every_planned_model(tmp_path):
-    """The teacher-vs-input ratio sets the budget and one timing of it is noisy (2.1-3.3x
-    across runs of the same models): every timing of a planned model times the teacher in
-    the same cycles, and the budget follows the median of all of them."""
-    import statistics
-
+def test_a_plan_relative_to_the_teacher_times_every_planned_model_against_it(tmp_path):
+    """Each planned model is timed against the teacher itself, two models in turn as the
+    export stage and the re-timing judge it (three in turn, with the input, read 15-40 %
+    higher): the budget is met on that timing, and the input's own speed-up over the
+    teacher, timed once, only converts it into a ratio over the input."""
     torch.manual_seed(0)
     teacher, model = _model(), build_model(SMALL | {"kwargs": {"width_mult": 0.75}}).eval()
     stage = create_stage("plan", {"target_speedup": 2.0, "relative_to": "teacher",
@@ -251,18 +250,17 @@ def test_a_plan_relative_to_the_teacher_re_measures_it_with_every_planned_model(
     ctx = stage_context(SIZE, ["blue", "green", "red"], torch.device("cpu"), tmp_path, SMALL,
                         teacher=teacher, echo=lambda line: None)
     result = stage.apply(model, ctx).result.to_dict()
-    ratios, refits = result["reference_ratios"], result["refits"]
-    # The input alone, each refit, each second timing of a plan that met the budget.
-    confirmations = sum("confirmed_ratio" in r for r in refits)
-    assert refits and confirmations and len(ratios) == 1 + len(refits) + confirmations, result
-    assert [r["reference_ratio"] for r in refits] == ratios[1:1 + len(refits)]
-    assert all(r > 1.0 for r in ratios), ratios  # the narrower input runs faster
-    assert result["input_speedup"] == pytest.approx(statistics.median(ratios))
-    assert refits[0]["required_ratio"] == pytest.approx(2.0 / ratios[0])
-    assert result["required_ratio"] == pytest.approx(2.0 / result["input_speedup"])
+    refits, input_speedup = result["refits"], result["input_speedup"]
+    assert refits and input_speedup > 1.0, result  # the narrower input runs faster
+    assert result["required_ratio"] == pytest.approx(2.0 / input_speedup)
+    for step in refits:
+        assert step["ratio"] == pytest.approx(step["speedup"] / input_speedup)
+        assert (step["ratio"] >= step["required_ratio"]) == (step["speedup"] >= 2.0)
+    # The winner's second timing against the teacher is the reported speed-up.
+    winner = next(r for r in refits if r.get("confirmed_ratio") == result["achieved_ratio"])
     assert result["speedup_vs_reference"] == pytest.approx(
-        result["input_speedup"] * result["achieved_ratio"])
-    assert result["achieved_ratio"] >= result["required_ratio"] * (1 - 0.05), refits
+        result["achieved_ratio"] * input_speedup)
+    assert winner["speedup"] >= 2.0 and result["speedup_vs_reference"] >= 2.0 * (1 - 0.05)
 
 
 def test_a_plan_whose_input_already_meets_the_budget_cuts_nothing(tmp_path, tiny_checkpoint,
