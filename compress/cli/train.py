@@ -37,8 +37,15 @@ _keep_option = click.option(
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue an interrupted run found in --out.")
 @_keep_option
+@click.option("--teacher", type=click.Path(dir_okay=False), default=None,
+              help="Distil from this checkpoint while training (same classes), e.g. the large "
+                   "baseline for a small model: a better start for compressing to a budget.")
+@click.option("--distill-alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="With --teacher: weight of the soft-target loss (1 - alpha on the labels).")
+@click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True),
+              default=4.0, show_default=True, help="With --teacher: softmax temperature.")
 def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device, resume,
-          keep) -> None:
+          keep, teacher, distill_alpha, distill_temperature) -> None:
     """Train a model from scratch; the last epoch (or with --keep best, the best) is the result.
 
     On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress train ...
@@ -47,8 +54,10 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
     from compress.tools.train import kept_line, train_from_yaml
     from compress.training.distributed import distributed_from_env
 
+    distill = None if teacher is None else \
+        {"teacher": teacher, "alpha": distill_alpha, "temperature": distill_temperature}
     result = train_from_yaml(model_arg, data_yaml, data_root, out, epochs, width_mult, device,
-                             resume, keep, seed=seed,
+                             resume, keep, seed=seed, distill=distill,
                              provenance={"command": "compress train " + " ".join(sys.argv[2:])})
     if distributed_from_env().is_main:
         click.echo(kept_line(result.val_f1, result.epoch, result.best_f1, result.best_epoch,

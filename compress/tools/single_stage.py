@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compress.checkpoint import Checkpoint, load_checkpoint, load_teacher, save_checkpoint
+from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data.training_data import TrainingData, open_training_data
 from compress.device import resolve_device
-from compress.errors import UserError
 from compress.fileio import check_writable, write_json_atomic
 from compress.pipeline.measurer import Measurer
 from compress.recipe.schema import BenchSection, DataSection, ScoreSection
 from compress.stages.base import StageContext
 from compress.stages.registry import create_stage
+from compress.tools.train import teacher_option
 from compress.training.distributed import distributed_from_env
 from compress.training.freeze import POLICIES
 
@@ -69,10 +69,7 @@ def _teacher(student: Checkpoint, path: str, teacher: str | None):
     predict the same classes in the same order."""
     if teacher is None:
         return load_checkpoint(path).model
-    try:
-        return load_teacher(teacher, student.classes).model
-    except UserError as exc:
-        raise UserError(f"--teacher: {exc}") from None
+    return teacher_option(teacher, student.classes)
 
 
 def export_checkpoint(path: str, out: str, fp16: bool, opset: int,

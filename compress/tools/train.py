@@ -7,8 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from compress.checkpoint import load_teacher
 from compress.data.config import load_data_config
 from compress.data.folders import find_classes, split_folder
+from compress.errors import UserError
 from compress.models import model_spec_from_arg
 from compress.training.engine import TrainResult, train_from_data_config
 
@@ -17,9 +19,11 @@ def train_from_yaml(model_arg: str, data_yaml: str | Path, data_root: str | None
                     out: str | Path = "runs/train", epochs: int | None = None,
                     width_mult: float | None = None, device: str = "auto", resume: bool = True,
                     keep: str = "last", provenance: dict[str, Any] | None = None,
-                    seed: int | None = None) -> TrainResult:
+                    seed: int | None = None,
+                    distill: dict[str, Any] | None = None) -> TrainResult:
     """The model's output width is the number of class folders in DATA_PATH/train; epochs and
-    seed override the data YAML's EPOCHS and SEED."""
+    seed override the data YAML's EPOCHS and SEED. `distill` ({"teacher": path, "alpha",
+    "temperature"}) mixes soft targets of that checkpoint into the loss."""
     config = load_data_config(data_yaml, data_root)
     if epochs is not None:
         config = replace(config, epochs=epochs)
@@ -27,8 +31,18 @@ def train_from_yaml(model_arg: str, data_yaml: str | Path, data_root: str | None
         config = replace(config, seed=seed)
     classes = find_classes(split_folder(config.data_path, "train"))
     spec = model_spec_from_arg(model_arg, num_classes=len(classes), width_mult=width_mult)
+    teacher = None if distill is None else teacher_option(distill["teacher"], classes)
     return train_from_data_config(spec, config, out, device, resume, provenance=provenance,
-                                  keep=keep)
+                                  keep=keep, teacher=teacher, distill=distill)
+
+
+def teacher_option(path: str | Path, classes: list[str]):
+    """The model given by --teacher (train and finetune), loaded before any image is decoded;
+    it must predict `classes` in order, and errors name the option."""
+    try:
+        return load_teacher(path, classes).model
+    except UserError as exc:
+        raise UserError(f"--teacher: {exc}") from None
 
 
 def kept_line(val_f1: float, epoch: int, best_f1: float, best_epoch: int, path,

@@ -236,8 +236,12 @@ def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str
                            device: str = "auto", resume: bool = True,
                            provenance: dict[str, Any] | None = None,
                            keep: str = "last",
-                           echo: Callable[[str], None] | None = None) -> TrainResult:
-    """`compress train`: a new model from its spec, trained on the data YAML's folders."""
+                           echo: Callable[[str], None] | None = None,
+                           teacher: nn.Module | None = None,
+                           distill: dict[str, Any] | None = None) -> TrainResult:
+    """`compress train`: a new model from its spec, trained on the data YAML's folders; with
+    a `teacher`, distilled from it with `distill`'s alpha and temperature (recorded in the
+    checkpoint's info)."""
     from compress.data.folders import ImageFolderDataset, split_folder
     from compress.data.training_data import calibration_files, split_held_out, train_val_datasets
     from compress.data.transforms import eval_transform
@@ -246,6 +250,9 @@ def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str
 
     train_set, val_set, classes = train_val_datasets(data_config)
     info = {"data": asdict(data_config), **(provenance or {})}
+    if teacher is not None:
+        info["distill"] = {key: str(value) if key == "teacher" else value
+                           for key, value in (distill or {}).items()}
     held_out_set = None
     if data_config.calibration_ratio > 0:
         # The held-out images travel with the model: later decisions on it use them.
@@ -264,5 +271,9 @@ def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str
                          label_smoothing=data_config.label_smoothing, amp=data_config.fp16,
                          seed=data_config.seed, num_workers=data_config.num_workers,
                          grad_clip=data_config.grad_clip, device=device, keep=keep)
+    if teacher is not None:
+        config.distill_alpha = (distill or {}).get("alpha", config.distill_alpha)
+        config.distill_temperature = (distill or {}).get("temperature",
+                                                         config.distill_temperature)
     return fit(model, train_set, val_set, config, out_dir, template, resume=resume, echo=echo,
-               held_out_set=held_out_set)
+               held_out_set=held_out_set, teacher=teacher)

@@ -87,6 +87,38 @@ def test_train_command_writes_a_checkpoint(tmp_path, tiny_data):
     assert str(tmp_path / "run" / "last.safetensors") in output
 
 
+def test_train_distils_from_a_teacher_and_refuses_one_before_any_work(tmp_path, tiny_data,
+                                                                      tiny_checkpoint):
+    from compress.checkpoint import load_checkpoint
+
+    model_yaml = tmp_path / "model.yaml"
+    model_yaml.write_text(yaml.safe_dump(TINY_MNV3))
+    data_yaml = tmp_path / "data.yaml"
+    data_yaml.write_text(yaml.safe_dump({"DATA_PATH": str(tiny_data), "IMG_SIZE": 32,
+                                         "EPOCHS": 1, "BATCH_SIZE": 8, "INIT_LR": 0.05,
+                                         "NUM_WORKERS": 0}))
+    command = ["train", "--model", model_yaml, "--data", data_yaml]
+    base = load_checkpoint(tiny_checkpoint)
+    other = save_checkpoint(tmp_path / "other.safetensors", Checkpoint(
+        base.model, base.model_spec, list(reversed(base.classes)), base.input_size))
+    assert_user_error(command + ["--teacher", other, "--out", tmp_path / "refused"],
+                      "--teacher", "its classes ['red', 'green', 'blue'] are not")
+    assert not (tmp_path / "refused").exists()
+
+    runs = {}
+    for name, extra in [("plain", []), ("distilled", ["--teacher", tiny_checkpoint,
+                                                      "--distill-alpha", 0.8])]:
+        code, output = run_cli(command + extra + ["--out", tmp_path / name])
+        assert code == 0, output
+        runs[name] = load_checkpoint(tmp_path / name / "last.safetensors")
+    assert runs["distilled"].info["distill"] == {"teacher": str(tiny_checkpoint),
+                                                 "alpha": 0.8, "temperature": 4.0}
+    assert "distill" not in runs["plain"].info
+    # Same seed, same batches: only the teacher's soft targets can move the weights apart.
+    plain, distilled = runs["plain"].model.state_dict(), runs["distilled"].model.state_dict()
+    assert any(not torch.equal(plain[key], distilled[key]) for key in plain)
+
+
 def test_missing_data_folder(tiny_checkpoint, tmp_path):
     assert_user_error(["eval", tiny_checkpoint, "--data", tmp_path / "nope"],
                        "nope", "not found")
