@@ -270,10 +270,8 @@ def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str
                          batch_size=data_config.batch_size, weight_decay=data_config.weight_decay,
                          label_smoothing=data_config.label_smoothing, amp=data_config.fp16,
                          seed=data_config.seed, num_workers=data_config.num_workers,
-                         grad_clip=data_config.grad_clip, device=device, keep=keep)
-    if teacher is not None:
-        config.distill_alpha = (distill or {}).get("alpha", config.distill_alpha)
-        config.distill_temperature = (distill or {}).get("temperature",
-                                                         config.distill_temperature)
+                         grad_clip=data_config.grad_clip, device=device, keep=keep,
+                         **{f"distill_{key}": value for key, value in (distill or {}).items()
+                            if key in ("alpha", "temperature")})
     return fit(model, train_set, val_set, config, out_dir, template, resume=resume, echo=echo,
                held_out_set=held_out_set, teacher=teacher)
