@@ -141,12 +141,13 @@ def test_ratio_estimators_times_three_files_in_both_turns(tmp_path, tiny_checkpo
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     rounds = [line for line in result.stdout.splitlines() if line.startswith("round ")]
-    assert len(rounds) == 2 and all("three in turn" in r and "two in turn" in r
-                                    for r in rounds), result.stdout
-    # one file against itself: four estimates of three ratios each a round, all near 1
-    triples = [re.findall(r"(\d+\.\d+) / (\d+\.\d+) / (\d+\.\d+)", r) for r in rounds]
-    assert all(len(found) == 4 for found in triples), result.stdout
-    assert all(0.3 < float(v) < 3 for found in triples for triple in found for v in triple)
+    assert len(rounds) == 2 and all("three in turn" in r and "two in turn by 5" in r and
+                                    "two in turn by 10" in r for r in rounds), result.stdout
+    # one file against itself: five ratios of four estimates each a round, all near 1
+    ratios = [re.findall(r"(\d+\.\d+) / (\d+\.\d+) / (\d+\.\d+) / (\d+\.\d+)", r)
+              for r in rounds]
+    assert all(len(found) == 5 for found in ratios), result.stdout
+    assert all(0.3 < float(v) < 3 for found in ratios for four in found for v in four)
     missing = subprocess.run(script + [str(tmp_path / "gone.onnx"), str(onnx), str(onnx)],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "model file not found" in missing.stderr
