@@ -95,6 +95,18 @@ def write_tiny_recipe(path: Path, checkpoint: Path, data: Path, stages: list[dic
     return path
 
 
+def write_train_yamls(folder: Path, data: Path, **keys) -> tuple[Path, Path]:
+    """The tiny model's YAML and a data YAML over the tiny folder for `compress train`:
+    32 px, 1 epoch, 8-image batches, no loader workers; `keys` replace or add data keys."""
+    import yaml
+
+    model_yaml, data_yaml = folder / "model.yaml", folder / "data.yaml"
+    model_yaml.write_text(yaml.safe_dump(TINY_MNV3))
+    data_yaml.write_text(yaml.safe_dump({"DATA_PATH": str(data), "IMG_SIZE": 32, "EPOCHS": 1,
+                                         "BATCH_SIZE": 8, "NUM_WORKERS": 0} | keys))
+    return model_yaml, data_yaml
+
+
 def stage_context(input_size, classes, device, stage_dir, spec, **fields):
     """A StageContext as the pipeline builds it, with a measurer of the recipe's default
     bench settings (a stage that decides by measuring asks it)."""

@@ -8,7 +8,7 @@ import logging
 import pytest
 import torch
 import yaml
-from conftest import TINY_MNV3, assert_user_error, run_cli
+from conftest import TINY_MNV3, assert_user_error, run_cli, write_train_yamls
 
 from compress.checkpoint import Checkpoint, save_checkpoint
 from compress.data.config import load_data_config
@@ -70,12 +70,8 @@ def test_import_refuses_a_class_count_the_model_cannot_predict(tmp_path):
 
 
 def test_train_command_writes_a_checkpoint(tmp_path, tiny_data):
-    model_yaml = tmp_path / "model.yaml"
-    model_yaml.write_text(yaml.safe_dump(TINY_MNV3))
-    data_yaml = tmp_path / "data.yaml"
-    data_yaml.write_text(yaml.safe_dump({"DATA_PATH": str(tiny_data), "IMG_SIZE": 32,
-                                         "EPOCHS": 2, "BATCH_SIZE": 8, "INIT_LR": 0.05, "GRAD_CLIP": 1.0,
-                                         "NUM_WORKERS": 0}))
+    model_yaml, data_yaml = write_train_yamls(tmp_path, tiny_data, EPOCHS=2, INIT_LR=0.05,
+                                              GRAD_CLIP=1.0)
     code, output = run_cli(["train", "--model", model_yaml, "--data", data_yaml,
                          "--out", tmp_path / "run"])
     assert code == 0, output
@@ -91,12 +87,7 @@ def test_train_distils_from_a_teacher_and_refuses_one_before_any_work(tmp_path, 
                                                                       tiny_checkpoint):
     from compress.checkpoint import load_checkpoint
 
-    model_yaml = tmp_path / "model.yaml"
-    model_yaml.write_text(yaml.safe_dump(TINY_MNV3))
-    data_yaml = tmp_path / "data.yaml"
-    data_yaml.write_text(yaml.safe_dump({"DATA_PATH": str(tiny_data), "IMG_SIZE": 32,
-                                         "EPOCHS": 1, "BATCH_SIZE": 8, "INIT_LR": 0.05,
-                                         "NUM_WORKERS": 0}))
+    model_yaml, data_yaml = write_train_yamls(tmp_path, tiny_data, INIT_LR=0.05)
     command = ["train", "--model", model_yaml, "--data", data_yaml]
     base = load_checkpoint(tiny_checkpoint)
     other = save_checkpoint(tmp_path / "other.safetensors", Checkpoint(

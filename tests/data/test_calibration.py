@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
-from conftest import TINY_MNV3, make_image_folder, run_cli
+from conftest import make_image_folder, run_cli, write_train_yamls
 
 from compress.checkpoint import load_checkpoint
 from compress.data.config import DataConfig
@@ -56,12 +55,7 @@ def test_calibration_ratio_is_validated(bad, tmp_path):
 
 
 def test_train_records_the_held_out_images_in_the_checkpoint(tmp_path, tiny_data):
-    model_yaml = tmp_path / "model.yaml"
-    model_yaml.write_text(yaml.safe_dump(TINY_MNV3))
-    data_yaml = tmp_path / "data.yaml"
-    data_yaml.write_text(yaml.safe_dump({"DATA_PATH": str(tiny_data), "IMG_SIZE": 32,
-                                         "EPOCHS": 1, "BATCH_SIZE": 8, "NUM_WORKERS": 0,
-                                         "CALIBRATION_RATIO": 0.25}))
+    model_yaml, data_yaml = write_train_yamls(tmp_path, tiny_data, CALIBRATION_RATIO=0.25)
     code, output = run_cli(["train", "--model", model_yaml, "--data", data_yaml,
                             "--out", tmp_path / "run"])
     assert code == 0, output
