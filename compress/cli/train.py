@@ -8,6 +8,7 @@ import sys
 import click
 
 from compress import defaults
+from compress.errors import UserError
 
 # Shared by train and finetune (the choices are compress.training.engine.KEEP_CHOICES, not
 # imported here so that the CLI starts without loading torch).
@@ -54,6 +55,11 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
     from compress.tools.train import kept_line, train_from_yaml
     from compress.training.distributed import distributed_from_env
 
+    if teacher is None:
+        given = [f"--{name.replace('_', '-')}" for name in ("distill_alpha", "distill_temperature")
+                 if click.get_current_context().get_parameter_source(name).name != "DEFAULT"]
+        if given:
+            raise UserError(f"{' and '.join(given)} only apply with --teacher")
     distill = None if teacher is None else \
         {"teacher": teacher, "alpha": distill_alpha, "temperature": distill_temperature}
     result = train_from_yaml(model_arg, data_yaml, data_root, out, epochs, width_mult, device,

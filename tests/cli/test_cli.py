@@ -95,6 +95,9 @@ def test_train_distils_from_a_teacher_and_refuses_one_before_any_work(tmp_path, 
     assert_user_error(command + ["--teacher", other, "--out", tmp_path / "refused"],
                       "--teacher", "its classes ['red', 'green', 'blue'] are not")
     assert not (tmp_path / "refused").exists()
+    assert_user_error(command + ["--distill-alpha", 0.8, "--out", tmp_path / "refused"],
+                      "--distill-alpha only apply with --teacher")
+    assert not (tmp_path / "refused").exists()
 
     runs = {}
     for name, extra in [("plain", []), ("distilled", ["--teacher", tiny_checkpoint,
