@@ -16,14 +16,9 @@ from torch.utils.data import Dataset
 from compress.checkpoint import Checkpoint
 from compress.data.folders import make_loader
 from compress.data.training_data import TrainingData, open_training_data
+from compress.measure import fresh_process
 from compress.measure.end_to_end import predict_files
-from compress.measure.latency import (
-    Comparison,
-    InTurn,
-    compare_latency,
-    measure_latency,
-    time_in_turn,
-)
+from compress.measure.latency import Comparison, InTurn, Latency
 from compress.measure.macs import count_macs, count_params
 from compress.measure.metrics import classification_metrics, model_macro_f1
 from compress.measure.runners import OrtRunner, provider_for_device
@@ -73,17 +68,32 @@ class Measurer:
     def runner(self, onnx_path: str | Path) -> OrtRunner:
         return OrtRunner.open(onnx_path, self.provider, self.bench.threads)
 
+    # Every timing runs in a fresh process: this one, after torch, data and exports, timed
+    # small models up to 40 % slow (compress.measure.fresh_process).
+    def _timed(self, jobs: list[fresh_process.Job]) -> list:
+        return fresh_process.run(jobs, self.provider, self.bench.threads)
+
+    def _compare(self, path_a: Path, path_b: Path, runs: int | None = None, batch: int = 1,
+                 input_size_a: int | None = None) -> fresh_process.Job:
+        return fresh_process.compare(path_a, path_b, input_size=input_size_a or self.input_size,
+                                     batch=batch, warmup=self.bench.warmup,
+                                     runs=runs or self.bench.runs, input_size_b=self.input_size)
+
+    def _latency(self, path: Path, batch: int) -> fresh_process.Job:
+        return fresh_process.latency(path, input_size=self.input_size, batch=batch,
+                                     warmup=self.bench.warmup, runs=self.bench.runs)
+
     def compare_files(self, path_a: Path, path_b: Path, runs: int | None = None,
                       batch: int = 1) -> Comparison:
-        return compare_latency(self.runner(path_a), self.runner(path_b), self.input_size, batch,
-                               self.bench.warmup, runs or self.bench.runs)
+        return self._timed([self._compare(path_a, path_b, runs, batch)])[0]
 
     def time_in_turn(self, paths: list[Path], runs: int | None = None, batch: int = 1
                      ) -> InTurn:
         """How many times faster each ONNX file runs than the first, and each one's median
         ms (see compress.measure.latency.time_in_turn)."""
-        return time_in_turn([self.runner(p) for p in paths], self.input_size, batch,
-                            self.bench.warmup, runs or self.bench.runs)
+        return self._timed([fresh_process.in_turn(paths, input_size=self.input_size,
+                                                  batch=batch, warmup=self.bench.warmup,
+                                                  runs=runs or self.bench.runs)])[0]
 
     def distance_to_floor(self, record: StageRecord) -> dict:
         """How far a stage's model is from what this device can do: its achieved GFLOP/s at
@@ -157,34 +167,33 @@ class Measurer:
                                       .argmax(1)) for images, labels in loader])
         return self.macro_f1(np.concatenate(targets), np.concatenate(predictions))
 
-    def _batch1(self, onnx_path: Path, baseline: StageRecord | None,
-                previous: StageRecord | None):
-        """Batch-1 latency, its speed-up over the input and over the previous stage.
+    def _latencies(self, onnx_path: Path, baseline: StageRecord | None,
+                   previous: StageRecord | None) -> tuple[dict[int, Latency], float, float]:
+        """Latency at each bench batch size, and the batch-1 speed-up over the input and over
+        the previous stage, all timed in one fresh process.
 
         Both ratios come from interleaved timing (A B A B ...), so a busy machine slows
         both models alike instead of flagging the wrong stage."""
-        bench = self.bench
-        runner = self.runner(onnx_path)
+        timing = [self._latency(onnx_path, 1)] if baseline is None else [
+            self._compare(Path(baseline.onnx), onnx_path, input_size_a=baseline.input_size)]
+        against_previous = baseline is not None and previous is not None and previous.index != 0
+        if against_previous:
+            timing.append(self._compare(Path(previous.onnx), onnx_path,
+                                        input_size_a=previous.input_size))
+        batches = self.bench.batch_sizes[1:]
+        results = self._timed(timing + [self._latency(onnx_path, b) for b in batches])
         if baseline is None:
-            return measure_latency(runner, self.input_size, 1, bench.warmup, bench.runs), 1.0, 1.0
-
-        def against(record: StageRecord):
-            return compare_latency(self.runner(record.onnx), runner,
-                                   record.input_size or self.input_size, 1, bench.warmup,
-                                   bench.runs, input_size_b=self.input_size)
-
-        vs_input = against(baseline)
-        vs_previous = vs_input if previous is None or previous.index == 0 else against(previous)
-        return vs_input.b, vs_input.ratio, vs_previous.ratio
+            one, speedup, vs_previous = results[0], 1.0, 1.0
+        else:
+            one, speedup = results[0].b, results[0].ratio
+            vs_previous = results[1].ratio if against_previous else speedup
+        return {1: one} | dict(zip(batches, results[len(timing):])), speedup, vs_previous
 
     def measure(self, index: int, name: str, model: nn.Module, checkpoint_path: Path,
                 onnx_path: Path, seconds: float, result: StageResult,
                 baseline: StageRecord | None, previous: StageRecord | None) -> StageRecord:
-        bench = self.bench
-        one, speedup, vs_previous = self._batch1(onnx_path, baseline, previous)
-        latencies = {1: one} | {b: measure_latency(self.runner(onnx_path), self.input_size, b,
-                                                   bench.warmup, bench.runs)
-                                for b in bench.batch_sizes[1:]}
+        latencies, speedup, vs_previous = self._latencies(onnx_path, baseline, previous)
+        one = latencies[1]
         metrics, end_to_end_s = self.metrics(onnx_path)
         record = StageRecord(
             index=index, name=name, status=StageStatus.DONE, note=result.note,

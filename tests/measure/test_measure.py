@@ -51,6 +51,35 @@ def test_latency_and_interleaved_comparison(tmp_path):
     assert comparison.ratio > 1  # ~150x the MACs cannot be faster
 
 
+def test_timings_run_in_a_fresh_process_and_its_errors_come_back(tmp_path, monkeypatch):
+    from compress import UserError
+    from compress.measure import fresh_process, latency
+
+    small = export_onnx(HandNet().eval(), tmp_path / "small.onnx", 32)
+    big_model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 2)).eval()
+    big = export_onnx(big_model, tmp_path / "big.onnx", 32)
+
+    def timed_here(*args, **kwargs):
+        raise AssertionError("timed in the pipeline's own process")
+
+    for name in ("compare_latency", "time_in_turn", "measure_latency"):
+        monkeypatch.setattr(latency, name, timed_here)
+    for kind, (_, result_type) in list(fresh_process.KINDS.items()):
+        monkeypatch.setitem(fresh_process.KINDS, kind, (timed_here, result_type))
+    timing = {"input_size": 32, "warmup": 2}
+    compared, turn, alone = fresh_process.run(
+        [fresh_process.compare(big, small, runs=20, **timing),
+         fresh_process.in_turn([big, small, small], runs=20, **timing),
+         fresh_process.latency(small, batch=4, runs=5, **timing)], "cpu", 1)
+    assert compared.ratio == pytest.approx(compared.a.median_ms / compared.b.median_ms)
+    assert compared.ratio > 1 and compared.b.runs == 20  # ~150x the MACs cannot be faster
+    assert len(turn.ratios) == 3 and turn.ratios[0] == 1.0 and turn.ratios[1] > 1
+    assert alone.batch == 4 and alone.runs == 5 and alone.provider == "CPUExecutionProvider"
+    with pytest.raises(UserError, match="unknown provider 'tpu'"):
+        fresh_process.run([fresh_process.latency(small, **timing)], "tpu", 1)
+
+
 def test_op_type_profile_puts_the_time_where_the_work_is(tmp_path):
     from compress.measure.op_profile import format_profile, op_type_profile
 
