@@ -64,7 +64,10 @@ class _Run:
             self.store.prepare(recipe_to_yaml(self.recipe), self.resume)
             self.done = {r.index: r for r in self.store.completed()}
             self._open_data()
-            return self._stages()
+            try:
+                return self._stages()
+            finally:
+                self.measurer.close()
 
     def _open_data(self) -> None:
         self.data = open_data(self.recipe, self.input)

@@ -5,7 +5,7 @@ competition score. A measurement never changes the model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from compress.checkpoint import Checkpoint
 from compress.data.folders import make_loader
 from compress.data.training_data import TrainingData, open_training_data
-from compress.measure import fresh_process
+from compress.measure import timing_process
 from compress.measure.end_to_end import predict_files
 from compress.measure.latency import Comparison, InTurn, Latency
 from compress.measure.macs import count_macs, count_params
@@ -55,6 +55,8 @@ class Measurer:
     data: TrainingData | None
     device: torch.device
     input_size: int
+    _timing_worker: timing_process.TimingWorker = field(
+        default_factory=timing_process.TimingWorker, init=False, repr=False)
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, data: TrainingData | None, device: torch.device,
@@ -68,20 +70,24 @@ class Measurer:
     def runner(self, onnx_path: str | Path) -> OrtRunner:
         return OrtRunner.open(onnx_path, self.provider, self.bench.threads)
 
-    # Every timing runs in a fresh process: this one, after torch, data and exports, timed
-    # small models up to 40 % slow (compress.measure.fresh_process).
-    def _timed(self, jobs: list[fresh_process.Job]) -> list:
-        return fresh_process.run(jobs, self.provider, self.bench.threads)
+    # Every timing runs in a process of its own: this one, after torch, data and exports,
+    # timed small models up to 40 % slow (compress.measure.timing_process).
+    def _timed(self, jobs: list[timing_process.Job]) -> list:
+        return self._timing_worker.run(jobs, self.provider, self.bench.threads)
 
     def _compare(self, path_a: Path, path_b: Path, runs: int | None = None, batch: int = 1,
-                 input_size_a: int | None = None) -> fresh_process.Job:
-        return fresh_process.compare(path_a, path_b, input_size=input_size_a or self.input_size,
+                 input_size_a: int | None = None) -> timing_process.Job:
+        return timing_process.compare(path_a, path_b, input_size=input_size_a or self.input_size,
                                      batch=batch, warmup=self.bench.warmup,
                                      runs=runs or self.bench.runs, input_size_b=self.input_size)
 
-    def _latency(self, path: Path, batch: int) -> fresh_process.Job:
-        return fresh_process.latency(path, input_size=self.input_size, batch=batch,
+    def _latency(self, path: Path, batch: int) -> timing_process.Job:
+        return timing_process.latency(path, input_size=self.input_size, batch=batch,
                                      warmup=self.bench.warmup, runs=self.bench.runs)
+
+    def close(self) -> None:
+        """Ends the timing process, if one was started (a later timing starts another)."""
+        self._timing_worker.close()
 
     def compare_files(self, path_a: Path, path_b: Path, runs: int | None = None,
                       batch: int = 1) -> Comparison:
@@ -91,7 +97,7 @@ class Measurer:
                      ) -> InTurn:
         """How many times faster each ONNX file runs than the first, and each one's median
         ms (see compress.measure.latency.time_in_turn)."""
-        return self._timed([fresh_process.in_turn(paths, input_size=self.input_size,
+        return self._timed([timing_process.in_turn(paths, input_size=self.input_size,
                                                   batch=batch, warmup=self.bench.warmup,
                                                   runs=runs or self.bench.runs)])[0]
 

@@ -11,7 +11,7 @@ ratios; turns of three read 15-40 % higher than turns of two of the same files
 converts the budget into a saving of the input's latency, which steers the choice; whether
 a plan meets the budget is read off its own timing against the reference.
 
-Every timing runs in a fresh process (the measurer's way, compress.measure.fresh_process):
+Every timing runs in a process of its own (the measurer's, compress.measure.timing_process):
 timed in the plan's own process, late refits read 5x models up to 20 % slow and plans
 overshot their target.
 """

@@ -51,9 +51,9 @@ def test_latency_and_interleaved_comparison(tmp_path):
     assert comparison.ratio > 1  # ~150x the MACs cannot be faster
 
 
-def test_timings_run_in_a_fresh_process_and_its_errors_come_back(tmp_path, monkeypatch):
+def test_timings_run_in_one_worker_process_that_outlives_its_errors(tmp_path, monkeypatch):
     from compress import UserError
-    from compress.measure import fresh_process, latency
+    from compress.measure import latency, timing_process
 
     small = export_onnx(HandNet().eval(), tmp_path / "small.onnx", 32)
     big_model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1),
@@ -65,19 +65,29 @@ def test_timings_run_in_a_fresh_process_and_its_errors_come_back(tmp_path, monke
 
     for name in ("compare_latency", "time_in_turn", "measure_latency"):
         monkeypatch.setattr(latency, name, timed_here)
-    for kind, (_, result_type) in list(fresh_process.KINDS.items()):
-        monkeypatch.setitem(fresh_process.KINDS, kind, (timed_here, result_type))
+    for kind, (_, result_type) in list(timing_process.KINDS.items()):
+        monkeypatch.setitem(timing_process.KINDS, kind, (timed_here, result_type))
     timing = {"input_size": 32, "warmup": 2}
-    compared, turn, alone = fresh_process.run(
-        [fresh_process.compare(big, small, runs=20, **timing),
-         fresh_process.in_turn([big, small, small], runs=20, **timing),
-         fresh_process.latency(small, batch=4, runs=5, **timing)], "cpu", 1)
+    worker = timing_process.TimingWorker()
+    compared, turn, alone = worker.run(
+        [timing_process.compare(big, small, runs=20, **timing),
+         timing_process.in_turn([big, small, small], runs=20, **timing),
+         timing_process.latency(small, batch=4, runs=5, **timing)], "cpu", 1)
     assert compared.ratio == pytest.approx(compared.a.median_ms / compared.b.median_ms)
     assert compared.ratio > 1 and compared.b.runs == 20  # ~150x the MACs cannot be faster
     assert len(turn.ratios) == 3 and turn.ratios[0] == 1.0 and turn.ratios[1] > 1
     assert alone.batch == 4 and alone.runs == 5 and alone.provider == "CPUExecutionProvider"
+    pid = worker._process.pid
     with pytest.raises(UserError, match="unknown provider 'tpu'"):
-        fresh_process.run([fresh_process.latency(small, **timing)], "tpu", 1)
+        worker.run([timing_process.latency(small, **timing)], "tpu", 1)
+    with pytest.raises(RuntimeError, match="gone.onnx"):
+        worker.run([timing_process.latency(tmp_path / "gone.onnx", **timing)], "cpu", 1)
+    # One process served every request, errors included, and ends when closed.
+    assert worker.run([timing_process.latency(small, runs=3, **timing)], "cpu", 1)[0].runs == 3
+    assert worker._process.pid == pid
+    process = worker._process
+    worker.close()
+    assert process.poll() == 0 and worker._process is None
 
 
 def test_op_type_profile_puts_the_time_where_the_work_is(tmp_path):

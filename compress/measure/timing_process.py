@@ -1,0 +1,134 @@
+"""Latency timed in a process of its own that only ever runs ONNX Runtime, the way a
+deployed model and benchmarks/retime.py run it.
+
+Why: the pipeline's process times ONNX models slower than a fresh one, and small models
+more so. In a plan's process (torch, decoded images, hundreds of exports and sessions) a
+5x model ran in 0.36-0.54 ms where a fresh process, seconds later on the same files, ran it
+in 0.31-0.35 ms; its speed-up over the baseline read up to 20 % low, so plans confirmed at
+5x re-timed at 5.2-6.6x and gave up accuracy for speed nobody asked for
+(benchmarks/RESULTS.md, ninth session). Torch inference, ONNX exports and a GiB of tensors
+in a process each moved it by 8 % at most; the cause is not found. A process that only
+creates sessions and times them did not drift (6.3-7.3x over 120 turns against 5.8-6.5x
+from fresh processes), so one worker serves a whole run: started on the first timing
+(about 0.5 s, no torch imported), fed one JSON request a line on stdin, gone when its
+parent closes it or exits (its stdin closes).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from compress.errors import UserError
+from compress.measure.latency import (
+    Comparison,
+    InTurn,
+    Latency,
+    compare_latency,
+    measure_latency,
+    time_in_turn,
+)
+
+KINDS = {"compare": (compare_latency, Comparison), "in_turn": (time_in_turn, InTurn),
+         "latency": (measure_latency, Latency)}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One timing: `kind` names the function of compress.measure.latency (compare:
+    compare_latency of A against B; in_turn: time_in_turn; latency: measure_latency of one
+    file), `timing` its keyword arguments besides the runners."""
+
+    kind: str
+    paths: list[str]
+    timing: dict
+
+
+def compare(path_a: str | Path, path_b: str | Path, **timing: Any) -> Job:
+    return Job("compare", [str(path_a), str(path_b)], timing)
+
+
+def in_turn(paths: list, **timing: Any) -> Job:
+    return Job("in_turn", [str(p) for p in paths], timing)
+
+
+def latency(path: str | Path, **timing: Any) -> Job:
+    return Job("latency", [str(path)], timing)
+
+
+class TimingWorker:
+    """The process every timing of one measurer runs in; started on first use."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen | None = None
+
+    def run(self, jobs: list[Job], provider: str, threads: int | None) -> list[Any]:
+        """Each job's result (a Comparison, InTurn or Latency), timed one after another."""
+        request = {"jobs": [asdict(job) for job in jobs], "provider": provider,
+                   "threads": threads}
+        process = self._started()
+        try:
+            process.stdin.write(json.dumps(request) + "\n")
+            process.stdin.flush()
+            line = process.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            self.close()
+            raise RuntimeError(f"the timing process for {[job.paths for job in jobs]} ended "
+                               "without an answer (its error, if any, is above)")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise (UserError if reply["user_error"] else RuntimeError)(reply["error"])
+        return [_result(job.kind, result) for job, result in zip(jobs, reply["results"])]
+
+    def close(self) -> None:
+        if self._process is not None:
+            self._process.stdin.close()
+            self._process.wait()
+            self._process = None
+
+    def _started(self) -> subprocess.Popen:
+        if self._process is None or self._process.poll() is not None:
+            self._process = subprocess.Popen([sys.executable, "-m", __name__], text=True,
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        return self._process
+
+
+def _result(kind: str, reply: dict) -> Any:
+    if kind == "compare":
+        return Comparison(Latency(**reply["a"]), Latency(**reply["b"]), reply["ratio"])
+    return KINDS[kind][1](**reply)
+
+
+def _serve(request: dict) -> list[dict]:
+    from compress.measure.runners import OrtRunner
+
+    replies = []
+    for job in request["jobs"]:
+        runners = [OrtRunner.open(path, request["provider"], request["threads"])
+                   for path in job["paths"]]
+        timed = KINDS[job["kind"]][0]
+        result = timed(runners, **job["timing"]) if job["kind"] == "in_turn" else \
+            timed(*runners, **job["timing"])
+        replies.append(asdict(result))
+        del runners  # one job's sessions and their threads are gone before the next starts
+    return replies
+
+
+def _serve_forever() -> None:
+    for line in sys.stdin:
+        try:
+            print(json.dumps({"results": _serve(json.loads(line))}), flush=True)
+        except Exception as error:  # answered, so the parent raises it and the worker lives on
+            print(json.dumps({"error": f"{type(error).__name__}: {error}"
+                              if not isinstance(error, UserError) else str(error),
+                              "user_error": isinstance(error, UserError)}), flush=True)
+
+
+if __name__ == "__main__":
+    _serve_forever()
