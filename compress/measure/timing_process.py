@@ -49,15 +49,20 @@ class Job:
 
 
 def compare(path_a: str | Path, path_b: str | Path, **timing: Any) -> Job:
-    return Job("compare", [str(path_a), str(path_b)], timing)
+    return Job("compare", _absolute([path_a, path_b]), timing)
 
 
 def in_turn(paths: list, **timing: Any) -> Job:
-    return Job("in_turn", [str(p) for p in paths], timing)
+    return Job("in_turn", _absolute(paths), timing)
 
 
 def latency(path: str | Path, **timing: Any) -> Job:
-    return Job("latency", [str(path)], timing)
+    return Job("latency", _absolute([path]), timing)
+
+
+def _absolute(paths: list) -> list[str]:
+    """The worker keeps the working folder it started in; its parent may have moved since."""
+    return [str(Path(p).resolve()) for p in paths]
 
 
 class TimingWorker:

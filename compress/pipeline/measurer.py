@@ -176,7 +176,7 @@ class Measurer:
     def _latencies(self, onnx_path: Path, baseline: StageRecord | None,
                    previous: StageRecord | None) -> tuple[dict[int, Latency], float, float]:
         """Latency at each bench batch size, and the batch-1 speed-up over the input and over
-        the previous stage, all timed in one fresh process.
+        the previous stage, all in one request to the timing worker.
 
         Both ratios come from interleaved timing (A B A B ...), so a busy machine slows
         both models alike instead of flagging the wrong stage."""
