@@ -172,15 +172,20 @@ def test_plan_meets_a_measured_budget_and_reuses_its_table(tmp_path, tiny_data):
                                                           for c in second["chosen"]), abs=1e-4)
     # With data the plan's F1 as a whole steers: every timed plan is scored, every chosen
     # cut re-priced inside it, and of the plans that met the budget the best scored wins
-    # once a second timing of it meets the budget too (within the tolerance); better ones
+    # once a second timing of it meets the budget too (within the tolerance); plans that met
+    # it by at most twice the tolerance come first. Every plan ranked before the winner
     # failed that timing. The search itself counts a plan as met at the budget: the
     # tolerance is for the second timing only.
     assert all("macro_f1" in r for r in second["refits"])
     met = [r for r in second["refits"] if r["ratio"] >= 1.6]
+
+    def rank(refit):
+        return (refit["ratio"] <= refit["required_ratio"] * (1 + 2 * 0.05), refit["macro_f1"])
+
     winner = next(r for r in met if r["macro_f1"] == second["planned_macro_f1"])
     assert winner["confirmed_ratio"] == second["achieved_ratio"] >= 1.6 * (1 - 0.05)
     assert all(r["confirmed_ratio"] < 1.6 * (1 - 0.05)
-               for r in met if r["macro_f1"] > winner["macro_f1"]), second["refits"]
+               for r in met if rank(r) > rank(winner)), second["refits"]
     assert all(c["f1_drop_in_plan"] is not None for c in second["chosen"])
     assert all(c["f1_drop_in_plan"] is None for c in first["chosen"])
     assert first["latency_table"]["measured"] == len(first["options"])
