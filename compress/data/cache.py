@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -105,14 +106,21 @@ class DecodedImages:
         return Image.fromarray(np.asarray(self.rows[index]))
 
 
-def build_cache(files: list[Path], size: int, folder: Path,
-                read: Callable[[Path], Image.Image],
-                progress: Callable[[int, int], None] = lambda done, total: None
-                ) -> DecodedImages:
-    """The cache file of `files` at `size` in `folder`, built unless it exists; a process
-    that finds another building it waits for it (a lock file) instead of decoding again."""
+def _row(job: tuple[Path, int, Callable[[Path], Image.Image]]) -> np.ndarray:
+    """One image as stored: decoded, square-padded, resized as T.Resize((size, size)) does."""
     from compress.data.transforms import SquarePad
 
+    path, size, read = job
+    return np.asarray(SquarePad()(read(path)).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def build_cache(files: list[Path], size: int, folder: Path,
+                read: Callable[[Path], Image.Image], workers: int = 0,
+                progress: Callable[[int, int], None] = lambda done, total: None
+                ) -> DecodedImages:
+    """The cache file of `files` at `size` in `folder`, built unless it exists (decoded by
+    `workers` processes, 0: in this one); a process that finds another building it waits for
+    it (a lock file) instead of decoding again."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"images-{cache_key(files, size)}.npy"
     with open(folder / f"{path.name}.lock", "w") as lock:
@@ -124,12 +132,25 @@ def build_cache(files: list[Path], size: int, folder: Path,
                                                  shape=(len(files), size, size, 3))
             except OSError as exc:
                 raise UserError(f"image cache {partial}: cannot be written ({exc})") from None
-            pad = SquarePad()
-            for index, file in enumerate(files):
-                rows[index] = np.asarray(pad(read(file)).resize((size, size),
-                                                                Image.Resampling.BILINEAR))
-                progress(index + 1, len(files))
+            jobs = [(file, size, read) for file in files]
+            with _pool(workers) as pool:
+                for index, row in enumerate(pool.imap(_row, jobs, chunksize=16)
+                                            if pool else map(_row, jobs)):
+                    rows[index] = row
+                    progress(index + 1, len(files))
             rows.flush()
             del rows
             os.replace(partial, path)
     return DecodedImages(path)
+
+
+@contextmanager
+def _pool(workers: int):
+    """A process pool of `workers` (None when 0); a worker's error reaches the caller."""
+    if workers <= 0:
+        yield None
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield pool

@@ -25,6 +25,11 @@ def test_cached_images_give_the_tensors_of_the_files(tiny_data, tmp_path):
             expected = transform(read_image(path))
             torch.manual_seed(index)
             assert torch.equal(transform(cached[index]), expected), path
+    # Decoded by two processes: the same rows, with progress to the last image.
+    seen = []
+    parallel = build_cache(files, 24, tmp_path / "parallel", read_image, workers=2,
+                           progress=lambda done, total: seen.append((done, total)))
+    assert (parallel.rows == cached.rows).all() and seen[-1] == (len(files), len(files))
     # A second build finds the file; a worker gets the path, not the rows.
     again = build_cache(files, 24, tmp_path / "cache", read_image)
     assert again.path == cached.path and len(list((tmp_path / "cache").glob("*.npy"))) == 1
