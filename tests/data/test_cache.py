@@ -8,7 +8,13 @@ import pickle
 
 import torch
 
-from compress.data.cache import DecodedImages, build_cache, cache_key, choose_mode
+from compress.data.cache import (
+    DecodedImages,
+    build_cache,
+    cache_key,
+    choose_mode,
+    unreadable_headers,
+)
 from compress.data.config import DataConfig
 from compress.data.folders import ImageFolderDataset, read_image
 from compress.data.transforms import eval_transform, train_transform
@@ -54,3 +60,13 @@ def test_the_mode_follows_the_size(tmp_path):
     assert huge.mode == "disk" and "fits on disk" in huge.reason
     assert choose_mode(10**12, 512, tmp_path).mode == "stream"
     assert choose_mode(10, 32, tmp_path, requested="stream").mode == "stream"
+
+
+def test_a_corrupt_image_is_found_from_its_header(tiny_data, tmp_path):
+    files = sorted((tiny_data / "val").rglob("*.png"))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(files[0].read_bytes()[:20])  # cut inside the header
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    assert unreadable_headers(files) == []
+    assert [path for path, _ in unreadable_headers(files + [broken, text])] == [broken, text]
