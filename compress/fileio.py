@@ -15,6 +15,17 @@ import yaml
 
 from compress.errors import UserError
 
+CACHE_ENV = "COMPRESS_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where measurements and decoded images are kept between runs: $COMPRESS_CACHE_DIR,
+    else $XDG_CACHE_HOME/compress, else ~/.cache/compress."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "compress"
+
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, except that a key given twice in one mapping is an error: by

@@ -86,12 +86,12 @@ def cache_key(files: list[Path], size: int) -> str:
 class DecodedImages:
     """Rows of a cache file as PIL images; pickles as its path (workers map the file)."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, size: int):
+        self.path, self.size = path, size
         self._rows: np.ndarray | None = None
 
     def __getstate__(self):
-        return {"path": self.path, "_rows": None}
+        return {"path": self.path, "size": self.size, "_rows": None}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -141,7 +141,7 @@ def build_cache(files: list[Path], size: int, folder: Path,
             rows.flush()
             del rows
             os.replace(partial, path)
-    return DecodedImages(path)
+    return DecodedImages(path, size)
 
 
 @contextmanager

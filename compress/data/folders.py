@@ -20,6 +20,7 @@ from compress.errors import UserError
 log = logging.getLogger(__name__)
 
 
+IMAGE_CACHE_ENV = "COMPRESS_IMAGE_CACHE"  # auto | ram | disk | stream (issue 19: a YAML key next)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -57,10 +58,13 @@ def _as_rgb(image: Image.Image) -> Image.Image:
 
 
 class ImageFolderDataset(Dataset):
-    """ROOT/<class>/<image> with a fixed class list; optionally keeps decoded images in RAM."""
+    """ROOT/<class>/<image> with a fixed class list. With `cache_size`, every image is
+    decoded, square-padded and resized to that size once, into a file that every process
+    on the machine maps (`compress.data.cache`); the transform must start with SquarePad
+    and Resize to that size (both then change nothing)."""
 
     def __init__(self, split_dir: str | Path, classes: list[str] | None = None,
-                 transform: Callable | None = None, cache: bool = False):
+                 transform: Callable | None = None, cache_size: int | None = None):
         split_dir = Path(split_dir)
         found = find_classes(split_dir)
         if classes is not None and found != list(classes):
@@ -74,7 +78,9 @@ class ImageFolderDataset(Dataset):
             if not files:
                 raise UserError(f"data folder {split_dir / name}: no images")
             self.samples += [(p, label) for p in files]
-        self._cache = [read_image(p) for p, _ in self.samples] if cache else None
+        self._cache, self._rows = None, list(range(len(self.samples)))
+        if cache_size is not None:
+            self._cache = decoded_cache([p for p, _ in self.samples], cache_size)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -85,7 +91,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        image = self._cache[index] if self._cache is not None else read_image(path)
+        image = self._cache[self._rows[index]] if self._cache is not None else read_image(path)
         return (self.transform(image) if self.transform else image), label
 
     def subset(self, keep: Callable[[Path], bool]) -> "ImageFolderDataset":
@@ -94,15 +100,34 @@ class ImageFolderDataset(Dataset):
         view = copy.copy(self)
         chosen = [i for i, (path, _) in enumerate(self.samples) if keep(path)]
         view.samples = [self.samples[i] for i in chosen]
-        view._cache = [self._cache[i] for i in chosen] if self._cache is not None else None
+        view._rows = [self._rows[i] for i in chosen]
         return view
 
-    def with_transform(self, transform: Callable | None) -> "ImageFolderDataset":
-        """The same images (and decoded cache) under another transform, e.g. the training
-        split through the test transform for calibration."""
+    def with_transform(self, transform: Callable | None, cache_size: int | None = None
+                       ) -> "ImageFolderDataset":
+        """The same images under another transform, e.g. the training split through the test
+        transform for calibration; with `cache_size` other than the cache's, decoded again
+        at that size (a resize stage)."""
         view = copy.copy(self)
         view.transform = transform
+        if self._cache is not None and cache_size not in (None, self._cache.size):
+            view._cache = decoded_cache([p for p, _ in self.samples], cache_size)
         return view
+
+
+def decoded_cache(files: list[Path], size: int):
+    """The decoded images of `files` at `size`, where `choose_mode` puts them (None: stream
+    from the files); the choice and its reason are logged."""
+    from compress.data.cache import SHARED_MEMORY, build_cache, choose_mode
+    from compress.fileio import cache_dir
+
+    choice = choose_mode(len(files), size, cache_dir() / "images",
+                         os.environ.get(IMAGE_CACHE_ENV, "auto"))
+    log.info("image cache: %s (%s)", choice.mode, choice.reason)
+    if choice.mode == "stream":
+        return None
+    folder = SHARED_MEMORY / "compress" if choice.mode == "ram" else cache_dir() / "images"
+    return build_cache(files, size, folder, read_image, workers=min(4, os.cpu_count() or 1))
 
 
 def split_folder(root: str | Path, split: str) -> Path:

@@ -26,20 +26,18 @@ def train_val_datasets(config: DataConfig, cache: bool = True) -> tuple[Dataset,
     """
     root = Path(config.data_path)
     train_dir, val_dir = split_folder(root, "train"), root / "val"
-    train = ImageFolderDataset(train_dir, transform=train_transform(config), cache=cache)
+    size = config.img_size if cache else None
+    train = ImageFolderDataset(train_dir, transform=train_transform(config), cache_size=size)
     if val_dir.is_dir():
         val = ImageFolderDataset(val_dir, classes=train.classes,
-                                 transform=eval_transform(config.img_size), cache=cache)
+                                 transform=eval_transform(config.img_size), cache_size=size)
         train_idx = list(range(len(train)))
     else:
         if config.val_ratio <= 0:
             raise UserError(f"data folder {root}: no val split (add {val_dir} or set VAL_RATIO)")
         train_idx, val_idx = _stratified_split(list(range(len(train))), train.targets,
                                                config.val_ratio, config.seed)
-        val_view = ImageFolderDataset(train_dir, classes=train.classes,
-                                      transform=eval_transform(config.img_size), cache=False)
-        val_view._cache = train._cache  # same files, same order: share the decoded images
-        val = Subset(val_view, val_idx)
+        val = Subset(train.with_transform(eval_transform(config.img_size)), val_idx)
     train_idx, _ = _calibration_split(train, train_idx, config)
     if len(train_idx) == len(train):
         return train, val, train.classes
@@ -51,7 +49,7 @@ def calibration_files(config: DataConfig) -> list[str]:
     the train folder, in a stable order (the same for the same files, ratio and seed)."""
     root = Path(config.data_path)
     train_dir = split_folder(root, "train")
-    train = ImageFolderDataset(train_dir, cache=False)
+    train = ImageFolderDataset(train_dir)
     indices = list(range(len(train)))
     if not (root / "val").is_dir():
         indices, _ = _stratified_split(indices, train.targets, config.val_ratio, config.seed)
@@ -103,8 +101,8 @@ def resize_training_data(data: TrainingData, img_size: int, aug_train: str = def
     """The same splits (and decoded images) with the transforms rebuilt for `img_size`."""
     config = DataConfig(data_path="", img_size=img_size, aug_train=aug_train,
                         aug_train_params=aug_train_params or {}, seed=seed)
-    return TrainingData(data.train.with_transform(train_transform(config)),
-                        data.val.with_transform(eval_transform(img_size)), data.classes,
+    return TrainingData(data.train.with_transform(train_transform(config), img_size),
+                        data.val.with_transform(eval_transform(img_size), img_size), data.classes,
                         data.batch_size, data.num_workers)
 
 
@@ -124,9 +122,9 @@ def open_training_data(root: str | Path, classes: list[str], img_size: int, spli
                         num_workers=num_workers, seed=seed)
     train_dir = split_folder(root, "train")
     train = ImageFolderDataset(train_dir, classes=classes, transform=train_transform(config),
-                               cache=cache_train)
+                               cache_size=img_size if cache_train else None)
     val = ImageFolderDataset(root / split, classes=classes, transform=eval_transform(img_size),
-                             cache=True)
+                             cache_size=img_size)
     calibration = None
     if held_out:
         train, calibration = split_held_out(train, held_out)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,17 +31,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from compress.fileio import write_json_atomic
-
-CACHE_ENV = "COMPRESS_CACHE_DIR"
-
-
-def cache_dir() -> Path:
-    """$COMPRESS_CACHE_DIR, else $XDG_CACHE_HOME/compress, else ~/.cache/compress."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "compress"
+from compress.fileio import cache_dir, write_json_atomic
 
 
 def digest(value: Any) -> str:
