@@ -61,6 +61,28 @@ class _Group(click.Group):
 def main() -> None:
     """Compress small vision classifiers: prune, decompose, fine-tune, export, measure."""
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    progress = logging.getLogger("compress.progress")  # which image cache and why, decoding
+    if not progress.handlers:
+        progress.addHandler(_StderrNow())
+        progress.setLevel(logging.INFO)
+        progress.propagate = False
+
+
+class _StderrNow(logging.StreamHandler):
+    """Plain lines on whatever sys.stderr is when a line is written (not when the handler was
+    made: a test runner swaps it per command)."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
 
 
 for _command in (train, eval_command, inspect, import_command, run, finetune, export, bench,

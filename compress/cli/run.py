@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from compress.cli.train import cache_option
+
 # Options that `run` and `search` share: the same recipe overrides.
 _recipe_data_option = click.option(
     "--data", "data_root", default=None,
@@ -19,8 +21,9 @@ _recipe_set_option = click.option(
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run folder [default: runs/<recipe name>].")
 @_recipe_set_option
+@cache_option
 @click.option("--resume", is_flag=True, help="Continue after the last finished stage.")
-def run(recipe, data_root, out, overrides, resume) -> None:
+def run(recipe, data_root, out, overrides, cache, resume) -> None:
     """Run a recipe: stages, each saved and measured (latency, MACs, params, F1, score).
 
     Without a data folder, stages and figures that need images are skipped and marked n/a.
@@ -29,6 +32,8 @@ def run(recipe, data_root, out, overrides, resume) -> None:
 
     from compress.api import run as run_recipe
 
+    if cache:
+        overrides += (f"data.cache={cache}",)
     run_recipe(recipe, out or Path("runs") / Path(recipe).stem, data_root, overrides, resume,
                echo=click.echo)
 
@@ -53,8 +58,9 @@ def run(recipe, data_root, out, overrides, resume) -> None:
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Search folder [default: runs/search/<recipe name>].")
 @_recipe_set_option
+@cache_option
 def search(recipe, trials, storage, study_name, workers, timeout, minimize, data_root, out,
-           overrides) -> None:
+           overrides, cache) -> None:
     """Search the recipe's `search:` space with Optuna: maximise val macro F1, minimise
     batch-1 latency (or MACs). Each trial is a full `compress run` in OUT/trials/; the
     Pareto front is written as OUT/pareto.md, OUT/pareto.png and one runnable recipe per
@@ -78,6 +84,8 @@ def search(recipe, trials, storage, study_name, workers, timeout, minimize, data
 
     if minimize:
         overrides += (f"search.minimize={minimize}",)
+    if cache:
+        overrides += (f"data.cache={cache}",)
     job = prepare_search(recipe, trials, storage, study_name, workers, timeout, out,
                          data_root, list(overrides))
     run_search(job, echo=click.echo)

@@ -12,6 +12,13 @@ from compress.errors import UserError
 
 # Shared by train and finetune (the choices are compress.training.engine.KEEP_CHOICES, not
 # imported here so that the CLI starts without loading torch).
+# Where decoded training images are kept (compress.data.cache); train, finetune, run, search.
+cache_option = click.option(
+    "--cache", type=click.Choice(["auto", "ram", "disk", "stream"]), default=None,
+    help="Where decoded training images are kept: auto picks by size (a file on disk shared "
+         "by every process and reused by the next run; shared memory; or streaming from the "
+         "files) [default: the data YAML's CACHE / the recipe's data.cache, else "
+         "$COMPRESS_IMAGE_CACHE, else auto].")
 _keep_option = click.option(
     "--keep", type=click.Choice(["last", "best"]), default="last", show_default=True,
     help="Epoch to keep: the last, or the best by macro F1 on the held-out train images "
@@ -45,8 +52,9 @@ _keep_option = click.option(
               help="With --teacher: weight of the soft-target loss (1 - alpha on the labels).")
 @click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True),
               default=4.0, show_default=True, help="With --teacher: softmax temperature.")
+@cache_option
 def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device, resume,
-          keep, teacher, distill_alpha, distill_temperature) -> None:
+          keep, teacher, distill_alpha, distill_temperature, cache) -> None:
     """Train a model from scratch; the last epoch (or with --keep best, the best) is the result.
 
     On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress train ...
@@ -63,7 +71,7 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
     distill = None if teacher is None else \
         {"teacher": teacher, "alpha": distill_alpha, "temperature": distill_temperature}
     result = train_from_yaml(model_arg, data_yaml, data_root, out, epochs, width_mult, device,
-                             resume, keep, seed=seed, distill=distill,
+                             resume, keep, seed=seed, distill=distill, cache=cache,
                              provenance={"command": "compress train " + " ".join(sys.argv[2:])})
     if distributed_from_env().is_main:
         click.echo(kept_line(result.val_f1, result.epoch, result.best_f1, result.best_epoch,
@@ -90,10 +98,11 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
               show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @_keep_option
+@cache_option
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder; the result is OUT/finetuned.safetensors.")
 def finetune(checkpoint, data_root, freeze, epochs, lr, distill, teacher, grad_clip,
-             batch_size, device, keep, out) -> None:
+             batch_size, device, keep, cache, out) -> None:
     """Fine-tune CHECKPOINT, optionally with layers frozen; keeps the last (or best) epoch.
 
     On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress finetune ...
@@ -105,7 +114,8 @@ def finetune(checkpoint, data_root, freeze, epochs, lr, distill, teacher, grad_c
     from compress.training.distributed import distributed_from_env
 
     path, details = finetune_checkpoint(checkpoint, data_root, out, freeze, epochs, lr,
-                                        distill, batch_size, device, keep, teacher, grad_clip)
+                                        distill, batch_size, device, keep, teacher, grad_clip,
+                                        cache or "auto")
     if distributed_from_env().is_main:
         click.echo(kept_line(details["val_macro_f1"], details["kept_epoch"],
                              details["best_val_macro_f1"], details["best_epoch"], path,

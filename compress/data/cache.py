@@ -2,21 +2,29 @@
 
 Each image is decoded, square-padded and resized to SIZE x SIZE once (the deterministic
 start of both transforms), and stored as a row of one uint8 array (N, SIZE, SIZE, 3) in a
-memory-mapped `.npy` file: in shared memory (/dev/shm) when it fits a share of the memory
-available, else on disk when it fits there, else nothing is cached and images stream from
-their files. Every process that opens the same images at the same size (loader workers
-under any start method, torchrun ranks, search trials) maps the same file: one copy per
-machine. The transforms then run unchanged on the stored image: square-padding a square
-image and resizing it to its own size are identities in Pillow, so the tensors equal
-today's (tests/data/test_cache.py).
+memory-mapped `.npy` file. Every process that opens the same images at the same size
+(loader workers under any start method, torchrun ranks, search trials) maps the same file:
+one copy per machine, shared pages. The transforms then run unchanged on the stored image:
+square-padding a square image and resizing it to its own size are identities in Pillow, so
+the tensors equal decoding the file each time (tests/data/test_cache.py).
+
+Where the file goes (`choose_mode`, `auto`): on disk under the cache folder when it fits
+there. The kernel's page cache then holds it in memory as long as memory allows (the
+reason says whether it fits the memory share), and it outlives the run, so the next run
+on the same files starts without decoding. In shared memory (/dev/shm, `ram`) only when the
+disk has no room but memory has: removed when the process that built it ends, since files
+there hold memory until reboot. Else images stream from their files (`stream`), decoded in
+the loader's worker processes every epoch.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import os
 import shutil
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +36,13 @@ from PIL import Image
 from compress.errors import UserError
 
 Mode = Literal["ram", "disk", "stream"]
+MODES = ("auto", "ram", "disk", "stream")
+MODE_ENV = "COMPRESS_IMAGE_CACHE"  # the mode where neither the command nor the YAML sets one
+MEMORY_SHARE_ENV = "COMPRESS_CACHE_MEMORY_SHARE"  # share of MemAvailable a cache may take
+DEFAULT_MEMORY_SHARE = 0.5
 FORMAT_VERSION = 1  # bump when what a row holds changes
 SHARED_MEMORY = Path("/dev/shm")
+STALE_DAYS = 14  # cache files on disk unused this long are removed when another is built
 
 
 @dataclass(frozen=True)
@@ -54,24 +67,55 @@ def memory_available() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def requested_mode(configured: str = "auto") -> str:
+    """The mode asked for: `configured` (a command option or a YAML key), else
+    $COMPRESS_IMAGE_CACHE, else auto."""
+    mode = configured if configured != "auto" else os.environ.get(MODE_ENV, "auto")
+    if mode not in MODES:
+        raise UserError(f"image cache mode {mode!r}: expected one of {', '.join(MODES)}")
+    return mode
+
+
+def memory_share() -> float:
+    raw = os.environ.get(MEMORY_SHARE_ENV, str(DEFAULT_MEMORY_SHARE))
+    try:
+        share = float(raw)
+    except ValueError:
+        share = -1.0
+    if not 0.0 < share <= 1.0:
+        raise UserError(f"{MEMORY_SHARE_ENV}={raw!r}: expected a share in (0, 1]")
+    return share
+
+
 def choose_mode(count: int, size: int, disk_dir: Path, requested: str = "auto",
-                memory_share: float = 0.5) -> CacheChoice:
-    """Where `count` images of `size` px go: RAM when they fit `memory_share` of the memory
-    available (and /dev/shm exists), else disk when they fit its free space, else stream.
-    `requested` other than auto is taken as given."""
+                share: float | None = None) -> CacheChoice:
+    """Where `count` images of `size` px go (see the module's text); a `requested` mode
+    other than auto is taken as given."""
     needed = bytes_needed(count, size)
     gib = needed / 2**30
+    if requested == "ram" and not SHARED_MEMORY.is_dir():
+        raise UserError(f"image cache ram: this system has no {SHARED_MEMORY}; use disk")
     if requested != "auto":
-        return CacheChoice(requested, needed, f"asked for ({gib:.2f} GiB)")
-    budget = memory_share * memory_available()
-    if SHARED_MEMORY.is_dir() and needed <= min(budget, shutil.disk_usage(SHARED_MEMORY).free):
-        return CacheChoice("ram", needed, f"{gib:.2f} GiB fits {memory_share:.0%} of the "
-                           f"{memory_available() / 2**30:.1f} GiB available")
+        return CacheChoice(requested, needed, f"asked for; {count:,} images at {size} px take "
+                           f"{gib:.2f} GiB")
+    share = memory_share() if share is None else share
+    available = memory_available()
+    in_memory = needed <= share * available
+    memory_note = (f"{'within' if in_memory else 'over'} {share:.0%} of the "
+                   f"{available / 2**30:.1f} GiB of memory available")
     disk_dir.mkdir(parents=True, exist_ok=True)
     if needed <= 0.9 * shutil.disk_usage(disk_dir).free:
-        return CacheChoice("disk", needed, f"{gib:.2f} GiB is over {memory_share:.0%} of the "
-                           f"memory available; fits on disk at {disk_dir}")
-    return CacheChoice("stream", needed, f"{gib:.2f} GiB fits neither memory nor {disk_dir}")
+        then = ("so it stays in the page cache" if in_memory
+                else "so epochs read it back from disk")
+        return CacheChoice("disk", needed, f"{count:,} images at {size} px take {gib:.2f} GiB, "
+                           f"{memory_note}, {then}; kept at {disk_dir} for the next run")
+    if in_memory and SHARED_MEMORY.is_dir() and needed <= shutil.disk_usage(SHARED_MEMORY).free:
+        return CacheChoice("ram", needed, f"{gib:.2f} GiB do not fit the free space of "
+                           f"{disk_dir} and are {memory_note}: held in {SHARED_MEMORY} for "
+                           "this run")
+    return CacheChoice("stream", needed, f"{gib:.2f} GiB fit neither the free space of "
+                       f"{disk_dir} nor {share:.0%} of the {available / 2**30:.1f} GiB of "
+                       "memory available: each image is decoded every epoch")
 
 
 def cache_key(files: list[Path], size: int) -> str:
@@ -116,16 +160,20 @@ def _row(job: tuple[Path, int, Callable[[Path], Image.Image]]) -> np.ndarray:
 
 def build_cache(files: list[Path], size: int, folder: Path,
                 read: Callable[[Path], Image.Image], workers: int = 0,
-                progress: Callable[[int, int], None] = lambda done, total: None
-                ) -> DecodedImages:
+                progress: Callable[[int, int], None] = lambda done, total: None,
+                remove_at_exit: bool = False) -> DecodedImages:
     """The cache file of `files` at `size` in `folder`, built unless it exists (decoded by
     `workers` processes, 0: in this one); a process that finds another building it waits for
-    it (a lock file) instead of decoding again."""
+    it (a lock file) instead of decoding again. `remove_at_exit`: the file is deleted when
+    this process ends if this process built it (processes that mapped it keep their pages)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"images-{cache_key(files, size)}.npy"
     with open(folder / f"{path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.exists():
+        if path.exists():
+            os.utime(path)  # in use: not stale
+        else:
+            _remove_stale(folder)
             partial = path.with_suffix(".partial.npy")
             try:
                 rows = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
@@ -133,15 +181,34 @@ def build_cache(files: list[Path], size: int, folder: Path,
             except OSError as exc:
                 raise UserError(f"image cache {partial}: cannot be written ({exc})") from None
             jobs = [(file, size, read) for file in files]
-            with _pool(workers) as pool:
-                for index, row in enumerate(pool.imap(_row, jobs, chunksize=16)
-                                            if pool else map(_row, jobs)):
-                    rows[index] = row
-                    progress(index + 1, len(files))
-            rows.flush()
+            try:
+                with _pool(workers) as pool:
+                    for index, row in enumerate(pool.imap(_row, jobs, chunksize=16)
+                                                if pool else map(_row, jobs)):
+                        rows[index] = row
+                        progress(index + 1, len(files))
+                rows.flush()
+            except BaseException:
+                partial.unlink(missing_ok=True)  # a file cut short must not look built
+                raise
             del rows
             os.replace(partial, path)
+            if remove_at_exit:
+                atexit.register(path.unlink, missing_ok=True)
     return DecodedImages(path, size)
+
+
+def _remove_stale(folder: Path) -> None:
+    """Cache files nobody used for STALE_DAYS: each run on other files or at another size
+    makes a new one, and nothing else would ever remove them."""
+    limit = time.time() - STALE_DAYS * 86400
+    for old in folder.glob("images-*.npy"):
+        try:
+            if old.stat().st_mtime < limit:
+                old.unlink()
+                old.with_name(old.name + ".lock").unlink(missing_ok=True)
+        except OSError:
+            pass  # another process removed or is using it
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from compress import defaults
+from compress.data.cache import MODES as CACHE_MODES
 from compress.data.folders import log
 from compress.errors import UserError
 from compress.fileio import read_yaml_file
@@ -23,7 +24,7 @@ _YAML_KEYS = {
     # Additions of ours; the competition files simply do not have them.
     "LABEL_SMOOTHING": "label_smoothing", "WEIGHT_DECAY": "weight_decay",
     "NUM_WORKERS": "num_workers", "GRAD_CLIP": "grad_clip",
-    "CALIBRATION_RATIO": "calibration_ratio",
+    "CALIBRATION_RATIO": "calibration_ratio", "CACHE": "cache",
 }
 
 # Keys the competition files carry that mean nothing here (test policy is fixed).
@@ -51,6 +52,8 @@ class DataConfig:
     # Share of train held out of training (stratified, seeded by SEED) for the decisions
     # made later on this model (cuts, calibration, the epoch to keep): never val.
     calibration_ratio: float = 0.0
+    # Where decoded images are kept: auto, ram, disk or stream (compress.data.cache).
+    cache: str = "auto"
 
     def __post_init__(self) -> None:
         if self.aug_train not in TRAIN_POLICIES:
@@ -67,6 +70,8 @@ class DataConfig:
                 not 0.0 <= self.calibration_ratio < 0.5:
             raise UserError(f"CALIBRATION_RATIO: expected a value in [0, 0.5), "
                             f"got {self.calibration_ratio!r}")
+        if self.cache not in CACHE_MODES:
+            raise UserError(f"CACHE: expected one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"LABEL_SMOOTHING: expected a value in [0, 1), "
                             f"got {self.label_smoothing}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -18,9 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 from compress.errors import UserError
 
 log = logging.getLogger(__name__)
+# Lines a user should see while data is prepared (which cache and why, decode progress);
+# the command line shows them on stderr.
+progress_log = logging.getLogger("compress.progress")
+PARALLEL_DECODE_FROM = 256  # images
 
 
-IMAGE_CACHE_ENV = "COMPRESS_IMAGE_CACHE"  # auto | ram | disk | stream (issue 19: a YAML key next)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -58,13 +63,11 @@ def _as_rgb(image: Image.Image) -> Image.Image:
 
 
 class ImageFolderDataset(Dataset):
-    """ROOT/<class>/<image> with a fixed class list. With `cache_size`, every image is
-    decoded, square-padded and resized to that size once, into a file that every process
-    on the machine maps (`compress.data.cache`); the transform must start with SquarePad
-    and Resize to that size (both then change nothing)."""
+    """ROOT/<class>/<image> with a fixed class list, read from the files; `decoded` gives
+    the same images read from the shared cache of decoded images."""
 
     def __init__(self, split_dir: str | Path, classes: list[str] | None = None,
-                 transform: Callable | None = None, cache_size: int | None = None):
+                 transform: Callable | None = None):
         split_dir = Path(split_dir)
         found = find_classes(split_dir)
         if classes is not None and found != list(classes):
@@ -79,8 +82,6 @@ class ImageFolderDataset(Dataset):
                 raise UserError(f"data folder {split_dir / name}: no images")
             self.samples += [(p, label) for p in files]
         self._cache, self._rows = None, list(range(len(self.samples)))
-        if cache_size is not None:
-            self._cache = decoded_cache([p for p, _ in self.samples], cache_size)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -103,31 +104,79 @@ class ImageFolderDataset(Dataset):
         view._rows = [self._rows[i] for i in chosen]
         return view
 
-    def with_transform(self, transform: Callable | None, cache_size: int | None = None
+    def decoded(self, size: int, mode: str = "auto") -> "ImageFolderDataset":
+        """The same images read from the cache of decoded images at `size` px (built unless
+        it exists; `mode` as in `compress.data.cache.choose_mode`), or streamed from the
+        files where that is the choice. The transform must start with SquarePad and a
+        Resize to `size`, which then change nothing."""
+        view = copy.copy(self)
+        view._cache = decoded_cache([p for p, _ in self.samples], size, mode)
+        view._rows = list(range(len(self.samples)))
+        return view
+
+    def with_transform(self, transform: Callable | None, size: int | None = None
                        ) -> "ImageFolderDataset":
         """The same images under another transform, e.g. the training split through the test
-        transform for calibration; with `cache_size` other than the cache's, decoded again
-        at that size (a resize stage)."""
+        transform for calibration; with a `size` other than the cache's, decoded again at
+        that size (a resize stage)."""
         view = copy.copy(self)
         view.transform = transform
-        if self._cache is not None and cache_size not in (None, self._cache.size):
-            view._cache = decoded_cache([p for p, _ in self.samples], cache_size)
+        if self._cache is not None and size not in (None, self._cache.size):
+            rows = view._rows
+            view = view.decoded(size)
+            view._rows = rows  # a subset stays the same subset
         return view
 
 
-def decoded_cache(files: list[Path], size: int):
+def decoded_cache(files: list[Path], size: int, mode: str = "auto"):
     """The decoded images of `files` at `size`, where `choose_mode` puts them (None: stream
-    from the files); the choice and its reason are logged."""
-    from compress.data.cache import SHARED_MEMORY, build_cache, choose_mode
+    from the files); says which and why, and the decode's progress."""
+    from compress.data.cache import SHARED_MEMORY, build_cache, choose_mode, requested_mode
     from compress.fileio import cache_dir
 
-    choice = choose_mode(len(files), size, cache_dir() / "images",
-                         os.environ.get(IMAGE_CACHE_ENV, "auto"))
-    log.info("image cache: %s (%s)", choice.mode, choice.reason)
+    choice = choose_mode(len(files), size, cache_dir() / "images", requested_mode(mode))
+    progress_log.info("image cache: %s (%s)", choice.mode, choice.reason)
     if choice.mode == "stream":
         return None
-    folder = SHARED_MEMORY / "compress" if choice.mode == "ram" else cache_dir() / "images"
-    return build_cache(files, size, folder, read_image, workers=min(4, os.cpu_count() or 1))
+    ram = choice.mode == "ram"
+    folder = SHARED_MEMORY / "compress" if ram else cache_dir() / "images"
+    # A process pool takes about a second to start: not worth it for a few hundred images.
+    workers = min(4, os.cpu_count() or 1) if len(files) >= PARALLEL_DECODE_FROM else 0
+    return build_cache(files, size, folder, read_image, workers=workers,
+                       progress=DecodeProgress(f"decoding {len(files):,} images in "
+                                               f"{max(workers, 1)} process(es)"),
+                       remove_at_exit=ram)
+
+
+class DecodeProgress:
+    """A progress bar with an ETA on a terminal; elsewhere (a log file) a line every
+    PERIOD_S seconds and at the end."""
+
+    PERIOD_S = 15.0
+
+    def __init__(self, description: str):
+        self.description = description
+        self.started = self.last_line = time.monotonic()
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if done == 1 and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.description, unit="img", leave=False,
+                            dynamic_ncols=True, mininterval=0.5)
+        if self.bar is not None:
+            self.bar.update(1)
+            if done == total:
+                self.bar.close()
+        now = time.monotonic()
+        if done == total or (self.bar is None and now - self.last_line >= self.PERIOD_S):
+            self.last_line = now
+            elapsed = now - self.started
+            left = elapsed / done * (total - done)
+            progress_log.info("%s: %s/%s (%.0f %%), %.0f s%s", self.description, f"{done:,}",
+                              f"{total:,}", 100 * done / total, elapsed,
+                              f", about {left:.0f} s left" if done < total else "")
 
 
 def split_folder(root: str | Path, split: str) -> Path:

@@ -17,8 +17,9 @@ from compress.data.transforms import eval_transform, train_transform
 from compress.errors import UserError
 
 
-def train_val_datasets(config: DataConfig, cache: bool = True) -> tuple[Dataset, Dataset, list[str]]:
-    """The train split with augmentation and the val split with the test transform.
+def train_val_datasets(config: DataConfig) -> tuple[Dataset, Dataset, list[str]]:
+    """The train split with augmentation and the val split with the test transform, their
+    images decoded once into the shared cache (CACHE) after every check passed.
 
     Without a val folder, VAL_RATIO of train (stratified, seeded) becomes val. With
     CALIBRATION_RATIO, that share of what remains of train is left out of training (see
@@ -26,22 +27,38 @@ def train_val_datasets(config: DataConfig, cache: bool = True) -> tuple[Dataset,
     """
     root = Path(config.data_path)
     train_dir, val_dir = split_folder(root, "train"), root / "val"
-    size = config.img_size if cache else None
-    train = ImageFolderDataset(train_dir, transform=train_transform(config), cache_size=size)
+    train = ImageFolderDataset(train_dir, transform=train_transform(config))
     if val_dir.is_dir():
         val = ImageFolderDataset(val_dir, classes=train.classes,
-                                 transform=eval_transform(config.img_size), cache_size=size)
+                                 transform=eval_transform(config.img_size))
+        train, val = decoded_after_checks([train, val], config.img_size, config.cache)
         train_idx = list(range(len(train)))
     else:
         if config.val_ratio <= 0:
             raise UserError(f"data folder {root}: no val split (add {val_dir} or set VAL_RATIO)")
         train_idx, val_idx = _stratified_split(list(range(len(train))), train.targets,
                                                config.val_ratio, config.seed)
+        train, = decoded_after_checks([train], config.img_size, config.cache)
         val = Subset(train.with_transform(eval_transform(config.img_size)), val_idx)
     train_idx, _ = _calibration_split(train, train_idx, config)
     if len(train_idx) == len(train):
         return train, val, train.classes
     return Subset(train, train_idx), val, train.classes
+
+
+def decoded_after_checks(splits: list[ImageFolderDataset], size: int, mode: str = "auto"
+                         ) -> list[ImageFolderDataset]:
+    """`splits` read from the cache of decoded images at `size`, once every file's header
+    was read (a corrupt image ends the run here, not after the decode of thousands); the
+    class checks were made when the splits were listed."""
+    from compress.data.cache import unreadable_headers
+
+    bad = unreadable_headers([path for split in splits for path, _ in split.samples])
+    if bad:
+        shown = ", ".join(f"{path} ({why})" for path, why in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise UserError(f"{len(bad)} image(s) cannot be read: {shown}{more}")
+    return [split.decoded(size, mode) for split in splits]
 
 
 def calibration_files(config: DataConfig) -> list[str]:
@@ -110,21 +127,25 @@ def open_training_data(root: str | Path, classes: list[str], img_size: int, spli
                        aug_train: str = defaults.AUG_TRAIN,
                        aug_train_params: dict[str, Any] | None = None, batch_size: int = defaults.BATCH_SIZE,
                        num_workers: int = defaults.NUM_WORKERS, seed: int = defaults.SEED,
-                       cache_train: bool = True, held_out: list[str] | None = None
-                       ) -> TrainingData:
+                       cache_train: bool = True, held_out: list[str] | None = None,
+                       cache: str = "auto") -> TrainingData:
     """ROOT/train with augmentation and ROOT/SPLIT with the test transform, for a model that
-    predicts `classes` at `img_size` (class folders must match). `held_out` (train files,
-    relative to ROOT/train, that the model never trained on) become the calibration split
-    and stay out of training."""
+    predicts `classes` at `img_size` (class folders must match), decoded once into the
+    shared cache (`cache`: its mode) after every check passed; `cache_train` False reads
+    train from its files (a caller that only lists it). `held_out` (train files, relative
+    to ROOT/train, that the model never trained on) become the calibration split and stay
+    out of training."""
     root = Path(root)
     config = DataConfig(data_path=str(root), img_size=img_size, aug_train=aug_train,
                         aug_train_params=aug_train_params or {}, batch_size=batch_size,
                         num_workers=num_workers, seed=seed)
     train_dir = split_folder(root, "train")
-    train = ImageFolderDataset(train_dir, classes=classes, transform=train_transform(config),
-                               cache_size=img_size if cache_train else None)
-    val = ImageFolderDataset(root / split, classes=classes, transform=eval_transform(img_size),
-                             cache_size=img_size)
+    train = ImageFolderDataset(train_dir, classes=classes, transform=train_transform(config))
+    val = ImageFolderDataset(root / split, classes=classes, transform=eval_transform(img_size))
+    if cache_train:
+        train, val = decoded_after_checks([train, val], img_size, cache)
+    else:
+        val, = decoded_after_checks([val], img_size, cache)
     calibration = None
     if held_out:
         train, calibration = split_held_out(train, held_out)

@@ -40,8 +40,8 @@ def open_data(recipe: Recipe, checkpoint: Checkpoint) -> TrainingData | None:
     data = recipe.data
     return open_training_data(data.root, checkpoint.classes, checkpoint.input_size, data.split,
                               *data.augmentation(), data.batch_size, data.num_workers,
-                              recipe.seed,
-                              held_out=checkpoint.held_out_files)
+                              recipe.seed, held_out=checkpoint.held_out_files,
+                              cache=data.cache)
 
 
 @dataclass

@@ -63,6 +63,8 @@ class DataSection(_Strict):
     aug_train: TrainPolicy = defaults.AUG_TRAIN
     n_select: int = Field(2, ge=0)
     level: int | None = Field(9, ge=0, le=30)
+    cache: Literal["auto", "ram", "disk", "stream"] = Field(
+        "auto", description="where decoded training images are kept (README, \"Data at scale\")")
 
     def augmentation(self) -> tuple[str, dict[str, Any]]:
         """The training augmentation policy and its parameters, as the data YAML names them."""

@@ -38,7 +38,8 @@ def freeze_policy(text: str | list[str]) -> str | list[str]:
 def finetune_checkpoint(path: str, data_root: str, out: str, freeze: str | list[str],
                         epochs: int, lr: float, distill: bool, batch_size: int,
                         device: str, keep: str = "last", teacher: str | None = None,
-                        grad_clip: float | None = None) -> tuple[Path, dict[str, Any]]:
+                        grad_clip: float | None = None, cache: str = "auto"
+                        ) -> tuple[Path, dict[str, Any]]:
     """`freeze` as typed after --freeze: a policy name or comma-separated parameter-name
     patterns (or a list of patterns). The teacher is CHECKPOINT itself, or `teacher`."""
     checkpoint = load_checkpoint(path)
@@ -51,7 +52,7 @@ def finetune_checkpoint(path: str, data_root: str, out: str, freeze: str | list[
     out_dir = Path(out)
     ctx = _context(checkpoint, out_dir, open_training_data(
         data_root, checkpoint.classes, checkpoint.input_size, batch_size=batch_size,
-        held_out=checkpoint.held_out_files), device,
+        held_out=checkpoint.held_out_files, cache=cache), device,
                    teacher=teacher_model)
     output = stage.apply(checkpoint.model, ctx)
     details = output.result.to_dict()

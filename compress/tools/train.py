@@ -20,15 +20,18 @@ def train_from_yaml(model_arg: str, data_yaml: str | Path, data_root: str | None
                     width_mult: float | None = None, device: str = "auto", resume: bool = True,
                     keep: str = "last", provenance: dict[str, Any] | None = None,
                     seed: int | None = None,
-                    distill: dict[str, Any] | None = None) -> TrainResult:
-    """The model's output width is the number of class folders in DATA_PATH/train; epochs and
-    seed override the data YAML's EPOCHS and SEED. `distill` ({"teacher": path, "alpha",
+                    distill: dict[str, Any] | None = None,
+                    cache: str | None = None) -> TrainResult:
+    """The model's output width is the number of class folders in DATA_PATH/train; epochs,
+    seed and cache override the data YAML's EPOCHS, SEED and CACHE. `distill` ({"teacher": path, "alpha",
     "temperature"}) mixes soft targets of that checkpoint into the loss."""
     config = load_data_config(data_yaml, data_root)
     if epochs is not None:
         config = replace(config, epochs=epochs)
     if seed is not None:
         config = replace(config, seed=seed)
+    if cache is not None:
+        config = replace(config, cache=cache)
     classes = find_classes(split_folder(config.data_path, "train"))
     spec = model_spec_from_arg(model_arg, num_classes=len(classes), width_mult=width_mult)
     teacher = None if distill is None else teacher_option(distill["teacher"], classes)

@@ -1,23 +1,31 @@
-"""The decoded-image cache (issue 19, draft): the same tensors as decoding each time, one
-file that pickles as its path, and the mode chosen by size."""
+"""The decoded-image cache: the same tensors as decoding each time, one file that pickles as
+its path (spawn workers map it instead of copying it), the mode chosen by size, and the
+checks made before anything is decoded."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import shutil
+from pathlib import Path
 
+import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from compress.data.cache import (
     DecodedImages,
     build_cache,
     cache_key,
     choose_mode,
+    requested_mode,
     unreadable_headers,
 )
 from compress.data.config import DataConfig
 from compress.data.folders import ImageFolderDataset, read_image
+from compress.data.training_data import open_training_data
 from compress.data.transforms import eval_transform, train_transform
+from compress.errors import UserError
 
 
 def test_cached_images_give_the_tensors_of_the_files(tiny_data, tmp_path):
@@ -54,12 +62,63 @@ def test_the_key_follows_the_files_and_the_size(tiny_data):
     assert cache_key(files[1:], 24) != cache_key(files, 24)
 
 
-def test_the_mode_follows_the_size(tmp_path):
-    assert choose_mode(10, 32, tmp_path).mode == "ram"
-    huge = choose_mode(10, 32, tmp_path, memory_share=1e-12)
-    assert huge.mode == "disk" and "fits on disk" in huge.reason
+def test_the_mode_follows_the_size(tmp_path, monkeypatch):
+    import compress.data.cache as cache
+
+    small = choose_mode(10, 32, tmp_path)
+    assert small.mode == "disk" and "stays in the page cache" in small.reason
+    over = choose_mode(10, 32, tmp_path, share=1e-12)  # a tiny memory budget
+    assert over.mode == "disk" and "read it back from disk" in over.reason
     assert choose_mode(10**12, 512, tmp_path).mode == "stream"
     assert choose_mode(10, 32, tmp_path, requested="stream").mode == "stream"
+    # A disk without room: memory when it fits the share, else streaming.
+    real = shutil.disk_usage
+    full = real(tmp_path)._replace(free=100)
+    monkeypatch.setattr(cache.shutil, "disk_usage",
+                        lambda path: full if Path(path) == tmp_path else real(path))
+    assert choose_mode(10, 32, tmp_path).mode == "ram"
+    assert choose_mode(10, 32, tmp_path, share=1e-12).mode == "stream"
+
+
+def test_the_mode_asked_for_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("COMPRESS_IMAGE_CACHE", "stream")
+    assert requested_mode("auto") == "stream" and requested_mode("disk") == "disk"
+    monkeypatch.setenv("COMPRESS_IMAGE_CACHE", "memory")
+    with pytest.raises(UserError, match="COMPRESS_IMAGE_CACHE|expected one of"):
+        requested_mode("auto")
+    monkeypatch.setenv("COMPRESS_CACHE_MEMORY_SHARE", "2")
+    with pytest.raises(UserError, match="COMPRESS_CACHE_MEMORY_SHARE"):
+        choose_mode(10, 32, Path("."))
+
+
+def test_spawned_loader_workers_read_the_file_not_a_copy(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path))
+    dataset = ImageFolderDataset(tiny_data / "train", transform=eval_transform(24)).decoded(24)
+    assert len(pickle.dumps(dataset)) < 20_000  # the file's path and the list, not the rows
+    assert dataset._cache.rows.nbytes == 36 * 24 * 24 * 3
+    loaders = [DataLoader(dataset, batch_size=8, num_workers=workers,
+                          multiprocessing_context="spawn" if workers else None)
+               for workers in (0, 2)]
+    for (a, labels_a), (b, labels_b) in zip(*loaders):
+        assert torch.equal(a, b) and torch.equal(labels_a, labels_b)
+
+
+def test_a_class_mismatch_or_a_corrupt_image_ends_before_any_decode(tiny_data, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    with pytest.raises(UserError, match="differ from the model's"):
+        open_training_data(root, ["blue", "green", "yellow"], 24)
+    (root / "val" / "green" / "cut.png").write_bytes(
+        next((root / "val" / "green").glob("*.png")).read_bytes()[:20])
+    with pytest.raises(UserError, match=r"1 image\(s\) cannot be read: .*cut.png"):
+        open_training_data(root, ["blue", "green", "red"], 24)
+    assert not list(tmp_path.rglob("images-*.npy"))  # train was not decoded either
+    (root / "val" / "green" / "cut.png").unlink()
+    data = open_training_data(root, ["blue", "green", "red"], 24)
+    assert len(list(tmp_path.rglob("images-*.npy"))) == 2  # train and val
+    assert data.train._cache is not None and data.val._cache is not None
 
 
 def test_a_corrupt_image_is_found_from_its_header(tiny_data, tmp_path):

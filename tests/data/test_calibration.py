@@ -25,7 +25,7 @@ def _paths(dataset) -> set:
 
 
 def test_held_out_images_are_not_trained_on_stratified_and_stable_for_a_seed(tiny_data):
-    train, val, _ = train_val_datasets(_config(tiny_data, calibration_ratio=0.25), cache=False)
+    train, val, _ = train_val_datasets(_config(tiny_data, calibration_ratio=0.25, cache="stream"))
     held_out = calibration_files(_config(tiny_data, calibration_ratio=0.25))
     paths = {tiny_data / "train" / name for name in held_out}
     assert len(held_out) == 9  # a quarter of 3 classes x 12 images
@@ -41,7 +41,7 @@ def test_held_out_images_are_not_trained_on_stratified_and_stable_for_a_seed(tin
 def test_without_a_val_folder_calibration_and_val_are_disjoint(tmp_path):
     root = make_image_folder(tmp_path / "only_train", {"train": 20})
     config = _config(root, val_ratio=0.2, calibration_ratio=0.25)
-    train, val, _ = train_val_datasets(config, cache=False)
+    train, val, _ = train_val_datasets(config)
     held_out = {root / "train" / name for name in calibration_files(config)}
     assert len(_paths(val)) == 12 and len(held_out) == 12 and len(_paths(train)) == 36
     assert not held_out & _paths(val) and not held_out & _paths(train)
