@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # Lines a user should see while data is prepared (which cache and why, decode progress);
 # the command line shows them on stderr.
 progress_log = logging.getLogger("compress.progress")
-PARALLEL_DECODE_FROM = 256  # images
+PARALLEL_DECODE_FROM = 256  # images; fewer are decoded in the calling process, silently
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -135,16 +135,19 @@ def decoded_cache(files: list[Path], size: int, mode: str = "auto"):
     from compress.fileio import cache_dir
 
     choice = choose_mode(len(files), size, cache_dir() / "images", requested_mode(mode))
-    progress_log.info("image cache: %s (%s)", choice.mode, choice.reason)
+    # A few hundred images decode in about a second: no process pool (it takes about that
+    # long to start) and nothing to report.
+    large = len(files) >= PARALLEL_DECODE_FROM
+    if large:
+        progress_log.info("image cache: %s (%s)", choice.mode, choice.reason)
     if choice.mode == "stream":
         return None
     ram = choice.mode == "ram"
     folder = SHARED_MEMORY / "compress" if ram else cache_dir() / "images"
-    # A process pool takes about a second to start: not worth it for a few hundred images.
-    workers = min(4, os.cpu_count() or 1) if len(files) >= PARALLEL_DECODE_FROM else 0
-    return build_cache(files, size, folder, read_image, workers=workers,
-                       progress=DecodeProgress(f"decoding {len(files):,} images in "
-                                               f"{max(workers, 1)} process(es)"),
+    workers = min(4, os.cpu_count() or 1) if large else 0
+    progress = DecodeProgress(f"decoding {len(files):,} images in {max(workers, 1)} "
+                              "process(es)") if large else (lambda done, total: None)
+    return build_cache(files, size, folder, read_image, workers=workers, progress=progress,
                        remove_at_exit=ram)
 
 

@@ -188,7 +188,9 @@ def _epoch_row(epoch: int, stats: EpochStats, metrics: dict[str, Any], job: Dist
     return {"epoch": epoch + 1, "steps": stats.steps, "processes": job.world_size,
             "train_loss": stats.mean_loss, "val_macro_f1": metrics["macro_f1"],
             "val_accuracy": metrics["accuracy"], "lr": opt.scheduler.get_last_lr()[0],
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started, "train_seconds": stats.seconds,
+            "train_images_per_s": stats.seen * job.world_size / max(stats.seconds, 1e-9),
+            "first_batch_s": stats.first_batch_s, "first_batch_at": stats.first_batch_at}
 
 
 def _epoch_checkpoint(template: Checkpoint, model: nn.Module, config: TrainConfig,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,6 +94,11 @@ class EpochStats:
     loss_sum: float = 0.0  # summed per sample, so a short last batch weighs what it holds
     seen: int = 0
     steps: int = 0
+    # How long the loader took to hand over the first batch (workers start, images are read)
+    # and when, as Unix time (benchmarks/data_scale.py: time from the command's start).
+    first_batch_s: float | None = None
+    first_batch_at: float | None = None
+    seconds: float = 0.0
 
     @property
     def mean_loss(self) -> float:
@@ -108,7 +114,10 @@ def train_one_epoch(model: nn.Module, trained: nn.Module, loader: DataLoader,
     memory_format = training_memory_format(device)
     stats = EpochStats()
     bar = _progress(loader, len(loader), description, show_bar)
+    started = time.perf_counter()
     for images, labels in bar:
+        if stats.first_batch_s is None:
+            stats.first_batch_s, stats.first_batch_at = time.perf_counter() - started, time.time()
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         labels = labels.to(device)
         loss = _loss(trained, teacher, images, labels, opt.criterion, config, device)
@@ -118,6 +127,7 @@ def train_one_epoch(model: nn.Module, trained: nn.Module, loader: DataLoader,
         stats.steps += 1
         bar.set_postfix(loss=f"{stats.mean_loss:.3f}", refresh=False)
     bar.close()
+    stats.seconds = time.perf_counter() - started
     return stats
 
 

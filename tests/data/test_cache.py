@@ -129,3 +129,26 @@ def test_a_corrupt_image_is_found_from_its_header(tiny_data, tmp_path):
     text.write_text("not an image")
     assert unreadable_headers(files) == []
     assert [path for path, _ in unreadable_headers(files + [broken, text])] == [broken, text]
+
+
+def test_a_large_set_says_where_its_cache_went_and_why(tiny_data, tmp_path, monkeypatch):
+    import logging
+
+    import compress.data.folders as folders
+
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("COMPRESS_IMAGE_CACHE")  # the suite's "disk": let auto choose
+    monkeypatch.setattr(folders, "PARALLEL_DECODE_FROM", 10)  # tiny_data's 36 are "large"
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    folders.progress_log.addHandler(handler)
+    monkeypatch.setattr(folders.progress_log, "level", logging.INFO)
+    try:
+        ImageFolderDataset(tiny_data / "train").decoded(24, "auto")
+        ImageFolderDataset(tiny_data / "train").decoded(24, "stream")
+    finally:
+        folders.progress_log.removeHandler(handler)
+    assert lines[0].startswith("image cache: disk (36 images at 24 px take 0.00 GiB, within")
+    assert lines[1].startswith("decoding 36 images in 2 process(es): 36/36 (100 %)")
+    assert lines[2].startswith("image cache: stream (asked for")
