@@ -152,7 +152,8 @@ def measured_run(name: str, command: list[str], env: dict[str, str], out: Path,
     if code != 0:
         print(log.read_text()[-3000:])
         raise SystemExit(f"{name}: exit code {code} (log: {log})")
-    epoch = json.loads((out / "train" / "history.json").read_text())[0]
+    history = json.loads((out / "train" / "history.json").read_text())
+    epoch = history[0]
     first_batch = epoch.get("first_batch_at")
     images = epoch.get("train_images_per_s")
     return {"run": name, "peak_pss_gib": peak / 2**30, "processes": processes,
@@ -160,7 +161,7 @@ def measured_run(name: str, command: list[str], env: dict[str, str], out: Path,
             else first_batch - started,
             # The earlier commit records only the whole epoch (training and val).
             "train_images_per_s": images, "epoch_s": epoch["seconds"],
-            "val_macro_f1": epoch["val_macro_f1"],
+            "val_macro_f1": [row["val_macro_f1"] for row in history],
             "cache": [line for line in log.read_text().splitlines()
                       if line.startswith("image cache:")]}
 
@@ -181,8 +182,8 @@ def main() -> None:
                         default=REPO / "checkpoints" / "mnv3_small_trashnet.safetensors")
     parser.add_argument("--old-commit", default=None,
                         help="Also run today's loader from this commit on the small folder.")
-    parser.add_argument("--runs", default="old,small_cold,cold,warm,spawn_cold,spawn_warm,"
-                        "torchrun_cold,torchrun_warm")
+    parser.add_argument("--runs", default="trashnet_old,trashnet_new,old,small_cold,cold,warm,"
+                        "spawn_cold,spawn_warm,torchrun_cold,torchrun_warm")
     args = parser.parse_args()
     if not TRASHNET.is_dir():
         raise SystemExit(f"needs TrashNet at {TRASHNET}")
@@ -207,7 +208,12 @@ def main() -> None:
     spawn = [sys.executable, "-c", SPAWN_LAUNCH]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc_per_node=2"]
+    # TrashNet itself, the shipped checkpoint (its held-out images included), two epochs: the
+    # same seed through today's loader and the cache should end at the same macro F1.
+    trashnet = ["finetune", str(args.checkpoint), "--epochs", "2", "--batch-size", "64",
+                "--lr", "0.005", "--device", "cpu"]
     plans = {
+        "trashnet_new": (python + ["-m", "compress"], TRASHNET, env("trashnet"), trashnet),
         "small_cold": (python + ["-m", "compress"], small, env("small")),
         "cold": (python + ["-m", "compress"], big, env("fork")),
         "warm": (python + ["-m", "compress"], big, env("fork")),
@@ -219,18 +225,21 @@ def main() -> None:
     if args.old_commit:
         old = old_checkout(args.old_commit, out / "old_checkout")
         plans["old"] = (python + ["-m", "compress"], small, env("old", pythonpath=old))
+        plans["trashnet_old"] = (python + ["-m", "compress"], TRASHNET,
+                                 env("old", pythonpath=old), trashnet)
     shutil.rmtree(out / "cache", ignore_errors=True)
     results = []
     for name in args.runs.split(","):
         if name not in plans:
             continue
-        launcher, data, run_env = plans[name]
+        launcher, data, run_env, *command_args = plans[name]
         run_out = out / "runs" / name
         shutil.rmtree(run_out, ignore_errors=True)
-        command = launcher + finetune + ["--data", str(data), "--out", str(run_out)]
+        command = launcher + (command_args[0] if command_args else finetune) + [
+            "--data", str(data), "--out", str(run_out)]
         print(f"{name}: {' '.join(command[-12:])}", flush=True)
         result = measured_run(name, command, run_env, run_out, out / f"{name}.log")
-        result["images"] = len(list((data / "train").rglob("*.jpg")))
+        result["images"] = sum(1 for path in (data / "train").rglob("*") if path.is_file())
         results.append(result)
         print("  " + json.dumps(result), flush=True)
         (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -245,6 +254,8 @@ def main() -> None:
         print(f"| {r['run']} | {r['images']:,} | {r['peak_pss_gib']:.2f} GiB | "
               f"{r['processes']} | {first} | {speed} | {r['epoch_s']:.0f} s | "
               f"{r['images'] / r['epoch_s']:.0f} | {r['wall_s']:.0f} s |")
+    print("val macro F1 by epoch: " + "; ".join(
+        f"{r['run']} {', '.join(f'{f1:.4f}' for f1 in r['val_macro_f1'])}" for r in results))
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ class DecodedImages:
 
 def _row(job: tuple[Path, int, Callable[[Path], Image.Image]]) -> np.ndarray:
     """One image as stored: decoded, square-padded, resized as T.Resize((size, size)) does."""
-    from compress.data.transforms import SquarePad
+    from compress.data.images import SquarePad
 
     path, size, read = job
     return np.asarray(SquarePad()(read(path)).resize((size, size), Image.Resampling.BILINEAR))

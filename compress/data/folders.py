@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from compress.data.images import IMAGE_EXTENSIONS, read_image
 from compress.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,6 @@ progress_log = logging.getLogger("compress.progress")
 PARALLEL_DECODE_FROM = 256  # images; fewer are decoded in the calling process, silently
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def find_classes(split_dir: Path) -> list[str]:
@@ -37,29 +35,6 @@ def find_classes(split_dir: Path) -> list[str]:
         raise UserError(f"data folder {split_dir}: no class folders "
                         f"(expected {split_dir}/<class>/*.jpg)")
     return classes
-
-
-def read_image(path: Path) -> Image.Image:
-    """Decode an image as RGB; a corrupt, unreadable or absurdly large file (a
-    decompression bomb) is the user's error, named."""
-    try:
-        with Image.open(path) as image:
-            return _as_rgb(image)
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-        raise UserError(f"image {path}: cannot be read ({exc.__class__.__name__})") from None
-
-
-def _as_rgb(image: Image.Image) -> Image.Image:
-    """RGB with 8 bits a channel. Pillow's convert("RGB") clips 16-bit and 32-bit
-    greyscale instead of scaling it (a 16-bit PNG came out solid white): scale those."""
-    if image.mode.startswith("I;16") or image.mode == "I":
-        levels = np.asarray(image, dtype=np.float64).clip(0, 65535) / 257.0
-    elif image.mode == "F":
-        levels = np.asarray(image, dtype=np.float64)
-        levels = levels * 255.0 if levels.size and levels.max() <= 1.0 else levels
-    else:
-        return image.convert("RGB")
-    return Image.fromarray(np.round(levels.clip(0, 255)).astype(np.uint8)).convert("RGB")
 
 
 class ImageFolderDataset(Dataset):

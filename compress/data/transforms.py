@@ -6,28 +6,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from PIL import Image
-
 from compress.data.config import DataConfig
+from compress.data.images import SquarePad
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class SquarePad:
-    """Pad the shorter side with black so the image is square, keeping it centred."""
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        width, height = image.size
-        side = max(width, height)
-        if width == height:
-            return image
-        canvas = Image.new(image.mode, (side, side))
-        canvas.paste(image, ((side - width) // 2, (side - height) // 2))
-        return canvas
-
-    def __repr__(self) -> str:  # part of a training run's fingerprint: no address
-        return "SquarePad()"
 
 
 def eval_transform(img_size: int) -> Callable:
