@@ -75,8 +75,8 @@ def make_images(folder: Path, count: int) -> Path:
 
 
 def linked_subset(source: Path, folder: Path, count: int) -> Path:
-    """FOLDER/train with the first `count` images of SOURCE/train (links: the same files)."""
-    files = sorted((source / "train").rglob("*.jpg"))[:count]
+    """FOLDER/train with the first `count` images SOURCE/train made (every class; links)."""
+    files = sorted((source / "train").rglob("*.jpg"), key=lambda path: path.name)[:count]
     if len(list((folder / "train").rglob("*.jpg"))) != count:
         shutil.rmtree(folder, ignore_errors=True)
         for path in files:
@@ -221,15 +221,24 @@ def main() -> None:
         "spawn_warm": (spawn, big, env("spawn")),
         "torchrun_cold": (torchrun + ["-m", "compress"], big, env("torchrun", threads=1)),
         "torchrun_warm": (torchrun + ["-m", "compress"], big, env("torchrun", threads=1)),
+        # No cache: every image decoded, padded and resized every epoch in the loader's
+        # worker processes (what `auto` falls back to when neither disk nor memory fit).
+        "stream": (python + ["-m", "compress"], big, env("stream"), finetune + ["--cache", "stream"]),
     }
     if args.old_commit:
         old = old_checkout(args.old_commit, out / "old_checkout")
         plans["old"] = (python + ["-m", "compress"], small, env("old", pythonpath=old))
         plans["trashnet_old"] = (python + ["-m", "compress"], TRASHNET,
                                  env("old", pythonpath=old), trashnet)
-    shutil.rmtree(out / "cache", ignore_errors=True)
-    results = []
-    for name in args.runs.split(","):
+    names = args.runs.split(",")
+    for name in names:
+        if name in plans and (name.endswith("_cold") or name in ("cold", "stream")):
+            shutil.rmtree(plans[name][2]["COMPRESS_CACHE_DIR"], ignore_errors=True)
+    # Earlier results of runs not repeated now are kept (the table shows every run).
+    previous = out / "results.json"
+    results = [r for r in (json.loads(previous.read_text()) if previous.exists() else [])
+               if r["run"] not in names]
+    for name in names:
         if name not in plans:
             continue
         launcher, data, run_env, *command_args = plans[name]
