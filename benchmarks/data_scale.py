@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--old-commit", default=None,
                         help="Also run today's loader from this commit on the small folder.")
     parser.add_argument("--runs", default="trashnet_old,trashnet_new,old,small_cold,cold,warm,"
-                        "spawn_cold,spawn_warm,torchrun_cold,torchrun_warm")
+                        "spawn_cold,spawn_warm,torchrun_cold,torchrun_warm,stream")
     args = parser.parse_args()
     if not TRASHNET.is_dir():
         raise SystemExit(f"needs TrashNet at {TRASHNET}")

@@ -178,8 +178,14 @@ def build_cache(files: list[Path], size: int, folder: Path,
             try:
                 rows = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
                                                  shape=(len(files), size, size, 3))
+                # Reserve the blocks now: a full disk under a mapped file is a SIGBUS later.
+                if hasattr(os, "posix_fallocate"):  # not on macOS
+                    with open(partial, "r+b") as reserved:
+                        os.posix_fallocate(reserved.fileno(), 0, os.path.getsize(partial))
             except OSError as exc:
-                raise UserError(f"image cache {partial}: cannot be written ({exc})") from None
+                partial.unlink(missing_ok=True)
+                raise UserError(f"image cache {partial}: cannot be written ({exc}); choose "
+                                "another mode with --cache or COMPRESS_CACHE_DIR") from None
             jobs = [(file, size, read) for file in files]
             try:
                 with _pool(workers) as pool:

@@ -152,3 +152,18 @@ def test_a_large_set_says_where_its_cache_went_and_why(tiny_data, tmp_path, monk
     assert lines[0].startswith("image cache: disk (36 images at 24 px take 0.00 GiB, within")
     assert lines[1].startswith("decoding 36 images in 2 process(es): 36/36 (100 %)")
     assert lines[2].startswith("image cache: stream (asked for")
+
+
+def test_a_disk_without_room_is_an_error_before_any_decode(tiny_data, tmp_path, monkeypatch):
+    import errno
+
+    import compress.data.cache as cache
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache.os, "posix_fallocate", full, raising=False)
+    files = sorted((tiny_data / "val").rglob("*.png"))
+    with pytest.raises(UserError, match="cannot be written .*No space left"):
+        build_cache(files, 24, tmp_path, lambda path: pytest.fail("decoded"))
+    assert not list(tmp_path.glob("*.npy"))  # nothing half-written is left to be mistaken
