@@ -26,7 +26,6 @@ PARALLEL_DECODE_FROM = 256  # images; fewer are decoded in the calling process, 
 
 
 
-
 def find_classes(split_dir: Path) -> list[str]:
     if not split_dir.is_dir():
         raise UserError(f"data folder {split_dir}: not found")
@@ -56,7 +55,7 @@ class ImageFolderDataset(Dataset):
             if not files:
                 raise UserError(f"data folder {split_dir / name}: no images")
             self.samples += [(p, label) for p in files]
-        self._cache, self._rows = None, list(range(len(self.samples)))
+        self._cache, self._rows, self._cache_mode = None, list(range(len(self.samples))), "auto"
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -86,7 +85,7 @@ class ImageFolderDataset(Dataset):
         Resize to `size`, which then change nothing."""
         view = copy.copy(self)
         view._cache = decoded_cache([p for p, _ in self.samples], size, mode)
-        view._rows = list(range(len(self.samples)))
+        view._rows, view._cache_mode = list(range(len(self.samples))), mode
         return view
 
     def with_transform(self, transform: Callable | None, size: int | None = None
@@ -97,9 +96,7 @@ class ImageFolderDataset(Dataset):
         view = copy.copy(self)
         view.transform = transform
         if self._cache is not None and size not in (None, self._cache.size):
-            rows = view._rows
-            view = view.decoded(size)
-            view._rows = rows  # a subset stays the same subset
+            view = view.decoded(size, self._cache_mode)  # rows for this view's images only
         return view
 
 

@@ -167,3 +167,16 @@ def test_a_disk_without_room_is_an_error_before_any_decode(tiny_data, tmp_path, 
     with pytest.raises(UserError, match="cannot be written .*No space left"):
         build_cache(files, 24, tmp_path, lambda path: pytest.fail("decoded"))
     assert not list(tmp_path.glob("*.npy"))  # nothing half-written is left to be mistaken
+
+
+def test_a_subset_resized_reads_its_own_images(tiny_data, tmp_path, monkeypatch):
+    """A held-out split (a subset of train's rows) through a resize stage: decoded again at
+    the new size, each index still the same file."""
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path))
+    train = ImageFolderDataset(tiny_data / "train", transform=eval_transform(24)).decoded(24)
+    greens = train.subset(lambda path: path.parent.name == "green")
+    resized = greens.with_transform(eval_transform(16), 16)
+    assert resized._cache.size == 16 and len(resized) == 12
+    for index, (path, label) in enumerate(greens.samples):
+        assert torch.equal(resized[index][0], eval_transform(16)(read_image(path)))
+        assert resized[index][1] == label == 1
