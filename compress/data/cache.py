@@ -70,9 +70,12 @@ def memory_available() -> int:
 def requested_mode(configured: str = "auto") -> str:
     """The mode asked for: `configured` (a command option or a YAML key), else
     $COMPRESS_IMAGE_CACHE, else auto."""
-    mode = configured if configured != "auto" else os.environ.get(MODE_ENV, "auto")
+    if configured != "auto":
+        mode, source = configured, "image cache mode"
+    else:
+        mode, source = os.environ.get(MODE_ENV, "auto"), f"${MODE_ENV}"
     if mode not in MODES:
-        raise UserError(f"image cache mode {mode!r}: expected one of {', '.join(MODES)}")
+        raise UserError(f"{source} {mode!r}: expected one of {', '.join(MODES)}")
     return mode
 
 
