@@ -3,7 +3,6 @@ data where it is present."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -186,15 +185,10 @@ def _seed():
 def _image_cache_on_disk_in_a_temporary_folder(tmp_path_factory):
     """Decoded images go to this session's folder, never to /dev/shm or ~/.cache (runs of
     the suite would pile up there); subprocesses inherit it."""
-    folder = tmp_path_factory.mktemp("cache")
-    saved = {key: os.environ.get(key) for key in ("COMPRESS_CACHE_DIR", "COMPRESS_IMAGE_CACHE")}
-    os.environ.update(COMPRESS_CACHE_DIR=str(folder), COMPRESS_IMAGE_CACHE="disk")
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COMPRESS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("COMPRESS_IMAGE_CACHE", "disk")
+        yield
 
 
 def pytest_collection_modifyitems(items):
