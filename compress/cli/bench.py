@@ -6,6 +6,8 @@ from __future__ import annotations
 import click
 
 from compress.measure.runners import PROVIDER_CHOICES
+from compress.measure.runtime import DEVICES, RUNTIMES, RunnerOptions
+from compress.measure.torch_runner import PRECISIONS
 
 
 def _batch_sizes(ctx, param, value: str) -> list[int]:
@@ -22,11 +24,34 @@ def _echo_err(line: str) -> None:
     click.echo(line, err=True)
 
 
+def runner_options(function):
+    """--runtime, --device, --provider, --precision, --graphs: how MODEL is run."""
+    options = [
+        click.option("--runtime", type=click.Choice(RUNTIMES), default="auto",
+                     show_default=True, help="onnxruntime or torch; auto: ONNX files in ONNX "
+                     "Runtime, checkpoints in torch. A checkpoint given --runtime onnxruntime "
+                     "is exported to a temporary ONNX file first."),
+        click.option("--device", type=click.Choice(DEVICES), default=None,
+                     help="cpu or cuda (auto: cuda where torch sees a GPU) [default: follows "
+                     "--provider, else cpu]."),
+        click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default=None,
+                     help="ONNX Runtime's execution provider [default: follows --device]; "
+                     "auto picks the best one that loads and says which."),
+        click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
+                     help="torch only: weights and activations [default: fp16 on cuda, fp32 "
+                     "on cpu]."),
+        click.option("--graphs/--no-graphs", default=None,
+                     help="torch on cuda only: replay a CUDA graph captured per batch size "
+                     "[default: on]; the model runs channels-last from pinned input buffers."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="cpu",
-              show_default=True, help="ONNX Runtime execution provider (a checkpoint: torch on "
-              "cpu or cuda). auto picks the best one that loads and says which.")
+@runner_options
 @click.option("--batch", "batches", default="1,8", show_default=True, callback=_batch_sizes,
               help="Batch sizes to sweep, comma-separated.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -42,29 +67,35 @@ def _echo_err(line: str) -> None:
 @click.option("--compare", "other_path", type=click.Path(dir_okay=False), default=None,
               help="A second model timed interleaved with MODEL; prints the ratio of medians.")
 @click.option("--compile", "compile_model", is_flag=True,
-              help="Checkpoints only: time torch.compile's model instead of eager mode.")
+              help="torch only: time torch.compile's model.")
 @click.option("--peak/--no-peak", default=True, show_default=True,
-              help="Measure this device's float32 MatMul peak (GFLOP/s) for comparison.")
+              help="Measure this device's matrix-product peak (GFLOP/s) for comparison.")
 @click.option("--profile", is_flag=True,
               help="ONNX files: also the share of the batch-1 time per op type (ONNX "
               "Runtime's profiler), and the time between kernels.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per batch size on stdout (machine header on stderr).")
-def bench(model, provider, batches, threads, warmup, runs, seconds, input_size, other_path,
-          compile_model, peak, profile, as_json) -> None:
+def bench(model, runtime, device, provider, precision, graphs, batches, threads, warmup, runs,
+          seconds, input_size, other_path, compile_model, peak, profile, as_json) -> None:
     """Latency of MODEL (an .onnx file, or a checkpoint run in torch) per batch size:
     median, p90, p99, mean, std, images/s, MACs and achieved GFLOP/s.
 
     The median is the headline figure. For a fair A/B on a noisy machine use --compare:
-    both models run in alternating blocks and the speed-up is the ratio of their medians.
+    both models run in alternating blocks, in one runtime, and the speed-up is the ratio of
+    their medians.
+
+    On a GPU, torch runs the model as it would be deployed (FP16, channels-last, a CUDA
+    graph per batch size; a call includes the copies in and out), and the launch floor (a
+    one-kernel model timed the same way) is printed next to the peak: at batch 1 a small
+    model is bound by launches, not arithmetic.
     """
     from compress.tools.bench import bench_files
 
-    bench_files(model, other_path, provider=provider, batches=batches, threads=threads,
-                warmup=warmup, runs=runs, seconds=seconds, input_size=input_size,
-                compile_model=compile_model, peak=peak, profile=profile, as_json=as_json,
-                echo=click.echo,
-                note=_echo_err)
+    options = RunnerOptions(runtime, device, provider, threads, precision, graphs,
+                            compile_model)
+    bench_files(model, other_path, options=options, batches=batches, warmup=warmup, runs=runs,
+                seconds=seconds, input_size=input_size, peak=peak, profile=profile,
+                as_json=as_json, echo=click.echo, note=_echo_err)
 
 
 @click.command()
@@ -76,8 +107,7 @@ def bench(model, provider, batches, threads, warmup, runs, seconds, input_size, 
 @click.option("--format", "output_format", type=click.Choice(["csv", "json"]), default="csv",
               show_default=True, help="csv: rows file,class. json: one object {file: class} "
               "(the competition wrote this into its submission.csv).")
-@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="cpu",
-              show_default=True, help="ONNX Runtime execution provider (checkpoints: torch).")
+@runner_options
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Images per model call; 1 is the competition's setting.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
@@ -86,12 +116,18 @@ def bench(model, provider, batches, threads, warmup, runs, seconds, input_size, 
               help="Model intra-op threads [default: usable cores].")
 @click.option("--classes", "classes_option", default=None,
               help="Comma-separated class names, for files that do not store them.")
-def predict(model, images_dir, out, output_format, provider, batch_size, workers, threads,
-            classes_option) -> None:
+def predict(model, images_dir, out, output_format, runtime, device, provider, precision, graphs,
+            batch_size, workers, threads, classes_option) -> None:
     """Predict the class of every image in a folder and report the end-to-end time
-    (decode, square-pad, resize, normalise, infer): the competition's "submit time"."""
+    (decode, square-pad, resize, normalise, infer): the competition's "submit time".
+
+    Decoding runs in worker processes ahead of the model; the summary gives images per
+    second, the model's share of the time, how long it waited for images, and which of the
+    two bounds the throughput. On a GPU, --runtime torch --device cuda runs the deployed
+    form (FP16, CUDA graphs); ONNX Runtime needs onnxruntime-gpu for --device cuda."""
     from compress.tools.predict import predict_folder, summary_line
 
-    result = predict_folder(model, images_dir, out, output_format, provider, batch_size,
-                            workers, threads, classes_option, note=_echo_err)
+    options = RunnerOptions(runtime, device, provider, threads, precision, graphs)
+    result = predict_folder(model, images_dir, out, output_format, options, batch_size,
+                            workers, classes_option, note=_echo_err)
     click.echo(summary_line(out, result))

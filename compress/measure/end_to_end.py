@@ -59,10 +59,17 @@ class Predictions:
     labels: np.ndarray  # class index per file, in file order
     seconds: float  # wall time: decoding, preprocessing and inference
     model_seconds: float  # time spent inside the model
+    wait_seconds: float = 0.0  # time the model waited for decoded images
 
     @property
     def images_per_s(self) -> float:
         return len(self.labels) / self.seconds
+
+    @property
+    def bound_by(self) -> str:
+        """What limits the images per second: decoding (the model waited longer for images
+        than it ran) or the model."""
+        return "decoding" if self.wait_seconds > self.model_seconds else "the model"
 
 
 LOADER_CHUNK = 16  # images per worker hand-over: one inter-process transfer per image costs ms
@@ -73,18 +80,28 @@ def predict_files(runner: Any, files: list[Path], input_size: int, batch_size: i
     """Class indices for `files` with `runner` (see compress.measure.runners).
 
     Workers hand over chunks of at least LOADER_CHUNK images, which the model then takes
-    `batch_size` at a time; the main process's torch runs single-threaded meanwhile, so that
-    its thread pool does not fight the model's for the cores."""
+    `batch_size` at a time: decoding in the workers overlaps inference in this process
+    (on a GPU the runner copies each batch from pinned memory without blocking). Where the
+    model is not torch on this CPU, this process's torch runs single-threaded meanwhile, so
+    that its thread pool does not fight the model's for the cores. The time spent waiting
+    for the workers is counted apart from the model's, to say which of the two bounds it."""
     images_dataset = ImageFiles(files, input_size)  # imports torchvision: not timed
     started = time.perf_counter()
     chunk = max(batch_size, LOADER_CHUNK)
     loader = DataLoader(images_dataset, batch_size=chunk, shuffle=False,
                         num_workers=workers, prefetch_factor=4 if workers else None)
-    labels, model_seconds = [], 0.0
+    labels, model_seconds, wait_seconds = [], 0.0, 0.0
     torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if getattr(getattr(runner, "device", None), "type", None) != "cpu":
+        torch.set_num_threads(1)
     try:
-        for images, errors in loader:
+        chunks = iter(loader)
+        while True:
+            waited = time.perf_counter()
+            images, errors = next(chunks, (None, None))
+            wait_seconds += time.perf_counter() - waited
+            if images is None:
+                break
             failed = next((e for e in errors if e), None)
             if failed:
                 raise UserError(failed)
@@ -95,8 +112,9 @@ def predict_files(runner: Any, files: list[Path], input_size: int, batch_size: i
                 logits = runner(prepared)
                 model_seconds += time.perf_counter() - start
                 if isinstance(logits, torch.Tensor):
-                    logits = logits.float().cpu().numpy()
+                    logits = logits.float().numpy()
                 labels.append(logits.argmax(1))
     finally:
         torch.set_num_threads(torch_threads)
-    return Predictions(np.concatenate(labels), time.perf_counter() - started, model_seconds)
+    return Predictions(np.concatenate(labels), time.perf_counter() - started, model_seconds,
+                       wait_seconds)

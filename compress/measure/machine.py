@@ -80,7 +80,7 @@ def format_machine(info: dict[str, Any]) -> str:
             f"GPU: {gpu}\nversions: {versions}")
 
 
-def _matmul_model(size: int) -> bytes:
+def matmul_model(size: int) -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(
@@ -99,7 +99,7 @@ def peak_gflops(provider: str = "cpu", threads: int | None = None, repeats: int 
     threads as the benchmark: what this device reaches on dense float32 work."""
     from compress.measure.runners import open_session
 
-    session, _ = open_session(_matmul_model(size), provider, threads)
+    session, _ = open_session(matmul_model(size), provider, threads)
     x = np.random.default_rng(1).standard_normal((size, size)).astype(np.float32)
     session.run(None, {"x": x})
     best = float("inf")

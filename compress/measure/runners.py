@@ -1,4 +1,5 @@
-"""What gets timed: an ONNX Runtime session on an execution provider, or a torch model.
+"""What gets timed in ONNX Runtime: a session on an execution provider (torch models:
+compress.measure.torch_runner).
 
 A runner turns a float32 NCHW batch into the form its engine wants (`prepare`, not timed)
 and runs it synchronously (`__call__`, timed). `provider` names what really ran: ONNX
@@ -20,7 +21,7 @@ PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
 _ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}
 _FALLBACK_CHAIN = {"cpu": ["cpu"], "cuda": ["cuda", "cpu"], "tensorrt": ["tensorrt", "cuda", "cpu"]}
-_GPU_HINT = "install onnxruntime-gpu (pip install -e '.[gpu]') on a machine with CUDA"
+GPU_HINT = "install onnxruntime-gpu (pip install -e '.[gpu]') on a machine with CUDA"
 
 
 def provider_for_device(device: str) -> str:
@@ -84,7 +85,7 @@ def open_session(model: str | Path | bytes, provider: str = "cpu",
     wanted = _ORT_NAMES[provider]
     if wanted not in available:
         session = _session_on(model, "cpu", threads, profile_prefix)
-        return session, (f"{wanted} is not available in this onnxruntime build ({_GPU_HINT}); "
+        return session, (f"{wanted} is not available in this onnxruntime build ({GPU_HINT}); "
                          f"measured on {session.get_providers()[0]} instead")
     session = _session_on(model, provider, threads, profile_prefix)
     used = session.get_providers()[0]
@@ -108,6 +109,11 @@ class OrtRunner:
     def provider(self) -> str:
         return self.session.get_providers()[0]
 
+    @property
+    def provider_key(self) -> str:
+        """The provider that really runs, as PROVIDER_CHOICES name it (cpu, cuda, tensorrt)."""
+        return {name: key for key, name in _ORT_NAMES.items()}.get(self.provider, "cpu")
+
     def input_size(self) -> int | None:
         """The model's square input size when its ONNX input shape fixes it."""
         height, width = self.session.get_inputs()[0].shape[2:4]
@@ -123,41 +129,3 @@ class OrtRunner:
 
     def __call__(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(None, feed)[0]
-
-
-@dataclass
-class TorchRunner:
-    """A torch model in eager mode or compiled with torch.compile; CUDA runs synchronised."""
-
-    model: Any
-    device: Any
-    compiled: bool = False
-    note: str | None = None
-
-    @classmethod
-    def open(cls, model, device: str = "cpu", compile_model: bool = False) -> "TorchRunner":
-        import torch
-
-        torch_device = torch.device(device)
-        model = model.eval().to(torch_device)
-        if compile_model:
-            model = torch.compile(model)
-        return cls(model, torch_device, compile_model)
-
-    @property
-    def provider(self) -> str:
-        return f"torch-{'compile' if self.compiled else 'eager'}-{self.device.type}"
-
-    def prepare(self, images: np.ndarray):
-        import torch
-
-        return torch.from_numpy(images.astype(np.float32)).to(self.device)
-
-    def __call__(self, images) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            logits = self.model(images)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return logits

@@ -1,5 +1,6 @@
-"""Latency timed in a process of its own that only ever runs ONNX Runtime, the way a
-deployed model and benchmarks/retime.py run it.
+"""Latency timed in a process of its own that only ever runs the deployed model (ONNX
+Runtime, or torch where a run's stages are timed in torch), the way a deployed model and
+benchmarks/retime.py run it.
 
 Why: the pipeline's process times ONNX models slower than a fresh one, and small models
 more so. In a plan's process (torch, decoded images, hundreds of exports and sessions) a
@@ -32,6 +33,7 @@ from compress.measure.latency import (
     measure_latency,
     time_in_turn,
 )
+from compress.measure.runtime import RuntimeChoice
 
 KINDS = {"compare": (compare_latency, Comparison), "in_turn": (time_in_turn, InTurn),
          "latency": (measure_latency, Latency)}
@@ -71,9 +73,10 @@ class TimingWorker:
     def __init__(self) -> None:
         self._process: subprocess.Popen | None = None
 
-    def run(self, jobs: list[Job], provider: str, threads: int | None) -> list[Any]:
-        """Each job's result (a Comparison, InTurn or Latency), timed one after another."""
-        request = {"jobs": [asdict(job) for job in jobs], "provider": provider,
+    def run(self, jobs: list[Job], runtime: RuntimeChoice, threads: int | None) -> list[Any]:
+        """Each job's result (a Comparison, InTurn or Latency), timed one after another:
+        ONNX files in ONNX Runtime, or checkpoints in torch (`runtime`)."""
+        request = {"jobs": [asdict(job) for job in jobs], "runtime": asdict(runtime),
                    "threads": threads}
         process = self._started()
         try:
@@ -110,13 +113,26 @@ def _result(kind: str, reply: dict) -> Any:
     return KINDS[kind][1](**reply)
 
 
-def _serve(request: dict) -> list[dict]:
+def _open_runner(path: str, runtime: RuntimeChoice, threads: int | None) -> Any:
+    if runtime.runtime == "torch":  # imported here only: ONNX timings stay torch-free
+        import torch
+
+        from compress.checkpoint import load_checkpoint
+        from compress.measure.torch_runner import TorchRunner
+
+        if threads:
+            torch.set_num_threads(threads)
+        return TorchRunner.open(load_checkpoint(path).model, runtime.device)
     from compress.measure.runners import OrtRunner
 
+    return OrtRunner.open(path, runtime.provider, threads)
+
+
+def _serve(request: dict) -> list[dict]:
+    runtime = RuntimeChoice(**request["runtime"])
     replies = []
     for job in request["jobs"]:
-        runners = [OrtRunner.open(path, request["provider"], request["threads"])
-                   for path in job["paths"]]
+        runners = [_open_runner(path, runtime, request["threads"]) for path in job["paths"]]
         timed = KINDS[job["kind"]][0]
         result = timed(runners, **job["timing"]) if job["kind"] == "in_turn" else \
             timed(*runners, **job["timing"])

@@ -73,6 +73,8 @@ class _Run:
         self.data = open_data(self.recipe, self.input)
         self.measurer = Measurer.for_recipe(self.recipe, self.data, self.device,
                                             self.input.input_size)
+        if self.measurer.runtime.note:
+            self.notes.append(self.measurer.runtime.note)
         if self.data is None:
             self.notes.append(f"no data folder at {self.recipe.data.root}: fine-tuning, macro "
                               "F1, accuracy, score and data-driven steps are skipped (n/a); "

@@ -1,10 +1,16 @@
-"""The one place that measures a stage's model: latency (ONNX Runtime on the run's device,
-timed interleaved with the input), MACs, parameters, macro F1 and accuracy, and the
-competition score. A measurement never changes the model.
+"""The one place that measures a stage's model: latency (on the run's device in the
+runtime it is deployed with, timed interleaved with the input), MACs, parameters, macro F1
+and accuracy, and the competition score. A measurement never changes the model.
+
+The runtime (compress.measure.runtime.choose_stage_runtime): ONNX Runtime on the CPU; on
+CUDA its CUDA provider where onnxruntime-gpu loads, else the torch CUDA runner (FP16,
+channels-last, CUDA graphs), which times the stages' checkpoints. What stages time among
+themselves (plan, quantize, FP16 export) are ONNX files, in ONNX Runtime on `provider`.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -21,7 +27,8 @@ from compress.measure.end_to_end import predict_files
 from compress.measure.latency import Comparison, InTurn, Latency
 from compress.measure.macs import count_macs, count_params
 from compress.measure.metrics import classification_metrics, model_macro_f1
-from compress.measure.runners import OrtRunner, provider_for_device
+from compress.measure.runners import OrtRunner
+from compress.measure.runtime import RuntimeChoice, choose_stage_runtime
 from compress.measure.score import ScoreConstants, competition_score
 from compress.pipeline.runstore import StageRecord
 from compress.recipe.schema import BenchSection, DataSection, Recipe, ScoreSection
@@ -31,6 +38,7 @@ from compress.stages.base import StageResult, StageStatus
 # hundred runs vary by about 6 % (CV) on the 2-core development VM, so 5 % flagged noise
 # (seen: a stage that kept its input's file unchanged measured "slower").
 SLOWER_TOLERANCE = 1.10
+DEPLOYED_CHECK_IMAGES = 256
 
 
 def open_data(recipe: Recipe, checkpoint: Checkpoint) -> TrainingData | None:
@@ -57,6 +65,11 @@ class Measurer:
     input_size: int
     _timing_worker: timing_process.TimingWorker = field(
         default_factory=timing_process.TimingWorker, init=False, repr=False)
+    runtime: RuntimeChoice | None = None  # what the stages are timed in; None: chosen here
+
+    def __post_init__(self) -> None:
+        if self.runtime is None:
+            self.runtime = choose_stage_runtime(str(self.device), self.bench.runtime)
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, data: TrainingData | None, device: torch.device,
@@ -65,15 +78,29 @@ class Measurer:
 
     @property
     def provider(self) -> str:
-        return provider_for_device(str(self.device))
+        """ONNX Runtime's provider for the ONNX files stages time and evaluate: CUDA where
+        the stages are timed in ONNX Runtime on CUDA, else the CPU."""
+        return self.runtime.provider if self.runtime.runtime == "onnxruntime" else "cpu"
+
+    @property
+    def timed_in_torch(self) -> bool:
+        return self.runtime.runtime == "torch"
 
     def runner(self, onnx_path: str | Path) -> OrtRunner:
         return OrtRunner.open(onnx_path, self.provider, self.bench.threads)
 
     # Every timing runs in a process of its own: this one, after torch, data and exports,
     # timed small models up to 40 % slow (compress.measure.timing_process).
-    def _timed(self, jobs: list[timing_process.Job]) -> list:
-        return self._timing_worker.run(jobs, self.provider, self.bench.threads)
+    def _timed(self, jobs: list[timing_process.Job], in_stage_runtime: bool = False) -> list:
+        """ONNX files in ONNX Runtime; with `in_stage_runtime`, the files of the runtime the
+        stages are timed in (checkpoints where that is torch)."""
+        runtime = self.runtime if in_stage_runtime else \
+            RuntimeChoice("onnxruntime", str(self.device), self.provider)
+        return self._timing_worker.run(jobs, runtime, self.bench.threads)
+
+    def _timed_file(self, record: StageRecord) -> Path:
+        """The file a stage is timed from: its checkpoint in torch, else its ONNX file."""
+        return Path(record.checkpoint if self.timed_in_torch else record.onnx)
 
     def _compare(self, path_a: Path, path_b: Path, runs: int | None = None, batch: int = 1,
                  input_size_a: int | None = None) -> timing_process.Job:
@@ -103,18 +130,33 @@ class Measurer:
 
     def distance_to_floor(self, record: StageRecord) -> dict:
         """How far a stage's model is from what this device can do: its achieved GFLOP/s at
-        batch 1 against the device's float32 MatMul peak, and where its time goes per op
-        type (ONNX Runtime's profiler)."""
-        from compress.measure.machine import peak_gflops
-        from compress.measure.op_profile import op_type_profile
-
-        peak = peak_gflops(self.provider, self.bench.threads)
+        batch 1 against the device's matrix-product peak, and where its time goes: per op
+        type (ONNX Runtime's profiler), or, timed in torch, the launch floor (a one-kernel
+        model timed the same way)."""
         achieved = 2 * record.macs / (record.latency_ms / 1000) / 1e9
-        profile = op_type_profile(record.onnx, record.input_size or self.input_size, 1,
-                                  self.provider, self.bench.threads)
-        return {"stage": f"{record.index}:{record.name}", "gflops": achieved,
-                "peak_gflops": peak, "share_of_peak": achieved / peak,
-                "op_types": [asdict(row) for row in profile]}
+        floor = {"stage": f"{record.index}:{record.name}", "gflops": achieved,
+                 "runtime": record.provider}
+        if self.timed_in_torch:
+            from compress.measure.latency import measure_latency
+            from compress.measure.torch_runner import launch_floor, matmul_peak_gflops
+
+            floor_runner = launch_floor(self.runtime.device,
+                                        len(self.data.classes) if self.data else 1)
+            precision = floor_runner.precision
+            floor |= {"peak_gflops": matmul_peak_gflops(self.runtime.device, precision),
+                      "peak_kind": precision, "op_types": [],
+                      "launch_floor_ms": measure_latency(
+                          floor_runner, record.input_size or self.input_size, 1,
+                          self.bench.warmup, self.bench.runs).median_ms}
+        else:
+            from compress.measure.machine import peak_gflops
+            from compress.measure.op_profile import op_type_profile
+
+            profile = op_type_profile(record.onnx, record.input_size or self.input_size, 1,
+                                      self.provider, self.bench.threads)
+            floor |= {"peak_gflops": peak_gflops(self.provider, self.bench.threads),
+                      "peak_kind": "fp32", "op_types": [asdict(row) for row in profile]}
+        return floor | {"share_of_peak": achieved / floor["peak_gflops"]}
 
     def device_fingerprint(self) -> dict:
         """What a latency measured here depends on besides the model: CPU model and flags,
@@ -141,16 +183,20 @@ class Measurer:
     def model_macro_f1(self, model: nn.Module, images: Dataset) -> float:
         return model_macro_f1(model, images, self.data.classes)
 
-    def metrics(self, onnx_path: Path) -> tuple[dict | None, float | None]:
+    def metrics(self, onnx_path: Path, model: nn.Module | None = None
+                ) -> tuple[dict | None, float | None]:
         """Macro F1 and accuracy of the ONNX file on the evaluated split, and with
-        score.time end_to_end the wall time of predicting it image by image from the files."""
+        score.time end_to_end the wall time of predicting it image by image from the files
+        (by `model` in its deployed torch form where the stages are timed in torch)."""
         if self.data is None:
             return None, None
         runner = self.runner(onnx_path)
         targets = np.array([label for _, label in self.data.val.samples])
         if self.score_settings.time == "end_to_end":
             files = [path for path, _ in self.data.val.samples]
-            result = predict_files(runner, files, self.input_size, batch_size=1,
+            timed = self._deployed(model) if self.timed_in_torch and model is not None \
+                else runner
+            result = predict_files(timed, files, self.input_size, batch_size=1,
                                    workers=self.data_settings.num_workers)
             predictions, seconds = result.labels, result.seconds
         else:
@@ -173,21 +219,24 @@ class Measurer:
                                       .argmax(1)) for images, labels in loader])
         return self.macro_f1(np.concatenate(targets), np.concatenate(predictions))
 
-    def _latencies(self, onnx_path: Path, baseline: StageRecord | None,
+    def _latencies(self, timed_path: Path, baseline: StageRecord | None,
                    previous: StageRecord | None) -> tuple[dict[int, Latency], float, float]:
         """Latency at each bench batch size, and the batch-1 speed-up over the input and over
-        the previous stage, all in one request to the timing worker.
+        the previous stage, all in one request to the timing worker; `timed_path` is the
+        stage's file in the runtime the stages are timed in.
 
         Both ratios come from interleaved timing (A B A B ...), so a busy machine slows
         both models alike instead of flagging the wrong stage."""
-        timing = [self._latency(onnx_path, 1)] if baseline is None else [
-            self._compare(Path(baseline.onnx), onnx_path, input_size_a=baseline.input_size)]
+        timing = [self._latency(timed_path, 1)] if baseline is None else [
+            self._compare(self._timed_file(baseline), timed_path,
+                          input_size_a=baseline.input_size)]
         against_previous = baseline is not None and previous is not None and previous.index != 0
         if against_previous:
-            timing.append(self._compare(Path(previous.onnx), onnx_path,
+            timing.append(self._compare(self._timed_file(previous), timed_path,
                                         input_size_a=previous.input_size))
         batches = self.bench.batch_sizes[1:]
-        results = self._timed(timing + [self._latency(onnx_path, b) for b in batches])
+        results = self._timed(timing + [self._latency(timed_path, b) for b in batches],
+                              in_stage_runtime=True)
         if baseline is None:
             one, speedup, vs_previous = results[0], 1.0, 1.0
         else:
@@ -198,9 +247,10 @@ class Measurer:
     def measure(self, index: int, name: str, model: nn.Module, checkpoint_path: Path,
                 onnx_path: Path, seconds: float, result: StageResult,
                 baseline: StageRecord | None, previous: StageRecord | None) -> StageRecord:
-        latencies, speedup, vs_previous = self._latencies(onnx_path, baseline, previous)
+        latencies, speedup, vs_previous = self._latencies(
+            checkpoint_path if self.timed_in_torch else onnx_path, baseline, previous)
         one = latencies[1]
-        metrics, end_to_end_s = self.metrics(onnx_path)
+        metrics, end_to_end_s = self.metrics(onnx_path, model)
         record = StageRecord(
             index=index, name=name, status=StageStatus.DONE, note=result.note,
             params=count_params(model),
@@ -215,8 +265,36 @@ class Measurer:
             score=None, seconds=seconds, checkpoint=str(checkpoint_path), onnx=str(onnx_path),
             slower=vs_previous * SLOWER_TOLERANCE < 1.0, result=result.to_dict(),
             end_to_end_s=end_to_end_s, input_size=self.input_size,
-            held_out_macro_f1=self.held_out_macro_f1(onnx_path))
+            held_out_macro_f1=self.held_out_macro_f1(onnx_path),
+            deployed_top1_agreement=self.deployed_top1_agreement(model, onnx_path))
         return replace(record, score=self.score(record, baseline or record))
+
+    def _deployed(self, model: nn.Module):
+        """A copy of `model` in the torch form the stages are timed in."""
+        from compress.measure.torch_runner import TorchRunner
+
+        return TorchRunner.open(copy.deepcopy(model), self.runtime.device)
+
+    def deployed_top1_agreement(self, model: nn.Module, onnx_path: Path) -> float | None:
+        """Where the stages are timed in torch: the share of up to DEPLOYED_CHECK_IMAGES
+        evaluated images on which the timed form (FP16, CUDA graphs on a GPU) and the
+        float32 ONNX file agree on the class; None elsewhere or without data."""
+        if not self.timed_in_torch or self.data is None:
+            return None
+        deployed = self._deployed(model)
+        onnx = self.runner(onnx_path)
+        loader = make_loader(self.data.val, self.data_settings.batch_size, shuffle=False,
+                             num_workers=0)
+        agreeing = seen = 0
+        for images, _ in loader:
+            batch = images[:DEPLOYED_CHECK_IMAGES - seen].numpy()
+            expected = onnx(onnx.prepare(batch)).argmax(1)
+            agreeing += int((deployed(deployed.prepare(batch)).float().numpy().argmax(1)
+                             == expected).sum())
+            seen += len(batch)
+            if seen >= DEPLOYED_CHECK_IMAGES:
+                break
+        return agreeing / seen
 
     def score(self, record: StageRecord, baseline: StageRecord) -> float | None:
         s = self.score_settings

@@ -53,9 +53,15 @@ def write_report(root: Path, records: list[StageRecord], recipe: dict[str, Any],
     lines += [f"- {note}" for note in notes] + ([""] if notes else [])
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row_cells(r)) + " |" for r in records]
-    lines += ["", "Latency: ONNX Runtime, batch-1 median of the timed runs, provider "
-              f"{records[0].provider}; speed-up: the input and the stage timed interleaved. "
-              "Score: lower is better (see recipe 'score')."]
+    lines += ["", f"Latency: batch-1 median of the timed runs in {records[0].provider}; "
+              "speed-up: the input and the stage timed interleaved in it. Score: lower is "
+              "better (see recipe 'score')."]
+    agreements = [r for r in records if r.deployed_top1_agreement is not None]
+    if agreements:
+        lines += ["", "Top-1 agreement of the timed torch form with the float32 ONNX file on "
+                  "the evaluated images: " + ", ".join(
+                      f"{r.index}:{r.name} {r.deployed_top1_agreement:.1%}"
+                      for r in agreements) + "."]
     if floor:
         lines += ["", *_floor_lines(floor)]
     (root / "report.md").write_text("\n".join(lines) + "\n")
@@ -67,6 +73,13 @@ def write_report(root: Path, records: list[StageRecord], recipe: dict[str, Any],
 
 def _floor_lines(floor: dict[str, Any]) -> list[str]:
     rows = [OpTypeShare(**row) for row in floor["op_types"]]
+    if "launch_floor_ms" in floor:
+        return [f"## Distance to the floor (stage {floor['stage']}, batch 1)", "",
+                f"{floor['gflops']:.2f} GFLOP/s achieved in {floor['runtime']} against this "
+                f"device's {floor['peak_kind']} matrix-product peak of "
+                f"{floor['peak_gflops']:.1f} GFLOP/s ({floor['share_of_peak']:.1%} of it); "
+                f"launch floor (a one-kernel model timed the same way): "
+                f"{floor['launch_floor_ms']:.3f} ms."]
     return [f"## Distance to the floor (stage {floor['stage']}, batch 1)", "",
             f"{floor['gflops']:.2f} GFLOP/s achieved against this device's float32 MatMul "
             f"peak of {floor['peak_gflops']:.1f} GFLOP/s ({floor['share_of_peak']:.1%} of "
@@ -82,7 +95,7 @@ def _plot(path: Path, records: list[StageRecord]) -> Path:
         for r in records:
             ax.annotate(f"{r.index}:{r.name}", (r.latency_ms, r.macro_f1),
                         textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ax.set_xlabel("batch-1 latency, ms (ONNX Runtime)")
+        ax.set_xlabel(f"batch-1 latency, ms ({records[0].provider})")
         ax.set_ylabel("macro F1")
         ax.set_title("macro F1 against latency, per stage")
         ax.grid(alpha=0.3)

@@ -48,6 +48,9 @@ class StageRecord:
     input_size: int | None = None  # the stage's model input size (a resize stage changes it)
     # On the train images held out of the input model's training; None where it records none.
     held_out_macro_f1: float | None = None
+    # Where the stages are timed in torch: top-1 agreement of the timed form (FP16, CUDA
+    # graphs on a GPU) with the float32 ONNX file on the evaluated images; None elsewhere.
+    deployed_top1_agreement: float | None = None
 
     @property
     def decision_f1(self) -> float | None:

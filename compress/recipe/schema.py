@@ -72,6 +72,10 @@ class DataSection(_Strict):
 
 
 class BenchSection(_Strict):
+    runtime: Literal["auto", "onnxruntime", "torch"] = Field(
+        "auto", description="what every stage is timed in: auto is ONNX Runtime on the CPU; "
+        "on CUDA its CUDA provider where onnxruntime-gpu loads, else torch (FP16, "
+        "channels-last, CUDA graphs)")
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
     warmup: int = Field(10, ge=0)
     runs: int = Field(50, ge=3)

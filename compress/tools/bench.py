@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from compress.errors import UserError
 from compress.measure.latency import Comparison, Latency, compare_latency, measure_latency
 from compress.measure.machine import format_machine, machine_info, peak_gflops, usable_cores
-from compress.measure.runners import OrtRunner, TorchRunner
+from compress.measure.runners import OrtRunner
+from compress.measure.runtime import RunnerOptions, choose_bench_runtime, model_runtime
+from compress.measure.torch_runner import TorchRunner, launch_floor, matmul_peak_gflops
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
@@ -27,6 +29,12 @@ class BenchModel:
     input_size: int
     macs: int
     classes: list[str] | None = None
+    exported_from: str | None = None  # the checkpoint `path` was exported from, to time it
+
+    @property
+    def shown(self) -> str:
+        """The file the user named."""
+        return f"{self.exported_from} (as ONNX)" if self.exported_from else self.path
 
     @property
     def note(self) -> str | None:
@@ -55,36 +63,43 @@ def _check_image_classifier(path: Path, session: Any) -> None:
         raise UserError(f"{path}: its output is {outputs[0].shape}, not [batch, classes]")
 
 
-def _torch_device(provider: str) -> tuple[str, str | None]:
-    import torch
-
-    if provider == "tensorrt":
-        raise UserError("--provider tensorrt applies to ONNX files; a checkpoint runs in torch")
-    if provider == "cpu":
-        return "cpu", None
-    if torch.cuda.is_available():
-        return "cuda", None
-    if provider == "cuda":
-        return "cpu", "torch has no CUDA device here; measured on the CPU instead"
-    return "cpu", "provider auto: no CUDA device, using torch on the CPU"
-
-
-def open_model(path: str | Path, provider: str = "cpu", threads: int | None = None,
-               input_size: int | None = None, compile_model: bool = False,
-               compared: bool = False) -> BenchModel:
-    """Open an ONNX file in ONNX Runtime, or a compress checkpoint in torch. `compared`:
-    `input_size` is that of the model this one is timed against, not the user's."""
+def open_model(path: str | Path, options: RunnerOptions = RunnerOptions(),
+               input_size: int | None = None, compared: bool = False) -> BenchModel:
+    """Open an ONNX file in ONNX Runtime, or a compress checkpoint in torch (or, with
+    runtime onnxruntime, exported to a temporary ONNX file). `compared`: `input_size` is
+    that of the model this one is timed against, not the user's."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file not found: {path}")
-    if path.suffix == ".onnx":
-        if compile_model:
-            raise UserError("--compile applies to checkpoints (torch), not to ONNX files")
-        return _open_onnx(path, provider, threads, input_size, compared)
-    if path.suffix in CHECKPOINT_SUFFIXES:
-        return _open_checkpoint(path, provider, threads, input_size, compile_model)
-    raise UserError(f"{path}: not a model file (expected .onnx or a checkpoint: "
-                    + ", ".join(CHECKPOINT_SUFFIXES) + ")")
+    if path.suffix != ".onnx" and path.suffix not in CHECKPOINT_SUFFIXES:
+        raise UserError(f"{path}: not a model file (expected .onnx or a checkpoint: "
+                        + ", ".join(CHECKPOINT_SUFFIXES) + ")")
+    choice = choose_bench_runtime(path.suffix, options.runtime, options.device,
+                                  options.provider)
+    options.check_for(choice)
+    if choice.runtime == "torch":
+        return _open_checkpoint(path, choice.device, options, input_size)
+    onnx_path = path if path.suffix == ".onnx" else _exported(path, input_size)
+    opened = _open_onnx(onnx_path, choice.provider, options.threads, input_size, compared)
+    if onnx_path != path:
+        opened.exported_from = str(path)
+    return opened
+
+
+def _exported(checkpoint_path: Path, input_size: int | None) -> Path:
+    """A checkpoint exported to ONNX in a temporary folder removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from compress.checkpoint import load_checkpoint
+    from compress.ops.onnx_export import export_onnx
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    folder = Path(tempfile.mkdtemp(prefix="compress-bench-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return export_onnx(checkpoint.model, folder / (checkpoint_path.stem + ".onnx"),
+                       input_size or checkpoint.input_size, classes=checkpoint.classes)
 
 
 def _open_onnx(path: Path, provider: str, threads: int | None,
@@ -117,21 +132,20 @@ def _open_onnx(path: Path, provider: str, threads: int | None,
     return BenchModel(str(path), runner, size, onnx_macs(path, size), classes)
 
 
-def _open_checkpoint(path: Path, provider: str, threads: int | None, input_size: int | None,
-                     compile_model: bool) -> BenchModel:
+def _open_checkpoint(path: Path, device: str, options: RunnerOptions,
+                     input_size: int | None) -> BenchModel:
     import torch
 
     from compress.checkpoint import load_checkpoint
     from compress.measure.macs import count_macs
 
     checkpoint = load_checkpoint(path)
-    if threads:
-        torch.set_num_threads(threads)
-    device, note = _torch_device(provider)
+    if options.threads:
+        torch.set_num_threads(options.threads)
     size = input_size or checkpoint.input_size
     macs = count_macs(checkpoint.model, size)
-    runner = TorchRunner.open(checkpoint.model, device, compile_model)
-    runner.note = note
+    runner = TorchRunner.open(checkpoint.model, device, options.compile_model,
+                              options.precision, graphs=options.graphs)
     return BenchModel(str(path), runner, size, macs, checkpoint.classes)
 
 
@@ -197,42 +211,78 @@ def format_rows(rows: list[BenchRow]) -> list[str]:
 
 
 def _model_line(target: BenchModel, other: BenchModel | None) -> str:
-    return (f"model: {target.path}, {target.input_size}x{target.input_size}, "
-            f"{target.macs / 1e6:.2f} M MACs per image, provider {target.runner.provider}"
-            + (f"; interleaved with {other.path}" if other else ""))
+    return (f"model: {target.shown}, {target.input_size}x{target.input_size}, "
+            f"{target.macs / 1e6:.2f} M MACs per image, runs in {target.runner.provider}"
+            + (f"; interleaved with {other.shown}" if other else ""))
+
+
+@dataclass
+class Ceilings:
+    """What the device can do, for reading the model's figures against: the peak of a large
+    matrix product, and (torch) the launch floor, a one-kernel model's batch-1 latency with
+    the same copies, graph and synchronise."""
+
+    peak_gflops: float | None = None
+    peak_kind: str = "fp32"
+    launch_floor_ms: float | None = None
+
+
+def _ceilings(target: BenchModel, options: RunnerOptions, warmup: int, runs: int,
+              peak: bool) -> Ceilings:
+    runner = target.runner
+    if isinstance(runner, OrtRunner):
+        return Ceilings(peak_gflops(runner.provider_key, options.threads) if peak else None)
+    classes = len(target.classes) if target.classes else 1
+    floor_runner = launch_floor(runner.device, classes, runner.precision, runner.graphs)
+    floor = measure_latency(floor_runner, target.input_size, 1, warmup, runs)
+    peak_value = matmul_peak_gflops(runner.device, runner.precision) if peak else None
+    return Ceilings(peak_value, runner.precision, floor.median_ms)
 
 
 def _summary_lines(rows: list[BenchRow], target: BenchModel, other: BenchModel | None,
-                   peak: float | None) -> list[str]:
+                   ceilings: Ceilings) -> list[str]:
     lines = format_rows(rows)
     if other:
-        lines.append(f"speed-up = median({other.path}) / median({target.path}), per batch size")
-    if peak:
+        lines.append(f"speed-up = median({other.shown}) / median({target.shown}), per batch "
+                     "size")
+    if ceilings.peak_gflops:
         best = max(row.gflops for row in rows)
-        lines.append(f"peak float32 MatMul on this device: {peak:.1f} GFLOP/s; the model "
-                     f"reaches {best:.2f} GFLOP/s ({best / peak:.1%} of it)")
+        lines.append(f"peak {ceilings.peak_kind} matrix product on this device: "
+                     f"{ceilings.peak_gflops:.1f} GFLOP/s; the model reaches {best:.2f} "
+                     f"GFLOP/s ({best / ceilings.peak_gflops:.1%} of it)")
+    if ceilings.launch_floor_ms is not None:
+        one = next((row for row in rows if row.batch == 1), None)
+        share = f"; batch 1 is {one.latency.median_ms / ceilings.launch_floor_ms:.1f}x it" \
+            if one else ""
+        lines.append(f"launch floor (a one-kernel model, same copies and synchronise) at "
+                     f"batch 1: {ceilings.launch_floor_ms:.3f} ms{share}")
     return lines
 
 
 def bench_files(model_path: str | Path, other_path: str | Path | None = None, *,
-                provider: str = "cpu", batches: Sequence[int] = (1, 8), threads: int | None = None,
-                warmup: int = 20, runs: int = 300, seconds: float | None = None,
-                input_size: int | None = None, compile_model: bool = False, peak: bool = True,
-                profile: bool = False, as_json: bool = False, echo: Callable[[str], None] = print,
+                options: RunnerOptions = RunnerOptions(provider="cpu"),
+                batches: Sequence[int] = (1, 8), warmup: int = 20, runs: int = 300,
+                seconds: float | None = None, input_size: int | None = None,
+                peak: bool = True, profile: bool = False, as_json: bool = False,
+                echo: Callable[[str], None] = print,
                 note: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
                 ) -> list[BenchRow]:
     """`compress bench`: the machine and model header, then the table (or, with `as_json`,
     one JSON object per batch size on `echo` and the header on `note`, so that stdout stays
-    machine-readable). `threads` defaults to the cores this process may use."""
-    threads = threads or usable_cores()
-    info = machine_info(threads)
-    target = open_model(model_path, provider, threads, input_size, compile_model)
-    other = open_model(other_path, provider, threads, target.input_size, compile_model,
-                       compared=True) \
+    machine-readable). Threads default to the cores this process may use."""
+    options = replace(options, threads=options.threads or usable_cores())
+    if other_path is not None and options.runtime == "auto" and \
+            model_runtime(Path(model_path).suffix) != model_runtime(Path(other_path).suffix):
+        raise UserError(f"--compare: {model_path} and {other_path} run in different runtimes "
+                        "(ONNX Runtime, torch); a speed-up is measured within one: give "
+                        "--runtime onnxruntime (checkpoints are exported) or two of a kind")
+    info = machine_info(options.threads)
+    target = open_model(model_path, options, input_size)
+    other = open_model(other_path, options, target.input_size, compared=True) \
         if other_path else None
-    if profile and "torch" in target.runner.provider:
-        raise UserError("--profile: only ONNX files are profiled (export the checkpoint "
-                        "with `compress export` first)")
+    if profile and not isinstance(target.runner, OrtRunner):
+        raise UserError("--profile: only ONNX files are profiled, in ONNX Runtime (give "
+                        "--runtime onnxruntime to export the checkpoint)")
     for batch in batches:  # before any line is printed: an error is the only line
         for opened in (target, other) if other else (target,):
             opened.check_batch(batch)
@@ -243,12 +293,11 @@ def bench_files(model_path: str | Path, other_path: str | Path | None = None, *,
     header(_model_line(target, other))
     rows = bench(target, list(batches), warmup, runs, seconds, other,
                  progress=lambda b: None if as_json else note(f"timing batch {b} ..."))
-    peak_value = peak_gflops(provider, threads) if peak and "torch" not in \
-        target.runner.provider else None
-    lines = [json.dumps(row.as_dict() | {"model": target.path, "peak_gflops": peak_value})
-             for row in rows] if as_json else _summary_lines(rows, target, other, peak_value)
+    ceilings = _ceilings(target, options, warmup, runs, peak)
+    lines = [json.dumps(row.as_dict() | {"model": target.shown} | asdict(ceilings))
+             for row in rows] if as_json else _summary_lines(rows, target, other, ceilings)
     if profile:
-        lines += _profile_lines(target, provider, threads, as_json)
+        lines += _profile_lines(target, target.runner.provider_key, options.threads, as_json)
     for line in lines:
         echo(line)
     return rows

@@ -38,10 +38,11 @@ def onnx_summary(path: str, input_size: int | None = None) -> dict[str, Any]:
     """The same summary for an ONNX file: its Conv / Gemm / MatMul nodes by the same MACs
     convention, parameters as deployed (BatchNorm folded into the convs by the export)."""
     from compress.measure.onnx_macs import onnx_layer_macs, onnx_params
+    from compress.measure.runtime import RunnerOptions
     from compress.ops.onnx_export import read_metadata
     from compress.tools.bench import open_model
 
-    opened = open_model(path, "cpu", 1, input_size)
+    opened = open_model(path, RunnerOptions(threads=1), input_size)
     macs = onnx_layer_macs(path, opened.input_size)
     classes = read_metadata(opened.runner.session)[0] or []
     layers = [{"name": name, "type": "", "shape": "", "params": 0, "macs": value}

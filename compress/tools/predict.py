@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from compress.errors import UserError
 from compress.fileio import check_writable, write_atomic
 from compress.measure.end_to_end import Predictions, list_images, predict_files
 from compress.measure.machine import usable_cores
+from compress.measure.runtime import RunnerOptions
 from compress.tools.bench import open_model
 
 OUTPUT_FORMATS = ("csv", "json")
@@ -45,16 +47,18 @@ def model_classes(model: Any, classes_option: str | None) -> list[str]:
 
 
 def predict_folder(model_path: str, images_dir: str | Path, out: str | Path,
-                   output_format: str = "csv", provider: str = "cpu", batch_size: int = 1,
-                   workers: int | None = None, threads: int | None = None,
+                   output_format: str = "csv",
+                   options: RunnerOptions = RunnerOptions(provider="cpu"),
+                   batch_size: int = 1, workers: int | None = None,
                    classes: str | None = None,
                    note: Callable[[str], None] = lambda line: None) -> Predictions:
     """Predict every image under `images_dir` and write `out` atomically (a failed run keeps
-    the old file). `workers` and `threads` default to the usable cores; `note` gets the
-    progress lines. Returns the labels and the end-to-end and model times."""
+    the old file). `workers` and the model's threads default to the usable cores; `note`
+    gets the progress lines. Returns the labels and the end-to-end, model and wait times."""
     out_path = check_writable(out)  # before any work
     files = list_images(images_dir)
-    opened = open_model(model_path, provider, threads or usable_cores())
+    opened = open_model(model_path, replace(options,
+                                            threads=options.threads or usable_cores()))
     opened.check_batch(batch_size)
     if opened.note:
         note(f"note: {opened.note}")
@@ -74,4 +78,6 @@ def predict_folder(model_path: str, images_dir: str | Path, out: str | Path,
 def summary_line(out: str | Path, result: Predictions) -> str:
     return (f"wrote {out}: {len(result.labels)} images in {result.seconds:.2f} s "
             f"({result.images_per_s:.1f} images/s end to end; the model took "
-            f"{result.model_seconds:.2f} s, {result.model_seconds / result.seconds:.0%})")
+            f"{result.model_seconds:.2f} s, {result.model_seconds / result.seconds:.0%}, and "
+            f"waited {result.wait_seconds:.2f} s for decoded images: bound by "
+            f"{result.bound_by})")

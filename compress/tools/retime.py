@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from compress.measure.latency import Comparison, compare_latency
+from compress.measure.runtime import RunnerOptions
 from compress.tools.bench import open_model
 
 
@@ -15,7 +16,8 @@ def time_interleaved(path_a: str | Path, path_b: str | Path, runs: int = 300,
                      provider: str = "cpu", threads: int | None = None) -> Comparison:
     """Batch-1 latency of two models timed interleaved; `ratio` = median(a) / median(b),
     the speed-up of b over a. Each model runs at its own stored input size."""
-    a, b = open_model(path_a, provider, threads), open_model(path_b, provider, threads)
+    options = RunnerOptions(provider=provider, threads=threads)
+    a, b = open_model(path_a, options), open_model(path_b, options)
     return compare_latency(a.runner, b.runner, a.input_size, runs=runs,
                            input_size_b=b.input_size)
 

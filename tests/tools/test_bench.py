@@ -60,7 +60,7 @@ def test_a_checkpoint_is_timed_in_torch(tmp_path, tiny_model, tiny_model_spec):
     path = save_checkpoint(tmp_path / "tiny.safetensors",
                            Checkpoint(tiny_model, tiny_model_spec, TINY_CLASSES, 32))
     (row,) = _bench_json(path, "--batch", "2", *FAST)
-    assert row["provider"] == "torch-eager-cpu" and row["batch"] == 2
+    assert row["provider"] == "torch-cpu-fp32-eager" and row["batch"] == 2
     assert row["macs"] == count_macs(tiny_model, 32)
 
 
