@@ -166,8 +166,9 @@ MIN_LAST_BATCH_SHARE = 0.25  # a smaller last training batch is dropped (make_lo
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0,
-                seed: int = 0, sampler=None) -> DataLoader:
-    """`sampler` (a DistributedSampler under torchrun) replaces shuffling."""
+                seed: int = 0, sampler=None, pin_memory: bool = False) -> DataLoader:
+    """`sampler` (a DistributedSampler under torchrun) replaces shuffling; `pin_memory`
+    (for a CUDA device): batches arrive in page-locked memory and copy without blocking."""
     generator = torch.Generator().manual_seed(seed)
     workers = min(num_workers, os.cpu_count() or 1)
     training = shuffle or sampler is not None
@@ -187,4 +188,5 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: i
     # epochs, so a resumed run would draw other augmentations than an uninterrupted one.
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
                       sampler=sampler, num_workers=workers, generator=generator,
-                      persistent_workers=workers > 0 and not training, drop_last=drop_last)
+                      persistent_workers=workers > 0 and not training, drop_last=drop_last,
+                      pin_memory=pin_memory)

@@ -115,7 +115,7 @@ class TorchRunner:
         captured.graph.replay()
         captured.host_output.copy_(captured.static_output, non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()
-        return captured.host_output
+        return captured.host_output.clone()  # the buffer is the next call's
 
     def _capture(self, host_batch: torch.Tensor) -> _CapturedGraph:
         """torch's recipe for capturing a model: warm-up calls on a side stream, then one

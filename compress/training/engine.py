@@ -44,6 +44,9 @@ from compress.training.loop import (
     uses_amp,
 )
 
+CUDA_LOADER_WORKERS = 8
+LOADER_WAIT_WARNING = 0.25  # the epoch line says so when training waited longer for images
+
 
 @dataclass
 class TrainResult:
@@ -92,7 +95,12 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
     if job.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
-    train_loader, sampler, val_loader = _loaders(train_set, val_set, config, job)
+    workers = loader_workers(config.num_workers, device)
+    if workers != config.num_workers and job.is_main:
+        echo(f"loader: {workers} worker processes instead of {config.num_workers} (on CUDA "
+             "the CPU's work is to keep the GPU fed)")
+    train_loader, sampler, val_loader = _loaders(train_set, val_set, config, job, device,
+                                                 workers)
     held_out_loader = None if held_out_set is None else \
         make_loader(held_out_set, config.batch_size * 2, shuffle=False, num_workers=0)
     opt = make_optimization(model, config, len(train_loader), uses_amp(config, device))
@@ -137,17 +145,31 @@ def _join(job: Distributed, config: TrainConfig) -> tuple[torch.device, bool]:
     return join_process_group(job, device), started_group
 
 
-def _loaders(train_set: Dataset, val_set: Dataset, config: TrainConfig, job: Distributed
+def loader_workers(configured: int, device: torch.device) -> int:
+    """Loader processes: as configured on the CPU (the cores also train); on CUDA at least
+    all usable cores but one, up to CUDA_LOADER_WORKERS, since decoding and augmenting is
+    then all the CPU does and a starved GPU idles (the epoch line says when it waited)."""
+    if device.type != "cuda":
+        return configured
+    from compress.measure.machine import usable_cores
+
+    return max(configured, min(CUDA_LOADER_WORKERS, usable_cores() - 1))
+
+
+def _loaders(train_set: Dataset, val_set: Dataset, config: TrainConfig, job: Distributed,
+             device: torch.device, workers: int
              ) -> tuple[DataLoader, DistributedSampler | None, DataLoader]:
     """Each process loads its share of the global batch; val is read by rank 0 alone."""
     sampler = None
     if job.world_size > 1:
         sampler = DistributedSampler(train_set, job.world_size, job.rank, shuffle=True,
                                      seed=config.seed)
+    pin = device.type == "cuda"
     train_loader = make_loader(train_set, config.batch_size // job.world_size, shuffle=True,
-                               num_workers=config.num_workers, seed=config.seed, sampler=sampler)
+                               num_workers=workers, seed=config.seed, sampler=sampler,
+                               pin_memory=pin)
     val_loader = make_loader(val_set, config.batch_size * 2, shuffle=False,
-                             num_workers=config.num_workers)
+                             num_workers=workers, pin_memory=pin)
     return train_loader, sampler, val_loader
 
 
@@ -190,6 +212,7 @@ def _epoch_row(epoch: int, stats: EpochStats, metrics: dict[str, Any], job: Dist
             "val_accuracy": metrics["accuracy"], "lr": opt.scheduler.get_last_lr()[0],
             "seconds": time.perf_counter() - started, "train_seconds": stats.seconds,
             "train_images_per_s": stats.seen * job.world_size / max(stats.seconds, 1e-9),
+            "loader_wait_share": stats.loader_wait_s / max(stats.seconds, 1e-9),
             "first_batch_s": stats.first_batch_s, "first_batch_at": stats.first_batch_at}
 
 
@@ -205,9 +228,12 @@ def _epoch_checkpoint(template: Checkpoint, model: nn.Module, config: TrainConfi
 def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
     held_out = f"  held-out F1 {row['held_out_macro_f1']:.4f}" if "held_out_macro_f1" in row \
         else ""
+    waited = f"  (waited for images {row['loader_wait_share']:.0%} of training: more " \
+        "loader workers?)" if row.get("loader_wait_share", 0) > LOADER_WAIT_WARNING else ""
     return (f"epoch {row['epoch']:>3}/{epochs}  loss {row['train_loss']:.4f}  "
             f"val macro F1 {row['val_macro_f1']:.4f}  acc {row['val_accuracy']:.4f}{held_out}  "
-            f"{row['seconds']:.0f}s{'  *best' if improved else ''}")
+            f"{row['train_images_per_s']:.0f} img/s  {row['seconds']:.0f}s"
+            f"{'  *best' if improved else ''}{waited}")
 
 
 def _finish(model: nn.Module, teacher: nn.Module | None, config: TrainConfig, out_dir: Path,

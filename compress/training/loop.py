@@ -99,6 +99,7 @@ class EpochStats:
     first_batch_s: float | None = None
     first_batch_at: float | None = None
     seconds: float = 0.0
+    loader_wait_s: float = 0.0  # waiting for the loader's next batch (after the first)
 
     @property
     def mean_loss(self) -> float:
@@ -114,10 +115,12 @@ def train_one_epoch(model: nn.Module, trained: nn.Module, loader: DataLoader,
     memory_format = training_memory_format(device)
     stats = EpochStats()
     bar = _progress(loader, len(loader), description, show_bar)
-    started = time.perf_counter()
+    started = waiting = time.perf_counter()
     for images, labels in bar:
         if stats.first_batch_s is None:
             stats.first_batch_s, stats.first_batch_at = time.perf_counter() - started, time.time()
+        else:
+            stats.loader_wait_s += time.perf_counter() - waiting
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         labels = labels.to(device)
         loss = _loss(trained, teacher, images, labels, opt.criterion, config, device)
@@ -126,6 +129,7 @@ def train_one_epoch(model: nn.Module, trained: nn.Module, loader: DataLoader,
         stats.seen += len(labels)
         stats.steps += 1
         bar.set_postfix(loss=f"{stats.mean_loss:.3f}", refresh=False)
+        waiting = time.perf_counter()  # loss.item() waited for the step: the device is done
     bar.close()
     stats.seconds = time.perf_counter() - started
     return stats

@@ -229,6 +229,42 @@ def onnx_class_names_not_json(tmp, ckpt, data):
     return ["inspect", path], ["names.onnx", "not readable"]
 
 
+def _exported(tmp, ckpt):
+    from compress.ops.onnx_export import export_onnx
+
+    return export_onnx(load_checkpoint(ckpt).model, tmp / "model.onnx", 32)
+
+
+def onnx_file_asked_to_run_in_torch(tmp, ckpt, data):
+    return (["bench", _exported(tmp, ckpt), "--runtime", "torch", "--runs", 3, "--no-peak"],
+            ["--runtime torch", "an ONNX file runs in onnxruntime"])
+
+
+def precision_asked_of_an_onnx_file(tmp, ckpt, data):
+    return (["predict", _exported(tmp, ckpt), "--precision", "fp16", "--images", data / "val",
+             "--out", tmp / "sub.csv"], ["--precision applies to --runtime torch"])
+
+
+def compare_across_runtimes(tmp, ckpt, data):
+    return (["bench", _exported(tmp, ckpt), "--compare", ckpt, "--runs", 3, "--no-peak"],
+            ["--compare", "different runtimes", "--runtime onnxruntime"])
+
+
+def cpu_device_with_a_gpu_provider(tmp, ckpt, data):
+    return (["bench", ckpt, "--device", "cpu", "--provider", "cuda", "--runs", 3, "--no-peak"],
+            ["--device cpu and --provider cuda contradict"])
+
+
+def cuda_graphs_on_the_cpu(tmp, ckpt, data):
+    return (["bench", ckpt, "--device", "cpu", "--graphs", "--runs", 3, "--no-peak"],
+            ["CUDA graphs need a CUDA device"])
+
+
+def unknown_stage_runtime(tmp, ckpt, data):
+    return (["run", _recipe(tmp, ckpt, data), "--set", "bench.runtime=tensorrt", "--out",
+             tmp / "run"], ["bench.runtime", "onnxruntime"])
+
+
 CASES = [recipe_not_utf8, set_value_not_yaml, duplicate_key, boolean_for_a_number,
          freeze_pattern_matching_nothing, users_recipe_inside_out, mistyped_data_for_run,
          data_that_is_a_file, run_out_below_a_file, predict_out_below_a_file,
@@ -237,7 +273,10 @@ CASES = [recipe_not_utf8, set_value_not_yaml, duplicate_key, boolean_for_a_numbe
          structural_edit_asking_for_terabytes, onnx_file_as_checkpoint,
          pickled_module_as_checkpoint, text_file_as_checkpoint,
          decompression_bomb_in_the_data, onnx_with_two_inputs, onnx_input_not_images,
-         onnx_output_not_class_scores, onnx_fixed_batch_asked_for_8, onnx_class_names_not_json]
+         onnx_output_not_class_scores, onnx_fixed_batch_asked_for_8, onnx_class_names_not_json,
+         onnx_file_asked_to_run_in_torch, precision_asked_of_an_onnx_file,
+         compare_across_runtimes, cpu_device_with_a_gpu_provider, cuda_graphs_on_the_cpu,
+         unknown_stage_runtime]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])

@@ -78,6 +78,9 @@ def test_train_command_writes_a_checkpoint(tmp_path, tiny_data):
     assert (tmp_path / "run" / "best.safetensors").is_file()
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history) == 2
+    for row in history:  # no loader workers: the images are read between the steps
+        assert 0 < row["loader_wait_share"] < 1 and row["train_images_per_s"] > 0
+        assert f"{row['train_images_per_s']:.0f} img/s" in output
     # The last epoch is the result (the default --keep last), and the output names it.
     assert f"kept epoch 2: val macro F1 {history[-1]['val_macro_f1']:.4f}" in output
     assert str(tmp_path / "run" / "last.safetensors") in output
