@@ -8,6 +8,7 @@ images to the last prediction; the model's share of it is reported too.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from compress.data.folders import IMAGE_EXTENSIONS, read_image
 from compress.data.transforms import eval_transform
 from compress.errors import UserError
+from compress.measure.torch_runner import TorchRunner
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -59,7 +61,9 @@ class Predictions:
     labels: np.ndarray  # class index per file, in file order
     seconds: float  # wall time: decoding, preprocessing and inference
     model_seconds: float  # time spent inside the model
-    wait_seconds: float = 0.0  # time the model waited for decoded images
+    # Time the model waited for decoded images after the first chunk (whose wait is the
+    # workers' start, paid once whatever bounds the rest).
+    wait_seconds: float = 0.0
 
     @property
     def images_per_s(self) -> float:
@@ -92,14 +96,15 @@ def predict_files(runner: Any, files: list[Path], input_size: int, batch_size: i
                         num_workers=workers, prefetch_factor=4 if workers else None)
     labels, model_seconds, wait_seconds = [], 0.0, 0.0
     torch_threads = torch.get_num_threads()
-    if getattr(getattr(runner, "device", None), "type", None) != "cpu":
+    if not (isinstance(runner, TorchRunner) and runner.device.type == "cpu"):
         torch.set_num_threads(1)
     try:
         chunks = iter(loader)
-        while True:
+        for index in itertools.count():
             waited = time.perf_counter()
             images, errors = next(chunks, (None, None))
-            wait_seconds += time.perf_counter() - waited
+            if index:
+                wait_seconds += time.perf_counter() - waited
             if images is None:
                 break
             failed = next((e for e in errors if e), None)

@@ -23,6 +23,7 @@ from compress.pipeline.runstore import RunStore, StageRecord
 from compress.recipe.loading import recipe_to_yaml
 from compress.recipe.schema import Recipe
 from compress.stages.base import Stage, StageContext, StageOutput, StageResult, StageStatus
+from compress.stages.export import FP16_MIN_TOP1_AGREEMENT
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
@@ -175,6 +176,12 @@ class _Run:
         if record.slower:
             self.echo(f"warning: {stage} made batch-1 latency worse than stage "
                       f"{previous.index}:{previous.name} (timed interleaved)")
+        agreement = record.deployed_top1_agreement
+        if agreement is not None and agreement < FP16_MIN_TOP1_AGREEMENT:
+            self.echo(f"warning: {stage}: the form it is timed in ({record.provider}) agrees "
+                      f"with the float32 ONNX file on {agreement:.1%} of the evaluated "
+                      f"images, under the {FP16_MIN_TOP1_AGREEMENT:.0%} an FP16 export must "
+                      "reach: its latency is that of a model that predicts otherwise")
 
 
 def _fresh_dir(store: RunStore, index: int, name: str) -> Path:
