@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import HandNet
+from conftest import TINY_CLASSES, HandNet
 from torch import nn
 
+from compress.checkpoint import Checkpoint, save_checkpoint
 from compress.measure.latency import compare_latency, measure_latency
 from compress.measure.macs import count_macs, count_params
 from compress.measure.runners import OrtRunner
+from compress.measure.runtime import RuntimeChoice
 from compress.measure.score import ScoreConstants, competition_score
 from compress.ops.onnx_export import export_onnx
 
@@ -51,7 +53,8 @@ def test_latency_and_interleaved_comparison(tmp_path):
     assert comparison.ratio > 1  # ~150x the MACs cannot be faster
 
 
-def test_timings_run_in_one_worker_process_that_outlives_its_errors(tmp_path, monkeypatch):
+def test_timings_run_in_one_worker_process_that_outlives_its_errors(tmp_path, monkeypatch,
+                                                                   tiny_model, tiny_model_spec):
     from compress import UserError
     from compress.measure import latency, timing_process
 
@@ -69,21 +72,29 @@ def test_timings_run_in_one_worker_process_that_outlives_its_errors(tmp_path, mo
         monkeypatch.setitem(timing_process.KINDS, kind, (timed_here, result_type))
     timing = {"input_size": 32, "warmup": 2}
     worker = timing_process.TimingWorker()
+    on_cpu = RuntimeChoice("onnxruntime", "cpu", "cpu")
     compared, turn, alone = worker.run(
         [timing_process.compare(big, small, runs=20, **timing),
          timing_process.in_turn([big, small, small], runs=20, **timing),
-         timing_process.latency(small, batch=4, runs=5, **timing)], "cpu", 1)
+         timing_process.latency(small, batch=4, runs=5, **timing)], on_cpu, 1)
     assert compared.ratio == pytest.approx(compared.a.median_ms / compared.b.median_ms)
     assert compared.ratio > 1 and compared.b.runs == 20  # ~150x the MACs cannot be faster
     assert len(turn.ratios) == 3 and turn.ratios[0] == 1.0 and turn.ratios[1] > 1
     assert alone.batch == 4 and alone.runs == 5 and alone.provider == "CPUExecutionProvider"
     pid = worker._process.pid
     with pytest.raises(UserError, match="unknown provider 'tpu'"):
-        worker.run([timing_process.latency(small, **timing)], "tpu", 1)
+        worker.run([timing_process.latency(small, **timing)],
+                   RuntimeChoice("onnxruntime", "cpu", "tpu"), 1)
     with pytest.raises(RuntimeError, match="gone.onnx"):
-        worker.run([timing_process.latency(tmp_path / "gone.onnx", **timing)], "cpu", 1)
+        worker.run([timing_process.latency(tmp_path / "gone.onnx", **timing)], on_cpu, 1)
+    # Checkpoints, where a run's stages are timed in torch, in the same process.
+    checkpoint = save_checkpoint(tmp_path / "tiny.safetensors", Checkpoint(
+        tiny_model, tiny_model_spec, TINY_CLASSES, 32))
+    in_torch = worker.run([timing_process.latency(checkpoint, runs=3, **timing)],
+                          RuntimeChoice("torch", "cpu"), 1)[0]
+    assert in_torch.runs == 3 and in_torch.provider == "torch-cpu-fp32-eager"
     # One process served every request, errors included, and ends when closed.
-    assert worker.run([timing_process.latency(small, runs=3, **timing)], "cpu", 1)[0].runs == 3
+    assert worker.run([timing_process.latency(small, runs=3, **timing)], on_cpu, 1)[0].runs == 3
     assert worker._process.pid == pid
     process = worker._process
     worker.close()
