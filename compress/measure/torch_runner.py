@@ -31,6 +31,11 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 GRAPH_WARMUP_CALLS = 3  # eager calls on a side stream before capture (cuDNN picks its kernels)
 
 
+def deployed_precision(device: str | torch.device) -> str:
+    """FP16 on a GPU (tensor cores); float32 on a CPU, which has no fast FP16 kernels."""
+    return "fp16" if torch.device(device).type == "cuda" else "fp32"
+
+
 @dataclass
 class _CapturedGraph:
     graph: Any  # torch.cuda.CUDAGraph
@@ -62,7 +67,7 @@ class TorchRunner:
         cuda = device.type == "cuda"
         if cuda and not torch.cuda.is_available():
             raise UserError("device cuda: torch sees no CUDA GPU on this machine")
-        precision = precision or ("fp16" if cuda else "fp32")
+        precision = precision or deployed_precision(device)
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}; choose one of "
                             + ", ".join(PRECISIONS))
@@ -153,6 +158,16 @@ def launch_floor(device: str | torch.device, classes: int, precision: str | None
     """A runner of OneKernel with the given (or the deployed) precision and graph setting."""
     return TorchRunner.open(OneKernel(classes), device, precision=precision,
                             channels_last=False, graphs=graphs)
+
+
+def launch_floor_ms(device: str | torch.device, classes: int, input_size: int,
+                    precision: str | None = None, graphs: bool | None = None, warmup: int = 20,
+                    runs: int = 100) -> float:
+    """Batch-1 median latency of `launch_floor`'s runner, timed as models are."""
+    from compress.measure.latency import measure_latency
+
+    runner = launch_floor(device, classes, precision, graphs)
+    return measure_latency(runner, input_size, 1, warmup, runs).median_ms
 
 
 def matmul_peak_gflops(device: str | torch.device, precision: str = "fp32",

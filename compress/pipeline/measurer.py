@@ -137,17 +137,19 @@ class Measurer:
         floor = {"stage": f"{record.index}:{record.name}", "gflops": achieved,
                  "runtime": record.provider}
         if self.timed_in_torch:
-            from compress.measure.latency import measure_latency
-            from compress.measure.torch_runner import launch_floor, matmul_peak_gflops
+            from compress.measure.torch_runner import (
+                deployed_precision,
+                launch_floor_ms,
+                matmul_peak_gflops,
+            )
 
-            floor_runner = launch_floor(self.runtime.device,
-                                        len(self.data.classes) if self.data else 1)
-            precision = floor_runner.precision
-            floor |= {"peak_gflops": matmul_peak_gflops(self.runtime.device, precision),
+            device, precision = self.runtime.device, deployed_precision(self.runtime.device)
+            floor |= {"peak_gflops": matmul_peak_gflops(device, precision),
                       "peak_kind": precision, "op_types": [],
-                      "launch_floor_ms": measure_latency(
-                          floor_runner, record.input_size or self.input_size, 1,
-                          self.bench.warmup, self.bench.runs).median_ms}
+                      "launch_floor_ms": launch_floor_ms(
+                          device, len(self.data.classes) if self.data else 1,
+                          record.input_size or self.input_size, precision,
+                          warmup=self.bench.warmup, runs=self.bench.runs)}
         else:
             from compress.measure.machine import peak_gflops
             from compress.measure.op_profile import op_type_profile

@@ -15,7 +15,7 @@ from compress.measure.latency import Comparison, Latency, compare_latency, measu
 from compress.measure.machine import format_machine, machine_info, peak_gflops, usable_cores
 from compress.measure.runners import OrtRunner
 from compress.measure.runtime import RunnerOptions, choose_bench_runtime, model_runtime
-from compress.measure.torch_runner import TorchRunner, launch_floor, matmul_peak_gflops
+from compress.measure.torch_runner import TorchRunner, launch_floor_ms, matmul_peak_gflops
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
@@ -233,10 +233,10 @@ def _ceilings(target: BenchModel, options: RunnerOptions, warmup: int, runs: int
     if isinstance(runner, OrtRunner):
         return Ceilings(peak_gflops(runner.provider_key, options.threads) if peak else None)
     classes = len(target.classes) if target.classes else 1
-    floor_runner = launch_floor(runner.device, classes, runner.precision, runner.graphs)
-    floor = measure_latency(floor_runner, target.input_size, 1, warmup, runs)
+    floor_ms = launch_floor_ms(runner.device, classes, target.input_size,
+                               runner.precision, runner.graphs, warmup, runs)
     peak_value = matmul_peak_gflops(runner.device, runner.precision) if peak else None
-    return Ceilings(peak_value, runner.precision, floor.median_ms)
+    return Ceilings(peak_value, runner.precision, floor_ms)
 
 
 def _summary_lines(rows: list[BenchRow], target: BenchModel, other: BenchModel | None,
