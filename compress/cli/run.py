@@ -95,3 +95,77 @@ def search(recipe, trials, storage, study_name, workers, timeout, minimize, data
         click.echo(line)
     click.echo(f"wrote {paths['table']}, {paths['plot']}, {paths['json']} and the front's "
                f"recipes in {paths['recipes']}/")
+
+
+@click.command("arch-search")
+@click.argument("search_file", type=click.Path(dir_okay=False))
+@click.option("--trials", type=click.IntRange(min=1), required=True,
+              help="Finished trials the study should hold, all workers together (a rerun "
+                   "resumes up to this number).")
+@click.option("--storage", default=None, metavar="URL",
+              help="Optuna storage [default: sqlite:///OUT/study.db]; postgresql://... lets "
+                   "processes on many machines share one study.")
+@click.option("--study", "study_name", default=None,
+              help="Study name [default: the search file's name].")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trials run in parallel on this machine (processes sharing the cores).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop starting trials after this many seconds.")
+@click.option("--minimize", type=click.Choice(["latency", "macs", "params"]), default=None,
+              help="The second objective [default: the search block's minimize, latency].")
+@click.option("--data", "data_root", default=None,
+              help="Data root (ROOT/train, ROOT/val); overrides DATA_PATH of the data YAML.")
+@click.option("--device", default="auto", show_default=True,
+              help="Where trials train: auto, cpu or cuda[:N] (latency is timed in ONNX "
+                   "Runtime on this machine's CPU).")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Search folder [default: runs/arch-search/<search file name>].")
+def arch_search(search_file, trials, storage, study_name, workers, timeout, minimize,
+                data_root, device, out) -> None:
+    """Search model designs in the competition's YAML format: each trial trains one design
+    from scratch with a proxy (a few epochs, optionally fewer images or a smaller input) and
+    is judged by macro F1 on train images held out of training (val is only reported) and by
+    batch-1 latency against a reference model, timed interleaved (or MACs, parameters).
+
+    The front is written as OUT/pareto.md, OUT/pareto.png and, per front design,
+    OUT/front/NAME.yaml (the model) and NAME.data.yaml (its training at full epochs):
+    `compress train --model OUT/front/NAME.yaml --data OUT/front/NAME.data.yaml`, then
+    `compress run` on the trained checkpoint. A search file:
+
+    \b
+    data: recipes/data/trashnet_calibration.yaml   # CALIBRATION_RATIO: the held-out split
+    reference: recipes/models/mobilenetv3.yaml
+    architecture:
+      input_size: {choices: [96, 128]}
+      width_multiple: {low: 0.5, high: 1.0, step: 0.25}
+      train: {lr: {low: 0.01, high: 0.1, log: true}}
+      backbone:
+        - [1, Conv, [16, 3, 2, null, 1, HardSwish]]
+        - module: {choices: [InvertedResidualv3, InvertedResidualv2, none]}
+          repeat: {low: 1, high: 3}
+          channels: {choices: [24, 32]}
+          stride: 2
+        - [1, GlobalAvgPool, []]
+        - [1, Flatten, []]
+        - [1, Linear, [6]]
+    search:
+      minimize: latency
+      proxy: {epochs: 5, train_share: 1.0, image_scale: 1.0}
+      prune_margin: 0.15     # stop trials this far below the median at an epoch
+
+    recipes/arch_mnv3.yaml is a full example around the competition's MobileNetV3.
+    """
+    from compress.search.arch_front import write_arch_front
+    from compress.search.arch_job import prepare_arch_search
+    from compress.search.arch_trial import objective
+    from compress.search.study import run_search
+
+    job = prepare_arch_search(search_file, trials, storage, study_name, workers, timeout, out,
+                              data_root, minimize, device, echo=click.echo)
+    run_search(job, echo=click.echo, objective=objective)
+    lines, paths = write_arch_front(job)
+    click.echo("Pareto front:")
+    for line in lines:
+        click.echo(line)
+    click.echo(f"wrote {paths['table']}, {paths['plot']}, {paths['json']} and the front's "
+               f"model and data YAMLs in {paths['designs']}/")

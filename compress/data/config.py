@@ -17,7 +17,7 @@ TrainPolicy = Literal["simple_augment_train", "randaugment_train"]
 TRAIN_POLICIES: tuple[str, ...] = get_args(TrainPolicy)
 
 # Keys of the competition's data YAML that this tool reads, and their field names here.
-_YAML_KEYS = {
+YAML_KEYS = {
     "DATA_PATH": "data_path", "IMG_SIZE": "img_size", "AUG_TRAIN": "aug_train",
     "AUG_TRAIN_PARAMS": "aug_train_params", "BATCH_SIZE": "batch_size", "EPOCHS": "epochs",
     "VAL_RATIO": "val_ratio", "INIT_LR": "init_lr", "FP16": "fp16", "SEED": "seed",
@@ -85,9 +85,9 @@ def load_data_config(path: str | Path, data_path: str | None = None) -> DataConf
         raise UserError(f"data config {path}: expected a mapping of KEY: value")
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in _YAML_KEYS:
+        if key in YAML_KEYS:
             if value is not None:
-                values[_YAML_KEYS[key]] = value
+                values[YAML_KEYS[key]] = value
         elif key not in _IGNORED_KEYS:
             log.warning("data config %s: ignoring unknown key %s", path, key)
     if data_path is not None:

@@ -170,6 +170,18 @@ def split_held_out(train: ImageFolderDataset, held_out: list[str]
     return train.subset(lambda path: not held(path)), train.subset(held)
 
 
+def stratified_share(dataset: Dataset, share: float, seed: int) -> Dataset:
+    """`share` of `dataset` (an image folder or a Subset of one), stratified by class and
+    seeded: the smaller training set of a search's proxy."""
+    if share >= 1:
+        return dataset
+    base, indices = (dataset.dataset, list(dataset.indices)) if isinstance(dataset, Subset) \
+        else (dataset, list(range(len(dataset))))
+    targets = [base.targets[i] for i in indices]
+    _, kept = _stratified_split(indices, targets, share, seed + 2)  # a stream of its own
+    return Subset(base, kept)
+
+
 def calibration_subset(dataset: Dataset, count: int, seed: int = 0) -> Dataset:
     """`count` items of `dataset` in a seeded random order (spread over the classes): the
     training images that BatchNorm re-estimation, sensitivity and INT8 calibration see."""

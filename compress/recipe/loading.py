@@ -17,7 +17,7 @@ from compress.recipe.schema import InvalidStageOptions, Recipe, stage_entry
 from compress.stages.registry import list_stages
 
 
-def _describe_error(error: dict[str, Any]) -> str:
+def describe_error(error: dict[str, Any]) -> str:
     location = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
@@ -57,7 +57,7 @@ def recipe_from_raw(raw: dict[str, Any], path: str | Path) -> Recipe:
     try:
         recipe = Recipe(**raw)
     except ValidationError as exc:
-        raise UserError(f"recipe {path}: {_describe_error(exc.errors()[0])}") from None
+        raise UserError(f"recipe {path}: {describe_error(exc.errors()[0])}") from None
     _check_stage_names(recipe, path)
     try:
         recipe.stage_objects()  # the typed configs, built once here and kept
@@ -65,7 +65,7 @@ def recipe_from_raw(raw: dict[str, Any], path: str | Path) -> Recipe:
         # A model-level message starts with the option's name ("ratio must be ..."), so
         # "stages.0.prune." + it reads as the option's path.
         raise UserError(f"recipe {path}: stages.{exc.index}.{exc.name}."
-                        f"{_describe_error(exc.error.errors()[0])}") from None
+                        f"{describe_error(exc.error.errors()[0])}") from None
     if not Path(recipe.checkpoint).is_file():
         raise UserError(f"recipe {path}: checkpoint: file {recipe.checkpoint} not found")
     model = recipe.input_checkpoint().model

@@ -50,8 +50,12 @@ def write_front(job: SearchJob) -> tuple[list[str], dict[str, Path]]:
                     "params": t.params, "pareto": t in front,
                     **{k: v for k, v in t.user_attrs.items() if k != "recipe"}}
                    for t in study.get_trials(deepcopy=False)]}, indent=1))
+    latency = job.section.minimize == "latency"
     paths = {"table": out / "pareto.md", "json": out / "search.json",
-             "plot": _plot_front(out / "pareto.png", done, front, job.section.minimize),
+             "plot": plot_front(out / "pareto.png", done, front,
+                                _speedup if latency else _mmacs,
+                                "batch-1 speed-up over the input (interleaved)" if latency
+                                else "MACs (millions)"),
              "recipes": recipe_dir}
     return lines, paths
 
@@ -72,21 +76,26 @@ def _write_recipe(path: Path, trial, job: SearchJob) -> None:
     path.write_text(header + yaml.safe_dump(trial.user_attrs["recipe"], sort_keys=False))
 
 
-def _plot_front(path: Path, done: list, front: list, minimize: str) -> Path:
-    def x(trial) -> float:
-        figures = trial.user_attrs["figures"]
-        return figures["speedup"] if minimize == "latency" else figures["macs"] / 1e6
+def _speedup(trial) -> float:
+    return trial.user_attrs["figures"]["speedup"]
 
+
+def _mmacs(trial) -> float:
+    return trial.user_attrs["figures"]["macs"] / 1e6
+
+
+def plot_front(path: Path, done: list, front: list, x_of, x_label: str) -> Path:
+    """Every finished trial's macro F1 (its first objective) against `x_of(trial)`, the
+    front in red with trial numbers."""
     with figure_file(path) as ax:
-        ax.scatter([x(t) for t in done], [t.values[0] for t in done], c="0.6", s=18,
+        ax.scatter([x_of(t) for t in done], [t.values[0] for t in done], c="0.6", s=18,
                    label="trials")
-        ax.scatter([x(t) for t in front], [t.values[0] for t in front], c="tab:red", s=30,
+        ax.scatter([x_of(t) for t in front], [t.values[0] for t in front], c="tab:red", s=30,
                    label="Pareto front")
         for trial in front:
-            ax.annotate(str(trial.number), (x(trial), trial.values[0]), fontsize=7,
+            ax.annotate(str(trial.number), (x_of(trial), trial.values[0]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("batch-1 speed-up over the input (interleaved)" if minimize == "latency"
-                      else "MACs (millions)")
+        ax.set_xlabel(x_label)
         ax.set_ylabel("macro F1 (held-out train images where recorded, else val)")
         ax.grid(alpha=0.3)
         ax.legend()

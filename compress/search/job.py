@@ -10,7 +10,7 @@ from typing import Any
 
 from compress.errors import UserError
 from compress.recipe.loading import read_raw_recipe, recipe_from_raw
-from compress.recipe.search_space import SearchSection, with_params
+from compress.recipe.search_space import ParamSpec, SearchSection, with_params
 from compress.search.storage import open_storage
 
 SQLITE_NAME = "study.db"
@@ -27,6 +27,10 @@ class SearchJob:
     trials: int  # finished trials the study should hold (all workers together)
     timeout: float | None
     workers: int
+
+    @property
+    def params(self) -> dict[str, ParamSpec]:
+        return self.section.params
 
 
 def prepare_search(recipe_path: str, trials: int, storage: str | None, study: str | None,

@@ -5,17 +5,26 @@ enough of them.
 from __future__ import annotations
 
 import multiprocessing
-from typing import Callable
+from typing import Any, Callable
 
 from compress.errors import StageFailed, UserError
-from compress.recipe.search_space import SearchSection
-from compress.search.job import SearchJob
-from compress.search.objective import objective
+from compress.search.objective import objective as recipe_objective
 from compress.search.storage import open_storage, redacted
 
+# Names of the second objective in the study, by the search's `minimize`.
+METRIC_NAMES = {"latency": "latency_fraction", "macs": "mmacs", "params": "mparams"}
 
-def run_search(job: SearchJob, echo: Callable[[str], None] = print) -> None:
-    """Run trials until the study holds `job.trials` finished ones (or the timeout)."""
+# A job is a recipe search (compress.search.job.SearchJob) or an architecture search
+# (compress.search.arch_job.ArchJob): both give storage_url, study_name, trials, timeout,
+# workers, out_dir, params (name -> ParamSpec) and section (minimize, sampler, seed).
+Job = Any
+Objective = Callable[[Any, Job, Callable[[str], None]], tuple[float, float]]
+
+
+def run_search(job: Job, echo: Callable[[str], None] = print,
+               objective: Objective = recipe_objective) -> None:
+    """Run trials until the study holds `job.trials` finished ones (or the timeout);
+    `objective(trial, job, echo)` runs one trial."""
     study = load_study(job)
     left = job.trials - len(finished_trials(study))
     if left <= 0:
@@ -24,10 +33,11 @@ def run_search(job: SearchJob, echo: Callable[[str], None] = print) -> None:
     echo(f"study {job.study_name} in {redacted(job.storage_url)}: {left} trials to run "
          f"with {job.workers} worker(s); trial folders in {job.out_dir / 'trials'}")
     if job.workers == 1:
-        _optimize(job, study, echo)
+        _optimize(job, study, echo, objective)
         return
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_main, args=(job, worker), daemon=False)
+    processes = [context.Process(target=_worker_main, args=(job, worker, objective),
+                                 daemon=False)
                  for worker in range(job.workers)]
     for process in processes:
         process.start()
@@ -35,17 +45,17 @@ def run_search(job: SearchJob, echo: Callable[[str], None] = print) -> None:
         process.join()
 
 
-def _worker_main(job: SearchJob, worker: int) -> None:
+def _worker_main(job: Job, worker: int, objective: Objective) -> None:
     import torch
 
     from compress.measure.machine import usable_cores
 
     torch.set_num_threads(max(1, usable_cores() // job.workers))
     _optimize(job, load_study(job, worker),
-              lambda line: print(f"[worker {worker}] {line}", flush=True))
+              lambda line: print(f"[worker {worker}] {line}", flush=True), objective)
 
 
-def _optimize(job: SearchJob, study, echo: Callable[[str], None]) -> None:
+def _optimize(job: Job, study, echo: Callable[[str], None], objective: Objective) -> None:
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
@@ -64,7 +74,7 @@ def _say_failed(trial, echo: Callable[[str], None]) -> None:
         echo(f"trial {trial.number} failed: {trial.user_attrs.get('error', 'see its log.txt')}")
 
 
-def _sampler(section: SearchSection, worker: int):
+def _sampler(section, worker: int):
     import optuna
 
     seed = None if section.seed is None else section.seed + worker
@@ -73,14 +83,14 @@ def _sampler(section: SearchSection, worker: int):
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def load_study(job: SearchJob, worker: int = 0):
+def load_study(job: Job, worker: int = 0):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         storage=open_storage(job.storage_url), sampler=_sampler(job.section, worker),
         study_name=job.study_name, directions=["maximize", "minimize"], load_if_exists=True)
-    names = ["macro_f1", "latency_fraction" if job.section.minimize == "latency" else "mmacs"]
+    names = ["macro_f1", METRIC_NAMES[job.section.minimize]]
     if study.metric_names != names:
         if study.metric_names is not None:
             raise UserError(f"study {job.study_name} in {redacted(job.storage_url)} minimises "
@@ -90,12 +100,12 @@ def load_study(job: SearchJob, worker: int = 0):
     return study
 
 
-def _check_same_space(study, job: SearchJob) -> None:
+def _check_same_space(study, job: Job) -> None:
     """A study continued with an edited space would fail in Optuna at the first draw."""
     from optuna.distributions import check_distribution_compatibility
 
     for trial in study.get_trials(deepcopy=False):
-        for name, spec in job.section.params.items():
+        for name, spec in job.params.items():
             if name not in trial.distributions:
                 continue
             try:

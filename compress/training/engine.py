@@ -67,7 +67,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
         out_dir: str | Path, template: Checkpoint, resume: bool = True,
         teacher: nn.Module | None = None,
         echo: Callable[[str], None] | None = None,
-        held_out_set: Dataset | None = None) -> TrainResult:
+        held_out_set: Dataset | None = None,
+        after_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train `model` in place; return the kept epoch's checkpoint (`config.keep`).
 
     `model` itself ends as the last epoch; with keep="best", load the returned path. The
@@ -79,7 +80,9 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
     input size, provenance). With `resume`, a run interrupted in OUT continues from its last
     finished epoch. With a `teacher`, the loss mixes in distillation from its soft targets.
     Parameters with requires_grad False stay exactly as they are. `echo` gets the resume
-    note and one line per epoch (default: stderr).
+    note and one line per epoch (default: stderr). `after_epoch` gets each epoch's history
+    row once it is saved (rank 0); what it raises ends the training there (a search stops a
+    hopeless trial so).
 
     Under torchrun (WORLD_SIZE > 1) every process trains a DistributedDataParallel replica
     on its share of each batch: `config.batch_size` stays the global batch, so the number of
@@ -125,6 +128,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
                                      improved, progress, opt.optimizer, opt.scheduler.last_epoch,
                                      started_as)
             echo(_epoch_line(row, config.epochs, improved))
+            if after_epoch is not None:
+                after_epoch(row)
         if job.world_size > 1:
             wait_for_main()
     return _finish(model, teacher, config, out_dir, progress, job, started_group)
@@ -266,18 +271,30 @@ def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str
                            keep: str = "last",
                            echo: Callable[[str], None] | None = None,
                            teacher: nn.Module | None = None,
-                           distill: dict[str, Any] | None = None) -> TrainResult:
+                           distill: dict[str, Any] | None = None,
+                           train_share: float = 1.0,
+                           after_epoch: Callable[[dict[str, Any]], None] | None = None
+                           ) -> TrainResult:
     """`compress train`: a new model from its spec, trained on the data YAML's folders; with
     a `teacher`, distilled from it with `distill`'s alpha and temperature (recorded in the
-    checkpoint's info)."""
+    checkpoint's info). `train_share` below 1 trains on that share of the training images
+    (stratified, seeded by SEED; a search's proxy); `after_epoch` as for `fit`."""
     from compress.data.folders import ImageFolderDataset, split_folder
-    from compress.data.training_data import calibration_files, split_held_out, train_val_datasets
+    from compress.data.training_data import (
+        calibration_files,
+        split_held_out,
+        stratified_share,
+        train_val_datasets,
+    )
     from compress.data.transforms import eval_transform
     from compress.fileio import write_atomic
     from compress.models import build_model
 
     train_set, val_set, classes = train_val_datasets(data_config)
+    train_set = stratified_share(train_set, train_share, data_config.seed)
     info = {"data": asdict(data_config), **(provenance or {})}
+    if train_share < 1:
+        info["train_share"] = train_share
     if teacher is not None:
         info["distill"] = {key: str(value) if key == "teacher" else value
                            for key, value in (distill or {}).items()}
@@ -302,4 +319,4 @@ def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str
                          **{f"distill_{key}": value for key, value in (distill or {}).items()
                             if key in ("alpha", "temperature")})
     return fit(model, train_set, val_set, config, out_dir, template, resume=resume, echo=echo,
-               held_out_set=held_out_set, teacher=teacher)
+               held_out_set=held_out_set, teacher=teacher, after_epoch=after_epoch)
