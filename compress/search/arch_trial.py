@@ -24,6 +24,8 @@ _reference: tuple[Path, int] | None = None  # this process's reference ONNX file
 
 def objective(trial, job: ArchJob, echo: Callable[[str], None]) -> tuple[float, float]:
     """Train and time one design; return (held-out macro F1, the second objective)."""
+    import optuna
+
     values = {name: spec.suggest(trial, name) for name, spec in job.params.items()}
     design = job.space.design(values)
     trial.set_user_attr("design", {"model": design.config, "input_size": design.input_size,
@@ -44,7 +46,11 @@ def objective(trial, job: ArchJob, echo: Callable[[str], None]) -> tuple[float, 
     echo(f"trial {trial.number} started: {design.input_size} px, "
          + ", ".join(f"{name}={format_value(v)}" for name, v in values.items()))
     started = time.perf_counter()
-    held_out_f1, val_f1, model = _train(trial, job, design, trial_dir)
+    try:
+        held_out_f1, val_f1, model = _train(trial, job, design, trial_dir)
+    except optuna.TrialPruned as pruned:
+        echo(str(pruned))
+        raise
     figures = _measure(job, design, model, trial_dir)
     figures.update(held_out_macro_f1=held_out_f1, macro_f1=val_f1, judged_on="held-out",
                    minutes=(time.perf_counter() - started) / 60)

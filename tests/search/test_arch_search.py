@@ -14,8 +14,7 @@ import yaml
 from conftest import REPO, TINY_CLASSES, TINY_MNV3, assert_user_error, run_cli
 
 
-@pytest.fixture()
-def arch_search_file(tmp_path, tiny_data) -> Path:
+def write_search_file(tmp_path: Path, tiny_data: Path) -> Path:
     """Two slots over a tiny model, a 1-epoch proxy, the tiny MobileNetV3 as reference."""
     (tmp_path / "reference.yaml").write_text(yaml.safe_dump(TINY_MNV3))
     (tmp_path / "data.yaml").write_text(yaml.safe_dump({
@@ -44,6 +43,22 @@ def arch_search_file(tmp_path, tiny_data) -> Path:
     return path
 
 
+@pytest.fixture()
+def arch_search_file(tmp_path, tiny_data) -> Path:
+    return write_search_file(tmp_path, tiny_data)
+
+
+@pytest.fixture(scope="module")
+def finished_search(tmp_path_factory, tiny_data) -> tuple[Path, Path]:
+    """A 3-trial search over the tiny space: its search file and --out folder."""
+    folder = tmp_path_factory.mktemp("arch")
+    search_file = write_search_file(folder, tiny_data)
+    code, output = run_cli(["arch-search", search_file, "--trials", 3, "--out",
+                            folder / "search"])
+    assert code == 0, output
+    return search_file, folder / "search"
+
+
 def _study(out: Path, name: str = "space"):
     import optuna
 
@@ -56,15 +71,13 @@ def _dominates(a, b) -> bool:
 
 
 def test_a_search_writes_a_front_of_model_yamls_that_train_as_the_trials_did(
-        tmp_path, arch_search_file):
+        tmp_path, finished_search):
     import json
 
     from compress.checkpoint import load_checkpoint
     from compress.models.kindle import load_kindle_yaml
 
-    out = tmp_path / "search"
-    code, output = run_cli(["arch-search", arch_search_file, "--trials", 3, "--out", out])
-    assert code == 0, output
+    _, out = finished_search
     study = _study(out)
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
@@ -105,6 +118,26 @@ def test_a_search_writes_a_front_of_model_yamls_that_train_as_the_trials_did(
     assert trained.input_size == design["input_size"] and trained.classes == TINY_CLASSES
     assert {k: v.shape for k, v in trained.model.state_dict().items()} == \
         {k: v.shape for k, v in proxy.model.state_dict().items()}
+
+
+def test_the_proxy_benchmark_ranks_the_searched_designs(tmp_path, finished_search):
+    import json
+
+    search_file, out = finished_search
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "arch_proxy.py"),
+                           str(search_file), "--search", str(out), "--designs", "3",
+                           "--long-epochs", "2", "--proxy", "epochs=1,train_share=0.5",
+                           "--out", str(tmp_path / "proxy")], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "proxy" / "arch_proxy.json").read_text())
+    assert len(result["designs"]) == 3 and result["long_epochs"] == 2
+    assert set(result["spearman_held_out"]) == {
+        "search proxy (1 epochs, share 1.0, scale 1.0)", "epochs=1,train_share=0.5"}
+    for design in result["designs"]:
+        assert design["long"]["epochs"] == 2
+        assert design["proxies"]["epochs=1,train_share=0.5"]["epochs"] == 1
+    assert "Spearman vs held-out" in done.stdout
 
 
 def test_hopeless_trials_stop_after_an_epoch(tmp_path, arch_search_file):
