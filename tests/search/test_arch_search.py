@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, TINY_CLASSES, TINY_MNV3, assert_user_error, run_cli
+from conftest import REPO, TINY_CLASSES, TINY_MNV3, assert_user_error, run_cli, write_tiny_recipe
 
 
 def write_search_file(tmp_path: Path, tiny_data: Path) -> Path:
@@ -118,6 +118,13 @@ def test_a_search_writes_a_front_of_model_yamls_that_train_as_the_trials_did(
     assert trained.input_size == design["input_size"] and trained.classes == TINY_CLASSES
     assert {k: v.shape for k, v in trained.model.state_dict().items()} == \
         {k: v.shape for k, v in proxy.model.state_dict().items()}
+    # Trained, the design is a checkpoint like any other: compress run prunes and exports it.
+    recipe = write_tiny_recipe(tmp_path / "compress.yaml", tmp_path / "full" / "last.safetensors",
+                               Path(data["DATA_PATH"]), [{"prune": {"target_macs": 0.7}},
+                                                         {"export": {"fp16": False}}])
+    code, output = run_cli(["run", recipe, "--out", tmp_path / "compressed"])
+    assert code == 0, output
+    assert (tmp_path / "compressed" / "stages" / "02-export" / "model.onnx").is_file()
 
 
 def test_the_proxy_benchmark_ranks_the_searched_designs(tmp_path, finished_search):
