@@ -38,20 +38,33 @@ def run(recipe, data_root, out, overrides, cache, resume) -> None:
                echo=click.echo)
 
 
+
+def _study_options(command):
+    """The options of `search` and `arch-search` that say where the study lives and how
+    many trials it runs."""
+    options = [
+        click.option("--trials", type=click.IntRange(min=1), required=True,
+                     help="Finished trials the study should hold, all workers together (a "
+                          "rerun resumes up to this number)."),
+        click.option("--storage", default=None, metavar="URL",
+                     help="Optuna storage [default: sqlite:///OUT/study.db]; postgresql://... "
+                          "lets processes on many machines share one study."),
+        click.option("--study", "study_name", default=None,
+                     help="Study name [default: the file's name]."),
+        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Trials run in parallel on this machine (processes sharing the "
+                          "cores)."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Stop starting trials after this many seconds."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--trials", type=click.IntRange(min=1), required=True,
-              help="Finished trials the study should hold, all workers together (a rerun "
-                   "resumes up to this number).")
-@click.option("--storage", default=None, metavar="URL",
-              help="Optuna storage [default: sqlite:///OUT/study.db]; postgresql://... lets "
-                   "processes on many machines share one study.")
-@click.option("--study", "study_name", default=None,
-              help="Study name [default: the recipe's file name].")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Trials run in parallel on this machine (processes sharing the cores).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop starting trials after this many seconds.")
+@_study_options
 @click.option("--minimize", type=click.Choice(["latency", "macs"]), default=None,
               help="The second objective [default: the search block's minimize, latency].")
 @_recipe_data_option
@@ -99,18 +112,7 @@ def search(recipe, trials, storage, study_name, workers, timeout, minimize, data
 
 @click.command("arch-search")
 @click.argument("search_file", type=click.Path(dir_okay=False))
-@click.option("--trials", type=click.IntRange(min=1), required=True,
-              help="Finished trials the study should hold, all workers together (a rerun "
-                   "resumes up to this number).")
-@click.option("--storage", default=None, metavar="URL",
-              help="Optuna storage [default: sqlite:///OUT/study.db]; postgresql://... lets "
-                   "processes on many machines share one study.")
-@click.option("--study", "study_name", default=None,
-              help="Study name [default: the search file's name].")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Trials run in parallel on this machine (processes sharing the cores).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop starting trials after this many seconds.")
+@_study_options
 @click.option("--minimize", type=click.Choice(["latency", "macs", "params"]), default=None,
               help="The second objective [default: the search block's minimize, latency].")
 @click.option("--data", "data_root", default=None,

@@ -16,16 +16,13 @@ from compress.fileio import write_atomic
 from compress.search.arch_job import ArchJob
 from compress.search.arch_trial import full_data
 from compress.search.architecture import Design
-from compress.search.front import plot_front
+from compress.search.front import front_trials, plot_front
 from compress.search.storage import redacted
-from compress.search.study import finished_trials, load_study
 
 
 def write_arch_front(job: ArchJob) -> tuple[list[str], dict[str, Path]]:
     """The front of the study (feasible trials only, when min_f1 is set), as files."""
-    study = load_study(job)
-    front = sorted(study.best_trials, key=lambda t: -t.values[0])
-    done = [t for t in finished_trials(study) if t.values is not None]
+    study, front, done = front_trials(job)
     out = job.out_dir
     front_dir = out / "front"
     front_dir.mkdir(parents=True, exist_ok=True)

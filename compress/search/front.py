@@ -16,11 +16,17 @@ from compress.search.storage import redacted
 from compress.search.study import finished_trials, load_study
 
 
-def write_front(job: SearchJob) -> tuple[list[str], dict[str, Path]]:
-    """The Pareto front of the study (feasible trials only, when min_f1 is set)."""
+def front_trials(job) -> tuple[object, list, list]:
+    """The study, its Pareto front (feasible trials only, when min_f1 is set) by F1 from
+    the best, and every finished trial with values."""
     study = load_study(job)
     front = sorted(study.best_trials, key=lambda t: -t.values[0])
-    done = [t for t in finished_trials(study) if t.values is not None]
+    return study, front, [t for t in finished_trials(study) if t.values is not None]
+
+
+def write_front(job: SearchJob) -> tuple[list[str], dict[str, Path]]:
+    """The Pareto front of the study (feasible trials only, when min_f1 is set)."""
+    study, front, done = front_trials(job)
     out = job.out_dir
     recipe_dir = out / "pareto"
     recipe_dir.mkdir(parents=True, exist_ok=True)
