@@ -4,11 +4,15 @@ typed stage configs included; cross-stage rules warn."""
 from __future__ import annotations
 
 import pytest
+import yaml
 from conftest import REPO
 
 from compress.recipe.loading import load_recipe, recipe_to_yaml
 
-SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
+# Architecture-search files (an `architecture:` key) are not recipes; tests/search/
+# test_arch_search.py checks the shipped one.
+SHIPPED = sorted(p for p in (REPO / "recipes").glob("*.yaml")
+                 if "architecture" not in yaml.safe_load(p.read_text()))
 
 # Checkpoints a benchmark trains rather than the repository ships: the recipe is checked on
 # an untrained model of the same architecture (benchmarks/tucker_resnet18.sh trains it).
@@ -17,7 +21,6 @@ TRAINED_BY_BENCHMARKS = {"runs/resnet18/last.safetensors": "resnet18"}
 
 def _with_stand_in(path, tmp_path):
     import torch
-    import yaml
 
     from compress.checkpoint import Checkpoint, save_checkpoint
     from compress.models import build_model, model_spec_from_arg

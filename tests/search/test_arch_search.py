@@ -254,8 +254,11 @@ def test_bad_spaces_fail_with_one_line_before_any_trial(tmp_path, arch_search_fi
 
 
 def test_the_shipped_architecture_search_is_valid():
+    from compress.search.arch_job import ArchSearchFile
     from compress.search.architecture import check_space, load_space
 
     raw = yaml.safe_load((REPO / "recipes" / "arch_mnv3.yaml").read_text())
+    ArchSearchFile(**raw)  # every section's keys and types
+    assert (REPO / raw["reference"]).is_file() and (REPO / raw["data"]).is_file()
     space = load_space(raw["architecture"], "recipes/arch_mnv3.yaml")
     check_space(space, 6, "recipes/arch_mnv3.yaml")  # every value builds at 96 px
