@@ -13,6 +13,7 @@ from compress import __version__
 from compress.cli.analyze import analyze
 from compress.cli.bench import bench, predict
 from compress.cli.models import export, import_command, inspect
+from compress.cli.report import report
 from compress.cli.run import arch_search, run, search
 from compress.cli.train import eval_command, finetune, train
 from compress.errors import StageFailed, UserError
@@ -85,6 +86,7 @@ class _StderrNow(logging.StreamHandler):
         pass
 
 
+# `compress --help` lists the commands by name, whatever the order here
 for _command in (train, eval_command, inspect, import_command, run, finetune, export, bench,
-                 predict, analyze, search, arch_search):  # the order of `compress --help` is by name
+                 predict, analyze, search, arch_search, report):
     main.add_command(_command)

@@ -28,9 +28,10 @@ def runner_options(function):
     """--runtime, --device, --provider, --precision, --graphs: how MODEL is run."""
     options = [
         click.option("--runtime", type=click.Choice(RUNTIMES), default="auto",
-                     show_default=True, help="onnxruntime or torch; auto: ONNX files in ONNX "
-                     "Runtime, checkpoints in torch. A checkpoint given --runtime onnxruntime "
-                     "is exported to a temporary ONNX file first."),
+                     show_default=True, help="onnxruntime, openvino (CPU; the openvino extra) "
+                     "or torch; auto: ONNX files in ONNX Runtime, checkpoints in torch. A "
+                     "checkpoint given --runtime onnxruntime or openvino is exported to a "
+                     "temporary ONNX file first."),
         click.option("--device", type=click.Choice(DEVICES), default=None,
                      help="cpu or cuda (auto: cuda where torch sees a GPU) [default: follows "
                      "--provider, else cpu]."),

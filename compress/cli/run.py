@@ -15,6 +15,26 @@ _recipe_set_option = click.option(
     help="Override a recipe value, e.g. --set stages.1.epochs=1 (repeatable).")
 
 
+def _tracking_options(command):
+    """--track and --tracking-uri: the recipe's tracking section from the command line."""
+    options = [
+        click.option("--track", type=click.Choice(["mlflow"]), default=None,
+                     help="Log to MLflow (the mlflow extra): recipe, per-stage figures, "
+                          "device, report files [default: the recipe's tracking.to, none]."),
+        click.option("--tracking-uri", default=None, metavar="URI",
+                     help="MLflow tracking URI [default: sqlite:///RUNS/mlflow.db beside the "
+                          "run folder; see it with mlflow ui --backend-store-uri URI]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def tracking_overrides(track: str | None, uri: str | None) -> tuple[str, ...]:
+    return ((f"tracking.to={track}",) if track else ()) + \
+        ((f"tracking.uri={uri}",) if uri else ())
+
+
 @click.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @_recipe_data_option
@@ -22,8 +42,9 @@ _recipe_set_option = click.option(
               help="Run folder [default: runs/<recipe name>].")
 @_recipe_set_option
 @cache_option
+@_tracking_options
 @click.option("--resume", is_flag=True, help="Continue after the last finished stage.")
-def run(recipe, data_root, out, overrides, cache, resume) -> None:
+def run(recipe, data_root, out, overrides, cache, track, tracking_uri, resume) -> None:
     """Run a recipe: stages, each saved and measured (latency, MACs, params, F1, score).
 
     Without a data folder, stages and figures that need images are skipped and marked n/a.
@@ -34,6 +55,7 @@ def run(recipe, data_root, out, overrides, cache, resume) -> None:
 
     if cache:
         overrides += (f"data.cache={cache}",)
+    overrides += tracking_overrides(track, tracking_uri)
     run_recipe(recipe, out or Path("runs") / Path(recipe).stem, data_root, overrides, resume,
                echo=click.echo)
 
@@ -72,8 +94,9 @@ def _study_options(command):
               help="Search folder [default: runs/search/<recipe name>].")
 @_recipe_set_option
 @cache_option
+@_tracking_options
 def search(recipe, trials, storage, study_name, workers, timeout, minimize, data_root, out,
-           overrides, cache) -> None:
+           overrides, cache, track, tracking_uri) -> None:
     """Search the recipe's `search:` space with Optuna: maximise val macro F1, minimise
     batch-1 latency (or MACs). Each trial is a full `compress run` in OUT/trials/; the
     Pareto front is written as OUT/pareto.md, OUT/pareto.png and one runnable recipe per
@@ -92,17 +115,25 @@ def search(recipe, trials, storage, study_name, workers, timeout, minimize, data
         stages.0.importance: {choices: [l1, l2]}
     """
     from compress.search.front import write_front
-    from compress.search.job import prepare_search
+    from compress.search.job import prepare_search, start_search_tracking
     from compress.search.study import run_search
 
     if minimize:
         overrides += (f"search.minimize={minimize}",)
     if cache:
         overrides += (f"data.cache={cache}",)
+    overrides += tracking_overrides(track, tracking_uri)
     job = prepare_search(recipe, trials, storage, study_name, workers, timeout, out,
                          data_root, list(overrides))
-    run_search(job, echo=click.echo)
+    tracker = start_search_tracking(job, click.echo)
+    try:
+        run_search(job, echo=click.echo)
+    except BaseException:
+        tracker.finish(failed=True)
+        raise
     lines, paths = write_front(job)
+    tracker.files(paths[key] for key in ("table", "plot", "json"))
+    tracker.finish()
     click.echo("Pareto front:")
     for line in lines:
         click.echo(line)

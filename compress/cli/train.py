@@ -101,25 +101,48 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
 @cache_option
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder; the result is OUT/finetuned.safetensors.")
+@click.option("--track", type=click.Choice(["mlflow"]), default=None,
+              help="Log the fine-tune (options, each epoch's loss and F1, the result) to "
+                   "MLflow (the mlflow extra).")
+@click.option("--tracking-uri", default=None, metavar="URI",
+              help="MLflow tracking URI [default: sqlite:///mlflow.db in the folder that "
+                   "holds --out].")
 def finetune(checkpoint, data_root, freeze, epochs, lr, distill, teacher, grad_clip,
-             batch_size, device, keep, cache, out) -> None:
+             batch_size, device, keep, cache, out, track, tracking_uri) -> None:
     """Fine-tune CHECKPOINT, optionally with layers frozen; keeps the last (or best) epoch.
 
     On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress finetune ...
     (DistributedDataParallel, NCCL on GPUs, gloo on CPU; --batch-size stays the global
     batch, so the steps match a one-process run; rank 0 writes the checkpoint).
     """
-    from compress.tools.single_stage import finetune_checkpoint
+    from pathlib import Path
+
+    from compress.tools.single_stage import finetune_checkpoint, finetune_tracker
     from compress.tools.train import kept_line
     from compress.training.distributed import distributed_from_env
 
-    path, details = finetune_checkpoint(checkpoint, data_root, out, freeze, epochs, lr,
-                                        distill, batch_size, device, keep, teacher, grad_clip,
-                                        cache or "auto")
-    if distributed_from_env().is_main:
+    main_process = distributed_from_env().is_main
+    options = {"checkpoint": checkpoint, "data": data_root, "freeze": freeze, "epochs": epochs,
+               "lr": lr, "distill": distill, "teacher": teacher, "grad_clip": grad_clip,
+               "batch_size": batch_size, "device": device, "keep": keep}
+    tracker = finetune_tracker(track if main_process else None, tracking_uri, out, options,
+                               click.echo)
+    try:
+        path, details = finetune_checkpoint(checkpoint, data_root, out, freeze, epochs, lr,
+                                            distill, batch_size, device, keep, teacher,
+                                            grad_clip, cache or "auto")
+    except BaseException:
+        tracker.finish(failed=True)
+        raise
+    if main_process:
         click.echo(kept_line(details["val_macro_f1"], details["kept_epoch"],
                              details["best_val_macro_f1"], details["best_epoch"], path,
                              details["best_judged_on"]))
+        tracker.epochs(Path(out) / "train" / "history.json")
+        tracker.metrics({"val_macro_f1": details["val_macro_f1"],
+                         "kept_epoch": details["kept_epoch"]})
+        tracker.files([Path(out) / "finetune.json"])
+        tracker.finish()
 
 
 @click.command("eval")

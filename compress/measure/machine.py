@@ -60,7 +60,7 @@ def library_versions() -> dict[str, str]:
     # compress by its own attribute: the distribution name differs (compress-vision), and a
     # package called "compress" on PyPI is someone else's.
     versions = {"python": platform.python_version(), "compress": __version__}
-    for package in ("onnxruntime", "onnxruntime-gpu", "torch", "numpy"):
+    for package in ("onnxruntime", "onnxruntime-gpu", "openvino", "torch", "numpy"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:

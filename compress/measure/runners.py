@@ -95,6 +95,16 @@ def open_session(model: str | Path | bytes, provider: str = "cpu",
     return session, None
 
 
+def open_onnx_runner(path: str | Path, runtime: str = "onnxruntime", provider: str = "cpu",
+                     threads: int | None = None) -> Any:
+    """An ONNX file opened in `runtime` (onnxruntime on `provider`, or openvino)."""
+    if runtime == "openvino":
+        from compress.measure.openvino_runner import OvRunner
+
+        return OvRunner.open(path, threads)
+    return OrtRunner.open(path, provider, threads)
+
+
 @dataclass
 class OrtRunner:
     session: Any

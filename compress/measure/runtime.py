@@ -1,5 +1,6 @@
 """Which runtime and device time a model: ONNX Runtime (an ONNX file on an execution
-provider) or torch (a checkpoint, in its deployed form: compress.measure.torch_runner).
+provider), OpenVINO (an ONNX file on its CPU plugin: compress.measure.openvino_runner) or
+torch (a checkpoint, in its deployed form: compress.measure.torch_runner).
 
 `compress bench` and `compress predict` follow the user's --runtime and --device; a
 recipe's stages follow `device` and `bench.runtime`. On CUDA, `auto` picks ONNX Runtime
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 
 from compress.errors import UserError
 
-RUNTIMES = ("auto", "onnxruntime", "torch")
+RUNTIMES = ("auto", "onnxruntime", "openvino", "torch")
+ONNX_RUNTIMES = ("onnxruntime", "openvino")  # what runs an ONNX file
 DEVICES = ("auto", "cpu", "cuda")
 GPU_PROVIDERS = ("cuda", "tensorrt")
 TORCH_CUDA_FORM = "FP16, channels-last, CUDA graphs"
@@ -22,7 +24,7 @@ TORCH_CUDA_FORM = "FP16, channels-last, CUDA graphs"
 
 @dataclass(frozen=True)
 class RuntimeChoice:
-    runtime: str  # onnxruntime | torch
+    runtime: str  # onnxruntime | openvino | torch
     device: str  # cpu | cuda
     provider: str | None = None  # ONNX Runtime's execution provider (auto|cpu|cuda|tensorrt)
     note: str | None = None  # why, where it is not what was asked for or not obvious
@@ -59,7 +61,7 @@ def choose_bench_runtime(path_suffix: str, runtime: str = "auto", device: str | 
     """`compress bench` / `predict`: the runtime for a model file and the user's options.
     `device` None follows `provider` (cuda, tensorrt: the GPU), else the CPU; `provider`
     None follows the device. A checkpoint asked to run in ONNX Runtime is exported first
-    (the caller's job); an ONNX file cannot run in torch."""
+    (the caller's job); an ONNX file cannot run in torch. OpenVINO runs on the CPU."""
     if runtime not in RUNTIMES:
         raise UserError(f"unknown runtime {runtime!r}; choose one of " + ", ".join(RUNTIMES))
     if device is not None and device not in DEVICES:
@@ -68,6 +70,8 @@ def choose_bench_runtime(path_suffix: str, runtime: str = "auto", device: str | 
     if runtime == "torch" and path_suffix == ".onnx":
         raise UserError("--runtime torch runs checkpoints; an ONNX file runs in onnxruntime "
                         "(give the checkpoint it was exported from)")
+    if runtime == "openvino":
+        return _openvino_on_cpu(device, provider, "--device", "--provider")
     if device is None:
         device = "cuda" if provider in GPU_PROVIDERS else "auto" if provider == "auto" \
             else "cpu"
@@ -87,6 +91,22 @@ def choose_bench_runtime(path_suffix: str, runtime: str = "auto", device: str | 
     return RuntimeChoice("onnxruntime", device, provider)
 
 
+def _openvino_on_cpu(device: str | None, provider: str | None, device_option: str,
+                     provider_option: str) -> RuntimeChoice:
+    from compress.measure.openvino_runner import openvino_problem
+
+    if device not in (None, "auto", "cpu"):
+        raise UserError(f"OpenVINO runs here on the CPU only; {device_option} {device} needs "
+                        "--runtime onnxruntime or torch")
+    if provider not in (None, "cpu"):
+        raise UserError(f"{provider_option} {provider} is ONNX Runtime's; OpenVINO here runs "
+                        "on its CPU plugin")
+    problem = openvino_problem()
+    if problem:
+        raise UserError(problem)
+    return RuntimeChoice("openvino", "cpu")
+
+
 def choose_stage_runtime(device: str, runtime: str = "auto",
                          onnxruntime_problem: Callable[[], str | None] = onnxruntime_cuda_problem
                          ) -> RuntimeChoice:
@@ -96,6 +116,11 @@ def choose_stage_runtime(device: str, runtime: str = "auto",
     cuda = device.startswith("cuda")
     if runtime not in RUNTIMES:
         raise UserError(f"bench.runtime {runtime!r}: choose one of " + ", ".join(RUNTIMES))
+    if runtime == "openvino":
+        if cuda:
+            raise UserError(f"bench.runtime openvino times on the CPU, but the run's device "
+                            f"is {device}: set device: cpu, or bench.runtime auto")
+        return _openvino_on_cpu("cpu", None, "device", "provider")
     if not cuda:
         return RuntimeChoice("torch", "cpu") if runtime == "torch" else \
             RuntimeChoice("onnxruntime", "cpu", "cpu")
@@ -129,7 +154,7 @@ class RunnerOptions:
 
     def check_for(self, choice: RuntimeChoice) -> None:
         """Options that the chosen runtime cannot honour are an error, not ignored."""
-        if choice.runtime == "onnxruntime":
+        if choice.runtime in ONNX_RUNTIMES:
             for name, given in (("--compile", self.compile_model),
                                 ("--precision", self.precision is not None),
                                 ("--graphs/--no-graphs", self.graphs is not None)):

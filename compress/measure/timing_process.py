@@ -1,5 +1,5 @@
 """Latency timed in a process of its own that only ever runs the deployed model (ONNX
-Runtime, or torch where a run's stages are timed in torch), the way a deployed model and
+Runtime or OpenVINO, or torch where a run's stages are timed in torch), the way a deployed model and
 benchmarks/retime.py run it.
 
 Why: the pipeline's process times ONNX models slower than a fresh one, and small models
@@ -43,19 +43,22 @@ KINDS = {"compare": (compare_latency, Comparison), "in_turn": (time_in_turn, InT
 class Job:
     """One timing: `kind` names the function of compress.measure.latency (compare:
     compare_latency of A against B; in_turn: time_in_turn; latency: measure_latency of one
-    file), `timing` its keyword arguments besides the runners."""
+    file), `timing` its keyword arguments besides the runners; `runtimes`, where given, the
+    runtime of each path (onnxruntime or openvino, the same file in several), else all run in
+    the request's runtime."""
 
     kind: str
     paths: list[str]
     timing: dict
+    runtimes: list[str] | None = None
 
 
 def compare(path_a: str | Path, path_b: str | Path, **timing: Any) -> Job:
     return Job("compare", _absolute([path_a, path_b]), timing)
 
 
-def in_turn(paths: list, **timing: Any) -> Job:
-    return Job("in_turn", _absolute(paths), timing)
+def in_turn(paths: list, runtimes: list[str] | None = None, **timing: Any) -> Job:
+    return Job("in_turn", _absolute(paths), timing, runtimes)
 
 
 def latency(path: str | Path, **timing: Any) -> Job:
@@ -75,7 +78,7 @@ class TimingWorker:
 
     def run(self, jobs: list[Job], runtime: RuntimeChoice, threads: int | None) -> list[Any]:
         """Each job's result (a Comparison, InTurn or Latency), timed one after another:
-        ONNX files in ONNX Runtime, or checkpoints in torch (`runtime`)."""
+        ONNX files in ONNX Runtime or OpenVINO, or checkpoints in torch (`runtime`)."""
         request = {"jobs": [asdict(job) for job in jobs], "runtime": asdict(runtime),
                    "threads": threads}
         process = self._started()
@@ -123,16 +126,20 @@ def _open_runner(path: str, runtime: RuntimeChoice, threads: int | None) -> Any:
         if threads:
             torch.set_num_threads(threads)
         return TorchRunner.open(load_checkpoint(path).model, runtime.device)
-    from compress.measure.runners import OrtRunner
+    from compress.measure.runners import open_onnx_runner
 
-    return OrtRunner.open(path, runtime.provider, threads)
+    return open_onnx_runner(path, runtime.runtime, runtime.provider, threads)
 
 
 def _serve(request: dict) -> list[dict]:
     runtime = RuntimeChoice(**request["runtime"])
     replies = []
     for job in request["jobs"]:
-        runners = [_open_runner(path, runtime, request["threads"]) for path in job["paths"]]
+        runtimes = [runtime if name is None else RuntimeChoice(name, runtime.device,
+                                                              runtime.provider)
+                    for name in job.get("runtimes") or [None] * len(job["paths"])]
+        runners = [_open_runner(path, in_runtime, request["threads"])
+                   for path, in_runtime in zip(job["paths"], runtimes)]
         timed = KINDS[job["kind"]][0]
         result = timed(runners, **job["timing"]) if job["kind"] == "in_turn" else \
             timed(*runners, **job["timing"])

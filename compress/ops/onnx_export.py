@@ -7,6 +7,7 @@ import io
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,12 +95,14 @@ def ort_logits(session, images: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
 
 
-def check_parity(model: nn.Module, onnx_path: str | Path, images: torch.Tensor
-                 ) -> dict[str, float]:
-    """Compare ONNX Runtime's logits with torch's on the same images."""
+def check_parity(model: nn.Module, onnx_path: str | Path, images: torch.Tensor,
+                 runner: Any = None) -> dict[str, float]:
+    """Compare ONNX Runtime's logits (or those of `runner`, the file opened in another
+    runtime) with torch's on the same images."""
     with torch.no_grad():
         expected = model.eval().cpu()(images).numpy()
-    got = ort_logits(ort_session(onnx_path), images.numpy())
+    got = ort_logits(ort_session(onnx_path), images.numpy()) if runner is None else \
+        np.asarray(runner(runner.prepare(images.numpy())), dtype=np.float32)
     relative_error = float(np.linalg.norm(got - expected) / max(np.linalg.norm(expected), 1e-12))
     agreement = float(np.mean(got.argmax(1) == expected.argmax(1)))
     return {"relative_error": relative_error, "top1_agreement": agreement,

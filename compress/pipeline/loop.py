@@ -13,10 +13,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data.training_data import resize_training_data
 from compress.device import resolve_device
+from compress.errors import UserError
 from compress.ops.onnx_export import export_onnx
+from compress.pipeline.html_report import write_html_report
 from compress.pipeline.measurer import Measurer, open_data
 from compress.pipeline.report import format_row, header_line, write_report
 from compress.pipeline.runstore import RunStore, StageRecord
@@ -24,15 +28,32 @@ from compress.recipe.loading import recipe_to_yaml
 from compress.recipe.schema import Recipe
 from compress.stages.base import Stage, StageContext, StageOutput, StageResult, StageStatus
 from compress.stages.export import FP16_MIN_TOP1_AGREEMENT
+from compress.tracking import Tracker, default_store_uri, mlflow_problem
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
                echo: Callable[[str], None] = print,
-               after_stage: Callable[[StageRecord], None] | None = None) -> list[StageRecord]:
+               after_stage: Callable[[StageRecord], None] | None = None,
+               tracking_parent: str | None = None) -> list[StageRecord]:
     """Run every stage of `recipe` (validated by load_recipe) into `out_dir`; return one
     record per stage (0 = input). `after_stage` sees each new record once it is saved; an
-    exception it raises stops the run there (compress search prunes hopeless trials so)."""
-    return _Run(recipe, Path(out_dir), resume, echo, after_stage).run()
+    exception it raises stops the run there (compress search prunes hopeless trials so).
+    Where the recipe is tracked, `tracking_parent` is the MLflow run it is a child of (a
+    search's study)."""
+    return _Run(recipe, Path(out_dir), resume, echo, after_stage, tracking_parent).run()
+
+
+def run_tracker(recipe: Recipe, out_dir: Path, echo: Callable[[str], None]) -> Tracker:
+    """The recipe's tracker (off unless `tracking.to` is mlflow), refusing at once where
+    MLflow is asked for and not installed."""
+    settings = recipe.tracking
+    if settings.to == "none":
+        return Tracker()
+    problem = mlflow_problem()
+    if problem:
+        raise UserError(f"tracking.to mlflow: {problem}")
+    return Tracker(settings.uri or default_store_uri(out_dir.resolve().parent),
+                   settings.experiment, echo)
 
 
 @dataclass(frozen=True)
@@ -46,8 +67,12 @@ class _Run:
 
     def __init__(self, recipe: Recipe, out_dir: Path, resume: bool,
                  echo: Callable[[str], None],
-                 after_stage: Callable[[StageRecord], None] | None):
+                 after_stage: Callable[[StageRecord], None] | None,
+                 tracking_parent: str | None = None):
         self.recipe, self.out_dir, self.echo, self.after_stage = recipe, out_dir, echo, after_stage
+        self.tracker = run_tracker(recipe, out_dir, echo)
+        self.tracking_parent = tracking_parent
+        self.measurer: Measurer | None = None  # once the data is open
         self.store = RunStore(out_dir)
         self.input = recipe.input_checkpoint()  # loaded once, when the recipe was checked
         self.stages = recipe.stage_objects()
@@ -64,11 +89,29 @@ class _Run:
         with self.store.locked():
             self.store.prepare(recipe_to_yaml(self.recipe), self.resume)
             self.done = {r.index: r for r in self.store.completed()}
-            self._open_data()
+            self._start_tracking()
             try:
-                return self._stages()
+                self._open_data()
+                records = self._stages()
+            except BaseException:
+                self.tracker.finish(failed=True)
+                raise
             finally:
-                self.measurer.close()
+                if self.measurer is not None:
+                    self.measurer.close()
+            self.tracker.finish()
+            return records
+
+    def _start_tracking(self) -> None:
+        """An MLflow run named after the run folder, with the recipe as parameters and the
+        stages a resumed run already holds."""
+        recipe = self.recipe.model_dump(mode="json")
+        recipe["stages"] = yaml.safe_load(recipe_to_yaml(self.recipe))["stages"]
+        self.tracker.start(self.out_dir.name, recipe,
+                           {"compress.run_folder": str(self.out_dir.resolve())},
+                           self.tracking_parent, self.out_dir.resolve().parent / "mlartifacts")
+        for record in sorted(self.done.values(), key=lambda r: r.index):
+            self.tracker.stage(record)
 
     def _open_data(self) -> None:
         self.data = open_data(self.recipe, self.input)
@@ -101,9 +144,16 @@ class _Run:
                 self._apply(index, name, stage)
         records = [self.done[i] for i in sorted(self.done)]
         floor = self.measurer.distance_to_floor(records[-1])
+        runtimes = self.measurer.runtimes_compared(records[-1])
+        device = self.measurer.device_fingerprint()
         paths = write_report(self.out_dir, records, self.recipe.model_dump(mode="json"),
-                             self.notes, floor)
+                             self.notes, floor, runtimes, device)
+        paths["html"] = write_html_report([self.out_dir], self.out_dir / "report.html")
         self.echo("report: " + ", ".join(str(p) for p in paths.values()))
+        self.tracker.tags({"compress.device." + key: value for key, value in device.items()}
+                          | ({"compress.fastest_runtime": runtimes["fastest"]}
+                             if runtimes else {}))
+        self.tracker.files([*paths.values(), self.out_dir / "recipe.yaml"])
         return records
 
     def _apply(self, index: int, name: str, stage: Stage) -> None:
@@ -163,6 +213,7 @@ class _Run:
                                        self.done.get(0), previous)
         self.store.write_record(record)
         self.done[index] = record
+        self.tracker.stage(record)
         self._say(record, previous)
         if self.after_stage is not None:
             self.after_stage(record)

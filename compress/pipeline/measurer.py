@@ -2,10 +2,11 @@
 runtime it is deployed with, timed interleaved with the input), MACs, parameters, macro F1
 and accuracy, and the competition score. A measurement never changes the model.
 
-The runtime (compress.measure.runtime.choose_stage_runtime): ONNX Runtime on the CPU; on
-CUDA its CUDA provider where onnxruntime-gpu loads, else the torch CUDA runner (FP16,
-channels-last, CUDA graphs), which times the stages' checkpoints. What stages time among
-themselves (plan, quantize, FP16 export) are ONNX files, in ONNX Runtime on `provider`.
+The runtime (compress.measure.runtime.choose_stage_runtime): ONNX Runtime on the CPU, or
+OpenVINO's CPU plugin where the recipe's bench.runtime asks for it; on CUDA ONNX Runtime's
+CUDA provider where onnxruntime-gpu loads, else the torch CUDA runner (FP16, channels-last,
+CUDA graphs), which times the stages' checkpoints. What stages time among themselves (plan,
+quantize, FP16 export) and evaluate are ONNX files, in `onnx_runtime`.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from torch.utils.data import Dataset
 from compress.checkpoint import Checkpoint
 from compress.data.folders import make_loader
 from compress.data.training_data import TrainingData, open_training_data
+from compress.errors import UserError
 from compress.measure import timing_process
 from compress.measure.end_to_end import predict_files
 from compress.measure.latency import Comparison, InTurn, Latency
 from compress.measure.macs import count_macs, count_params
 from compress.measure.metrics import classification_metrics, model_macro_f1
-from compress.measure.runners import OrtRunner
+from compress.measure.runners import open_onnx_runner
 from compress.measure.runtime import RuntimeChoice, choose_stage_runtime
 from compress.measure.score import ScoreConstants, competition_score
 from compress.pipeline.runstore import StageRecord
@@ -86,16 +88,24 @@ class Measurer:
     def timed_in_torch(self) -> bool:
         return self.runtime.runtime == "torch"
 
-    def runner(self, onnx_path: str | Path) -> OrtRunner:
-        return OrtRunner.open(onnx_path, self.provider, self.bench.threads)
+    @property
+    def onnx_runtime(self) -> RuntimeChoice:
+        """What runs the ONNX files stages evaluate and time among themselves: OpenVINO
+        where the stages are timed in it, else ONNX Runtime on `provider`."""
+        return self.runtime if self.runtime.runtime == "openvino" else \
+            RuntimeChoice("onnxruntime", str(self.device), self.provider)
+
+    def runner(self, onnx_path: str | Path):
+        """The ONNX file opened in `onnx_runtime`, to evaluate it."""
+        return open_onnx_runner(onnx_path, self.onnx_runtime.runtime, self.provider,
+                                self.bench.threads)
 
     # Every timing runs in a process of its own: this one, after torch, data and exports,
     # timed small models up to 40 % slow (compress.measure.timing_process).
     def _timed(self, jobs: list[timing_process.Job], in_stage_runtime: bool = False) -> list:
-        """ONNX files in ONNX Runtime; with `in_stage_runtime`, the files of the runtime the
-        stages are timed in (checkpoints where that is torch)."""
-        runtime = self.runtime if in_stage_runtime else \
-            RuntimeChoice("onnxruntime", str(self.device), self.provider)
+        """ONNX files in `onnx_runtime`; with `in_stage_runtime`, the files of the runtime
+        the stages are timed in (checkpoints where that is torch)."""
+        runtime = self.runtime if in_stage_runtime else self.onnx_runtime
         return self._timing_worker.run(jobs, runtime, self.bench.threads)
 
     def _timed_file(self, record: StageRecord) -> Path:
@@ -128,6 +138,59 @@ class Measurer:
                                                   batch=batch, warmup=self.bench.warmup,
                                                   runs=runs or self.bench.runs)])[0]
 
+    def runtimes_compared(self, record: StageRecord) -> dict | None:
+        """The stage's ONNX file in each installed runtime of this CPU (ONNX Runtime, and
+        OpenVINO where installed), timed in turn at batch 1: each one's median ms, speed-up
+        over ONNX Runtime and top-1 agreement with it on up to DEPLOYED_CHECK_IMAGES
+        evaluated images (None without data), and the fastest. None on a GPU run."""
+        if self.device.type != "cpu":
+            return None
+        from compress.measure.openvino_runner import openvino_problem
+
+        names, notes = ["onnxruntime"], []
+        problem = openvino_problem()
+        if problem:
+            notes.append(problem)
+        else:
+            try:  # a file OpenVINO cannot take is a finding about OpenVINO, not a failed run
+                self._open(record.onnx, "openvino")
+                names.append("openvino")
+            except UserError as error:
+                notes.append(str(error))
+        timing = timing_process.in_turn([record.onnx] * len(names), runtimes=names,
+                                        input_size=record.input_size or self.input_size,
+                                        batch=1, warmup=self.bench.warmup, runs=self.bench.runs)
+        turn = self._timing_worker.run([timing], RuntimeChoice("onnxruntime", "cpu", "cpu"),
+                                       self.bench.threads)[0]
+        agreement = self._top1_agreement(record.onnx, names)
+        runtimes = {name: {"median_ms": ms, "speedup_vs_onnxruntime": ratio,
+                           "top1_agreement_with_onnxruntime": agreed}
+                    for name, ms, ratio, agreed in zip(names, turn.medians_ms, turn.ratios,
+                                                       agreement)}
+        fastest = max(names, key=lambda name: runtimes[name]["speedup_vs_onnxruntime"])
+        return {"stage": f"{record.index}:{record.name}", "file": record.onnx,
+                "runtimes": runtimes, "fastest": fastest, "notes": notes}
+
+    def _open(self, onnx_path: str | Path, runtime: str):
+        return open_onnx_runner(onnx_path, runtime, "cpu", self.bench.threads)
+
+    def _top1_agreement(self, onnx_path: str, runtimes: list[str]) -> list[float | None]:
+        """Each runtime's share of evaluated images given the class ONNX Runtime gives."""
+        if self.data is None:
+            return [None] * len(runtimes)
+        runners = [self._open(onnx_path, name) for name in runtimes]
+        loader = make_loader(self.data.val, self.data_settings.batch_size, shuffle=False,
+                             num_workers=0)
+        agreeing, seen = np.zeros(len(runners)), 0
+        for images, _ in loader:
+            batch = images[:DEPLOYED_CHECK_IMAGES - seen].numpy()
+            classes = [runner(runner.prepare(batch)).argmax(1) for runner in runners]
+            agreeing += [int((c == classes[0]).sum()) for c in classes]
+            seen += len(batch)
+            if seen >= DEPLOYED_CHECK_IMAGES:
+                break
+        return [float(a / seen) for a in agreeing]
+
     def distance_to_floor(self, record: StageRecord) -> dict:
         """How far a stage's model is from what this device can do: its achieved GFLOP/s at
         batch 1 against the device's matrix-product peak, and where its time goes: per op
@@ -150,6 +213,11 @@ class Measurer:
                           device, len(self.data.classes) if self.data else 1,
                           record.input_size or self.input_size, precision,
                           warmup=self.bench.warmup, runs=self.bench.runs)}
+        elif self.runtime.runtime == "openvino":  # ONNX Runtime's profile is not OpenVINO's
+            from compress.measure.machine import peak_gflops
+
+            floor |= {"peak_gflops": peak_gflops("cpu", self.bench.threads),
+                      "peak_kind": "fp32", "op_types": []}
         else:
             from compress.measure.machine import peak_gflops
             from compress.measure.op_profile import op_type_profile
@@ -173,6 +241,7 @@ class Measurer:
 
         return {"cpu": cpu_model(), "cpu_flags": sorted(cpu_flags()),
                 "threads": self.bench.threads or usable_cores(), "provider": self.provider,
+                "runtime": self.runtime.runtime,
                 "gpu": gpu_description(), "versions": library_versions()}
 
     def top1(self, path: Path, images: torch.Tensor) -> np.ndarray:

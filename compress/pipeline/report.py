@@ -43,11 +43,14 @@ def header_line() -> str:
 
 
 def write_report(root: Path, records: list[StageRecord], recipe: dict[str, Any],
-                 notes: list[str], floor: dict[str, Any] | None = None) -> dict[str, Path]:
-    """report.json and report.md; `floor`: Measurer.distance_to_floor of the last stage."""
+                 notes: list[str], floor: dict[str, Any] | None = None,
+                 runtimes: dict[str, Any] | None = None, device: dict[str, Any] | None = None
+                 ) -> dict[str, Path]:
+    """report.json and report.md; `floor`: Measurer.distance_to_floor of the last stage,
+    `runtimes`: Measurer.runtimes_compared of it, `device`: Measurer.device_fingerprint."""
     root = Path(root)
     report = {"recipe": recipe, "notes": notes, "stages": [asdict(r) for r in records],
-              "distance_to_floor": floor}
+              "distance_to_floor": floor, "runtimes": runtimes, "device": device}
     write_json_atomic(root / "report.json", report)
     lines = ["# compress run report", ""]
     lines += [f"- {note}" for note in notes] + ([""] if notes else [])
@@ -62,6 +65,8 @@ def write_report(root: Path, records: list[StageRecord], recipe: dict[str, Any],
                   "the evaluated images: " + ", ".join(
                       f"{r.index}:{r.name} {r.deployed_top1_agreement:.1%}"
                       for r in agreements) + "."]
+    if runtimes:
+        lines += ["", *runtime_lines(runtimes)]
     if floor:
         lines += ["", *_floor_lines(floor)]
     (root / "report.md").write_text("\n".join(lines) + "\n")
@@ -69,6 +74,23 @@ def write_report(root: Path, records: list[StageRecord], recipe: dict[str, Any],
     if all(r.macro_f1 is not None for r in records):
         paths["plot"] = _plot(root / "report.png", records)
     return paths
+
+
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime (CPU)", "openvino": "OpenVINO (CPU)"}
+
+
+def runtime_lines(runtimes: dict[str, Any]) -> list[str]:
+    """The final model in each installed runtime, as Markdown."""
+    lines = [f"## The final model in each runtime (stage {runtimes['stage']}, batch 1, timed "
+             "in turn)", "", "| runtime | median ms | speed-up over ONNX Runtime | top-1 "
+             "agreement with ONNX Runtime |", "|---|---|---|---|"]
+    for name, figures in runtimes["runtimes"].items():
+        agreement = figures["top1_agreement_with_onnxruntime"]
+        lines.append(f"| {RUNTIME_NAMES.get(name, name)} | {figures['median_ms']:.3f} | "
+                     f"{figures['speedup_vs_onnxruntime']:.2f}x | "
+                     f"{'n/a' if agreement is None else format(agreement, '.1%')} |")
+    lines += ["", f"Fastest: {RUNTIME_NAMES.get(runtimes['fastest'], runtimes['fastest'])}."]
+    return lines + [f"{note}." for note in runtimes["notes"]]
 
 
 def _floor_lines(floor: dict[str, Any]) -> list[str]:
@@ -80,6 +102,11 @@ def _floor_lines(floor: dict[str, Any]) -> list[str]:
                 f"{floor['peak_gflops']:.1f} GFLOP/s ({floor['share_of_peak']:.1%} of it); "
                 f"launch floor (a one-kernel model timed the same way): "
                 f"{floor['launch_floor_ms']:.3f} ms."]
+    if not floor["op_types"]:  # OpenVINO: no per-op profile
+        return [f"## Distance to the floor (stage {floor['stage']}, batch 1)", "",
+                f"{floor['gflops']:.2f} GFLOP/s achieved in {floor['runtime']} against this "
+                f"device's float32 MatMul peak of {floor['peak_gflops']:.1f} GFLOP/s "
+                f"({floor['share_of_peak']:.1%} of it)."]
     return [f"## Distance to the floor (stage {floor['stage']}, batch 1)", "",
             f"{floor['gflops']:.2f} GFLOP/s achieved against this device's float32 MatMul "
             f"peak of {floor['peak_gflops']:.1f} GFLOP/s ({floor['share_of_peak']:.1%} of "

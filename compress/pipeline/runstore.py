@@ -144,7 +144,7 @@ class RunStore:
             if not resume:
                 raise UserError(f"run folder {self.root} already holds results: pass --resume "
                                 "to continue it, or choose another --out")
-            if recipe_path.read_text() != recipe_yaml:
+            if not _same_recipe(recipe_path.read_text(), recipe_yaml):
                 raise UserError(f"run folder {self.root} was started with a different recipe "
                                 f"({recipe_path}); choose another --out")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -196,3 +196,14 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def _same_recipe(started: str, given: str) -> bool:
+    """The recipe a run was started with and the one it is resumed with; where it is tracked
+    (`tracking`) may change between the two."""
+    import yaml
+
+    started_raw, given_raw = yaml.safe_load(started), yaml.safe_load(given)
+    for raw in (started_raw, given_raw):
+        raw.pop("tracking", None)
+    return started_raw == given_raw

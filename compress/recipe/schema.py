@@ -72,10 +72,10 @@ class DataSection(_Strict):
 
 
 class BenchSection(_Strict):
-    runtime: Literal["auto", "onnxruntime", "torch"] = Field(
+    runtime: Literal["auto", "onnxruntime", "openvino", "torch"] = Field(
         "auto", description="what every stage is timed in: auto is ONNX Runtime on the CPU; "
         "on CUDA its CUDA provider where onnxruntime-gpu loads, else torch (FP16, "
-        "channels-last, CUDA graphs)")
+        "channels-last, CUDA graphs); openvino: OpenVINO's CPU plugin (the openvino extra)")
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
     warmup: int = Field(10, ge=0)
     runs: int = Field(50, ge=3)
@@ -106,6 +106,16 @@ class ScoreSection(_Strict):
     baseline_macs: float | None = Field(None, gt=0, description="null: the input, measured")
 
 
+class TrackingSection(_Strict):
+    to: Literal["none", "mlflow"] = Field(
+        "none", description="mlflow: log the run (recipe, per-stage figures, device, report "
+        "files) to MLflow (the mlflow extra); --track mlflow sets it")
+    uri: str | None = Field(
+        None, description="MLflow tracking URI; null: an embedded SQLite store beside the run "
+        "folder (RUNS/mlflow.db, files in RUNS/mlartifacts)")
+    experiment: str = Field("compress", min_length=1, description="MLflow experiment name")
+
+
 class Recipe(_Strict):
     checkpoint: str
     teacher: str | None = Field(
@@ -119,6 +129,7 @@ class Recipe(_Strict):
     seed: int = defaults.SEED
     stages: list[dict[str, dict[str, Any] | None]] = Field(min_length=1)
     search: SearchSection | None = Field(None, description="compress search: the space")
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
 
     @field_validator("device")
     @classmethod

@@ -12,6 +12,7 @@ from compress.errors import UserError
 from compress.recipe.loading import read_raw_recipe, recipe_from_raw
 from compress.recipe.search_space import ParamSpec, SearchSection, with_params
 from compress.search.storage import open_storage
+from compress.tracking import Tracker
 
 SQLITE_NAME = "study.db"
 
@@ -27,6 +28,7 @@ class SearchJob:
     trials: int  # finished trials the study should hold (all workers together)
     timeout: float | None
     workers: int
+    tracking_parent: str | None = None  # the study's MLflow run, each trial a child of it
 
     @property
     def params(self) -> dict[str, ParamSpec]:
@@ -54,6 +56,24 @@ def prepare_search(recipe_path: str, trials: int, storage: str | None, study: st
                     timeout, workers)
     open_storage(url)  # an unreachable server fails here, before any work
     return job
+
+
+def start_search_tracking(job: SearchJob, echo) -> Tracker:
+    """Where the recipe is tracked: the study's MLflow run (its space and search settings as
+    parameters), every trial logging into the same store as a child of it."""
+    from compress.pipeline.loop import run_tracker
+
+    tracker = run_tracker(recipe_from_raw(job.raw, Path(job.recipe_path)), job.out_dir, echo)
+    if not tracker.on:
+        return tracker
+    job.raw.setdefault("tracking", {})["uri"] = tracker.uri
+    tracker.start(f"search {job.study_name}", {"search": job.raw.get("search", {}),
+                                               "trials": job.trials},
+                  {"compress.study": job.study_name,
+                   "compress.search_folder": str(job.out_dir.resolve())},
+                  artifact_root=job.out_dir.resolve().parent / "mlartifacts")
+    job.tracking_parent = tracker.run_id
+    return tracker
 
 
 def check_space(raw: dict[str, Any], section: SearchSection, path: Path) -> None:

@@ -95,7 +95,7 @@ def _run_trial(trial, job: SearchJob, raw: dict[str, Any], trial_dir: Path,
         try:
             recipe = recipe_from_raw(raw, trial_dir / "recipe.yaml")
             return run_recipe(recipe, trial_dir, resume=True, echo=to_log,
-                              after_stage=after_stage)
+                              after_stage=after_stage, tracking_parent=job.tracking_parent)
         except (UserError, StageFailed) as exc:
             trial.set_user_attr("error", str(exc).splitlines()[0])
             raise

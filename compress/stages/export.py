@@ -46,10 +46,24 @@ def _fp16_speed(fp32_path, fp16_path, ctx: StageContext) -> tuple[float, str]:
     """FP16 is a GPU format: say what it costs or gains on the device the run measures."""
     ratio = ctx.measurer.compare_files(fp32_path, fp16_path).ratio
     provider = ctx.measurer.provider
+    where = "OpenVINO (CPU)" if ctx.measurer.onnx_runtime.runtime == "openvino" else provider
     verdict = "slower" if ratio < 1 else "faster"
     hint = " (CPUs have no fast FP16 arithmetic: keep float32 or use INT8 there; FP16 is " \
            "for CUDA / TensorRT)" if provider == "cpu" and ratio < 1 else ""
-    return ratio, f"FP16 is {verdict} than float32 on {provider}: {ratio:.2f}x at batch 1{hint}"
+    return ratio, f"FP16 is {verdict} than float32 on {where}: {ratio:.2f}x at batch 1{hint}"
+
+
+def _check_fp32(parity: dict, runtime: str) -> None:
+    if parity["relative_error"] > FP32_MAX_RELATIVE_ERROR:
+        raise StageFailed(f"export: float32 ONNX in {runtime} differs from torch, relative "
+                          f"error {parity['relative_error']:.2e} > {FP32_MAX_RELATIVE_ERROR:.0e}")
+
+
+def _check_fp16(parity: dict, runtime: str, source: str) -> None:
+    if parity["top1_agreement"] < FP16_MIN_TOP1_AGREEMENT:
+        raise StageFailed(f"export: FP16 in {runtime}: top-1 agreement "
+                          f"{parity['top1_agreement']:.1%} < {FP16_MIN_TOP1_AGREEMENT:.0%} on "
+                          f"{source}")
 
 
 @register_stage
@@ -66,16 +80,22 @@ class Export(Stage):
         images, source = parity_images(ctx, cfg.check_images)
         fp32 = check_parity(model, fp32_path, images)
         checks = {"fp32": fp32, "check_inputs": source}
-        if fp32["relative_error"] > FP32_MAX_RELATIVE_ERROR:
-            raise StageFailed(f"export: float32 ONNX differs from torch, relative error "
-                              f"{fp32['relative_error']:.2e} > {FP32_MAX_RELATIVE_ERROR:.0e}")
+        _check_fp32(fp32, "ONNX Runtime")
+        # Where the stages are timed in OpenVINO, the file is checked in it too: that is
+        # where it will run.
+        in_openvino = ctx.measurer.onnx_runtime.runtime == "openvino"
+        if in_openvino:
+            checks["openvino_fp32"] = check_parity(model, fp32_path, images,
+                                                   ctx.measurer.runner(fp32_path))
+            _check_fp32(checks["openvino_fp32"], "OpenVINO")
         if cfg.fp16:
             convert_fp16(fp32_path, deployable)
-            fp16 = check_parity(model, deployable, images)
-            checks["fp16"] = fp16
-            if fp16["top1_agreement"] < FP16_MIN_TOP1_AGREEMENT:
-                raise StageFailed(f"export: FP16 top-1 agreement {fp16['top1_agreement']:.1%} "
-                                  f"< {FP16_MIN_TOP1_AGREEMENT:.0%} on {source}")
+            checks["fp16"] = check_parity(model, deployable, images)
+            _check_fp16(checks["fp16"], "ONNX Runtime", source)
+            if in_openvino:
+                checks["openvino_fp16"] = check_parity(model, deployable, images,
+                                                       ctx.measurer.runner(deployable))
+                _check_fp16(checks["openvino_fp16"], "OpenVINO", source)
             speedup, note = _fp16_speed(fp32_path, deployable, ctx)
             return StageOutput(model, ExportResult(note=note, fp16=True, opset=cfg.opset,
                                                    checks=checks,

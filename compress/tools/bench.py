@@ -65,8 +65,8 @@ def _check_image_classifier(path: Path, session: Any) -> None:
 
 def open_model(path: str | Path, options: RunnerOptions = RunnerOptions(),
                input_size: int | None = None, compared: bool = False) -> BenchModel:
-    """Open an ONNX file in ONNX Runtime, or a compress checkpoint in torch (or, with
-    runtime onnxruntime, exported to a temporary ONNX file). `compared`: `input_size` is
+    """Open an ONNX file in ONNX Runtime (or OpenVINO), or a compress checkpoint in torch
+    (or, with runtime onnxruntime or openvino, exported to a temporary ONNX file). `compared`: `input_size` is
     that of the model this one is timed against, not the user's."""
     path = Path(path)
     if not path.is_file():
@@ -80,7 +80,12 @@ def open_model(path: str | Path, options: RunnerOptions = RunnerOptions(),
     if choice.runtime == "torch":
         return _open_checkpoint(path, choice.device, options, input_size)
     onnx_path = path if path.suffix == ".onnx" else _exported(path, input_size)
-    opened = _open_onnx(onnx_path, choice.provider, options.threads, input_size, compared)
+    opened = _open_onnx(onnx_path, choice.provider or "cpu", options.threads, input_size,
+                        compared)
+    if choice.runtime == "openvino":  # checked and read in ONNX Runtime, run in OpenVINO
+        from compress.measure.openvino_runner import OvRunner
+
+        opened.runner = OvRunner.open(onnx_path, options.threads)
     if onnx_path != path:
         opened.exported_from = str(path)
     return opened
@@ -230,7 +235,7 @@ class Ceilings:
 def _ceilings(target: BenchModel, options: RunnerOptions, warmup: int, runs: int,
               peak: bool) -> Ceilings:
     runner = target.runner
-    if isinstance(runner, OrtRunner):
+    if not isinstance(runner, TorchRunner):  # an ONNX file on a CPU or ONNX Runtime provider
         return Ceilings(peak_gflops(runner.provider_key, options.threads) if peak else None)
     classes = len(target.classes) if target.classes else 1
     floor_ms = launch_floor_ms(runner.device, classes, target.input_size,
@@ -281,8 +286,8 @@ def bench_files(model_path: str | Path, other_path: str | Path | None = None, *,
     other = open_model(other_path, options, target.input_size, compared=True) \
         if other_path else None
     if profile and not isinstance(target.runner, OrtRunner):
-        raise UserError("--profile: only ONNX files are profiled, in ONNX Runtime (give "
-                        "--runtime onnxruntime to export the checkpoint)")
+        raise UserError("--profile: ONNX files are profiled in ONNX Runtime only (give "
+                        "--runtime onnxruntime; a checkpoint is exported first)")
     for batch in batches:  # before any line is printed: an error is the only line
         for opened in (target, other) if other else (target,):
             opened.check_batch(batch)

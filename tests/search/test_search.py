@@ -276,3 +276,27 @@ def test_a_study_continued_with_an_edited_space_is_refused_with_one_line(tmp_pat
                        "--set", "search.proxy_epochs=0",
                        "--set", "search.params.[stages.0.target_macs]={choices: [0.5, 0.6]}"],
                       "search.params.stages.0.target_macs", "another kind of range")
+
+
+@pytest.mark.slow
+def test_a_tracked_search_logs_each_trial_as_a_child_of_the_study(tmp_path, search_recipe):
+    from compress.tracking import mlflow_problem
+
+    if mlflow_problem():
+        pytest.skip(f"{mlflow_problem()}; search tracking is untested here")
+    from mlflow.tracking import MlflowClient
+
+    out = tmp_path / "runs" / "search"
+    code, output = run_cli(["search", search_recipe, "--trials", 2, "--out", out, "--track",
+                            "mlflow"])
+    assert code == 0, output
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("compress").experiment_id])
+    (study,) = [run for run in runs if run.info.run_name == "search search"]
+    trials = [run for run in runs if run is not study]
+    assert sorted(run.info.run_name for run in trials) == ["search-0000", "search-0001"]
+    assert {run.data.tags["mlflow.parentRunId"] for run in trials} == {study.info.run_id}
+    assert all(run.info.status == "FINISHED" for run in runs)
+    assert all("macro_f1" in run.data.metrics for run in trials)
+    assert study.data.params["search.params.stages.1.lr.log"] == "True"
+    assert {item.path for item in client.list_artifacts(study.info.run_id)} >= {"pareto.md"}

@@ -75,7 +75,8 @@ def test_profile_gives_each_op_types_share_of_the_time(tmp_path, tiny_onnx, tiny
     assert code == 0 and "share of the time per op type" in output, output
     checkpoint = save_checkpoint(tmp_path / "tiny.safetensors",
                                  Checkpoint(tiny_model, tiny_model_spec, TINY_CLASSES, 32))
-    assert_user_error(["bench", checkpoint, "--profile"], "--profile", "only ONNX files")
+    assert_user_error(["bench", checkpoint, "--profile"], "--profile",
+                      "profiled in ONNX Runtime only")
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in onnxruntime.get_available_providers(),

@@ -1,0 +1,219 @@
+"""report.html: a run (or several, side by side) as one self-contained page: the stage table,
+macro F1 against latency, the per-layer plan or pruned widths where the run has them, the
+parity checks, the final model in each runtime, the distance to the floor and the device.
+Plots are PNGs embedded as data: URIs, so the file opens anywhere with no network.
+
+A run's figures come from its stage records (stages/*/record.json), so an interrupted run
+has a page too; what only the end of a run writes (device, runtimes, floor) comes from its
+report.json where there is one.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from compress.errors import UserError
+from compress.fileio import write_atomic
+from compress.pipeline.report import COLUMNS, row_cells, runtime_lines
+from compress.pipeline.runstore import RunStore, StageRecord
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:72em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em
+.6em;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+code{background:#f3f3f3;padding:0 .2em}img{max-width:100%}.note{color:#555}"""
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's records and, where the run finished, its report.json."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such run folder")
+    records = RunStore(root).completed()
+    if not records:
+        raise UserError(f"{root}: no finished stage (stages/*/record.json); is it a run folder "
+                        "of compress run?")
+    report_path = root / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    return {"name": root.name, "root": root, "records": records, "report": report}
+
+
+def write_html_report(run_dirs: list[str | Path], out: str | Path) -> Path:
+    """One run's page, or with several runs their comparison (a table per run, one plot
+    with a series per run), written atomically to `out`."""
+    runs = [read_run(run_dir) for run_dir in run_dirs]
+    title = f"compress run {runs[0]['name']}" if len(runs) == 1 else \
+        "compress runs compared: " + ", ".join(run["name"] for run in runs)
+    body = [f"<h1>{_e(title)}</h1>",
+            "<h2>Macro F1 against batch-1 latency</h2>", _image(_f1_latency_png(runs),
+                                                                 "macro F1 against latency")]
+    for run in runs:
+        body += _run_sections(run, heading=len(runs) > 1)
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+    write_atomic(Path(out), page)
+    return Path(out)
+
+
+def _run_sections(run: dict[str, Any], heading: bool) -> list[str]:
+    records: list[StageRecord] = run["records"]
+    report = run["report"]
+    parts = [f"<h2>{_e(run['name'])}</h2>"] if heading else []
+    parts.append(f"<p class=\"note\">Run folder <code>{_e(run['root'])}</code>; input "
+                 f"<code>{_e(report.get('recipe', {}).get('checkpoint', '?'))}</code>"
+                 + ("" if report else "; not finished (no report.json)") + ".</p>")
+    parts += [f"<p class=\"note\">{_e(note)}</p>" for note in report.get("notes", [])]
+    parts += ["<h3>Stages</h3>", _table(COLUMNS, [row_cells(r) for r in records]),
+              f"<p class=\"note\">Latency: batch-1 median in {_e(records[0].provider)}; "
+              "speed-up: the stage and the input timed interleaved.</p>"]
+    notes = [(f"{r.index}:{r.name}", r.note) for r in records if r.note]
+    if notes:
+        parts += ["<h3>Stage notes</h3>", _table(("stage", "note"), notes)]
+    parts += _plan_sections(records)
+    parts += _parity_section(records)
+    if report.get("runtimes"):
+        parts += ["<h3>The final model in each runtime</h3>",
+                  _markdown_table(runtime_lines(report["runtimes"]))]
+    floor = report.get("distance_to_floor")
+    if floor:
+        parts += ["<h3>Distance to the floor</h3>", f"<p>{floor['gflops']:.2f} GFLOP/s "
+                  f"achieved in {_e(floor.get('runtime', records[-1].provider))} at batch 1, "
+                  f"{floor['share_of_peak']:.1%} of this device's {_e(floor.get('peak_kind', 'float32'))} "
+                  f"matrix-product peak ({floor['peak_gflops']:.1f} GFLOP/s).</p>"]
+    if report.get("device"):
+        device = {key: ", ".join(value) if key == "cpu_flags" else
+                  json.dumps(value) if isinstance(value, dict) else value
+                  for key, value in report["device"].items()}
+        parts += ["<h3>Device</h3>", _table(("what", "value"), list(device.items()))]
+    return parts
+
+
+def _plan_sections(records: list[StageRecord]) -> list[str]:
+    """A plan stage's chosen cuts; a prune stage's widths before and after, as a plot."""
+    parts = []
+    for record in records:
+        result, stage = record.result, f"{record.index}:{record.name}"
+        if result.get("chosen"):
+            parts += [f"<h3>Per-layer plan of stage {_e(stage)}</h3>",
+                      _table(("cut", "layer", "amount", "latency saved", "F1 drop alone",
+                              "F1 drop in the plan"),
+                             [(c["kind"], c["target"], _num(c.get("amount"), ".2f"),
+                               _num(c.get("saved"), ".1%"), _num(c.get("f1_drop"), ".4f"),
+                               _num(c.get("f1_drop_in_plan"), ".4f"))
+                              for c in result["chosen"]])]
+        widths = result.get("widths")
+        if widths:
+            parts += [f"<h3>Channels per layer, stage {_e(stage)}</h3>",
+                      _image(_widths_png(widths, stage), f"channels per layer, {stage}")]
+        sensitivity = result.get("sensitivity")
+        if sensitivity:
+            parts += [f"<h3>Sensitivity measured by stage {_e(stage)}</h3>",
+                      f"<pre>{_e(json.dumps(sensitivity, indent=1)[:20000])}</pre>"]
+    return parts
+
+
+def _parity_section(records: list[StageRecord]) -> list[str]:
+    rows = []
+    for record in records:
+        stage, result = f"{record.index}:{record.name}", record.result
+        for name, check in (result.get("checks") or {}).items():
+            if isinstance(check, dict):
+                rows.append((stage, name, _num(check.get("relative_error"), ".2e"),
+                             _num(check.get("top1_agreement"), ".1%")))
+        if result.get("top1_agreement") is not None:
+            rows.append((stage, f"INT8 against float32 ({result.get('checked_on', '')})", "",
+                         _num(result["top1_agreement"], ".1%")))
+        if record.deployed_top1_agreement is not None:
+            rows.append((stage, "timed form against float32 ONNX", "",
+                         _num(record.deployed_top1_agreement, ".1%")))
+    if not rows:
+        return []
+    return ["<h3>Parity checks</h3>",
+            _table(("stage", "check", "relative error", "top-1 agreement"), rows)]
+
+
+def _f1_latency_png(runs: list[dict[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7, 4.5))
+    try:
+        for run in runs:
+            shown = [r for r in run["records"] if r.macro_f1 is not None]
+            ax.plot([r.latency_ms for r in shown], [r.macro_f1 for r in shown], "-o",
+                    label=run["name"])
+            for r in shown:
+                ax.annotate(f"{r.index}:{r.name}", (r.latency_ms, r.macro_f1),
+                            textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel(f"batch-1 latency, ms ({runs[0]['records'][0].provider})")
+        ax.set_ylabel("macro F1 (val)")
+        ax.grid(alpha=0.3)
+        if len(runs) > 1:
+            ax.legend(fontsize=8)
+        return _png(figure)
+    finally:
+        plt.close(figure)
+
+
+def _widths_png(widths: dict[str, list[int]], stage: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(widths)
+    figure, ax = plt.subplots(figsize=(max(6, len(names) * 0.22), 3.5))
+    try:
+        positions = range(len(names))
+        ax.bar(positions, [w[0] for w in widths.values()], color="#ccc", label="before")
+        ax.bar(positions, [w[1] for w in widths.values()], color="tab:blue", label="after")
+        ax.set_xticks(list(positions), names, rotation=90, fontsize=6)
+        ax.set_ylabel("output channels")
+        ax.set_title(f"stage {stage}")
+        ax.legend(fontsize=8)
+        return _png(figure)
+    finally:
+        plt.close(figure)
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _image(png: bytes, alt: str) -> str:
+    return f"<img alt=\"{_e(alt)}\" src=\"data:image/png;base64," \
+           f"{base64.b64encode(png).decode('ascii')}\">"
+
+
+def _table(header: tuple | list, rows: list) -> str:
+    head = "".join(f"<th>{_e(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in row) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _markdown_table(lines: list[str]) -> str:
+    """runtime_lines' Markdown (a heading, a table, sentences) as HTML."""
+    rows = [line.strip("|").split(" | ") for line in lines if line.startswith("| ")]
+    sentences = [line for line in lines if line and line[0] not in "#|"]
+    return _table([cell.strip() for cell in rows[0]], [[c.strip() for c in row]
+                                                        for row in rows[1:]]) + \
+        "".join(f"<p>{_e(sentence)}</p>" for sentence in sentences)
+
+
+def _num(value: Any, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))

@@ -1,0 +1,123 @@
+"""OpenVINO as a measured runtime (the `openvino` extra): bench, predict and a recipe's stages
+timed in it, its parity checks, the final model compared across runtimes in the report; and
+without the extra, one error line where it is asked for and nothing else changed."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from conftest import TINY_CLASSES, assert_user_error, make_image_folder, run_cli, write_tiny_recipe
+
+from compress.checkpoint import Checkpoint, save_checkpoint
+from compress.errors import UserError
+from compress.measure.openvino_runner import openvino_problem
+from compress.measure.runners import OrtRunner
+from compress.measure.runtime import choose_stage_runtime
+
+FAST = ["--warmup", "1", "--runs", "4"]
+needs_openvino = pytest.mark.skipif(openvino_problem() is not None,
+                                    reason=f"{openvino_problem()}; the OpenVINO paths are "
+                                           "untested here")
+
+
+@pytest.fixture()
+def without_openvino(monkeypatch):
+    """As on a machine without the extra: `import openvino` fails."""
+    monkeypatch.setitem(sys.modules, "openvino", None)
+
+
+@needs_openvino
+def test_openvino_runs_the_onnx_file_as_onnxruntime_does(tiny_onnx):
+    from compress.measure.openvino_runner import OvRunner
+
+    images = np.random.default_rng(0).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    openvino, onnxruntime = OvRunner.open(tiny_onnx), OrtRunner.open(tiny_onnx)
+    expected = onnxruntime(onnxruntime.prepare(images))
+    got = openvino(openvino.prepare(images))
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4
+    assert openvino.input_size() == onnxruntime.input_size() == 32
+    assert openvino.fixed_batch() is onnxruntime.fixed_batch() is None  # dynamic batch
+
+
+@needs_openvino
+def test_bench_in_openvino_against_another_file(tmp_path, tiny_onnx):
+    code, output = run_cli(["bench", tiny_onnx, "--runtime", "openvino", "--compare",
+                            tiny_onnx, "--batch", "1", "--json", "--no-peak", *FAST])
+    assert code == 0, output
+    (row,) = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert row["provider"] == "OpenVINO CPU" and row["speedup_vs_compare"] > 0
+
+
+@needs_openvino
+def test_predict_in_openvino_gives_onnxruntimes_classes(tmp_path, tiny_onnx):
+    images = make_image_folder(tmp_path / "imgs", {"test": 6}) / "test"
+    rows = {}
+    for runtime in ("onnxruntime", "openvino"):
+        out = tmp_path / f"{runtime}.csv"
+        code, output = run_cli(["predict", tiny_onnx, "--images", images, "--out", out,
+                                "--runtime", runtime, "--workers", "0"])
+        assert code == 0, output
+        rows[runtime] = out.read_text().splitlines()
+    assert len(rows["openvino"]) == len(rows["onnxruntime"]) > 1
+    agreeing = sum(a == b for a, b in zip(rows["onnxruntime"], rows["openvino"]))
+    assert agreeing >= len(rows["openvino"]) - 1  # float32 in both: at most one near tie
+
+
+@needs_openvino
+@pytest.mark.slow
+def test_a_recipe_timed_in_openvino(tmp_path, tiny_model, tiny_model_spec, tiny_data):
+    checkpoint = save_checkpoint(tmp_path / "tiny.safetensors",
+                                 Checkpoint(tiny_model, tiny_model_spec, TINY_CLASSES, 32))
+    recipe = write_tiny_recipe(tmp_path / "r.yaml", checkpoint, tiny_data,
+                               [{"prune": {"ratio": 0.25}}, {"export": {"fp16": True}}],
+                               bench={"batch_sizes": [1], "warmup": 1, "runs": 3,
+                                      "runtime": "openvino"})
+    out = tmp_path / "run"
+    code, output = run_cli(["run", recipe, "--out", out])
+    assert code == 0, output
+    report = json.loads((out / "report.json").read_text())
+    assert {stage["provider"] for stage in report["stages"]} == {"OpenVINO CPU"}
+    checks = report["stages"][-1]["result"]["checks"]
+    assert checks["openvino_fp32"]["relative_error"] < 1e-4
+    assert checks["openvino_fp16"]["top1_agreement"] >= 0.9
+    runtimes = report["runtimes"]
+    assert set(runtimes["runtimes"]) == {"onnxruntime", "openvino"}
+    assert runtimes["fastest"] in runtimes["runtimes"]
+    assert runtimes["runtimes"]["onnxruntime"]["speedup_vs_onnxruntime"] == 1.0
+    assert runtimes["runtimes"]["openvino"]["top1_agreement_with_onnxruntime"] >= 0.9
+    assert report["device"]["runtime"] == "openvino"
+    markdown = (out / "report.md").read_text()
+    assert "OpenVINO (CPU)" in markdown and "Fastest:" in markdown
+
+
+def test_bad_openvino_requests_are_one_error_line(tiny_onnx):
+    assert_user_error(["bench", tiny_onnx, "--runtime", "openvino", "--device", "cuda"],
+                      "OpenVINO runs here on the CPU only")
+    assert_user_error(["bench", tiny_onnx, "--runtime", "openvino", "--provider", "tensorrt"],
+                      "--provider tensorrt is ONNX Runtime's")
+    with pytest.raises(UserError, match="bench.runtime openvino times on the CPU"):
+        choose_stage_runtime("cuda:0", "openvino")  # a recipe's stages on a GPU
+
+
+def test_without_openvino_asking_for_it_is_one_error_line(tmp_path, tiny_onnx,
+                                                         tiny_checkpoint, tiny_data,
+                                                         without_openvino):
+    assert_user_error(["bench", tiny_onnx, "--runtime", "openvino"],
+                      "OpenVINO is not installed", "pip install -e '.[openvino]'")
+    recipe = write_tiny_recipe(tmp_path / "r.yaml", tiny_checkpoint, tiny_data,
+                               [{"export": {}}], bench={"runtime": "openvino"})
+    assert_user_error(["run", recipe, "--out", tmp_path / "run"], "OpenVINO is not installed")
+
+
+def test_without_openvino_a_run_reports_onnxruntime_alone(tmp_path, tiny_checkpoint,
+                                                         tiny_data, without_openvino):
+    recipe = write_tiny_recipe(tmp_path / "r.yaml", tiny_checkpoint, tiny_data,
+                               [{"export": {}}])
+    code, output = run_cli(["run", recipe, "--out", tmp_path / "run"])
+    assert code == 0, output
+    runtimes = json.loads((tmp_path / "run" / "report.json").read_text())["runtimes"]
+    assert list(runtimes["runtimes"]) == ["onnxruntime"] and runtimes["fastest"] == "onnxruntime"
+    assert "OpenVINO is not installed" in runtimes["notes"][0]
