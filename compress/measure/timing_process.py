@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from compress.errors import UserError
 from compress.measure.latency import (
     Comparison,
@@ -35,15 +37,35 @@ from compress.measure.latency import (
 )
 from compress.measure.runtime import RuntimeChoice
 
+
+@dataclass
+class Classes:
+    """Each runner's top-1 class of every image, in order."""
+
+    per_runner: list[list[int]]
+
+
+def top1_classes(runners: list[Any], images: str, chunk: int = 32) -> Classes:
+    """Every runner's classes of the images saved at `images` (an .npy batch), fed `chunk`
+    at a time (or the runner's fixed batch)."""
+    batch = np.load(images)
+    per_runner = []
+    for runner in runners:
+        size = runner.fixed_batch() or chunk
+        per_runner.append([int(c) for start in range(0, len(batch), size) for c in
+                           runner(runner.prepare(batch[start:start + size])).argmax(1)])
+    return Classes(per_runner)
+
+
 KINDS = {"compare": (compare_latency, Comparison), "in_turn": (time_in_turn, InTurn),
-         "latency": (measure_latency, Latency)}
+         "latency": (measure_latency, Latency), "classes": (top1_classes, Classes)}
 
 
 @dataclass(frozen=True)
 class Job:
     """One timing: `kind` names the function of compress.measure.latency (compare:
     compare_latency of A against B; in_turn: time_in_turn; latency: measure_latency of one
-    file), `timing` its keyword arguments besides the runners; `runtimes`, where given, the
+    file; or classes: top1_classes, no timing), `timing` its keyword arguments besides the runners; `runtimes`, where given, the
     runtime of each path (onnxruntime or openvino, the same file in several), else all run in
     the request's runtime."""
 
@@ -63,6 +85,12 @@ def in_turn(paths: list, runtimes: list[str] | None = None, **timing: Any) -> Jo
 
 def latency(path: str | Path, **timing: Any) -> Job:
     return Job("latency", _absolute([path]), timing)
+
+
+def classes(paths: list, runtimes: list[str], images: str | Path) -> Job:
+    """Each file's top-1 classes of the images in the .npy file `images`, in its runtime:
+    OpenVINO's outputs checked without loading it in the caller's process."""
+    return Job("classes", _absolute(paths), {"images": _absolute([images])[0]}, runtimes)
 
 
 def _absolute(paths: list) -> list[str]:
@@ -141,8 +169,8 @@ def _serve(request: dict) -> list[dict]:
         runners = [_open_runner(path, in_runtime, request["threads"])
                    for path, in_runtime in zip(job["paths"], runtimes)]
         timed = KINDS[job["kind"]][0]
-        result = timed(runners, **job["timing"]) if job["kind"] == "in_turn" else \
-            timed(*runners, **job["timing"])
+        result = timed(runners, **job["timing"]) if job["kind"] in ("in_turn", "classes") \
+            else timed(*runners, **job["timing"])
         replies.append(asdict(result))
         del runners  # one job's sessions and their threads are gone before the next starts
     return replies

@@ -5,6 +5,7 @@ without the extra, one error line where it is asked for and nothing else changed
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -91,6 +92,25 @@ def test_a_recipe_timed_in_openvino(tmp_path, tiny_model, tiny_model_spec, tiny_
     assert report["device"]["runtime"] == "openvino"
     markdown = (out / "report.md").read_text()
     assert "OpenVINO (CPU)" in markdown and "Fastest:" in markdown
+
+
+@needs_openvino
+def test_a_run_compares_runtimes_without_loading_openvino_in_its_process(tmp_path,
+                                                                          tiny_checkpoint,
+                                                                          tiny_data):
+    """The report's OpenVINO figures come from the timing process: a quantisation in a
+    process where OpenVINO had run once ended in a segmentation fault."""
+    recipe = write_tiny_recipe(tmp_path / "r.yaml", tiny_checkpoint, tiny_data,
+                               [{"export": {}}])
+    script = ("import sys; from compress.cli import main; "
+              f"main(['run', {str(recipe)!r}, '--out', {str(tmp_path / 'run')!r}], "
+              "standalone_mode=False); print('openvino' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "False", done.stdout
+    runtimes = json.loads((tmp_path / "run" / "report.json").read_text())["runtimes"]
+    assert set(runtimes["runtimes"]) == {"onnxruntime", "openvino"}
+    assert runtimes["runtimes"]["openvino"]["top1_agreement_with_onnxruntime"] >= 0.75
 
 
 def test_bad_openvino_requests_are_one_error_line(tiny_onnx):
