@@ -144,7 +144,8 @@ class _Run:
                 self._apply(index, name, stage)
         records = [self.done[i] for i in sorted(self.done)]
         floor = self.measurer.distance_to_floor(records[-1])
-        runtimes = self.measurer.runtimes_compared(records[-1])
+        runtimes = self.measurer.runtimes_compared(records[-1]) \
+            if self.recipe.bench.compare_runtimes else None
         device = self.measurer.device_fingerprint()
         paths = write_report(self.out_dir, records, self.recipe.model_dump(mode="json"),
                              self.notes, floor, runtimes, device)

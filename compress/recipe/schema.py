@@ -80,6 +80,9 @@ class BenchSection(_Strict):
     warmup: int = Field(10, ge=0)
     runs: int = Field(50, ge=3)
     threads: int | None = Field(None, ge=1)
+    compare_runtimes: bool = Field(
+        True, description="on the CPU, time the final model in every installed runtime "
+        "(ONNX Runtime, OpenVINO) in turn and check their classes agree, for the report")
 
     @field_validator("batch_sizes")
     @classmethod

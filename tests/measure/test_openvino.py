@@ -19,6 +19,7 @@ from compress.measure.runners import OrtRunner
 from compress.measure.runtime import choose_stage_runtime
 
 FAST = ["--warmup", "1", "--runs", "4"]
+COMPARED = {"batch_sizes": [1], "warmup": 1, "runs": 3, "compare_runtimes": True}
 needs_openvino = pytest.mark.skipif(openvino_problem() is not None,
                                     reason=f"{openvino_problem()}; the OpenVINO paths are "
                                            "untested here")
@@ -75,7 +76,7 @@ def test_a_recipe_timed_in_openvino(tmp_path, tiny_model, tiny_model_spec, tiny_
     recipe = write_tiny_recipe(tmp_path / "r.yaml", checkpoint, tiny_data,
                                [{"prune": {"ratio": 0.25}}, {"export": {"fp16": True}}],
                                bench={"batch_sizes": [1], "warmup": 1, "runs": 3,
-                                      "runtime": "openvino"})
+                                      "runtime": "openvino", "compare_runtimes": True})
     out = tmp_path / "run"
     code, output = run_cli(["run", recipe, "--out", out])
     assert code == 0, output
@@ -101,7 +102,7 @@ def test_a_run_compares_runtimes_without_loading_openvino_in_its_process(tmp_pat
     """The report's OpenVINO figures come from the timing process: a quantisation in a
     process where OpenVINO had run once ended in a segmentation fault."""
     recipe = write_tiny_recipe(tmp_path / "r.yaml", tiny_checkpoint, tiny_data,
-                               [{"export": {}}])
+                               [{"export": {}}], bench=COMPARED)
     script = ("import sys; from compress.cli import main; "
               f"main(['run', {str(recipe)!r}, '--out', {str(tmp_path / 'run')!r}], "
               "standalone_mode=False); print('openvino' in sys.modules)")
@@ -135,7 +136,7 @@ def test_without_openvino_asking_for_it_is_one_error_line(tmp_path, tiny_onnx,
 def test_without_openvino_a_run_reports_onnxruntime_alone(tmp_path, tiny_checkpoint,
                                                          tiny_data, without_openvino):
     recipe = write_tiny_recipe(tmp_path / "r.yaml", tiny_checkpoint, tiny_data,
-                               [{"export": {}}])
+                               [{"export": {}}], bench=COMPARED)
     code, output = run_cli(["run", recipe, "--out", tmp_path / "run"])
     assert code == 0, output
     runtimes = json.loads((tmp_path / "run" / "report.json").read_text())["runtimes"]

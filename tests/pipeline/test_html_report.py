@@ -4,6 +4,7 @@ one is installed (.ci/run installs Debian's chromium)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -23,14 +24,18 @@ IMAGE_PROBE = ("<script>window.addEventListener('load', () => document.body.setA
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, tiny_data):
-    """Two finished runs of a tiny checkpoint: one pruned and exported, one exported."""
+    """Two finished runs of a tiny checkpoint: one pruned and exported with its final model
+    compared across runtimes, one exported without."""
     folder = tmp_path_factory.mktemp("html")
     checkpoint = save_checkpoint(folder / "tiny.safetensors", Checkpoint(
         build_model(tiny_spec()).eval(), tiny_spec(), TINY_CLASSES, 32))
     runs = []
-    for name, stages in (("pruned", [{"prune": {"ratio": 0.25}}, {"export": {"fp16": True}}]),
-                         ("plain", [{"export": {}}])):
-        recipe = write_tiny_recipe(folder / f"{name}.yaml", checkpoint, tiny_data, stages)
+    for name, stages, compared in (
+            ("pruned", [{"prune": {"ratio": 0.25}}, {"export": {"fp16": True}}], True),
+            ("plain", [{"export": {}}], False)):
+        recipe = write_tiny_recipe(folder / f"{name}.yaml", checkpoint, tiny_data, stages,
+                                   bench={"batch_sizes": [1], "warmup": 1, "runs": 3,
+                                          "compare_runtimes": compared})
         code, output = run_cli(["run", recipe, "--out", folder / name])
         assert code == 0, output
         runs.append(folder / name)
@@ -52,6 +57,9 @@ def test_every_run_writes_a_self_contained_page(two_runs):
     sources = _images(page)
     assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing to fetch
+    uncompared = json.loads((two_runs[1] / "report.json").read_text())
+    assert uncompared["runtimes"] is None  # bench.compare_runtimes: false
+    assert "The final model in each runtime" not in (two_runs[1] / "report.html").read_text()
 
 
 def test_report_compares_runs_in_one_page(tmp_path, two_runs):
