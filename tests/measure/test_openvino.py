@@ -74,7 +74,9 @@ def test_a_recipe_timed_in_openvino(tmp_path, tiny_model, tiny_model_spec, tiny_
     checkpoint = save_checkpoint(tmp_path / "tiny.safetensors",
                                  Checkpoint(tiny_model, tiny_model_spec, TINY_CLASSES, 32))
     recipe = write_tiny_recipe(tmp_path / "r.yaml", checkpoint, tiny_data,
-                               [{"prune": {"ratio": 0.25}}, {"export": {"fp16": True}}],
+                               [{"prune": {"ratio": 0.25}}, {"export": {"fp16": True}},
+                                {"quantize": {"calibration_images": 8, "timing_runs": 10,
+                                              "min_agreement": 0.0}}],
                                bench={"batch_sizes": [1], "warmup": 1, "runs": 3,
                                       "runtime": "openvino", "compare_runtimes": True})
     out = tmp_path / "run"
@@ -82,9 +84,14 @@ def test_a_recipe_timed_in_openvino(tmp_path, tiny_model, tiny_model_spec, tiny_
     assert code == 0, output
     report = json.loads((out / "report.json").read_text())
     assert {stage["provider"] for stage in report["stages"]} == {"OpenVINO CPU"}
-    checks = report["stages"][-1]["result"]["checks"]
+    checks = report["stages"][2]["result"]["checks"]
     assert checks["openvino_fp32"]["relative_error"] < 1e-4
     assert checks["openvino_fp16"]["top1_agreement"] >= 0.9
+    # The INT8 file timed and checked in OpenVINO, after OpenVINO ran in this process.
+    quantized = report["stages"][3]["result"]
+    assert quantized["int8_speedup_vs_float32_b1"] > 0 and quantized["kept"] in ("int8",
+                                                                                 "float32")
+    assert 0 <= quantized["top1_agreement"] <= 1
     runtimes = report["runtimes"]
     assert set(runtimes["runtimes"]) == {"onnxruntime", "openvino"}
     assert runtimes["fastest"] in runtimes["runtimes"]
