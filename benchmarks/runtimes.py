@@ -1,13 +1,13 @@
-"""ONNX Runtime against OpenVINO on this CPU: each model's float32 ONNX file and its INT8 file
-(the quantize stage's QDQ file, calibrated on held-out train images), in both runtimes, all
-timed in turn in one sitting at batch 1 and at batch 8; and each runtime's top-1 agreement with
+"""ONNX Runtime against OpenVINO on this CPU: each model's float32 ONNX file and its two INT8
+files (the quantize stage's QDQ file by ONNX Runtime's quantiser and by OpenVINO's NNCF, both
+calibrated on 200 train images), in both runtimes, all timed in turn in one sitting at batch 1 and at batch 8; and each runtime's top-1 agreement with
 ONNX Runtime's float32 classes on the val images. Needs the openvino extra and
 ../shared/data/trashnet (or --data).
 
     python benchmarks/runtimes.py [NAME=CHECKPOINT ...] [--runs 200] [--json OUT.json]
 
 Without models: the shipped baseline, and the default recipe's final model where
-runs/default_s42 holds it (compress run recipes/default.yaml --out runs/default_s42).
+runs/default_s42 holds it (compress run recipes/mnv3_tucker.yaml --out runs/default_s42).
 Speed-ups are against the first model's float32 file in ONNX Runtime, from the same turns.
 """
 
@@ -35,24 +35,29 @@ DEFAULT_MODELS = {"baseline": REPO / "checkpoints" / "mnv3_trashnet.safetensors"
                   "default recipe": REPO / "runs" / "default_s42" / "stages" / "07-export" /
                   "model.safetensors"}
 RUNTIMES = ("onnxruntime", "openvino")
+PRECISIONS = ("float32", "INT8 ORT", "INT8 NNCF")  # INT8 by ONNX Runtime's quantiser / NNCF
 
 
-def float32_and_int8(checkpoint: Path, data: str, folder: Path) -> tuple[Path, Path]:
-    """The checkpoint's float32 ONNX file and its INT8 QDQ file, made by the quantize stage
-    with the default recipe's settings (INT8 kept whatever its agreement: it is measured
-    here). In a `compress run` process of its own: a quantisation in a process where
-    OpenVINO had run once ended in a segmentation fault (OpenVINO 2026.4, torch 2.14)."""
+def quantized_files(checkpoint: Path, data: str, folder: Path) -> tuple[Path, Path, Path]:
+    """The checkpoint's float32 ONNX file, its INT8 QDQ file by ONNX Runtime's quantiser and
+    its INT8 file by NNCF, made by the quantize stage with the default recipe's settings
+    (INT8 kept whatever its agreement: it is measured here). In a `compress run` process of
+    its own: a quantisation in a process where OpenVINO had run once ended in a segmentation
+    fault (OpenVINO 2026.4, torch 2.14)."""
+    settings = {"exclude": ["/model/model.0/*", "/model/model.1/*"], "keep": "int8",
+                "min_agreement": 0.0, "timing_runs": 10}
     recipe = {"checkpoint": str(Path(checkpoint).resolve()), "data": {"root": data},
-              "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3},
-              "stages": [{"quantize": {"exclude": ["/model/model.0/*", "/model/model.1/*"],
-                                       "keep": "int8", "min_agreement": 0.0,
-                                       "timing_runs": 10}}]}
+              "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3,
+                        "compare_runtimes": False},
+              "stages": [{"quantize": settings},
+                         {"quantize": settings | {"quantizer": "nncf"}}]}
     folder.mkdir(parents=True)
     (folder / "recipe.yaml").write_text(json.dumps(recipe))  # JSON is YAML
     subprocess.run([sys.executable, "-m", "compress", "run", str(folder / "recipe.yaml"),
                     "--out", str(folder / "run")], check=True, stdout=subprocess.DEVNULL)
-    return (folder / "run" / "stages" / "00-input" / "model.onnx",
-            folder / "run" / "stages" / "01-quantize" / "model_int8.onnx")
+    stages = folder / "run" / "stages"
+    return (stages / "00-input" / "model.onnx", stages / "01-quantize" / "model_int8.onnx",
+            stages / "02-quantize" / "model_int8.onnx")
 
 
 def agreements(files: list[tuple[Path, str]], data: str, checkpoint: Path) -> list[float]:
@@ -89,11 +94,12 @@ def main() -> None:
         entries = []  # (model, precision, runtime, file)
         files = {}
         for name, checkpoint in models.items():
-            print(f"{name}: float32 export and INT8 quantisation of {checkpoint}", flush=True)
-            files[name] = float32_and_int8(Path(checkpoint), args.data, Path(tmp) / name)
+            print(f"{name}: float32 export and INT8 quantisation (ONNX Runtime, NNCF) of "
+                  f"{checkpoint}", flush=True)
+            files[name] = quantized_files(Path(checkpoint), args.data, Path(tmp) / name)
         for name, checkpoint in models.items():
             mine = [(name, precision, runtime, path)
-                    for precision, path in zip(("float32", "INT8"), files[name])
+                    for precision, path in zip(PRECISIONS, files[name])
                     for runtime in RUNTIMES]
             found = agreements([(path, runtime) for *_, runtime, path in mine], args.data,
                                Path(checkpoint))

@@ -1,4 +1,5 @@
-"""INT8 quantization with ONNX Runtime, kept only when it is correct and (by default) faster.
+"""INT8 quantization with ONNX Runtime (or OpenVINO's NNCF: `quantizer: nncf`), kept only when
+it is correct and (by default) faster.
 
 The stage exports the float32 model, runs ONNX Runtime's pre-processing (shape inference
 and graph optimisation), quantizes statically (calibrated on training images through the
@@ -18,13 +19,14 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from compress.data.training_data import calibration_subset
 from compress.data.transforms import eval_transform
 from compress.device import cpu_flags, int8_saturation_remedy
 from compress.errors import StageFailed
+from compress.ops.nncf_quantize import nncf_problem, quantize_with_nncf
 from compress.ops.onnx_export import export_onnx, set_metadata
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.export import parity_images
@@ -79,12 +81,31 @@ class QuantizeConfig(StageConfig):
         "auto", description="remedy for the U8S8 saturation of x86 CPUs without VNNI: auto "
         "takes reduce_range (7-bit weights) there and none on CPUs with VNNI; u8u8: unsigned "
         "weights (ONNX Runtime's other documented remedy)")
+    quantizer: Literal["onnxruntime", "nncf"] = Field(
+        "onnxruntime", description="who writes the INT8 file: ONNX Runtime's static "
+        "quantiser, or OpenVINO's NNCF (post-training, its ONNX backend; the openvino extra; "
+        "static only; exclude is honoured, the range options are ONNX Runtime's). Either way "
+        "the file is timed and checked in the stages' runtime and kept only where it is "
+        "faster and correct")
+    nncf_preset: Literal["performance", "mixed"] = Field(
+        "performance", description="NNCF's preset: performance (symmetric activations) or "
+        "mixed (asymmetric activations)")
     min_speedup: float = Field(
         1.2, ge=1.0, description="keep: fastest switches to INT8 only above this speed-up: "
         "on the 2-core development VM the same pruned model's INT8 measured 0.81x, 1.12x and "
         "1.17x in three runs (200 interleaved runs each), and once 1.12x in the stage but "
         "0.81x in the pipeline's re-timing a minute later; a smaller 'gain' is noise there, "
         "and INT8 costs some macro F1")
+
+    @model_validator(mode="after")
+    def _nncf_can_run(self) -> "QuantizeConfig":
+        if self.quantizer == "nncf":
+            if self.mode != "static":
+                raise ValueError("quantizer nncf is static quantisation: drop mode: dynamic")
+            problem = nncf_problem()
+            if problem:
+                raise ValueError(f"quantizer nncf: {problem}")
+        return self
 
 
 def choose_model(agreement: float, min_agreement: float, speedup: float,
@@ -231,7 +252,11 @@ class Quantize(Stage):
         weights = q.QuantType.QUInt8 if remedy == "u8u8" else q.QuantType.QInt8
         excluded = [n.name for n in graph.node
                     if any(fnmatch.fnmatch(n.name, p) for p in cfg.exclude)]
-        if cfg.mode == "dynamic":
+        if cfg.quantizer == "nncf":
+            images, calibrated_on = calibration_images(ctx, cfg.calibration_images)
+            quantize_with_nncf(prepared, out, images.numpy(), excluded, cfg.nncf_preset)
+            calibrated_on += f" (NNCF, preset {cfg.nncf_preset})"
+        elif cfg.mode == "dynamic":
             q.quantize_dynamic(str(prepared), str(out), per_channel=cfg.per_channel,
                                weight_type=weights, reduce_range=remedy == "reduce_range",
                                nodes_to_exclude=excluded,

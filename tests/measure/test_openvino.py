@@ -17,6 +17,7 @@ from compress.errors import UserError
 from compress.measure.openvino_runner import openvino_problem
 from compress.measure.runners import OrtRunner
 from compress.measure.runtime import choose_stage_runtime
+from compress.ops.nncf_quantize import nncf_problem
 
 FAST = ["--warmup", "1", "--runs", "4"]
 COMPARED = {"batch_sizes": [1], "warmup": 1, "runs": 3, "compare_runtimes": True}
@@ -149,3 +150,39 @@ def test_without_openvino_a_run_reports_onnxruntime_alone(tmp_path, tiny_checkpo
     runtimes = json.loads((tmp_path / "run" / "report.json").read_text())["runtimes"]
     assert list(runtimes["runtimes"]) == ["onnxruntime"] and runtimes["fastest"] == "onnxruntime"
     assert "OpenVINO is not installed" in runtimes["notes"][0]
+
+
+needs_nncf = pytest.mark.skipif(nncf_problem() is not None,
+                                reason=f"{nncf_problem()}; the NNCF path is untested here")
+
+
+@needs_nncf
+@pytest.mark.slow
+def test_nncf_int8_is_timed_checked_and_kept_only_where_faster_and_correct(
+        tmp_path, tiny_checkpoint, tiny_data):
+    recipe = write_tiny_recipe(tmp_path / "r.yaml", tiny_checkpoint, tiny_data, [
+        {"quantize": {"quantizer": "nncf", "calibration_images": 8, "timing_runs": 10,
+                      "min_speedup": 1.0}}])
+    code, output = run_cli(["run", recipe, "--out", tmp_path / "run"])
+    assert code == 0, output
+    result = json.loads((tmp_path / "run" / "report.json").read_text())["stages"][1]["result"]
+    assert "NNCF" in result["calibrated_on"]
+    assert result["int8_ops"].get("QuantizeLinear", 0) > 0  # NNCF's QDQ file
+    speedup, agreement = result["int8_speedup_vs_float32_b1"], result["top1_agreement"]
+    assert speedup > 0 and 0 <= agreement <= 1
+    expected = "int8" if agreement >= 0.98 and speedup > 1.0 else "float32"
+    assert result["kept"] == expected, result["note"]
+
+
+def test_bad_nncf_requests_are_one_error_line(tmp_path, tiny_checkpoint, tiny_data,
+                                              monkeypatch):
+    dynamic = write_tiny_recipe(tmp_path / "d.yaml", tiny_checkpoint, tiny_data, [
+        {"quantize": {"quantizer": "nncf", "mode": "dynamic"}}])
+    assert_user_error(["run", dynamic, "--out", tmp_path / "run"], "quantizer nncf",
+                      "mode: dynamic")
+    monkeypatch.setitem(sys.modules, "nncf", None)  # as on a machine without the extra
+    missing = write_tiny_recipe(tmp_path / "m.yaml", tiny_checkpoint, tiny_data, [
+        {"quantize": {"quantizer": "nncf"}}])
+    assert_user_error(["run", missing, "--out", tmp_path / "run"], "NNCF",
+                      "pip install -e '.[openvino]'")
+    assert not (tmp_path / "run").exists()
