@@ -84,13 +84,14 @@ def make_image_folder(root: Path, per_class: dict[str, int], size: int = 40,
 def write_tiny_recipe(path: Path, checkpoint: Path, data: Path, stages: list[dict],
                       **sections) -> Path:
     """A recipe over the tiny checkpoint and folder: 8-image batches, no loader workers,
-    a few timed runs, the final model not compared across runtimes (tests of that ask for
-    it); `sections` replace or add top-level keys."""
+    a few timed runs without warm-up (figures are not what these tests check), the final
+    model not compared across runtimes (tests of that ask for it); `sections` replace or
+    add top-level keys."""
     import yaml
 
     recipe = {"checkpoint": str(checkpoint),
               "data": {"root": str(data), "batch_size": 8, "num_workers": 0},
-              "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3,
+              "bench": {"batch_sizes": [1], "warmup": 0, "runs": 3,
                         "compare_runtimes": False},
               "stages": stages} | sections
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))

@@ -53,7 +53,7 @@ def _tiny_recipe(tmp_path, checkpoint) -> compress.Recipe:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump({
         "checkpoint": str(checkpoint),
-        "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3},
+        "bench": {"batch_sizes": [1], "warmup": 0, "runs": 3, "compare_runtimes": False},
         "stages": [{"prune": {"ratio": 0.25}}],
     }))
     return compress.load_recipe(path)

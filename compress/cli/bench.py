@@ -58,7 +58,7 @@ def runner_options(function):
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Intra-op threads [default: the cores this process may use].")
 @click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Untimed runs first (and at least 0.5 s of them).")
+              help="Untimed runs first (and at least 0.5 s of them); 0: none at all.")
 @click.option("--runs", type=click.IntRange(min=2), default=300, show_default=True,
               help="Timed runs per batch size (per model with --compare).")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,

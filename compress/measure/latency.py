@@ -2,7 +2,8 @@
 
 How the figures are kept stable on a shared, noisy machine:
 - warm-up: `warmup` runs and at least WARMUP_MIN_SECONDS of runs, so that thread pools,
-  allocators, caches and clock frequency have settled before timing starts;
+  allocators, caches and clock frequency have settled before timing starts (`warmup` 0:
+  none at all, for smoke runs and tests, whose figures then include cold runs);
 - fixed threads: ONNX Runtime's intra-op pool size is set explicitly (bench: the cores this
   process may use), one inter-op thread;
 - robust statistics: the median is the headline figure (a run that the OS pre-empts lands
@@ -56,7 +57,7 @@ def random_batch(batch: int, input_size: int, seed: int = 0) -> np.ndarray:
 def _warm_up(runner: Any, prepared: Any, warmup: int) -> None:
     started = time.perf_counter()
     done = 0
-    while done < warmup or time.perf_counter() - started < WARMUP_MIN_SECONDS:
+    while done < warmup or (warmup and time.perf_counter() - started < WARMUP_MIN_SECONDS):
         runner(prepared)
         done += 1
 

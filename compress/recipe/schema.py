@@ -77,7 +77,9 @@ class BenchSection(_Strict):
         "on CUDA its CUDA provider where onnxruntime-gpu loads, else torch (FP16, "
         "channels-last, CUDA graphs); openvino: OpenVINO's CPU plugin (the openvino extra)")
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
-    warmup: int = Field(10, ge=0)
+    warmup: int = Field(10, ge=0, description="untimed runs before timing, and at least "
+                        "half a second of them; 0: no warm-up at all (smoke runs, tests: the "
+                        "figures then include cold runs)")
     runs: int = Field(50, ge=3)
     threads: int | None = Field(None, ge=1)
     compare_runtimes: bool = Field(

@@ -27,7 +27,7 @@ def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_
     recipe = {
         "checkpoint": str(tiny_checkpoint),
         "data": {"root": str(tiny_data), "batch_size": 8, "num_workers": 0},
-        "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3, "compare_runtimes": False},
+        "bench": {"batch_sizes": [1], "warmup": 0, "runs": 3, "compare_runtimes": False},
         "stages": [{"prune": {"target_macs": 0.5}},
                    {"finetune": {"epochs": 3, "lr": 0.05}},
                    {"drop": {"squeeze_excite": "all"}},

@@ -137,3 +137,17 @@ def test_a_linear_applied_at_every_pixel_counts_every_pixel():
     macs = layer_macs(PerPixel(), 32)
     assert macs["mix"] == 8 * 8 * 8 * 16
     assert macs["stem"] == 8 * 8 * 8 * 3 * 16
+
+
+def test_warm_up_lasts_half_a_second_unless_asked_for_none():
+    import time
+
+    from compress.measure.latency import WARMUP_MIN_SECONDS, _warm_up
+
+    calls = []
+    started = time.perf_counter()
+    _warm_up(calls.append, "input", warmup=1)
+    assert time.perf_counter() - started >= WARMUP_MIN_SECONDS and len(calls) > 1
+    calls.clear()
+    _warm_up(calls.append, "input", warmup=0)  # smoke runs and tests: no warm-up at all
+    assert calls == []

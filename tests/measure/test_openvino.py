@@ -19,8 +19,8 @@ from compress.measure.runners import OrtRunner
 from compress.measure.runtime import choose_stage_runtime
 from compress.ops.nncf_quantize import nncf_problem
 
-FAST = ["--warmup", "1", "--runs", "4"]
-COMPARED = {"batch_sizes": [1], "warmup": 1, "runs": 3, "compare_runtimes": True}
+FAST = ["--warmup", "0", "--runs", "4"]
+COMPARED = {"batch_sizes": [1], "warmup": 0, "runs": 3, "compare_runtimes": True}
 needs_openvino = pytest.mark.skipif(openvino_problem() is not None,
                                     reason=f"{openvino_problem()}; the OpenVINO paths are "
                                            "untested here")

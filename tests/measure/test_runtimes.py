@@ -20,7 +20,7 @@ from compress.measure.runtime import RuntimeChoice, choose_bench_runtime, choose
 from compress.measure.torch_runner import TorchRunner, launch_floor
 from compress.training.engine import CUDA_LOADER_WORKERS, loader_workers
 
-FAST = ["--warmup", "1", "--runs", "4"]
+FAST = ["--warmup", "0", "--runs", "4"]
 
 
 def _no_gpu() -> bool:

@@ -34,7 +34,7 @@ def two_runs(tmp_path_factory, tiny_data):
             ("pruned", [{"prune": {"ratio": 0.25}}, {"export": {"fp16": True}}], True),
             ("plain", [{"export": {}}], False)):
         recipe = write_tiny_recipe(folder / f"{name}.yaml", checkpoint, tiny_data, stages,
-                                   bench={"batch_sizes": [1], "warmup": 1, "runs": 3,
+                                   bench={"batch_sizes": [1], "warmup": 0, "runs": 3,
                                           "compare_runtimes": compared})
         code, output = run_cli(["run", recipe, "--out", folder / name])
         assert code == 0, output

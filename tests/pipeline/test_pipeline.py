@@ -25,7 +25,7 @@ def tiny_recipe(tmp_path, tiny_model_spec, tiny_data) -> Path:
     recipe = {
         "checkpoint": str(checkpoint),
         "data": {"root": str(tiny_data), "batch_size": 8, "num_workers": 0},
-        "bench": {"batch_sizes": [1, 4], "warmup": 1, "runs": 3},
+        "bench": {"batch_sizes": [1, 4], "warmup": 0, "runs": 3, "compare_runtimes": False},
         "stages": [
             {"prune": {"ratio": 0.25}},
             {"finetune": {"epochs": 1, "lr": 0.05}},

@@ -27,7 +27,7 @@ def search_recipe(tmp_path, tiny_model_spec, tiny_data) -> Path:
     recipe = {
         "checkpoint": str(checkpoint),
         "data": {"root": str(tiny_data), "batch_size": 8, "num_workers": 0},
-        "bench": {"batch_sizes": [1], "warmup": 1, "runs": 5},
+        "bench": {"batch_sizes": [1], "warmup": 0, "runs": 5, "compare_runtimes": False},
         "stages": [
             {"prune": {"target_macs": 0.6}},
             {"finetune": {"epochs": 3, "lr": 0.05}},

@@ -18,7 +18,7 @@ from compress.measure.macs import count_macs
 from compress.measure.onnx_macs import onnx_macs, onnx_params
 from compress.ops.onnx_export import convert_fp16, export_onnx
 
-FAST = ["--warmup", "1", "--runs", "4", "--no-peak"]
+FAST = ["--warmup", "0", "--runs", "4", "--no-peak"]
 
 
 def _bench_json(*args) -> list[dict]:
