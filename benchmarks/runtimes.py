@@ -38,7 +38,8 @@ RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("float32", "INT8 ORT", "INT8 NNCF")  # INT8 by ONNX Runtime's quantiser / NNCF
 
 
-def quantized_files(checkpoint: Path, data: str, folder: Path) -> tuple[Path, Path, Path]:
+def quantized_files(checkpoint: Path, data: str, folder: Path, warmup: int
+                    ) -> tuple[Path, Path, Path]:
     """The checkpoint's float32 ONNX file, its INT8 QDQ file by ONNX Runtime's quantiser and
     its INT8 file by NNCF, made by the quantize stage with the default recipe's settings
     (INT8 kept whatever its agreement: it is measured here). In a `compress run` process of
@@ -47,7 +48,7 @@ def quantized_files(checkpoint: Path, data: str, folder: Path) -> tuple[Path, Pa
     settings = {"exclude": ["/model/model.0/*", "/model/model.1/*"], "keep": "int8",
                 "min_agreement": 0.0, "timing_runs": 10}
     recipe = {"checkpoint": str(Path(checkpoint).resolve()), "data": {"root": data},
-              "bench": {"batch_sizes": [1], "warmup": 1, "runs": 3,
+              "bench": {"batch_sizes": [1], "warmup": warmup, "runs": 3,
                         "compare_runtimes": False},
               "stages": [{"quantize": settings},
                          {"quantize": settings | {"quantizer": "nncf"}}]}
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("models", nargs="*", help="NAME=CHECKPOINT")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "trashnet"))
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=10, help="0: none (the test's smoke run)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     problem = openvino_problem()
@@ -96,7 +98,8 @@ def main() -> None:
         for name, checkpoint in models.items():
             print(f"{name}: float32 export and INT8 quantisation (ONNX Runtime, NNCF) of "
                   f"{checkpoint}", flush=True)
-            files[name] = quantized_files(Path(checkpoint), args.data, Path(tmp) / name)
+            files[name] = quantized_files(Path(checkpoint), args.data, Path(tmp) / name,
+                                          args.warmup)
         for name, checkpoint in models.items():
             mine = [(name, precision, runtime, path)
                     for precision, path in zip(PRECISIONS, files[name])
@@ -110,7 +113,7 @@ def main() -> None:
         for batch in (1, 8):
             job = timing_process.in_turn([e[3] for e in entries],
                                          runtimes=[e[2] for e in entries],
-                                         input_size=input_size, batch=batch, warmup=10,
+                                         input_size=input_size, batch=batch, warmup=args.warmup,
                                          runs=args.runs)
             turn = worker.run([job], RuntimeChoice("onnxruntime", "cpu", "cpu"), None)[0]
             for entry, ms, ratio in zip(entries, turn.medians_ms, turn.ratios):

@@ -1,5 +1,5 @@
 """The benchmark scripts (peers in its quick mode, retime, se_gate_latency, train_speed,
-compare_runs) on a tiny checkpoint and folder, so that none of them can rot."""
+compare_runs, runtimes) on a tiny checkpoint and folder, so that none of them can rot."""
 
 from __future__ import annotations
 
@@ -277,3 +277,23 @@ def test_turn_order_bias_prints_both_orders(tiny_checkpoint):
     lines = result.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == ["fixed order", "rotated"]
     assert all(len(line.split(":")[1].split()) == 2 for line in lines)  # copies 2 and 3
+
+
+@pytest.mark.slow
+def test_runtimes_times_every_file_in_both_runtimes(tmp_path, tiny_checkpoint, tiny_data):
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    pytest.importorskip("nncf", reason="the openvino extra (NNCF) is not installed")
+    out = tmp_path / "runtimes.json"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "runtimes.py"),
+                             f"tiny={tiny_checkpoint}", "--data", str(tiny_data), "--runs", "5",
+                             "--warmup", "0", "--json", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [(row["precision"], row["runtime"]) for row in rows] == [
+        (precision, runtime) for precision in ("float32", "INT8 ORT", "INT8 NNCF")
+        for runtime in ("onnxruntime", "openvino")]
+    for row in rows:
+        assert row["b1"]["median_ms"] > 0 and row["b8"]["speedup"] > 0, row
+        assert 0 <= row["top1_agreement"] <= 1
+        assert f"{row['b1']['median_ms']:.3f}" in result.stdout
+    assert rows[0]["b1"]["speedup"] == 1.0 and rows[0]["top1_agreement"] == 1.0
