@@ -43,6 +43,19 @@ def default_store_uri(runs_folder: str | Path) -> str:
     return "sqlite:///" + str(Path(runs_folder).resolve() / "mlflow.db")
 
 
+def open_tracker(asked_by: str | None, uri: str | None, runs_folder: str | Path,
+                 experiment: str = "compress", warn: Callable[[str], None] = print) -> Tracker:
+    """Off (a tracker that logs nothing) where `asked_by` is None; else a tracker over `uri`
+    or the default store beside `runs_folder`. MLflow not installed is an error naming
+    `asked_by`, the option or key that asked for it."""
+    if asked_by is None:
+        return Tracker()
+    problem = mlflow_problem()
+    if problem:
+        raise UserError(f"{asked_by}: {problem}")
+    return Tracker(uri or default_store_uri(runs_folder), experiment, warn)
+
+
 @dataclass
 class Tracker:
     """One tracked run; every method is safe to call when tracking is off or has failed."""

@@ -9,6 +9,7 @@ arithmetic the model was exported with; the LATENCY hint is what batch-1 deploym
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,13 @@ OPENVINO_HINT = "pip install -e '.[openvino]'"
 PROVIDER_NAME = "OpenVINO CPU"
 
 
-def openvino_problem() -> str | None:
-    """None where OpenVINO imports, else why not and how to install it."""
+def openvino_problem(load: bool = True) -> str | None:
+    """None where OpenVINO imports, else why not and how to install it. Without `load`
+    only whether it is installed: nothing is imported, so OpenVINO stays out of the
+    caller's process (compress.measure.timing_process runs it)."""
+    if not load:
+        return None if importlib.util.find_spec("openvino") else \
+            f"OpenVINO is not installed ({OPENVINO_HINT})"
     try:
         import openvino  # noqa: F401
     except ImportError as exc:

@@ -18,7 +18,6 @@ import yaml
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data.training_data import resize_training_data
 from compress.device import resolve_device
-from compress.errors import UserError
 from compress.ops.onnx_export import export_onnx
 from compress.pipeline.html_report import write_html_report
 from compress.pipeline.measurer import Measurer, open_data
@@ -28,7 +27,7 @@ from compress.recipe.loading import recipe_to_yaml
 from compress.recipe.schema import Recipe
 from compress.stages.base import Stage, StageContext, StageOutput, StageResult, StageStatus
 from compress.stages.export import FP16_MIN_TOP1_AGREEMENT
-from compress.tracking import Tracker, default_store_uri, mlflow_problem
+from compress.tracking import Tracker, open_tracker
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, resume: bool = False,
@@ -47,13 +46,8 @@ def run_tracker(recipe: Recipe, out_dir: Path, echo: Callable[[str], None]) -> T
     """The recipe's tracker (off unless `tracking.to` is mlflow), refusing at once where
     MLflow is asked for and not installed."""
     settings = recipe.tracking
-    if settings.to == "none":
-        return Tracker()
-    problem = mlflow_problem()
-    if problem:
-        raise UserError(f"tracking.to mlflow: {problem}")
-    return Tracker(settings.uri or default_store_uri(out_dir.resolve().parent),
-                   settings.experiment, echo)
+    return open_tracker("tracking.to mlflow" if settings.to == "mlflow" else None,
+                        settings.uri, out_dir.resolve().parent, settings.experiment, echo)
 
 
 @dataclass(frozen=True)

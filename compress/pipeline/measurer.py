@@ -12,7 +12,6 @@ quantize, FP16 export) and evaluate are ONNX files, in `onnx_runtime`.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -149,11 +148,12 @@ class Measurer:
         run ended in a segmentation fault (OpenVINO 2026.4, torch 2.14)."""
         if self.device.type != "cpu":
             return None
-        from compress.measure.openvino_runner import OPENVINO_HINT
+        from compress.measure.openvino_runner import openvino_problem
 
         names, notes = ["onnxruntime"], []
-        if importlib.util.find_spec("openvino") is None:
-            notes.append(f"OpenVINO is not installed ({OPENVINO_HINT})")
+        problem = openvino_problem(load=False)
+        if problem:
+            notes.append(problem)
         else:
             names.append("openvino")
         try:

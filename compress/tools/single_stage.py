@@ -8,14 +8,13 @@ from typing import Any
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data.training_data import TrainingData, open_training_data
 from compress.device import resolve_device
-from compress.errors import UserError
 from compress.fileio import check_writable, write_json_atomic
 from compress.pipeline.measurer import Measurer
 from compress.recipe.schema import BenchSection, DataSection, ScoreSection
 from compress.stages.base import StageContext
 from compress.stages.registry import create_stage
 from compress.tools.train import teacher_option
-from compress.tracking import Tracker, default_store_uri, mlflow_problem
+from compress.tracking import Tracker, open_tracker
 from compress.training.distributed import distributed_from_env
 from compress.training.freeze import POLICIES
 
@@ -98,13 +97,9 @@ def finetune_tracker(track: str | None, uri: str | None, out: str, options: dict
                      echo) -> Tracker:
     """`compress finetune --track mlflow`: a started MLflow run named after --out, its
     options as parameters (off without --track; MLflow not installed is an error)."""
-    if track is None:
-        return Tracker()
-    problem = mlflow_problem()
-    if problem:
-        raise UserError(f"--track mlflow: {problem}")
     out_dir = Path(out).resolve()
-    tracker = Tracker(uri or default_store_uri(out_dir.parent), warn=echo)
+    tracker = open_tracker(None if track is None else "--track mlflow", uri, out_dir.parent,
+                           warn=echo)
     tracker.start(out_dir.name, options, {"compress.command": "finetune",
                                           "compress.out": str(out_dir)},
                   artifact_root=out_dir.parent / "mlartifacts")
