@@ -27,7 +27,7 @@ from compress.errors import StageFailed, UserError
 from compress.fileio import atomic_path
 from compress.models import ModelSpec, build_model
 from compress.models.module_spec import apply_edits, structural_edits
-from compress.ops.blocks import classifier_layer
+from compress.models import classifier_layer
 
 FORMAT_VERSION = 1
 METADATA_KEY = "compress"

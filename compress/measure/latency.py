@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -115,6 +116,15 @@ def compare_latency(runner_a: Any, runner_b: Any, input_size: int, batch: int = 
 class InTurn:
     ratios: list[float]  # how many times faster each model runs than the first
     medians_ms: list[float]  # each model's median over all its timed runs
+
+
+class FilesInTurn(Protocol):
+    """What times ONNX files in turn for a caller that must not know how or where (the
+    plan's timings get the pipeline's measurer through it)."""
+
+    def time_in_turn(self, paths: list[Path], runs: int | None = None, batch: int = 1
+                     ) -> InTurn:
+        """How many times faster each file runs than the first, and each one's median ms."""
 
 
 def time_in_turn(runners: list[Any], input_size: int, batch: int = 1, warmup: int = 10,

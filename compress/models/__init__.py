@@ -37,6 +37,17 @@ def build_model(spec: ModelSpec) -> nn.Module:
     raise UserError(f"unknown model kind {kind!r} (expected 'kindle', 'torchvision' or 'timm')")
 
 
+def classifier_layer(model: nn.Module) -> nn.Module:
+    """The last Conv2d or Linear: its output is the model's output, its width is fixed."""
+    last = None
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            last = module
+    if last is None:
+        raise ValueError("model has no Conv2d or Linear layer")
+    return last
+
+
 def model_spec_from_arg(model: str, num_classes: int | None = None,
                         width_mult: float | None = None) -> ModelSpec:
     """Turn a CLI `--model` value into a spec: a YAML file, a torchvision name, or a timm

@@ -1,5 +1,5 @@
-"""Whole modules of a model: squeeze-excite gates, residual blocks and the classifier,
-found by structure, and replaced with identity.
+"""Whole modules of a model: squeeze-excite gates and residual blocks, found by structure,
+and replaced with identity.
 """
 
 from __future__ import annotations
@@ -27,14 +27,3 @@ def replace_with_identity(model: nn.Module, paths: Iterable[str]) -> nn.Module:
     for path in paths:
         model.set_submodule(path, nn.Identity())
     return model
-
-
-def classifier_layer(model: nn.Module) -> nn.Module:
-    """The last Conv2d or Linear: its output is the model's output, its width is fixed."""
-    last = None
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            last = module
-    if last is None:
-        raise ValueError("model has no Conv2d or Linear layer")
-    return last

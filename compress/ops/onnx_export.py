@@ -7,9 +7,7 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -82,28 +80,3 @@ def convert_fp16(src: str | Path, dst: str | Path) -> Path:
     with atomic_path(dst) as tmp:
         onnx.save(model, str(tmp))
     return dst
-
-
-def ort_session(path: str | Path, device: str = "cpu", threads: int | None = None):
-    """An ONNX Runtime session on the run's device (CUDA provider when asked and present)."""
-    from compress.measure.runners import open_session, provider_for_device
-
-    return open_session(path, provider_for_device(device), threads)[0]
-
-
-def ort_logits(session, images: np.ndarray) -> np.ndarray:
-    return session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
-
-
-def check_parity(model: nn.Module, onnx_path: str | Path, images: torch.Tensor,
-                 runner: Any = None) -> dict[str, float]:
-    """Compare ONNX Runtime's logits (or those of `runner`, the file opened in another
-    runtime) with torch's on the same images."""
-    with torch.no_grad():
-        expected = model.eval().cpu()(images).numpy()
-    got = ort_logits(ort_session(onnx_path), images.numpy()) if runner is None else \
-        np.asarray(runner(runner.prepare(images.numpy())), dtype=np.float32)
-    relative_error = float(np.linalg.norm(got - expected) / max(np.linalg.norm(expected), 1e-12))
-    agreement = float(np.mean(got.argmax(1) == expected.argmax(1)))
-    return {"relative_error": relative_error, "top1_agreement": agreement,
-            "images": int(len(images))}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compress.ops.blocks import classifier_layer
+from compress.models import classifier_layer
 
 
 def prunable_groups(model: nn.Module, input_size: int,

@@ -18,6 +18,7 @@ import yaml
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data.training_data import resize_training_data
 from compress.device import resolve_device
+from compress.measure.parity import FP16_MIN_TOP1_AGREEMENT
 from compress.ops.onnx_export import export_onnx
 from compress.pipeline.html_report import write_html_report
 from compress.pipeline.measurer import Measurer, open_data
@@ -26,7 +27,6 @@ from compress.pipeline.runstore import RunStore, StageRecord
 from compress.recipe.loading import recipe_to_yaml
 from compress.recipe.schema import Recipe
 from compress.stages.base import Stage, StageContext, StageOutput, StageResult, StageStatus
-from compress.stages.export import FP16_MIN_TOP1_AGREEMENT
 from compress.tracking import Tracker, open_tracker
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from compress.measure.macs import layer_macs
+from compress.models import classifier_layer
 from compress.ops.blocks import (
-    classifier_layer,
     replace_with_identity,
     residual_block_paths,
     squeeze_excite_paths,

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from torch import nn
 
+from compress.measure.latency import FilesInTurn
 from compress.ops.onnx_export import export_onnx
-from compress.stages.base import StageContext
 
 WHOLE_MODEL_FACTOR = 3  # a whole model decides the plan: three times an option's runs
 
@@ -59,7 +59,8 @@ class PlanTiming:
     """Exports models into one folder and times them: sets of cuts against the stage's
     input, whole models against the reference (the input where there is none besides it)."""
 
-    ctx: StageContext
+    timer: FilesInTurn  # the pipeline's measurer: every timing runs in its timing process
+    input_size: int
     folder: Path
     input_path: Path
     batch: int
@@ -70,7 +71,7 @@ class PlanTiming:
 
     def export(self, model: nn.Module) -> Path:
         self.count += 1
-        return export_onnx(model, self.folder / f"m{self.count}.onnx", self.ctx.input_size)
+        return export_onnx(model, self.folder / f"m{self.count}.onnx", self.input_size)
 
     def shares_saved(self, models: list[nn.Module], runs_factor: int = 1
                      ) -> tuple[list[float], float]:
@@ -78,8 +79,8 @@ class PlanTiming:
         all are timed in turn with the input and a copy of it, whose deviation from the
         input is that noise."""
         paths = [self.export(model) for model in models]
-        ratios = self.ctx.measurer.time_in_turn([self.input_path, self.input_path, *paths],
-                                                runs_factor * self.runs, batch=self.batch).ratios
+        ratios = self.timer.time_in_turn([self.input_path, self.input_path, *paths],
+                                         runs_factor * self.runs, batch=self.batch).ratios
         for path in paths:
             path.unlink()
         return [1.0 - 1.0 / ratio for ratio in ratios[2:]], abs(1.0 - 1.0 / ratios[1])
@@ -101,6 +102,6 @@ class PlanTiming:
         return WholeTiming(speedup, speedup / self.input_speedup, ms)
 
     def _against_reference(self, path: Path) -> tuple[float, float]:
-        timed = self.ctx.measurer.time_in_turn([self.reference_path or self.input_path, path],
-                                               WHOLE_MODEL_FACTOR * self.runs, batch=self.batch)
+        timed = self.timer.time_in_turn([self.reference_path or self.input_path, path],
+                                        WHOLE_MODEL_FACTOR * self.runs, batch=self.batch)
         return timed.ratios[1], timed.medians_ms[1]

@@ -10,13 +10,14 @@ from pydantic import Field
 from torch import nn
 
 from compress.errors import StageFailed
-from compress.ops.onnx_export import check_parity, convert_fp16, export_onnx
+from compress.measure.parity import (
+    FP16_MIN_TOP1_AGREEMENT,
+    FP32_MAX_RELATIVE_ERROR,
+    check_parity,
+)
+from compress.ops.onnx_export import convert_fp16, export_onnx
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
-
-FP32_MAX_RELATIVE_ERROR = 1e-4
-FP16_MIN_TOP1_AGREEMENT = 0.99
-
 
 @dataclass(frozen=True)
 class ExportResult(StageResult):

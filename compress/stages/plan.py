@@ -143,8 +143,8 @@ class Plan(Stage):
         model = model.cpu().eval()
         with tempfile.TemporaryDirectory(dir=ctx.stage_dir) as tmp:
             folder = Path(tmp)
-            timing = PlanTiming(ctx, folder, export_onnx(model, folder / "input.onnx",
-                                                         ctx.input_size),
+            timing = PlanTiming(ctx.measurer, ctx.input_size, folder,
+                                export_onnx(model, folder / "input.onnx", ctx.input_size),
                                 cfg.batch_size, cfg.timing_runs)
             budget = self._budget(model, ctx, timing)
             target = (f"{cfg.target_speedup:.2f}x faster than the run's {cfg.relative_to}"

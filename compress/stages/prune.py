@@ -16,7 +16,7 @@ from torch import nn
 
 from compress.errors import StageFailed
 from compress.measure.macs import count_macs, layer_positions, macs_from_shapes
-from compress.ops.blocks import classifier_layer
+from compress.models import classifier_layer
 from compress.ops.pruning import PruningUnit, broken_module_type, prune_units, pruning_units
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage

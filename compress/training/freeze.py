@@ -18,7 +18,7 @@ from torch import nn
 
 from compress.models import build_model
 from compress.models.module_spec import structural_edits
-from compress.ops.blocks import classifier_layer
+from compress.models import classifier_layer
 
 POLICIES = ("none", "decomposed", "convs", "all-but-classifier", "bn")
 

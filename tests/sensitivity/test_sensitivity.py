@@ -16,7 +16,8 @@ from compress.data.transforms import eval_transform
 from compress.measure.macs import count_macs
 from compress.models import build_model
 from compress.ops.blocks import squeeze_excite_paths
-from compress.ops.onnx_export import check_parity, export_onnx
+from compress.measure.parity import check_parity
+from compress.ops.onnx_export import export_onnx
 from compress.ops.pruning import prunable_groups, prune_groups
 from compress.sensitivity.allocation import allocate_ratios
 from compress.sensitivity.cuts import SensitivityContext, module_cuts, prune_cuts

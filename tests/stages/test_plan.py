@@ -12,7 +12,8 @@ from conftest import run_cli, stage_context, write_tiny_recipe
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.measure.macs import count_macs
 from compress.models import build_model
-from compress.ops.onnx_export import check_parity, export_onnx
+from compress.measure.parity import check_parity
+from compress.ops.onnx_export import export_onnx
 from compress.planning.choose import Priced, choose, monotone_shares, repriced
 from compress.planning.latency_table import LatencyTable
 from compress.planning.options import Option, apply_options, candidate_options
@@ -113,10 +114,8 @@ def test_latency_table_measures_a_real_saving_and_is_reused_per_device(tmp_path)
     model = _model()
     measurer = Measurer(BenchSection(), ScoreSection(), DataSection(), None,
                         torch.device("cpu"), SIZE)
-    ctx = stage_context(SIZE, ["a", "b", "c"], torch.device("cpu"), tmp_path, SMALL)
-    ctx.measurer = measurer
-    timing = PlanTiming(ctx, tmp_path, export_onnx(model, tmp_path / "input.onnx", SIZE), 1,
-                        200)
+    timing = PlanTiming(measurer, SIZE, tmp_path,
+                        export_onnx(model, tmp_path / "input.onnx", SIZE), 1, 200)
     # Every group at 0.75: a saving far above the timing noise of a busy machine (three
     # groups saved 15 % in one CI sitting whose control copy deviated by 9 %).
     heavy = apply_options(model, candidate_options(model, SIZE, ["prune"], [0.75], []), SIZE)

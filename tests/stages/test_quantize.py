@@ -16,7 +16,8 @@ from compress.data.training_data import TrainingData, train_val_datasets
 from compress.device import int8_saturation_remedy
 from compress.errors import StageFailed
 from compress.models import build_model
-from compress.ops.onnx_export import export_onnx, ort_logits, ort_session
+from compress.measure.runners import OrtRunner
+from compress.ops.onnx_export import export_onnx
 from compress.stages.quantize import QuantizeConfig, choose_model, per_image_quantile_ranges
 from compress.stages.registry import create_stage
 
@@ -77,8 +78,8 @@ def test_static_qdq_is_checked_against_float32_and_kept_when_asked(tmp_path, tra
     # The agreement it reports is the one a user would measure.
     _, _, data = trained
     images = torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy()
-    top1 = {name: ort_logits(ort_session(tmp_path / f"model_{name}.onnx"), images).argmax(1)
-            for name in ("fp32", "int8")}
+    runners = {name: OrtRunner.open(tmp_path / f"model_{name}.onnx") for name in ("fp32", "int8")}
+    top1 = {name: runner(runner.prepare(images)).argmax(1) for name, runner in runners.items()}
     assert details["top1_agreement"] == pytest.approx(np.mean(top1["fp32"] == top1["int8"]))
     assert details["top1_agreement"] >= 0.98
     assert set(details["macro_f1"]) == {"float32", "int8", "change"}
@@ -100,9 +101,9 @@ def test_per_image_quantile_ranges(tmp_path, trained):
     images = torch.stack([data.train[i][0] for i in range(10)])
     widest = per_image_quantile_ranges(path, images, 1.0, tmp_path)
     narrower = per_image_quantile_ranges(path, images, 0.6, tmp_path)
-    session = ort_session(path)
-    logits = np.stack([ort_logits(session, image[None].numpy())[0] for image in images])
-    output = session.get_outputs()[0].name
+    runner = OrtRunner.open(path)
+    logits = np.stack([runner(runner.prepare(image[None].numpy()))[0] for image in images])
+    output = runner.session.get_outputs()[0].name
     assert widest[output][0]["rmax"] == pytest.approx(max(logits.max(), 0), rel=1e-5)
     assert widest[output][0]["rmin"] == pytest.approx(min(logits.min(), 0), rel=1e-5)
     assert set(widest) == set(narrower) and len(widest) > 20

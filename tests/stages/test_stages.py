@@ -15,7 +15,8 @@ from compress.data.training_data import TrainingData, train_val_datasets
 from compress.measure.macs import count_macs, layer_macs
 from compress.models import build_model
 from compress.ops.decomposition import svd_conv1x1, svd_linear, tucker2_conv
-from compress.ops.onnx_export import check_parity, export_onnx
+from compress.measure.parity import check_parity
+from compress.ops.onnx_export import export_onnx
 from compress.stages.registry import create_stage, list_stages
 
 TV_SMALL = {"kind": "torchvision", "name": "mobilenet_v3_small", "num_classes": 3,
