@@ -82,6 +82,13 @@ def importance_criterion(name: str):
     }[name]()
 
 
+# What torch-pruning's graph building raises where it cannot map a block's channels: at a
+# reshape it cannot follow (ShuffleNet's channel shuffle) it divides by a channel count it
+# inferred as 0, and its look-ups of split offsets and of nodes it never recorded fail.
+# Anything else (a bug, memory) is raised, not taken for an untraceable block.
+UNTRACEABLE = (ZeroDivisionError, KeyError, IndexError)
+
+
 @dataclass(frozen=True)
 class PruningUnit:
     """A module torch-pruning can build a dependency graph for, with its example input and
@@ -110,7 +117,7 @@ def pruning_units(model: nn.Module, example: torch.Tensor, kept: list[str],
         if not any(not path or a.startswith(f"{path}.") for a in avoided):
             try:
                 graph = _dependency_graph(module, example)
-            except Exception as exc:  # torch-pruning raises whatever its tracer meets
+            except UNTRACEABLE as exc:
                 untraced.append(f"{path or 'the model'} ({type(exc).__name__})")
             else:
                 outputs = [] if module is model else \
@@ -146,7 +153,9 @@ def broken_module_type(model: nn.Module, example: torch.Tensor) -> str | None:
     try:
         with torch.no_grad():
             model.eval()(example)
-    except Exception:  # whatever the broken layer raises (a size mismatch, an index)
+    except torch.OutOfMemoryError:  # the machine's limit, not a broken layer
+        raise
+    except (RuntimeError, ValueError, IndexError):  # what a layer of the wrong width raises
         failed = stack[-1:]
     finally:
         for hook in hooks:
