@@ -1,11 +1,16 @@
-"""Reading the user's YAML files with errors that name the file, and atomic writes:
-a file is replaced whole or not at all, so an interruption never leaves half of one.
+"""Reading the user's YAML files with errors that name the file, atomic writes and file
+locks: a file is replaced whole or not at all, so an interruption or a second writer never
+leaves half of one, and a file that several processes update (a shared cache, a run folder)
+is changed by one at a time under its lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,10 +98,14 @@ def check_writable(path: str | Path, what: str = "--out") -> Path:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary name beside `path` to write to; it replaces `path` only when the block
     ends without an error, so a crash or a full disk never leaves half a file (nor removes
-    the previous one). The folder is created."""
+    the previous one), and of two processes writing it at once, readers see one version
+    whole: the last to finish wins. The folder is created. Files that a library writes to a
+    path it is given (onnx.save, torch.onnx.export, safetensors) are written to this name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # A name of its own per writer: two processes writing the same file never share one.
+    # Not created here (as mkstemp would, mode 0600): the writer creates it with the umask.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         yield tmp
     except OSError as exc:
@@ -117,3 +126,73 @@ def write_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=1))
+
+
+def copy_atomic(source: str | Path, path: str | Path) -> None:
+    """`source` copied to `path`, which is replaced whole (see atomic_path)."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+class LockBusy(Exception):
+    """`path` is locked by another process (`owner`: its pid, where the lock file names
+    it)."""
+
+    def __init__(self, path: Path, owner: int | None):
+        super().__init__(f"{path} is locked by " + (f"process {owner}" if owner is not None
+                                                   else "another process"))
+        self.path, self.owner = path, owner
+
+
+@contextmanager
+def file_lock(path: str | Path, wait: bool = True) -> Iterator[None]:
+    """Hold the lock file `path` for this process: another process entering it waits
+    (`wait`) or gets LockBusy. The kernel releases it when a process dies however it
+    ends (an advisory flock), so a killed holder never blocks anyone, and no process ever
+    decides from the file's content that a lock is stale.
+
+    The file holds the holder's pid, for messages, and is removed on release while still
+    held; so a process that opened it before then checks once it has the lock that the name
+    still leads to the file it locked, and starts over if not (else two processes could
+    each hold a different file under the same name)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(descriptor)
+            raise LockBusy(path, lock_owner(path)) from None
+        except BaseException:
+            os.close(descriptor)
+            raise
+        if _names(path, descriptor):
+            break
+        os.close(descriptor)  # removed or replaced by its holder meanwhile: start over
+    try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        if _names(path, descriptor):  # not if the folder was removed and made anew
+            path.unlink(missing_ok=True)
+        os.close(descriptor)
+
+
+def lock_owner(path: str | Path) -> int | None:
+    """The pid a lock file names; None where it is missing, empty or being written."""
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _names(path: Path, descriptor: int) -> bool:
+    """Whether `path` leads to the open file `descriptor`."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(descriptor)
+    return (found.st_dev, found.st_ino) == (mine.st_dev, mine.st_ino)
