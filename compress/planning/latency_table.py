@@ -26,12 +26,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import nn
 
-from compress.fileio import cache_dir, write_json_atomic
+from compress.fileio import cache_dir, file_lock, write_json_atomic
+
+if TYPE_CHECKING:  # a process that only reads or writes the cache need not load torch
+    from torch import nn
 
 
 def digest(value: Any) -> str:
@@ -72,24 +74,26 @@ class LatencyTable:
 
     def record(self, shares: dict[str, float], noise: float) -> None:
         """Shares from one timing (in turn with the model and a copy of it, whose deviation
-        from the model is `noise`), written to the cache at once."""
-        self.saved.update(shares)
-        self.noise.append(noise)
+        from the model is `noise`), written to the cache at once. Processes planning on the
+        same device (search workers) share the file: it is read, merged and written under
+        its lock, so what another process recorded since this table was opened is kept, and
+        this table takes it in too."""
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
+            data = _read(self.path)
+            entry = data.setdefault("architectures", {}).get(self.architecture, {})
+            self.saved = {**self.saved, **entry.get("saved", {}), **shares}
+            self.noise = [*entry.get("noise", self.noise), noise]
+            self.sets = {**entry.get("sets", {}), **self.sets}
+            data["fingerprint"] = self.fingerprint
+            data["architectures"][self.architecture] = {
+                "saved": self.saved, "noise": self.noise, "sets": self.sets}
+            write_json_atomic(self.path, data)
         self.measured += len(shares)
-        self._write()
 
     @property
     def median_noise(self) -> float:
         """The median deviation of the model timed against a copy of itself."""
         return float(np.median(self.noise)) if self.noise else 0.0
-
-    def _write(self) -> None:
-        data = _read(self.path)
-        data["fingerprint"] = self.fingerprint
-        data.setdefault("architectures", {})[self.architecture] = {
-            "saved": self.saved, "noise": self.noise, "sets": self.sets}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, data)
 
 
 def split_set_savings(sets: dict[Any, list[str]], set_saved: dict[Any, float],
