@@ -20,7 +20,6 @@ the loader's worker processes every epoch.
 from __future__ import annotations
 
 import atexit
-import fcntl
 import hashlib
 import os
 import shutil
@@ -34,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from compress.errors import UserError
+from compress.fileio import LockBusy, file_lock
 
 Mode = Literal["ram", "disk", "stream"]
 MODES = ("auto", "ram", "disk", "stream")
@@ -171,8 +171,7 @@ def build_cache(files: list[Path], size: int, folder: Path,
     this process ends if this process built it (processes that mapped it keep their pages)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"images-{cache_key(files, size)}.npy"
-    with open(folder / f"{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(_lock_of(path)):
         if path.exists():
             os.utime(path)  # in use: not stale
         else:
@@ -209,15 +208,25 @@ def build_cache(files: list[Path], size: int, folder: Path,
 
 def _remove_stale(folder: Path) -> None:
     """Cache files nobody used for STALE_DAYS: each run on other files or at another size
-    makes a new one, and nothing else would ever remove them."""
+    makes a new one, and nothing else would ever remove them. Each is removed under its own
+    lock, taken without waiting: a file another process is building or opening is skipped
+    (its lock file stays with its holder), and taking a lock removes the lock file that a
+    killed process left behind."""
     limit = time.time() - STALE_DAYS * 86400
     for old in folder.glob("images-*.npy"):
         try:
-            if old.stat().st_mtime < limit:
-                old.unlink()
-                old.with_name(old.name + ".lock").unlink(missing_ok=True)
-        except OSError:
-            pass  # another process removed or is using it
+            if old.stat().st_mtime >= limit:
+                continue
+            with file_lock(_lock_of(old), wait=False):
+                if old.stat().st_mtime < limit:  # not opened while the lock was taken
+                    old.unlink()
+        except (LockBusy, OSError):
+            pass  # another process holds, removed or is using it
+
+
+def _lock_of(path: Path) -> Path:
+    """The lock file of a cache file, also of its `.partial.npy` while it is being built."""
+    return path.with_name(path.name.replace(".partial.npy", ".npy") + ".lock")
 
 
 @contextmanager
