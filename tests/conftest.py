@@ -114,13 +114,45 @@ def stage_context(input_size, classes, device, stage_dir, spec, **fields):
     """A StageContext as the pipeline builds it, with a measurer of the recipe's default
     bench settings (a stage that decides by measuring asks it)."""
     from compress.pipeline.measurer import Measurer
-    from compress.recipe.schema import BenchSection, DataSection, ScoreSection
+    from compress.recipe.schema import BenchSection
     from compress.stages.base import StageContext
 
-    measurer = Measurer(BenchSection(), ScoreSection(), DataSection(), fields.get("data"),
-                        device, input_size)
+    measurer = Measurer(bench=BenchSection(), data=fields.get("data"), device=device,
+                        input_size=input_size)
     return StageContext(input_size, classes, device, stage_dir, spec, measurer=measurer,
                         **fields)
+
+
+class MacsClock:
+    """Stands in for the measurer's timings in turn: an ONNX file's latency is its MACs
+    (in millions) times `ms_per_mmac`, plus `overhead_ms`, so a stage that decides by
+    measuring decides on the structure of its models, never on the load of the machine.
+    Every request is kept in `turns`: the MACs of each file, in the order they were timed.
+    Install it on one measurer (`clock.install(ctx.measurer)`) or, for a run through the
+    CLI, on the class (`clock.patch(monkeypatch)`)."""
+
+    def __init__(self, input_size: int, overhead_ms: float = 0.0, ms_per_mmac: float = 1.0):
+        self.input_size, self.overhead_ms, self.ms_per_mmac = input_size, overhead_ms, ms_per_mmac
+        self.turns: list[list[int]] = []
+
+    def time_in_turn(self, paths, runs=None, batch=1):
+        from compress.measure.latency import InTurn
+        from compress.measure.onnx_macs import onnx_macs
+
+        macs = [onnx_macs(path, self.input_size) for path in paths]
+        self.turns.append(macs)
+        ms = [batch * (self.overhead_ms + m / 1e6 * self.ms_per_mmac) for m in macs]
+        return InTurn([ms[0] / m for m in ms], ms)
+
+    def install(self, measurer) -> None:
+        measurer.time_in_turn = self.time_in_turn
+
+    def patch(self, monkeypatch) -> None:
+        from compress.pipeline.measurer import Measurer
+
+        monkeypatch.setattr(Measurer, "time_in_turn",
+                            lambda measurer, paths, runs=None, batch=1:
+                            self.time_in_turn(paths, runs, batch))
 
 
 def apply_stage(stage, model, ctx):
@@ -199,6 +231,32 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "trashnet" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.data)
+
+
+# A test of this many seconds or more (setup, call and teardown together) belongs to the
+# `slow` marker, which the edit-test loop leaves out (python -m pytest -m "not slow").
+SLOW_SECONDS = 10.0
+_UNMARKED_SLOW: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    if "slow" in report.keywords or report.skipped:
+        return
+    total = _UNMARKED_SLOW.get(report.nodeid, 0.0) + report.duration
+    _UNMARKED_SLOW[report.nodeid] = total
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Names every test that took SLOW_SECONDS or more without the `slow` marker."""
+    unmarked = {nodeid: seconds for nodeid, seconds in _UNMARKED_SLOW.items()
+                if seconds >= SLOW_SECONDS}
+    if unmarked:
+        terminalreporter.section("tests to mark slow")
+        terminalreporter.write_line(
+            f"these took {SLOW_SECONDS:.0f} s or more without @pytest.mark.slow (on a busy "
+            "machine, check before marking):")
+        for nodeid, seconds in sorted(unmarked.items(), key=lambda item: -item[1]):
+            terminalreporter.write_line(f"  {seconds:6.1f} s  {nodeid}")
 
 
 @pytest.fixture(scope="session")
