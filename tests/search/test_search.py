@@ -3,6 +3,7 @@ PostgreSQL study between two processes, and bad input."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import yaml
 from conftest import REPO, TINY_CLASSES, assert_user_error, run_cli
 
 from compress.checkpoint import Checkpoint, save_checkpoint
+from compress.errors import UserError
 from compress.models import build_model
 
 # Set by .ci/run once it has started a throwaway PostgreSQL server.
@@ -245,7 +247,15 @@ def test_the_shipped_search_recipe_is_valid(monkeypatch):
     monkeypatch.chdir(REPO)
     path = REPO / "recipes/mnv3_search.yaml"
     raw = read_raw_recipe(path)
-    check_space(raw, recipe_from_raw(raw, path).search, path)
+    space = recipe_from_raw(raw, path).search
+    assert {"stages.0.target_macs", "stages.0.importance", "stages.4.lr"} <= set(space.params)
+    check_space(raw, space, path)  # a UserError names any value the recipe would refuse
+    # The same check refuses the shipped space with one bound out of its stage's range.
+    broken = copy.deepcopy(raw)
+    broken["search"]["params"]["stages.0.target_macs"] = {"low": 0.4, "high": 1.5}
+    with pytest.raises(UserError, match=r"search\.params\.stages\.0\.target_macs: 1\.5 is not "
+                                        r"a valid value there"):
+        check_space(broken, recipe_from_raw(broken, path).search, path)
 
 
 def test_values_drawn_again_reuse_the_finished_trial(tmp_path, search_recipe):
