@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 
 MLFLOW_HINT = "pip install -e '.[mlflow]'"
 # The figures of a stage record logged per stage (step = the stage's index), so the UI's
@@ -158,9 +158,8 @@ class Tracker:
         try:
             action()
         except Exception as error:  # tracking records the work; it never stops it
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             self.warn(f"warning: MLflow tracking at {self.uri} failed ({type(error).__name__}: "
-                      f"{first}); the rest of this run is not tracked")
+                      f"{first_line(error)}); the rest of this run is not tracked")
             self.uri, self.run_id = None, None
 
 

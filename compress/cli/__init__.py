@@ -16,14 +16,7 @@ from compress.cli.models import export, import_command, inspect
 from compress.cli.report import report
 from compress.cli.run import arch_search, run, search
 from compress.cli.train import eval_command, finetune, train
-from compress.errors import StageFailed, UserError
-
-
-def _one_line(exc: BaseException) -> str:
-    message = str(exc).strip()
-    if "Original Traceback" in message:  # re-raised from a DataLoader worker
-        message = message.splitlines()[-1].split(": ", 1)[-1]
-    return message.splitlines()[0] if message else type(exc).__name__
+from compress.errors import StageFailed, UserError, first_line
 
 
 class _Group(click.Group):
@@ -35,10 +28,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            click.echo(f"error: {_one_line(exc)}", err=True)
+            click.echo(f"error: {first_line(exc)}", err=True)
             sys.exit(2)
         except StageFailed as exc:
-            click.echo(f"error: {_one_line(exc)}", err=True)
+            click.echo(f"error: {first_line(exc)}", err=True)
             sys.exit(1)
         except click.UsageError as exc:  # a bad option of a sub-command: one line too
             if exc.ctx is None or exc.ctx.command is self:

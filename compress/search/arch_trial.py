@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compress.data.config import DataConfig
+from compress.errors import first_line
 from compress.search.arch_job import ArchJob, reference_model
 from compress.search.architecture import Design
 from compress.search.objective import format_value
@@ -129,8 +130,7 @@ def _train(trial, job: ArchJob, design: Design, trial_dir: Path):
                 provenance={"command": f"compress arch-search {job.spec_path}, trial "
                             f"{trial.number}"})
         except Exception as exc:
-            trial.set_user_attr("error", str(exc).strip().splitlines()[0] if str(exc).strip()
-                                else type(exc).__name__)
+            trial.set_user_attr("error", first_line(exc))
             raise
     # A finished trial is never resumed (a retried one gets a new folder): its training
     # state and best epoch are dead weight; last.safetensors is the proxy-trained model.

@@ -37,7 +37,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.models.kindle import ROW_BUILDERS, build_kindle_model
 from compress.recipe.search_space import ParamSpec
 
@@ -257,9 +257,7 @@ def check_space(space: ArchitectureSpace, classes: int, where: str) -> None:
             what = f"architecture.{name} = {values[name]!r}" if name else \
                 "architecture (every value at its " + ("low" if values is low else "high") + \
                 " end)"
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else \
-                type(exc).__name__
-            raise UserError(f"{where}: {what} builds no model ({reason})") from None
+            raise UserError(f"{where}: {what} builds no model ({first_line(exc)})") from None
 
 
 def _examples(value: Any) -> list:

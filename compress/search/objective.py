@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from compress.errors import StageFailed, UserError
+from compress.errors import StageFailed, UserError, first_line
 from compress.pipeline.runstore import RunStore, StageRecord
 from compress.recipe.loading import recipe_from_raw
 from compress.recipe.search_space import with_params, with_proxy
@@ -97,7 +97,7 @@ def _run_trial(trial, job: SearchJob, raw: dict[str, Any], trial_dir: Path,
             return run_recipe(recipe, trial_dir, resume=True, echo=to_log,
                               after_stage=after_stage, tracking_parent=job.tracking_parent)
         except (UserError, StageFailed) as exc:
-            trial.set_user_attr("error", str(exc).splitlines()[0])
+            trial.set_user_attr("error", first_line(exc))
             raise
 
 

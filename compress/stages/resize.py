@@ -14,6 +14,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from compress.errors import first_line
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
 
@@ -41,7 +42,7 @@ class Resize(Stage):
                 model.eval()(torch.zeros(1, 3, size, size))
         except RuntimeError as exc:
             raise ValueError(f"the model does not run at {size}x{size}: "
-                             f"{str(exc).splitlines()[0]}") from None
+                             f"{first_line(exc)}") from None
 
     def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         size = self.config.input_size
