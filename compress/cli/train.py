@@ -60,7 +60,7 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
     On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress train ...
     (DistributedDataParallel; --batch in the data YAML stays the global batch).
     """
-    from compress.tools.train import kept_line, train_from_yaml
+    from compress.tools.train import TrainOptions, kept_line, train_from_yaml
     from compress.training.distributed import distributed_from_env
 
     if teacher is None:
@@ -70,9 +70,10 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
             raise UserError(f"{' and '.join(given)} only apply with --teacher")
     distill = None if teacher is None else \
         {"teacher": teacher, "alpha": distill_alpha, "temperature": distill_temperature}
-    result = train_from_yaml(model_arg, data_yaml, data_root, out, epochs, width_mult, device,
-                             resume, keep, seed=seed, distill=distill, cache=cache,
-                             provenance={"command": "compress train " + " ".join(sys.argv[2:])})
+    result = train_from_yaml(model_arg, data_yaml, TrainOptions(
+        out=out, data_root=data_root, epochs=epochs, seed=seed, cache=cache,
+        width_mult=width_mult, device=device, resume=resume, keep=keep, distill=distill,
+        provenance={"command": "compress train " + " ".join(sys.argv[2:])}))
     if distributed_from_env().is_main:
         click.echo(kept_line(result.val_f1, result.epoch, result.best_f1, result.best_epoch,
                              result.path, result.best_judged_on))

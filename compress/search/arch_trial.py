@@ -107,6 +107,7 @@ def _train(trial, job: ArchJob, design: Design, trial_dir: Path):
     Returns the last epoch's held-out and val macro F1 and the trained model."""
     from compress.checkpoint import load_checkpoint
     from compress.training.checkpointing import BEST_NAME, STATE_NAME
+    from compress.training.config import FromDataOptions
     from compress.training.engine import train_from_data_config
 
     curve: list[float] = []
@@ -125,10 +126,11 @@ def _train(trial, job: ArchJob, design: Design, trial_dir: Path):
         try:
             result = train_from_data_config(
                 {"kind": "kindle", "config": design.config}, proxy_data(job, design),
-                trial_dir, device=job.device, echo=to_log,
-                train_share=job.section.proxy.train_share, after_epoch=after_epoch,
-                provenance={"command": f"compress arch-search {job.spec_path}, trial "
-                            f"{trial.number}"})
+                trial_dir, FromDataOptions(
+                    device=job.device, echo=to_log,
+                    train_share=job.section.proxy.train_share, after_epoch=after_epoch,
+                    provenance={"command": f"compress arch-search {job.spec_path}, trial "
+                                f"{trial.number}"}))
         except Exception as exc:
             trial.set_user_attr("error", first_line(exc))
             raise

@@ -12,7 +12,7 @@ from torch import nn
 from compress.checkpoint import Checkpoint, load_checkpoint
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
-from compress.training.engine import TrainConfig, fit
+from compress.training.engine import FitInputs, FitRun, TrainConfig, fit
 from compress.training.freeze import POLICIES, apply_freeze
 
 
@@ -92,9 +92,10 @@ class Finetune(Stage):
             distill_temperature=cfg.distill.temperature if cfg.distill else 4.0,
             distill_alpha=cfg.distill.alpha if cfg.distill else 0.0, keep=cfg.keep)
         template = Checkpoint(model, ctx.base_model_spec, ctx.classes, ctx.input_size)
-        result = fit(model, ctx.data.train, ctx.data.val, train_config, ctx.stage_dir / "train",
-                     template, teacher=ctx.teacher if cfg.distill else None, echo=ctx.echo,
-                     held_out_set=ctx.data.calibration)
+        result = fit(model, FitInputs(ctx.data.train, ctx.data.val,
+                                      held_out=ctx.data.calibration,
+                                      teacher=ctx.teacher if cfg.distill else None),
+                     train_config, FitRun(ctx.stage_dir / "train", template, echo=ctx.echo))
         return StageOutput(load_checkpoint(result.path).model, FinetuneResult(
             freeze=cfg.freeze, trainable_tensors=len(trainable), keep=cfg.keep,
             kept_epoch=result.epoch, val_macro_f1=result.val_f1, best_epoch=result.best_epoch,

@@ -3,7 +3,7 @@ folders of a competition data YAML; and the line that reports which epoch was ke
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,31 +12,44 @@ from compress.data.config import load_data_config
 from compress.data.folders import find_classes, split_folder
 from compress.errors import UserError
 from compress.models import model_spec_from_arg
+from compress.training.config import FromDataOptions
 from compress.training.engine import TrainResult, train_from_data_config
 
 
-def train_from_yaml(model_arg: str, data_yaml: str | Path, data_root: str | None = None,
-                    out: str | Path = "runs/train", epochs: int | None = None,
-                    width_mult: float | None = None, device: str = "auto", resume: bool = True,
-                    keep: str = "last", provenance: dict[str, Any] | None = None,
-                    seed: int | None = None,
-                    distill: dict[str, Any] | None = None,
-                    cache: str | None = None) -> TrainResult:
-    """The model's output width is the number of class folders in DATA_PATH/train; epochs,
-    seed and cache override the data YAML's EPOCHS, SEED and CACHE. `distill` ({"teacher": path, "alpha",
-    "temperature"}) mixes soft targets of that checkpoint into the loss."""
-    config = load_data_config(data_yaml, data_root)
-    if epochs is not None:
-        config = replace(config, epochs=epochs)
-    if seed is not None:
-        config = replace(config, seed=seed)
-    if cache is not None:
-        config = replace(config, cache=cache)
+@dataclass(frozen=True)
+class TrainOptions:
+    """`compress train`'s options besides the model and the data YAML."""
+
+    out: str | Path = "runs/train"
+    data_root: str | None = None  # overrides DATA_PATH
+    epochs: int | None = None  # overrides EPOCHS
+    seed: int | None = None  # overrides SEED
+    cache: str | None = None  # overrides CACHE
+    width_mult: float | None = None
+    device: str = "auto"
+    resume: bool = True
+    keep: str = "last"
+    # {"teacher": path, "alpha", "temperature"}: soft targets of that checkpoint in the loss.
+    distill: dict[str, Any] | None = None
+    provenance: dict[str, Any] | None = None
+
+
+def train_from_yaml(model_arg: str, data_yaml: str | Path,
+                    options: TrainOptions = TrainOptions()) -> TrainResult:
+    """The model's output width is the number of class folders in DATA_PATH/train; the
+    options' epochs, seed and cache override the data YAML's EPOCHS, SEED and CACHE."""
+    config = load_data_config(data_yaml, options.data_root)
+    overrides = {key: getattr(options, key) for key in ("epochs", "seed", "cache")
+                 if getattr(options, key) is not None}
+    config = replace(config, **overrides)
     classes = find_classes(split_folder(config.data_path, "train"))
-    spec = model_spec_from_arg(model_arg, num_classes=len(classes), width_mult=width_mult)
+    spec = model_spec_from_arg(model_arg, num_classes=len(classes),
+                               width_mult=options.width_mult)
+    distill = options.distill
     teacher = None if distill is None else teacher_option(distill["teacher"], classes)
-    return train_from_data_config(spec, config, out, device, resume, provenance=provenance,
-                                  keep=keep, teacher=teacher, distill=distill)
+    return train_from_data_config(spec, config, options.out, FromDataOptions(
+        device=options.device, keep=options.keep, resume=options.resume,
+        provenance=options.provenance, teacher=teacher, distill=distill))
 
 
 def teacher_option(path: str | Path, classes: list[str]):

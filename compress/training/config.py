@@ -1,16 +1,31 @@
 """The engine's options, in their own module so that the epoch loop and the engine both read
-them without importing each other."""
+them without importing each other.
+
+`TrainConfig` holds what changes the trained weights (it is fingerprinted for resuming and
+recorded in each checkpoint): schedule options belong there. `FitInputs` and `FitRun` hold
+what one `fit` call learns from and where it reports, so that `fit` keeps four arguments as
+options grow.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from compress import defaults
+
+if TYPE_CHECKING:
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from compress.checkpoint import Checkpoint
 
 KEEP_CHOICES = ("last", "best")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 100
     lr: float = 0.1  # OneCycleLR's maximum learning rate (the competition's INIT_LR)
@@ -28,3 +43,49 @@ class TrainConfig:
     distill_temperature: float = 4.0  # used when fit() gets a teacher
     distill_alpha: float = 0.5  # weight of the soft-target loss
     keep: str = "last"  # last | best: which epoch fit() returns (see fit's docstring)
+
+
+@dataclass(frozen=True)
+class FitInputs:
+    """What a fit learns from and is judged on; all of it is part of the run's fingerprint
+    except `held_out`."""
+
+    train: Dataset
+    val: Dataset
+    # Train images left out of training: where given, they choose the best epoch.
+    held_out: Dataset | None = None
+    teacher: nn.Module | None = None  # distilled from (soft targets mixed into the loss)
+
+
+@dataclass(frozen=True)
+class FitRun:
+    """Where a fit writes its checkpoints and whom it tells about each epoch."""
+
+    out_dir: Path
+    # What a saved checkpoint carries besides weights: model spec, classes, input size, info.
+    template: Checkpoint
+    resume: bool = True  # continue a run interrupted in out_dir from its last finished epoch
+    echo: Callable[[str], None] | None = None  # the resume note and a line per epoch
+    # Each epoch's history row once saved (rank 0); what it raises ends the training.
+    after_epoch: Callable[[dict[str, Any]], None] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+
+
+@dataclass(frozen=True)
+class FromDataOptions:
+    """How `train_from_data_config` trains a new model, beyond what the data YAML says."""
+
+    device: str = "auto"
+    keep: str = "last"  # see KEEP_CHOICES
+    resume: bool = True
+    # Below 1: train on that share of the training images (stratified; a search's proxy).
+    train_share: float = 1.0
+    teacher: nn.Module | None = None
+    # {"teacher": path, "alpha", "temperature"}: recorded in the checkpoint's info; alpha and
+    # temperature weigh the distillation from `teacher`.
+    distill: dict[str, Any] | None = None
+    provenance: dict[str, Any] | None = None  # merged into the checkpoint's info
+    echo: Callable[[str], None] | None = None
+    after_epoch: Callable[[dict[str, Any]], None] | None = None

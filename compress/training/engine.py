@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ from compress.errors import UserError
 from compress.measure.metrics import classification_metrics, predict
 from compress.training import checkpointing
 from compress.training.checkpointing import BEST_NAME, LAST_NAME, Progress
-from compress.training.config import KEEP_CHOICES, TrainConfig
+from compress.training.config import KEEP_CHOICES, FitInputs, FitRun, FromDataOptions, TrainConfig
 from compress.training.distributed import (
     Distributed,
     distributed_from_env,
@@ -36,6 +36,7 @@ from compress.training.distributed import (
 from compress.training.loop import (
     EpochStats,
     Optimization,
+    TrainStep,
     make_optimization,
     seed_epoch,
     seed_everything,
@@ -43,6 +44,9 @@ from compress.training.loop import (
     training_memory_format,
     uses_amp,
 )
+
+if TYPE_CHECKING:
+    from compress.data.config import DataConfig
 
 CUDA_LOADER_WORKERS = 8
 LOADER_WAIT_WARNING = 0.25  # the epoch line says so when training waited longer for images
@@ -63,26 +67,21 @@ def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainConfig,
-        out_dir: str | Path, template: Checkpoint, resume: bool = True,
-        teacher: nn.Module | None = None,
-        echo: Callable[[str], None] | None = None,
-        held_out_set: Dataset | None = None,
-        after_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+def fit(model: nn.Module, inputs: FitInputs, config: TrainConfig, run: FitRun) -> TrainResult:
     """Train `model` in place; return the kept epoch's checkpoint (`config.keep`).
 
     `model` itself ends as the last epoch; with keep="best", load the returned path. The
-    best epoch is the one with the best macro F1 on `held_out_set` (train images left out
-    of training), evaluated every epoch next to val; without one, on val, which then
+    best epoch is the one with the best macro F1 on `inputs.held_out` (train images left out
+    of training), evaluated every epoch next to val; without them, on val, which then
     flatters the kept epoch's val figure.
 
-    `template` gives what a saved checkpoint carries besides weights (model spec, classes,
-    input size, provenance). With `resume`, a run interrupted in OUT continues from its last
-    finished epoch. With a `teacher`, the loss mixes in distillation from its soft targets.
-    Parameters with requires_grad False stay exactly as they are. `echo` gets the resume
-    note and one line per epoch (default: stderr). `after_epoch` gets each epoch's history
-    row once it is saved (rank 0); what it raises ends the training there (a search stops a
-    hopeless trial so).
+    `run.template` gives what a saved checkpoint carries besides weights (model spec,
+    classes, input size, provenance). With `run.resume`, a run interrupted in `run.out_dir`
+    continues from its last finished epoch. With `inputs.teacher`, the loss mixes in
+    distillation from its soft targets. Parameters with requires_grad False stay exactly as
+    they are. `run.echo` gets the resume note and one line per epoch (default: stderr).
+    `run.after_epoch` gets each epoch's history row once it is saved (rank 0); what it raises
+    ends the training there (a search stops a hopeless trial so).
 
     Under torchrun (WORLD_SIZE > 1) every process trains a DistributedDataParallel replica
     on its share of each batch: `config.batch_size` stays the global batch, so the number of
@@ -91,48 +90,88 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
     """
     if config.keep not in KEEP_CHOICES:
         raise UserError(f"keep must be one of {', '.join(KEEP_CHOICES)}, not {config.keep!r}")
-    echo = echo or _to_stderr
-    out_dir = Path(out_dir)
+    session = _start(model, inputs, config, run)
+    for epoch in range(session.progress.epoch, config.epochs):
+        _run_epoch(session, epoch)
+    return _finish(session)
+
+
+@dataclass
+class _Loaders:
+    train: DataLoader
+    sampler: DistributedSampler | None  # under torchrun: this process's share of train
+    val: DataLoader
+    held_out: DataLoader | None
+
+
+@dataclass
+class _Session:
+    """One fit's state, shared by its epochs."""
+
+    model: nn.Module
+    step: TrainStep  # what runs forward, the teacher and the optimizer
+    config: TrainConfig
+    run: FitRun
+    echo: Callable[[str], None]
+    job: Distributed
+    device: torch.device
+    started_group: bool  # this fit started the process group, and so must end it
+    loaders: _Loaders
+    started_as: str  # the fingerprint a resumed run must match
+    progress: Progress
+
+
+def _start(model: nn.Module, inputs: FitInputs, config: TrainConfig, run: FitRun) -> _Session:
+    """Join the processes, build the loaders and the optimizer, resume where a run left off
+    and place the models on the device."""
+    echo = run.echo or _to_stderr
     job = distributed_from_env()
     device, started_group = _join(job, config)
     if job.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        run.out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
-    workers = loader_workers(config.num_workers, device)
-    if workers != config.num_workers and job.is_main:
-        echo(f"loader: {workers} worker processes instead of {config.num_workers} (on CUDA "
-             "the CPU's work is to keep the GPU fed)")
-    train_loader, sampler, val_loader = _loaders(train_set, val_set, config, job, device,
-                                                 workers)
-    held_out_loader = None if held_out_set is None else \
-        make_loader(held_out_set, config.batch_size * 2, shuffle=False, num_workers=0)
-    opt = make_optimization(model, config, len(train_loader), uses_amp(config, device))
-    started_as = checkpointing.fingerprint(model, teacher, train_set, val_set, config)
-    progress = (_resume(out_dir, model, opt, job, echo, started_as) if resume else None) \
-        or Progress()
-    trained, teacher = _place(model, teacher, device, job)
-    for epoch in range(progress.epoch, config.epochs):
-        started = time.perf_counter()
-        seed_epoch(train_loader, sampler, config.seed, epoch)
-        stats = train_one_epoch(model, trained, train_loader, opt, config, device,
-                                teacher=teacher, description=f"epoch {epoch + 1}/{config.epochs}",
-                                show_bar=job.is_main)
-        if job.is_main:  # rank 0 evaluates and saves; the others wait for it
-            metrics = _evaluate(model, val_loader, device, template.classes)
-            row = _epoch_row(epoch, stats, metrics, job, opt, started)
-            if held_out_loader is not None:
-                row["held_out_macro_f1"] = _evaluate(model, held_out_loader, device,
-                                                     template.classes)["macro_f1"]
-            improved = progress.record(row)
-            checkpointing.save_epoch(out_dir, _epoch_checkpoint(template, model, config, row),
-                                     improved, progress, opt.optimizer, opt.scheduler.last_epoch,
-                                     started_as)
-            echo(_epoch_line(row, config.epochs, improved))
-            if after_epoch is not None:
-                after_epoch(row)
-        if job.world_size > 1:
-            wait_for_main()
-    return _finish(model, teacher, config, out_dir, progress, job, started_group)
+    loaders = _loaders(inputs, config, job, device, echo)
+    opt = make_optimization(model, config, len(loaders.train), uses_amp(config, device))
+    started_as = checkpointing.fingerprint(model, inputs.teacher, inputs.train, inputs.val,
+                                           config)
+    progress = (_resume(run.out_dir, model, opt, job, echo, started_as) if run.resume
+                else None) or Progress()
+    trained, teacher = _place(model, inputs.teacher, device, job)
+    return _Session(model, TrainStep(trained, teacher, opt, config, device), config, run, echo,
+                    job, device, started_group, loaders, started_as, progress)
+
+
+def _run_epoch(session: _Session, epoch: int) -> None:
+    """Train one epoch on every process; rank 0 evaluates and saves, the others wait."""
+    s = session
+    started = time.perf_counter()
+    seed_epoch(s.loaders.train, s.loaders.sampler, s.config.seed, epoch)
+    stats = train_one_epoch(s.model, s.step, s.loaders.train,
+                            description=f"epoch {epoch + 1}/{s.config.epochs}",
+                            show_bar=s.job.is_main)
+    if s.job.is_main:
+        _record_epoch(s, epoch, stats, started)
+    if s.job.world_size > 1:
+        wait_for_main()
+
+
+def _record_epoch(session: _Session, epoch: int, stats: EpochStats, started: float) -> None:
+    """Evaluate, save the epoch's files, tell `echo` and `after_epoch` (rank 0)."""
+    s = session
+    classes = s.run.template.classes
+    metrics = _evaluate(s.model, s.loaders.val, s.device, classes)
+    row = _epoch_row(epoch, stats, metrics, s.job, s.step.opt, started)
+    if s.loaders.held_out is not None:
+        row["held_out_macro_f1"] = _evaluate(s.model, s.loaders.held_out, s.device,
+                                             classes)["macro_f1"]
+    improved = s.progress.record(row)
+    checkpointing.save_epoch(s.run.out_dir,
+                             _epoch_checkpoint(s.run.template, s.model, s.config, row),
+                             improved, s.progress, s.step.opt.optimizer,
+                             s.step.opt.scheduler.last_epoch, s.started_as)
+    s.echo(_epoch_line(row, s.config.epochs, improved))
+    if s.run.after_epoch is not None:
+        s.run.after_epoch(row)
 
 
 def _join(job: Distributed, config: TrainConfig) -> tuple[torch.device, bool]:
@@ -161,21 +200,27 @@ def loader_workers(configured: int, device: torch.device) -> int:
     return max(configured, min(CUDA_LOADER_WORKERS, usable_cores() - 1))
 
 
-def _loaders(train_set: Dataset, val_set: Dataset, config: TrainConfig, job: Distributed,
-             device: torch.device, workers: int
-             ) -> tuple[DataLoader, DistributedSampler | None, DataLoader]:
-    """Each process loads its share of the global batch; val is read by rank 0 alone."""
+def _loaders(inputs: FitInputs, config: TrainConfig, job: Distributed, device: torch.device,
+             echo: Callable[[str], None]) -> _Loaders:
+    """Each process loads its share of the global batch; val and the held-out images are
+    read by rank 0 alone."""
+    workers = loader_workers(config.num_workers, device)
+    if workers != config.num_workers and job.is_main:
+        echo(f"loader: {workers} worker processes instead of {config.num_workers} (on CUDA "
+             "the CPU's work is to keep the GPU fed)")
     sampler = None
     if job.world_size > 1:
-        sampler = DistributedSampler(train_set, job.world_size, job.rank, shuffle=True,
+        sampler = DistributedSampler(inputs.train, job.world_size, job.rank, shuffle=True,
                                      seed=config.seed)
     pin = device.type == "cuda"
-    train_loader = make_loader(train_set, config.batch_size // job.world_size, shuffle=True,
+    train_loader = make_loader(inputs.train, config.batch_size // job.world_size, shuffle=True,
                                num_workers=workers, seed=config.seed, sampler=sampler,
                                pin_memory=pin)
-    val_loader = make_loader(val_set, config.batch_size * 2, shuffle=False,
+    val_loader = make_loader(inputs.val, config.batch_size * 2, shuffle=False,
                              num_workers=workers, pin_memory=pin)
-    return train_loader, sampler, val_loader
+    held_out_loader = None if inputs.held_out is None else \
+        make_loader(inputs.held_out, config.batch_size * 2, shuffle=False, num_workers=0)
+    return _Loaders(train_loader, sampler, val_loader, held_out_loader)
 
 
 def _resume(out_dir: Path, model: nn.Module, opt: Optimization, job: Distributed,
@@ -241,82 +286,87 @@ def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
             f"{'  *best' if improved else ''}{waited}")
 
 
-def _finish(model: nn.Module, teacher: nn.Module | None, config: TrainConfig, out_dir: Path,
-            progress: Progress, job: Distributed, started_group: bool) -> TrainResult:
+def _finish(session: _Session) -> TrainResult:
     """Every process returns rank 0's scores; both models go back to the CPU, contiguous."""
+    progress, job, out_dir = session.progress, session.job, session.run.out_dir
     best_epoch = progress.best_epoch
     best_f1 = progress.history[best_epoch - 1]["val_macro_f1"] if job.is_main else None
     last_f1 = progress.history[-1]["val_macro_f1"] if job.is_main else None
     if job.world_size > 1:
         best_f1, best_epoch, last_f1 = from_main((best_f1, best_epoch, last_f1))
-        if started_group:
+        if session.started_group:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-    model.to("cpu", memory_format=torch.contiguous_format)
-    if teacher is not None:
-        teacher.to("cpu", memory_format=torch.contiguous_format)
+    session.model.to("cpu", memory_format=torch.contiguous_format)
+    if session.step.teacher is not None:
+        session.step.teacher.to("cpu", memory_format=torch.contiguous_format)
     history = progress.history
     judged_on = "held-out" if history and "held_out_macro_f1" in history[-1] else "val"
-    if config.keep == "best":
+    if session.config.keep == "best":
         return TrainResult(out_dir / BEST_NAME, best_epoch, best_f1, best_f1, best_epoch,
                            history, judged_on)
-    return TrainResult(out_dir / LAST_NAME, config.epochs, last_f1, best_f1, best_epoch,
-                       history, judged_on)
+    return TrainResult(out_dir / LAST_NAME, session.config.epochs, last_f1, best_f1,
+                       best_epoch, history, judged_on)
 
 
-def train_from_data_config(model_spec: dict[str, Any], data_config, out_dir: str | Path,
-                           device: str = "auto", resume: bool = True,
-                           provenance: dict[str, Any] | None = None,
-                           keep: str = "last",
-                           echo: Callable[[str], None] | None = None,
-                           teacher: nn.Module | None = None,
-                           distill: dict[str, Any] | None = None,
-                           train_share: float = 1.0,
-                           after_epoch: Callable[[dict[str, Any]], None] | None = None
+def train_from_data_config(model_spec: dict[str, Any], data_config: DataConfig,
+                           out_dir: str | Path, options: FromDataOptions = FromDataOptions()
                            ) -> TrainResult:
     """`compress train`: a new model from its spec, trained on the data YAML's folders; with
-    a `teacher`, distilled from it with `distill`'s alpha and temperature (recorded in the
-    checkpoint's info). `train_share` below 1 trains on that share of the training images
-    (stratified, seeded by SEED; a search's proxy); `after_epoch` as for `fit`."""
-    from compress.data.folders import ImageFolderDataset, split_folder
-    from compress.data.training_data import (
-        calibration_files,
-        split_held_out,
-        stratified_share,
-        train_val_datasets,
-    )
-    from compress.data.transforms import eval_transform
-    from compress.fileio import write_atomic
+    `options.teacher`, distilled from it with `options.distill`'s alpha and temperature
+    (recorded in the checkpoint's info). `options.train_share` below 1 trains on that share
+    of the training images (stratified, seeded by SEED; a search's proxy)."""
+    from compress.data.training_data import stratified_share, train_val_datasets
     from compress.models import build_model
 
     train_set, val_set, classes = train_val_datasets(data_config)
-    train_set = stratified_share(train_set, train_share, data_config.seed)
-    info = {"data": asdict(data_config), **(provenance or {})}
-    if train_share < 1:
-        info["train_share"] = train_share
-    if teacher is not None:
+    train_set = stratified_share(train_set, options.train_share, data_config.seed)
+    info = {"data": asdict(data_config), **(options.provenance or {})}
+    if options.train_share < 1:
+        info["train_share"] = options.train_share
+    if options.teacher is not None:
         info["distill"] = {key: str(value) if key == "teacher" else value
-                           for key, value in (distill or {}).items()}
+                           for key, value in (options.distill or {}).items()}
     held_out_set = None
     if data_config.calibration_ratio > 0:
-        # The held-out images travel with the model: later decisions on it use them.
-        held_out = calibration_files(data_config)
-        info["calibration"] = {"ratio": data_config.calibration_ratio,
-                               "seed": data_config.seed, "files": held_out}
-        write_atomic(Path(out_dir) / "calibration.txt", "\n".join(held_out) + "\n")
-        every_train_image = ImageFolderDataset(split_folder(data_config.data_path, "train"),
-                                               classes, eval_transform(data_config.img_size))
-        held_out_set = split_held_out(every_train_image, held_out)[1]
+        info["calibration"], held_out_set = _held_out(data_config, classes, Path(out_dir))
     seed_everything(data_config.seed)  # the same initial weights for the same seed
     model = build_model(model_spec)
     template = Checkpoint(model, model_spec, classes, data_config.img_size, info=info)
-    config = TrainConfig(epochs=data_config.epochs, lr=data_config.init_lr,
-                         batch_size=data_config.batch_size, weight_decay=data_config.weight_decay,
-                         label_smoothing=data_config.label_smoothing, amp=data_config.fp16,
-                         seed=data_config.seed, num_workers=data_config.num_workers,
-                         grad_clip=data_config.grad_clip, device=device, keep=keep,
-                         **{f"distill_{key}": value for key, value in (distill or {}).items()
-                            if key in ("alpha", "temperature")})
-    return fit(model, train_set, val_set, config, out_dir, template, resume=resume, echo=echo,
-               held_out_set=held_out_set, teacher=teacher, after_epoch=after_epoch)
+    return fit(model, FitInputs(train_set, val_set, held_out_set, options.teacher),
+               _data_train_config(data_config, options),
+               FitRun(Path(out_dir), template, options.resume, options.echo,
+                      options.after_epoch))
+
+
+def _held_out(data_config: DataConfig, classes: list[str], out_dir: Path
+              ) -> tuple[dict[str, Any], Dataset]:
+    """CALIBRATION_RATIO's train images, left out of training: the checkpoint's info entry
+    that lists them (later decisions on the model use them), written to calibration.txt
+    too, and the images with the test transform."""
+    from compress.data.folders import ImageFolderDataset, split_folder
+    from compress.data.training_data import calibration_files, split_held_out
+    from compress.data.transforms import eval_transform
+    from compress.fileio import write_atomic
+
+    held_out = calibration_files(data_config)
+    entry = {"ratio": data_config.calibration_ratio, "seed": data_config.seed,
+             "files": held_out}
+    write_atomic(out_dir / "calibration.txt", "\n".join(held_out) + "\n")
+    every_train_image = ImageFolderDataset(split_folder(data_config.data_path, "train"),
+                                           classes, eval_transform(data_config.img_size))
+    return entry, split_held_out(every_train_image, held_out)[1]
+
+
+def _data_train_config(data_config: DataConfig, options: FromDataOptions) -> TrainConfig:
+    """The data YAML's training keys as the engine's options."""
+    distill = options.distill or {}
+    return TrainConfig(epochs=data_config.epochs, lr=data_config.init_lr,
+                       batch_size=data_config.batch_size, weight_decay=data_config.weight_decay,
+                       label_smoothing=data_config.label_smoothing, amp=data_config.fp16,
+                       seed=data_config.seed, num_workers=data_config.num_workers,
+                       grad_clip=data_config.grad_clip, device=options.device,
+                       keep=options.keep,
+                       **{f"distill_{key}": value for key, value in distill.items()
+                          if key in ("alpha", "temperature")})

@@ -106,13 +106,22 @@ class EpochStats:
         return self.loss_sum / max(self.seen, 1)
 
 
-def train_one_epoch(model: nn.Module, trained: nn.Module, loader: DataLoader,
-                    opt: Optimization, config: TrainConfig, device: torch.device, *,
-                    teacher: nn.Module | None, description: str,
-                    show_bar: bool) -> EpochStats:
-    """`trained` is what runs forward: `model` itself, or its DistributedDataParallel wrapper."""
-    _set_train_mode(model, config.freeze_bn_stats)
-    memory_format = training_memory_format(device)
+@dataclass(frozen=True)
+class TrainStep:
+    """What one training step needs besides the batch."""
+
+    trained: nn.Module  # what runs forward: the model, or its DistributedDataParallel wrapper
+    teacher: nn.Module | None  # on the device; its soft targets join the loss
+    opt: Optimization
+    config: TrainConfig
+    device: torch.device
+
+
+def train_one_epoch(model: nn.Module, step: TrainStep, loader: DataLoader, *,
+                    description: str, show_bar: bool) -> EpochStats:
+    """`model` is the one `step.trained` runs (itself, or wrapped for several processes)."""
+    _set_train_mode(model, step.config.freeze_bn_stats)
+    memory_format = training_memory_format(step.device)
     stats = EpochStats()
     bar = _progress(loader, len(loader), description, show_bar)
     started = waiting = time.perf_counter()
@@ -121,10 +130,10 @@ def train_one_epoch(model: nn.Module, trained: nn.Module, loader: DataLoader,
             stats.first_batch_s, stats.first_batch_at = time.perf_counter() - started, time.time()
         else:
             stats.loader_wait_s += time.perf_counter() - waiting
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
-        labels = labels.to(device)
-        loss = _loss(trained, teacher, images, labels, opt.criterion, config, device)
-        _step(loss, opt, config)
+        images = images.to(step.device, non_blocking=True, memory_format=memory_format)
+        labels = labels.to(step.device)
+        loss = _loss(step, images, labels)
+        _step(loss, step.opt, step.config)
         stats.loss_sum += loss.item() * len(labels)
         stats.seen += len(labels)
         stats.steps += 1
@@ -143,15 +152,14 @@ def _set_train_mode(model: nn.Module, freeze_bn_stats: bool) -> None:
                 module.eval()
 
 
-def _loss(trained: nn.Module, teacher: nn.Module | None, images: torch.Tensor,
-          labels: torch.Tensor, criterion: nn.Module, config: TrainConfig,
-          device: torch.device) -> torch.Tensor:
+def _loss(step: TrainStep, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    config, device = step.config, step.device
     with torch.autocast(device.type, dtype=torch.float16, enabled=uses_amp(config, device)):
-        logits = trained(images)
-        loss = criterion(logits, labels)
-        if teacher is not None:
+        logits = step.trained(images)
+        loss = step.opt.criterion(logits, labels)
+        if step.teacher is not None:
             with torch.no_grad():
-                soft_targets = teacher(images)
+                soft_targets = step.teacher(images)
             loss = (1 - config.distill_alpha) * loss + config.distill_alpha * \
                 distillation_loss(logits, soft_targets, config.distill_temperature)
     return loss

@@ -12,7 +12,7 @@ from compress.data.config import DataConfig
 from compress.data.training_data import train_val_datasets
 from compress.errors import UserError
 from compress.models import build_model
-from compress.training.engine import TrainConfig, fit
+from compress.training.engine import FitInputs, FitRun, TrainConfig, fit
 
 
 def _setup(tiny_data, tiny_model_spec, img_size=32):
@@ -26,7 +26,7 @@ def _setup(tiny_data, tiny_model_spec, img_size=32):
 def test_loss_goes_down_and_the_last_epoch_is_kept(tmp_path, tiny_data, tiny_model_spec):
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
     config = TrainConfig(epochs=6, lr=0.05, batch_size=8, num_workers=0, device="cpu")
-    result = fit(model, train_set, val_set, config, tmp_path, template)
+    result = fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path, template))
     losses = [row["train_loss"] for row in result.history]
     assert len(losses) == 6 and losses[-1] < losses[0]
     assert result.path == tmp_path / "last.safetensors" and result.epoch == 6
@@ -56,7 +56,7 @@ def test_cpu_training_runs_channels_last_and_hands_models_back_contiguous(
 
     first_conv.register_forward_pre_hook(record_training_layout)
     config = TrainConfig(epochs=1, lr=0.05, batch_size=8, num_workers=0, device="cpu")
-    fit(model, train_set, val_set, config, tmp_path, template, teacher=teacher)
+    fit(model, FitInputs(train_set, val_set, teacher=teacher), config, FitRun(tmp_path, template))
     assert layouts and all(layouts)  # every training step's batch
     for net in (model, teacher):
         assert all(p.is_contiguous() for p in net.parameters())
@@ -68,7 +68,7 @@ def test_keep_best_returns_the_best_val_epoch(tmp_path, tiny_data, tiny_model_sp
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
     config = TrainConfig(epochs=4, lr=0.05, batch_size=8, num_workers=0, device="cpu",
                          keep="best")
-    result = fit(model, train_set, val_set, config, tmp_path, template)
+    result = fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path, template))
     scores = [row["val_macro_f1"] for row in result.history]
     assert result.path == tmp_path / "best.safetensors"
     assert result.val_f1 == max(scores) and result.epoch == scores.index(max(scores)) + 1
@@ -83,7 +83,8 @@ def test_keep_best_is_judged_on_held_out_images_where_fit_has_them(tmp_path, tin
     held_out = Subset(val_set, list(range(0, len(val_set), 2)))  # any other split than val
     config = TrainConfig(epochs=4, lr=0.05, batch_size=8, num_workers=0, device="cpu",
                          keep="best")
-    result = fit(model, train_set, val_set, config, tmp_path, template, held_out_set=held_out)
+    result = fit(model, FitInputs(train_set, val_set, held_out=held_out), config,
+                 FitRun(tmp_path, template))
     held_out_scores = [row["held_out_macro_f1"] for row in result.history]
     best = held_out_scores.index(max(held_out_scores)) + 1
     assert result.epoch == result.best_epoch == best and result.best_judged_on == "held-out"
@@ -96,7 +97,8 @@ def test_an_unknown_keep_is_a_user_error(tmp_path, tiny_data, tiny_model_spec):
 
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
     with pytest.raises(UserError, match="keep must be one of last, best"):
-        fit(model, train_set, val_set, TrainConfig(epochs=1, keep="first"), tmp_path, template)
+        fit(model, FitInputs(train_set, val_set), TrainConfig(epochs=1, keep="first"),
+            FitRun(tmp_path, template))
 
 
 def test_echo_gets_one_line_per_epoch_and_nothing_goes_to_stderr(
@@ -105,7 +107,8 @@ def test_echo_gets_one_line_per_epoch_and_nothing_goes_to_stderr(
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
     config = TrainConfig(epochs=2, lr=0.05, batch_size=8, num_workers=0, device="cpu")
     lines = []
-    fit(model, train_set, val_set, config, tmp_path, template, echo=lines.append)
+    fit(model, FitInputs(train_set, val_set), config,
+        FitRun(tmp_path, template, echo=lines.append))
     assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
     assert all("val macro F1" in line for line in lines)
     captured = capsys.readouterr()
@@ -119,7 +122,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_data, tin
     from (seed, epoch), not from workers that lived through the earlier epochs)."""
     config = TrainConfig(epochs=4, lr=0.05, batch_size=8, num_workers=workers, device="cpu")
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
-    fit(model, train_set, val_set, config, tmp_path / "straight", template)
+    fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "straight", template))
 
     import compress.training.engine as engine
 
@@ -135,11 +138,12 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_data, tin
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
     monkeypatch.setattr(engine, "predict", crash_in_epoch_three)
     with pytest.raises(KeyboardInterrupt):
-        fit(model, train_set, val_set, config, tmp_path / "resumed", template)
+        fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "resumed", template))
     assert load_checkpoint(tmp_path / "resumed" / "last.safetensors").model is not None
     monkeypatch.setattr(engine, "predict", real_predict)
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
-    result = fit(model, train_set, val_set, config, tmp_path / "resumed", template)
+    result = fit(model, FitInputs(train_set, val_set), config,
+                 FitRun(tmp_path / "resumed", template))
     assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
 
     straight = load_checkpoint(tmp_path / "straight" / "last.safetensors").model.state_dict()
@@ -154,8 +158,8 @@ def test_everything_frozen_is_a_user_error(tmp_path, tiny_data, tiny_model_spec)
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
     model.requires_grad_(False)
     with pytest.raises(UserError, match="frozen"):
-        fit(model, train_set, val_set, TrainConfig(epochs=1, num_workers=0, device="cpu"),
-            tmp_path, template)
+        fit(model, FitInputs(train_set, val_set),
+            TrainConfig(epochs=1, num_workers=0, device="cpu"), FitRun(tmp_path, template))
 
 
 def test_val_ratio_carves_a_stratified_val_split_when_there_is_no_val_folder(tmp_path):
@@ -215,26 +219,28 @@ def test_a_batch_that_does_not_split_over_the_processes_is_a_user_error(
     monkeypatch.setenv("WORLD_SIZE", "3")
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
     with pytest.raises(UserError, match="batch size 8 does not split evenly over 3"):
-        fit(model, train_set, val_set, TrainConfig(epochs=1, batch_size=8, num_workers=0,
-                                                   device="cpu"), tmp_path, template)
+        fit(model, FitInputs(train_set, val_set),
+            TrainConfig(epochs=1, batch_size=8, num_workers=0, device="cpu"),
+            FitRun(tmp_path, template))
 
 
 def test_a_folder_holding_another_run_is_refused_not_resumed(tmp_path, tiny_data,
                                                              tiny_model_spec):
     config = TrainConfig(epochs=1, lr=0.05, batch_size=8, num_workers=0, device="cpu")
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
-    fit(model, train_set, val_set, config, tmp_path, template)
+    fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path, template))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     for changed in ({"lr": 0.01}, {"epochs": 2}, {"label_smoothing": 0.1}):
         model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
         with pytest.raises(UserError, match="started with other inputs"):
-            fit(model, train_set, val_set, replace(config, **changed), tmp_path, template)
+            fit(model, FitInputs(train_set, val_set), replace(config, **changed),
+                FitRun(tmp_path, template))
     other_model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec, img_size=24)
     with pytest.raises(UserError, match="started with other inputs"):  # other transforms
-        fit(other_model, train_set, val_set, config, tmp_path, template)
+        fit(other_model, FitInputs(train_set, val_set), config, FitRun(tmp_path, template))
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     # the same inputs again (another device spelling, more loader workers): resumed, done
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
-    result = fit(model, train_set, val_set, replace(config, num_workers=2, device="auto"),
-                 tmp_path, template)
+    result = fit(model, FitInputs(train_set, val_set),
+                 replace(config, num_workers=2, device="auto"), FitRun(tmp_path, template))
     assert [row["epoch"] for row in result.history] == [1]
