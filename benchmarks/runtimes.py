@@ -24,7 +24,7 @@ import numpy as np
 
 from compress.checkpoint import load_checkpoint
 from compress.data.folders import make_loader
-from compress.data.training_data import open_training_data
+from compress.data.training_data import TrainingDataOptions, open_training_data
 from compress.measure import timing_process
 from compress.measure.openvino_runner import openvino_problem
 from compress.measure.runners import open_onnx_runner
@@ -64,8 +64,8 @@ def quantized_files(checkpoint: Path, data: str, folder: Path, warmup: int
 def agreements(files: list[tuple[Path, str]], data: str, checkpoint: Path) -> list[float]:
     """Each (file, runtime)'s share of val images given the first one's class."""
     stored = load_checkpoint(checkpoint)
-    val = open_training_data(data, stored.classes, stored.input_size, cache_train=False,
-                             num_workers=0).val
+    val = open_training_data(data, stored.classes, stored.input_size,
+                             TrainingDataOptions(cache_train=False, num_workers=0)).val
     runners = [open_onnx_runner(path, runtime) for path, runtime in files]
     classes = [[] for _ in runners]
     for images, _ in make_loader(val, 32, shuffle=False, num_workers=0):

@@ -123,34 +123,48 @@ def resize_training_data(data: TrainingData, img_size: int, aug_train: str = def
                         data.batch_size, data.num_workers)
 
 
-def open_training_data(root: str | Path, classes: list[str], img_size: int, split: str = "val",
-                       aug_train: str = defaults.AUG_TRAIN,
-                       aug_train_params: dict[str, Any] | None = None, batch_size: int = defaults.BATCH_SIZE,
-                       num_workers: int = defaults.NUM_WORKERS, seed: int = defaults.SEED,
-                       cache_train: bool = True, held_out: list[str] | None = None,
-                       cache: str = "auto") -> TrainingData:
+@dataclass(frozen=True)
+class TrainingDataOptions:
+    """How `open_training_data` reads the splits: which split evaluates, the training
+    augmentation, the loader settings, the cache and the checkpoint's held-out images."""
+
+    split: str = "val"  # the folder under ROOT that evaluates
+    aug_train: str = defaults.AUG_TRAIN
+    aug_train_params: dict[str, Any] | None = None
+    batch_size: int = defaults.BATCH_SIZE
+    num_workers: int = defaults.NUM_WORKERS
+    seed: int = defaults.SEED
+    cache_train: bool = True  # False: train is read from its files (a caller that lists it)
+    # Train files, relative to ROOT/train, that the model never trained on: they become the
+    # calibration split and stay out of training.
+    held_out: list[str] | None = None
+    cache: str = "auto"  # the mode of the shared cache of decoded images
+
+
+def open_training_data(root: str | Path, classes: list[str], img_size: int,
+                       options: TrainingDataOptions = TrainingDataOptions()) -> TrainingData:
     """ROOT/train with augmentation and ROOT/SPLIT with the test transform, for a model that
     predicts `classes` at `img_size` (class folders must match), decoded once into the
-    shared cache (`cache`: its mode) after every check passed; `cache_train` False reads
-    train from its files (a caller that only lists it). `held_out` (train files, relative
-    to ROOT/train, that the model never trained on) become the calibration split and stay
-    out of training."""
+    shared cache after every check passed."""
     root = Path(root)
-    config = DataConfig(data_path=str(root), img_size=img_size, aug_train=aug_train,
-                        aug_train_params=aug_train_params or {}, batch_size=batch_size,
-                        num_workers=num_workers, seed=seed)
+    config = DataConfig(data_path=str(root), img_size=img_size, aug_train=options.aug_train,
+                        aug_train_params=options.aug_train_params or {},
+                        batch_size=options.batch_size, num_workers=options.num_workers,
+                        seed=options.seed)
     train_dir = split_folder(root, "train")
     train = ImageFolderDataset(train_dir, classes=classes, transform=train_transform(config))
-    val = ImageFolderDataset(root / split, classes=classes, transform=eval_transform(img_size))
-    if cache_train:
-        train, val = decoded_after_checks([train, val], img_size, cache)
+    val = ImageFolderDataset(root / options.split, classes=classes,
+                             transform=eval_transform(img_size))
+    if options.cache_train:
+        train, val = decoded_after_checks([train, val], img_size, options.cache)
     else:
-        val, = decoded_after_checks([val], img_size, cache)
+        val, = decoded_after_checks([val], img_size, options.cache)
     calibration = None
-    if held_out:
-        train, calibration = split_held_out(train, held_out)
+    if options.held_out:
+        train, calibration = split_held_out(train, options.held_out)
         calibration = calibration.with_transform(eval_transform(img_size))
-    return TrainingData(train, val, list(classes), batch_size, num_workers, calibration)
+    return TrainingData(train, val, list(classes), options.batch_size, options.num_workers,
+                        calibration)
 
 
 def split_held_out(train: ImageFolderDataset, held_out: list[str]

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from compress.checkpoint import Checkpoint
 from compress.data.folders import make_loader
-from compress.data.training_data import TrainingData, open_training_data
+from compress.data.training_data import TrainingData, TrainingDataOptions, open_training_data
 from compress.errors import UserError
 from compress.measure import timing_process
 from compress.measure.end_to_end import predict_files
@@ -49,10 +49,14 @@ def open_data(recipe: Recipe, checkpoint: Checkpoint) -> TrainingData | None:
     if not Path(recipe.data.root).is_dir():
         return None
     data = recipe.data
-    return open_training_data(data.root, checkpoint.classes, checkpoint.input_size, data.split,
-                              *data.augmentation(), data.batch_size, data.num_workers,
-                              recipe.seed, held_out=checkpoint.held_out_files,
-                              cache=data.cache)
+    aug_train, aug_train_params = data.augmentation()
+    return open_training_data(data.root, checkpoint.classes, checkpoint.input_size,
+                              TrainingDataOptions(
+                                  split=data.split, aug_train=aug_train,
+                                  aug_train_params=aug_train_params,
+                                  batch_size=data.batch_size, num_workers=data.num_workers,
+                                  seed=recipe.seed, held_out=checkpoint.held_out_files,
+                                  cache=data.cache))
 
 
 @dataclass

@@ -94,12 +94,13 @@ def analyze_checkpoint(checkpoint_path: str, data_root: str, kinds: list[str],
                        seed: int, progress: Callable[[str], None]
                        ) -> tuple[float, list[Cut], str]:
     from compress.checkpoint import load_checkpoint
-    from compress.data.training_data import open_training_data
+    from compress.data.training_data import TrainingDataOptions, open_training_data
     from compress.data.transforms import eval_transform
 
     checkpoint = load_checkpoint(checkpoint_path)
     data = open_training_data(data_root, checkpoint.classes, checkpoint.input_size,
-                              cache_train=False, held_out=checkpoint.held_out_files)
+                              TrainingDataOptions(cache_train=False,
+                                                  held_out=checkpoint.held_out_files))
     ctx = SensitivityContext(
         checkpoint.input_size, checkpoint.classes,
         calibration_subset(data.train.with_transform(eval_transform(checkpoint.input_size)),

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from compress.data.training_data import TrainingData, open_training_data
+from compress.data.training_data import TrainingData, TrainingDataOptions, open_training_data
 from compress.device import resolve_device
 from compress.fileio import check_writable, write_json_atomic
 from compress.pipeline.measurer import Measurer
@@ -52,8 +52,8 @@ def finetune_checkpoint(path: str, data_root: str, out: str, freeze: str | list[
     stage = create_stage("finetune", options)
     out_dir = Path(out)
     ctx = _context(checkpoint, out_dir, open_training_data(
-        data_root, checkpoint.classes, checkpoint.input_size, batch_size=batch_size,
-        held_out=checkpoint.held_out_files, cache=cache), device,
+        data_root, checkpoint.classes, checkpoint.input_size, TrainingDataOptions(
+            batch_size=batch_size, held_out=checkpoint.held_out_files, cache=cache)), device,
                    teacher=teacher_model)
     output = stage.apply(checkpoint.model, ctx)
     details = output.result.to_dict()
@@ -83,7 +83,7 @@ def export_checkpoint(path: str, out: str, fp16: bool, opset: int,
     checkpoint = load_checkpoint(path)
     # Only the val images are used (for the parity check): train is listed, not decoded.
     data = open_training_data(data_root, checkpoint.classes, checkpoint.input_size,
-                              cache_train=False) if data_root else None
+                              TrainingDataOptions(cache_train=False)) if data_root else None
     stage = create_stage("export", {"fp16": fp16, "opset": opset})
     with tempfile.TemporaryDirectory() as tmp:
         ctx = _context(checkpoint, Path(tmp), data, "cpu")

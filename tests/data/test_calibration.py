@@ -77,18 +77,19 @@ def test_train_records_the_held_out_images_in_the_checkpoint(tmp_path, tiny_data
 
 
 def test_a_checkpoints_held_out_images_become_the_decision_split(tiny_data):
-    from compress.data.training_data import open_training_data
+    from compress.data.training_data import TrainingDataOptions, open_training_data
 
     held_out = calibration_files(_config(tiny_data, calibration_ratio=0.25))
-    data = open_training_data(tiny_data, ["blue", "green", "red"], 32, num_workers=0,
-                              held_out=held_out)
+    data = open_training_data(tiny_data, ["blue", "green", "red"], 32,
+                              TrainingDataOptions(num_workers=0, held_out=held_out))
     assert data.decision_split is data.calibration and len(data.calibration) == 9
     assert {tiny_data / "train" / n for n in held_out} == _paths(data.calibration)
     assert not _paths(data.calibration) & _paths(data.train) and len(data.train) == 27
     assert data.calibration[0][0].shape == (3, 32, 32)  # the test transform
-    plain = open_training_data(tiny_data, ["blue", "green", "red"], 32, num_workers=0)
+    plain = open_training_data(tiny_data, ["blue", "green", "red"], 32,
+                               TrainingDataOptions(num_workers=0))
     assert plain.calibration is None and plain.decision_split is plain.val
 
     with pytest.raises(UserError, match="1 of the 10 calibration images .* missing"):
-        open_training_data(tiny_data, ["blue", "green", "red"], 32, num_workers=0,
-                           held_out=held_out + ["red/not_here.png"])
+        open_training_data(tiny_data, ["blue", "green", "red"], 32, TrainingDataOptions(
+            num_workers=0, held_out=held_out + ["red/not_here.png"]))
