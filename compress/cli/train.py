@@ -118,7 +118,7 @@ def finetune(checkpoint, data_root, freeze, epochs, lr, distill, teacher, grad_c
     """
     from pathlib import Path
 
-    from compress.tools.single_stage import finetune_checkpoint, finetune_tracker
+    from compress.tools.single_stage import FinetuneOptions, finetune_checkpoint, finetune_tracker
     from compress.tools.train import kept_line
     from compress.training.distributed import distributed_from_env
 
@@ -129,9 +129,10 @@ def finetune(checkpoint, data_root, freeze, epochs, lr, distill, teacher, grad_c
     tracker = finetune_tracker(track if main_process else None, tracking_uri, out, options,
                                click.echo)
     try:
-        path, details = finetune_checkpoint(checkpoint, data_root, out, freeze, epochs, lr,
-                                            distill, batch_size, device, keep, teacher,
-                                            grad_clip, cache or "auto")
+        path, details = finetune_checkpoint(checkpoint, data_root, out, FinetuneOptions(
+            freeze=freeze, epochs=epochs, lr=lr, distill=distill, batch_size=batch_size,
+            device=device, keep=keep, teacher=teacher, grad_clip=grad_clip,
+            cache=cache or "auto"))
     except BaseException:
         tracker.finish(failed=True)
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +37,42 @@ def freeze_policy(text: str | list[str]) -> str | list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
-def finetune_checkpoint(path: str, data_root: str, out: str, freeze: str | list[str],
-                        epochs: int, lr: float, distill: bool, batch_size: int,
-                        device: str, keep: str = "last", teacher: str | None = None,
-                        grad_clip: float | None = None, cache: str = "auto"
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """`compress finetune`'s options besides the checkpoint, the data and the output."""
+
+    # As typed after --freeze: a policy name or comma-separated parameter-name patterns (or
+    # a list of patterns).
+    freeze: str | list[str]
+    epochs: int
+    lr: float
+    distill: bool  # the checkpoint itself is the teacher, unless `teacher` names another
+    batch_size: int
+    device: str
+    keep: str = "last"
+    teacher: str | None = None  # a checkpoint to distil from (implies distill)
+    grad_clip: float | None = None
+    cache: str = "auto"
+
+
+def finetune_checkpoint(path: str, data_root: str, out: str, options: FinetuneOptions
                         ) -> tuple[Path, dict[str, Any]]:
-    """`freeze` as typed after --freeze: a policy name or comma-separated parameter-name
-    patterns (or a list of patterns). The teacher is CHECKPOINT itself, or `teacher`."""
+    """The finetune stage on one checkpoint; its result is OUT/finetuned.safetensors, its
+    record OUT/finetune.json."""
     checkpoint = load_checkpoint(path)
-    teacher_model = _teacher(checkpoint, path, teacher) if distill or teacher else None
-    options = {"epochs": epochs, "lr": lr, "freeze": freeze_policy(freeze), "keep": keep,
-               "grad_clip": grad_clip}
+    teacher_model = _teacher(checkpoint, path, options.teacher) \
+        if options.distill or options.teacher else None
+    stage_options = {"epochs": options.epochs, "lr": options.lr,
+                     "freeze": freeze_policy(options.freeze), "keep": options.keep,
+                     "grad_clip": options.grad_clip}
     if teacher_model is not None:
-        options["distill"] = {}
-    stage = create_stage("finetune", options)
+        stage_options["distill"] = {}
+    stage = create_stage("finetune", stage_options)
     out_dir = Path(out)
     ctx = _context(checkpoint, out_dir, open_training_data(
         data_root, checkpoint.classes, checkpoint.input_size, TrainingDataOptions(
-            batch_size=batch_size, held_out=checkpoint.held_out_files, cache=cache)), device,
-                   teacher=teacher_model)
+            batch_size=options.batch_size, held_out=checkpoint.held_out_files,
+            cache=options.cache)), options.device, teacher=teacher_model)
     output = stage.apply(checkpoint.model, ctx)
     details = output.result.to_dict()
     result = out_dir / "finetuned.safetensors"
