@@ -13,14 +13,23 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compress.errors import UserError
-from compress.fileio import check_folder_possible, write_atomic, write_json_atomic
-from compress.stages.base import StageStatus
+from compress.fileio import (
+    LockBusy,
+    check_folder_possible,
+    file_lock,
+    lock_owner,
+    write_atomic,
+    write_json_atomic,
+)
+
+if TYPE_CHECKING:
+    from compress.stages.base import StageStatus
 
 
 @dataclass(frozen=True)
@@ -68,12 +77,16 @@ class StageRecord:
         return cls(**data)
 
     def __post_init__(self) -> None:
+        # Imported here: a process that only locks a run folder or reads its records need
+        # not load torch with the stages.
+        from compress.stages.base import StageStatus
+
         object.__setattr__(self, "status", StageStatus(self.status))  # as read from JSON
 
 
 # Written when a run starts: the folder belongs to compress, and a later run may write there.
 MARKER = ".compress-run"
-# Held while a process runs in the folder: its pid; a lock whose process is gone is stale.
+# Locked while a process runs in the folder (fileio.file_lock); it holds the process's pid.
 LOCK = ".lock"
 
 
@@ -88,32 +101,32 @@ class RunStore:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the folder for this process: a second run into it is refused with one line
-        while this one lives; the lock of a killed run is taken over."""
+        while this one lives; the lock of a killed run is taken over (see fileio.file_lock).
+        A lock file that names a live process is honoured even where that process holds no
+        file lock (a compress that kept the lock as a pid file only)."""
         self._claim()
         created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         lock = self.root / LOCK
-        for _ in range(2):
+        with ExitStack() as held:
+            owner = lock_owner(lock)
+            if owner is not None and owner != os.getpid() and _alive(owner):
+                raise self._in_use(owner)
             try:
-                descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                owner = _lock_owner(lock)
-                if owner is not None and owner != os.getpid() and _alive(owner):
-                    raise UserError(f"run folder {self.root} is in use by process {owner}; "
-                                    "wait for it or choose another --out") from None
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(descriptor, "w") as file:
-                file.write(str(os.getpid()))
-            break
-        try:
-            yield
-        except BaseException:
-            if created and not self.completed():  # a run that failed before any stage
-                shutil.rmtree(self.root, ignore_errors=True)
-            raise
-        finally:
-            lock.unlink(missing_ok=True)
+                held.enter_context(file_lock(lock, wait=False))
+            except LockBusy as busy:
+                raise self._in_use(busy.owner) from None
+            try:
+                yield
+            except BaseException:
+                if created and not self.completed():  # a run that failed before any stage
+                    shutil.rmtree(self.root, ignore_errors=True)
+                raise
+
+    def _in_use(self, owner: int | None) -> UserError:
+        by = f"process {owner}" if owner is not None else "another process"
+        return UserError(f"run folder {self.root} is in use by {by}; wait for it or choose "
+                         "another --out")
 
     def adopt(self) -> None:
         """Make the folder a run folder before a run starts, for a caller that keeps files
@@ -179,13 +192,6 @@ class RunStore:
 def read_run(folder: str | Path) -> list[StageRecord]:
     """The records of a run folder's finished stages, the input first."""
     return RunStore(folder).completed()
-
-
-def _lock_owner(lock: Path) -> int | None:
-    try:
-        return int(lock.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def _alive(pid: int) -> bool:
