@@ -6,6 +6,7 @@ batch 1 in ONNX Runtime on this machine's CPU, interleaved with the reference mo
 
 from __future__ import annotations
 
+import atexit
 import statistics
 import time
 from dataclasses import replace
@@ -14,6 +15,7 @@ from typing import Any, Callable
 
 from compress.data.config import DataConfig
 from compress.errors import first_line
+from compress.fileio import file_lock
 from compress.search.arch_job import ArchJob, reference_model
 from compress.search.architecture import Design
 from compress.search.objective import format_value
@@ -186,6 +188,7 @@ def _measure(job: ArchJob, design: Design, model, trial_dir: Path) -> dict[str, 
                             classes=job.classes)
     if _timer is None:
         _timer = timing_process.TimingWorker()
+        atexit.register(_timer.close)  # the worker process ends with this one
     threads = max(1, usable_cores() // job.workers) if job.workers > 1 else None
     comparison, = _timer.run([timing_process.compare(
         reference_onnx, onnx_path, input_size=reference_size, input_size_b=design.input_size,
@@ -197,14 +200,17 @@ def _measure(job: ArchJob, design: Design, model, trial_dir: Path) -> dict[str, 
 
 
 def _reference_onnx(job: ArchJob) -> tuple[Path, int]:
-    """The reference as ONNX in the search folder, written once (atomically: workers may
-    race to it and write the same file)."""
+    """The reference as ONNX in the search folder, written by each process on its first
+    trial (the reference may have changed since an earlier search into the folder), under
+    the file's lock: workers sharing the folder write it one at a time, and a worker timing
+    against it meanwhile reads one whole file."""
     from compress.ops.onnx_export import export_onnx
 
     global _reference
     path = job.out_dir / "reference.onnx"
     if _reference is None or _reference[0] != path or not path.is_file():
         model, size = reference_model(job)
-        export_onnx(model, path, size, classes=job.classes)
+        with file_lock(path.with_name(path.name + ".lock")):
+            export_onnx(model, path, size, classes=job.classes)
         _reference = (path, size)
     return _reference
