@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from compress.checkpoint import Checkpoint, save_checkpoint
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.fileio import atomic_path, write_json_atomic
 
 BEST_NAME, LAST_NAME, STATE_NAME, HISTORY_NAME = (
@@ -131,13 +131,23 @@ def _save_train_state(path: Path, model: nn.Module, optimizer: torch.optim.Optim
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
+    """The counters of a train state. A file that cannot be read is an error naming it, not
+    a fresh start: restarting would overwrite the epochs it holds."""
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return json.loads((f.metadata() or {}).get("train_state", "{}"))
-    except Exception:  # noqa: BLE001 (a damaged file: not this run's state either)
-        return {}
+            meta = json.loads((f.metadata() or {}).get("train_state", "{}"))
+    except SafetensorError as exc:  # a truncated file, or not safetensors at all
+        raise UserError(f"{path}: the training state cannot be read ({first_line(exc)}); "
+                        "delete it to start the run again") from None
+    except ValueError:  # its counters are not JSON
+        raise UserError(f"{path}: the training state's counters are not JSON; delete it to "
+                        "start the run again") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: the training state's counters are not a JSON object; "
+                        "delete it to start the run again")
+    return meta
 
 
 def _load_train_state(path: Path, model: nn.Module,

@@ -108,6 +108,14 @@ def truncated_record_on_resume(tmp, ckpt, data):
             ["stages/01-prune/record.json is damaged"])
 
 
+def damaged_train_state_on_resume(tmp, ckpt, data):
+    state = tmp / "ft" / "train" / "train_state.safetensors"  # where finetune's fit resumes
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"\x10" + b"\x00" * 7 + b"{damaged")
+    return (["finetune", ckpt, "--data", data, "--out", tmp / "ft", "--epochs", 1],
+            ["ft/train/train_state.safetensors", "cannot be read"])
+
+
 def class_names_that_do_not_fit_the_outputs(tmp, ckpt, data):
     spec = load_checkpoint(ckpt).model_spec
     path = save_checkpoint(tmp / "two.safetensors",
@@ -268,7 +276,7 @@ def unknown_stage_runtime(tmp, ckpt, data):
 CASES = [recipe_not_utf8, set_value_not_yaml, duplicate_key, boolean_for_a_number,
          freeze_pattern_matching_nothing, users_recipe_inside_out, mistyped_data_for_run,
          data_that_is_a_file, run_out_below_a_file, predict_out_below_a_file,
-         export_out_below_a_file, truncated_record_on_resume,
+         export_out_below_a_file, truncated_record_on_resume, damaged_train_state_on_resume,
          class_names_that_do_not_fit_the_outputs, checkpoint_metadata_not_json,
          structural_edit_asking_for_terabytes, onnx_file_as_checkpoint,
          pickled_module_as_checkpoint, text_file_as_checkpoint,
