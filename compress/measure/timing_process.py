@@ -122,7 +122,11 @@ class TimingWorker:
                                "without an answer (its error, if any, is above)")
         reply = json.loads(line)
         if "error" in reply:
-            raise (UserError if reply["user_error"] else RuntimeError)(reply["error"])
+            if reply["user_error"]:
+                raise UserError(reply["error"])
+            # A bug in the worker: its own traceback is the one that shows where.
+            raise RuntimeError(f"{reply['error']}\nin the timing process:\n"
+                               f"{reply['traceback'].rstrip()}")
         return [_result(job.kind, result) for job, result in zip(jobs, reply["results"])]
 
     def close(self) -> None:
@@ -177,13 +181,16 @@ def _serve(request: dict) -> list[dict]:
 
 
 def _serve_forever() -> None:
+    import traceback
+
     for line in sys.stdin:
         try:
             print(json.dumps({"results": _serve(json.loads(line))}), flush=True)
+        except UserError as error:  # the parent raises it as one line
+            print(json.dumps({"error": str(error), "user_error": True}), flush=True)
         except Exception as error:  # answered, so the parent raises it and the worker lives on
-            print(json.dumps({"error": f"{type(error).__name__}: {error}"
-                              if not isinstance(error, UserError) else str(error),
-                              "user_error": isinstance(error, UserError)}), flush=True)
+            print(json.dumps({"error": f"{type(error).__name__}: {error}", "user_error": False,
+                              "traceback": traceback.format_exc()}), flush=True)
 
 
 if __name__ == "__main__":
