@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.errors import StageFailed
+from compress.fileio import atomic_path
 
 NNCF_HINT = "pip install -e '.[openvino]'"
 
@@ -59,7 +60,8 @@ def _quantize(float_path: str, out_path: str, calibration: str, excluded: str,
     quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset(preset),
                               target_device=nncf.TargetDevice.CPU, subset_size=len(images),
                               ignored_scope=nncf.IgnoredScope(names=names) if names else None)
-    onnx.save(quantized, out_path)
+    with atomic_path(out_path) as tmp:
+        onnx.save(quantized, str(tmp))
 
 
 if __name__ == "__main__":

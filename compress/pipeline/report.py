@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from compress.fileio import write_json_atomic
+from compress.fileio import write_atomic, write_json_atomic
 from compress.measure.op_profile import OpTypeShare, format_profile
 from compress.pipeline.runstore import StageRecord
 from compress.plotting import figure_file
@@ -69,7 +69,7 @@ def write_report(root: Path, records: list[StageRecord], recipe: dict[str, Any],
         lines += ["", *runtime_lines(runtimes)]
     if floor:
         lines += ["", *_floor_lines(floor)]
-    (root / "report.md").write_text("\n".join(lines) + "\n")
+    write_atomic(root / "report.md", "\n".join(lines) + "\n")
     paths = {"json": root / "report.json", "markdown": root / "report.md"}
     if all(r.macro_f1 is not None for r in records):
         paths["plot"] = _plot(root / "report.png", records)

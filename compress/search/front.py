@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from compress.fileio import write_atomic
 from compress.plotting import figure_file
 from compress.search.job import SearchJob
 from compress.search.objective import format_value
@@ -48,8 +49,8 @@ def write_front(job: SearchJob) -> tuple[list[str], dict[str, Path]]:
     if not front:
         lines.append("(empty: no finished trial" + (f" meets min_f1 {job.section.min_f1})"
                                                     if job.section.min_f1 is not None else ")"))
-    (out / "pareto.md").write_text("\n".join(lines) + "\n")
-    (out / "search.json").write_text(json.dumps({
+    write_atomic(out / "pareto.md", "\n".join(lines) + "\n")
+    write_atomic(out / "search.json", json.dumps({
         "study": job.study_name, "storage": redacted(job.storage_url),
         "objectives": ["maximize macro_f1", f"minimize {study.metric_names[1]}"],
         "trials": [{"number": t.number, "state": t.state.name, "values": t.values,
@@ -79,7 +80,7 @@ def _write_recipe(path: Path, trial, job: SearchJob) -> None:
     if job.section.proxy_epochs is not None:
         header += (f"# fine-tuning was capped at {job.section.proxy_epochs} epochs (proxy); "
                    "raise the epochs for the full result\n")
-    path.write_text(header + yaml.safe_dump(trial.user_attrs["recipe"], sort_keys=False))
+    write_atomic(path, header + yaml.safe_dump(trial.user_attrs["recipe"], sort_keys=False))
 
 
 def _speedup(trial) -> float:

@@ -12,7 +12,6 @@ changed: quantization lives in the ONNX file, which is what the pipeline measure
 from __future__ import annotations
 
 import fnmatch
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,6 +25,7 @@ from compress.data.training_data import calibration_subset
 from compress.data.transforms import eval_transform
 from compress.device import cpu_flags, int8_saturation_remedy
 from compress.errors import StageFailed
+from compress.fileio import atomic_path, copy_atomic
 from compress.ops.nncf_quantize import nncf_problem, quantize_with_nncf
 from compress.ops.onnx_export import export_onnx, set_metadata
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
@@ -223,7 +223,7 @@ class Quantize(Stage):
         choice, reason = choose_model(agreement, cfg.min_agreement, timing.ratio, cfg.keep,
                                       cfg.min_speedup)
         deployable = ctx.stage_dir / "model.onnx"
-        shutil.copyfile(int8_path if choice == "int8" else float_path, deployable)
+        copy_atomic(int8_path if choice == "int8" else float_path, deployable)
         macro_f1 = val_agreement = None
         if "val" in judged:  # val is reported, never decided on
             targets = judged["val"][1]
@@ -282,7 +282,8 @@ class Quantize(Stage):
                 extra_options={"TensorQuantOverrides": overrides} if overrides else None)
         quantized = onnx.load(str(out))
         set_metadata(quantized, ctx.classes, ctx.input_size)
-        onnx.save(quantized, str(out))
+        with atomic_path(out) as tmp:
+            onnx.save(quantized, str(tmp))
         return excluded, calibrated_on
 
 
