@@ -140,7 +140,7 @@ def is_safetensors(path: Path) -> bool:
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Rebuild a model from a compress checkpoint; anything else is refused clearly."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
@@ -151,7 +151,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
+    except SafetensorError as exc:  # its one type for a bad header, JSON or truncated data
         raise UserError(f"checkpoint {path}: corrupt safetensors file ({exc})") from None
     if METADATA_KEY not in metadata:
         raise UserError(f"checkpoint {path}: safetensors file without compress metadata "

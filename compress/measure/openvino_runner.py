@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 
 OPENVINO_HINT = "pip install -e '.[openvino]'"
 PROVIDER_NAME = "OpenVINO CPU"
@@ -36,14 +36,6 @@ def openvino_problem(load: bool = True) -> str | None:
     return None
 
 
-def openvino_version() -> str | None:
-    try:
-        import openvino
-    except ImportError:
-        return None
-    return openvino.__version__
-
-
 def compile_onnx(path: str | Path, threads: int | None = None) -> Any:
     """The ONNX file read and compiled for OpenVINO's CPU plugin, float32 kept float32."""
     problem = openvino_problem()
@@ -58,7 +50,7 @@ def compile_onnx(path: str | Path, threads: int | None = None) -> Any:
     try:
         return core.compile_model(core.read_model(str(path)), "CPU", config)
     except RuntimeError as exc:  # OpenVINO's own error for a file or op it cannot take
-        raise UserError(f"{path}: OpenVINO cannot compile it: {str(exc).splitlines()[0]}"
+        raise UserError(f"{path}: OpenVINO cannot compile it: {first_line(exc)}"
                         ) from None
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
 _ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -44,6 +44,15 @@ def session_options(threads: int | None, profile_prefix: str | None = None):
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
     return options
+
+
+def ort_load_errors() -> tuple[type[Exception], ...]:
+    """What ONNX Runtime raises for a file it cannot load (not protobuf, an invalid graph, an
+    op it lacks): its own types, none of them a subclass of a Python error."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return (state.Fail, state.InvalidArgument, state.InvalidGraph, state.InvalidProtobuf,
+            state.NotImplemented, state.RuntimeException)
 
 
 def _session_on(model: str | bytes, provider: str, threads: int | None,
@@ -75,7 +84,9 @@ def open_session(model: str | Path | bytes, provider: str = "cpu",
             try:
                 session = _session_on(model, candidate, threads, profile_prefix)
             except Exception as exc:  # a GPU provider whose libraries fail to load
-                failures.append(f"{_ORT_NAMES[candidate]} failed ({str(exc).splitlines()[0]})")
+                if candidate == "cpu":  # the file is at fault, not a provider: as for "cpu"
+                    raise
+                failures.append(f"{_ORT_NAMES[candidate]} failed ({first_line(exc)})")
                 continue
             if session.get_providers()[0] == _ORT_NAMES[candidate]:
                 used = session.get_providers()[0]

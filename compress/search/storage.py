@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import warnings
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 
 # A trial whose process died stops beating; after this long it is marked failed and its
 # values are tried again once (Optuna's heartbeat, RDB storages).
@@ -16,10 +16,11 @@ HEARTBEAT_S, GRACE_S = 30, 120
 
 def redacted(url: str) -> str:
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:
+    except (ArgumentError, ValueError):  # not a URL it can parse (a port that is no number)
         return url.split("@")[-1]
 
 
@@ -45,7 +46,6 @@ def open_storage(url: str):
             # other finds them on a second try.
             time.sleep(0.5 + attempt)
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else \
-                type(exc).__name__
-            raise UserError(f"--storage {redacted(url)}: cannot open it ({reason})") from None
+            raise UserError(f"--storage {redacted(url)}: cannot open it ({first_line(exc)})"
+                            ) from None
     raise UserError(f"--storage {redacted(url)}: its tables could not be created")
