@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from compress.data.folders import IMAGE_EXTENSIONS, read_image
 from compress.data.transforms import eval_transform
 from compress.errors import UserError
+from compress.measure.threads import torch_threads
 from compress.measure.torch_runner import TorchRunner
 
 
@@ -95,10 +96,8 @@ def predict_files(runner: Any, files: list[Path], input_size: int, batch_size: i
     loader = DataLoader(images_dataset, batch_size=chunk, shuffle=False,
                         num_workers=workers, prefetch_factor=4 if workers else None)
     labels, model_seconds, wait_seconds = [], 0.0, 0.0
-    torch_threads = torch.get_num_threads()
-    if not (isinstance(runner, TorchRunner) and runner.device.type == "cpu"):
-        torch.set_num_threads(1)
-    try:
+    timed_in_torch_on_cpu = isinstance(runner, TorchRunner) and runner.device.type == "cpu"
+    with torch_threads(None if timed_in_torch_on_cpu else 1):
         chunks = iter(loader)
         for index in itertools.count():
             waited = time.perf_counter()
@@ -119,7 +118,5 @@ def predict_files(runner: Any, files: list[Path], input_size: int, batch_size: i
                 if isinstance(logits, torch.Tensor):
                     logits = logits.float().numpy()
                 labels.append(logits.argmax(1))
-    finally:
-        torch.set_num_threads(torch_threads)
     return Predictions(np.concatenate(labels), time.perf_counter() - started, model_seconds,
                        wait_seconds)

@@ -10,11 +10,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.measure.latency import Comparison, Latency, compare_latency, measure_latency
 from compress.measure.machine import format_machine, machine_info, peak_gflops, usable_cores
-from compress.measure.runners import OrtRunner
+from compress.measure.runners import OrtRunner, ort_load_errors
 from compress.measure.runtime import RunnerOptions, choose_bench_runtime, model_runtime
+from compress.measure.threads import torch_threads
 from compress.measure.torch_runner import TorchRunner, launch_floor_ms, matmul_peak_gflops
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
@@ -114,10 +115,8 @@ def _open_onnx(path: Path, provider: str, threads: int | None,
 
     try:
         runner = OrtRunner.open(path, provider, threads)
-    except UserError:
-        raise
-    except Exception as exc:  # onnxruntime raises its own types for a corrupt file
-        raise UserError(f"{path} is not a valid ONNX model: {str(exc).splitlines()[0]}")
+    except ort_load_errors() as exc:
+        raise UserError(f"{path} is not a valid ONNX model: {first_line(exc)}") from None
     _check_image_classifier(path, runner.session)
     fixed = runner.input_size()
     try:
@@ -139,14 +138,10 @@ def _open_onnx(path: Path, provider: str, threads: int | None,
 
 def _open_checkpoint(path: Path, device: str, options: RunnerOptions,
                      input_size: int | None) -> BenchModel:
-    import torch
-
     from compress.checkpoint import load_checkpoint
     from compress.measure.macs import count_macs
 
     checkpoint = load_checkpoint(path)
-    if options.threads:
-        torch.set_num_threads(options.threads)
     size = input_size or checkpoint.input_size
     macs = count_macs(checkpoint.model, size)
     runner = TorchRunner.open(checkpoint.model, device, options.compile_model,
@@ -282,30 +277,32 @@ def bench_files(model_path: str | Path, other_path: str | Path | None = None, *,
                         "(ONNX Runtime, torch); a speed-up is measured within one: give "
                         "--runtime onnxruntime (checkpoints are exported) or two of a kind")
     info = machine_info(options.threads)
-    target = open_model(model_path, options, input_size)
-    other = open_model(other_path, options, target.input_size, compared=True) \
-        if other_path else None
-    if profile and not isinstance(target.runner, OrtRunner):
-        raise UserError("--profile: ONNX files are profiled in ONNX Runtime only (give "
-                        "--runtime onnxruntime; a checkpoint is exported first)")
-    for batch in batches:  # before any line is printed: an error is the only line
-        for opened in (target, other) if other else (target,):
-            opened.check_batch(batch)
-    header = note if as_json else echo
-    header(format_machine(info))
-    for model_note in {target.note, other and other.note} - {None}:
-        header(f"note: {model_note}")
-    header(_model_line(target, other))
-    rows = bench(target, list(batches), warmup, runs, seconds, other,
-                 progress=lambda b: None if as_json else note(f"timing batch {b} ..."))
-    ceilings = _ceilings(target, options, warmup, runs, peak)
-    lines = [json.dumps(row.as_dict() | {"model": target.shown} | asdict(ceilings))
-             for row in rows] if as_json else _summary_lines(rows, target, other, ceilings)
-    if profile:
-        lines += _profile_lines(target, target.runner.provider_key, options.threads, as_json)
-    for line in lines:
-        echo(line)
-    return rows
+    with torch_threads(options.threads):  # the torch runner's, for this bench only
+        target = open_model(model_path, options, input_size)
+        other = open_model(other_path, options, target.input_size, compared=True) \
+            if other_path else None
+        if profile and not isinstance(target.runner, OrtRunner):
+            raise UserError("--profile: ONNX files are profiled in ONNX Runtime only (give "
+                            "--runtime onnxruntime; a checkpoint is exported first)")
+        for batch in batches:  # before any line is printed: an error is the only line
+            for opened in (target, other) if other else (target,):
+                opened.check_batch(batch)
+        header = note if as_json else echo
+        header(format_machine(info))
+        for model_note in {target.note, other and other.note} - {None}:
+            header(f"note: {model_note}")
+        header(_model_line(target, other))
+        rows = bench(target, list(batches), warmup, runs, seconds, other,
+                     progress=lambda b: None if as_json else note(f"timing batch {b} ..."))
+        ceilings = _ceilings(target, options, warmup, runs, peak)
+        lines = [json.dumps(row.as_dict() | {"model": target.shown} | asdict(ceilings))
+                 for row in rows] if as_json else _summary_lines(rows, target, other, ceilings)
+        if profile:
+            lines += _profile_lines(target, target.runner.provider_key, options.threads,
+                                    as_json)
+        for line in lines:
+            echo(line)
+        return rows
 
 
 def _profile_lines(target: BenchModel, provider: str, threads: int, as_json: bool

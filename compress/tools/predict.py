@@ -17,6 +17,7 @@ from compress.fileio import check_writable, write_atomic
 from compress.measure.end_to_end import Predictions, list_images, predict_files
 from compress.measure.machine import usable_cores
 from compress.measure.runtime import RunnerOptions
+from compress.measure.threads import torch_threads
 from compress.tools.bench import open_model
 
 OUTPUT_FORMATS = ("csv", "json")
@@ -57,8 +58,8 @@ def predict_folder(model_path: str, images_dir: str | Path, out: str | Path,
     gets the progress lines. Returns the labels and the end-to-end, model and wait times."""
     out_path = check_writable(out)  # before any work
     files = list_images(images_dir)
-    opened = open_model(model_path, replace(options,
-                                            threads=options.threads or usable_cores()))
+    threads = options.threads or usable_cores()
+    opened = open_model(model_path, replace(options, threads=threads))
     opened.check_batch(batch_size)
     if opened.note:
         note(f"note: {opened.note}")
@@ -66,7 +67,8 @@ def predict_folder(model_path: str, images_dir: str | Path, out: str | Path,
     workers = usable_cores() if workers is None else workers
     note(f"predicting {len(files)} images with {model_path} "
          f"({opened.runner.provider}, batch {batch_size}, {workers} workers)")
-    result = predict_files(opened.runner, files, opened.input_size, batch_size, workers)
+    with torch_threads(threads):  # a checkpoint's; ONNX runtimes have their own
+        result = predict_files(opened.runner, files, opened.input_size, batch_size, workers)
     if int(result.labels.max()) >= len(class_names):
         raise UserError(f"{model_path} predicts {int(result.labels.max()) + 1}+ classes but "
                         f"{len(class_names)} class names were given")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from compress.measure.latency import Comparison, compare_latency
 from compress.measure.runtime import RunnerOptions
+from compress.measure.threads import torch_threads
 from compress.tools.bench import open_model
 
 
@@ -18,8 +19,9 @@ def time_interleaved(path_a: str | Path, path_b: str | Path, runs: int = 300,
     the speed-up of b over a. Each model runs at its own stored input size."""
     options = RunnerOptions(provider=provider, threads=threads)
     a, b = open_model(path_a, options), open_model(path_b, options)
-    return compare_latency(a.runner, b.runner, a.input_size, runs=runs,
-                           input_size_b=b.input_size)
+    with torch_threads(threads):  # checkpoints' (timed in torch); ONNX runtimes have their own
+        return compare_latency(a.runner, b.runner, a.input_size, runs=runs,
+                               input_size_b=b.input_size)
 
 
 def retime(baseline: str | Path, models: dict[str, str | Path], runs: int = 300,
