@@ -8,6 +8,7 @@ import platform
 import torch
 
 from compress.errors import UserError
+from compress.measure.machine import cpuinfo_field
 
 
 def resolve_device(device: str) -> torch.device:
@@ -24,14 +25,7 @@ INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux); empty where they cannot be read."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((cpuinfo_field("flags") or "").split())
 
 
 def int8_saturation_remedy(flags: set[str], machine: str | None = None) -> str:

@@ -23,15 +23,22 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_model() -> str:
+def cpuinfo_field(name: str) -> str | None:
+    """The value of the first `name` line of /proc/cpuinfo (Linux); None where it cannot be
+    read. The one reader of that file: the CPU's name and its feature flags come from here."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def gpu_description() -> str | None:
@@ -42,7 +49,7 @@ def gpu_description() -> str | None:
         if not torch.cuda.is_available():
             return None
         name = torch.cuda.get_device_name(0)
-    except Exception:
+    except (ImportError, RuntimeError):  # no torch, or a CUDA that fails to initialise
         return None
     driver = None
     if shutil.which("nvidia-smi"):
