@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,8 @@ from typing import Any
 from compress.errors import UserError
 from compress.fileio import write_atomic
 from compress.pipeline.report import COLUMNS, row_cells, runtime_lines
-from compress.pipeline.runstore import RunStore, StageRecord
+from compress.pipeline.runstore import StageRecord, read_run
+from compress.plotting import new_figure, png_bytes
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:72em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em
@@ -28,12 +28,12 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;p
 code{background:#f3f3f3;padding:0 .2em}img{max-width:100%}.note{color:#555}"""
 
 
-def read_run(run_dir: str | Path) -> dict[str, Any]:
+def _page_run(run_dir: str | Path) -> dict[str, Any]:
     """A run folder's records and, where the run finished, its report.json."""
     root = Path(run_dir)
     if not root.is_dir():
         raise UserError(f"{root}: no such run folder")
-    records = RunStore(root).completed()
+    records = read_run(root)
     if not records:
         raise UserError(f"{root}: no finished stage (stages/*/record.json); is it a run folder "
                         "of compress run?")
@@ -45,7 +45,7 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
 def write_html_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     """One run's page, or with several runs their comparison (a table per run, one plot
     with a series per run), written atomically to `out`."""
-    runs = [read_run(run_dir) for run_dir in run_dirs]
+    runs = [_page_run(run_dir) for run_dir in run_dirs]
     title = f"compress run {runs[0]['name']}" if len(runs) == 1 else \
         "compress runs compared: " + ", ".join(run["name"] for run in runs)
     body = [f"<h1>{_e(title)}</h1>",
@@ -138,56 +138,35 @@ def _parity_section(records: list[StageRecord]) -> list[str]:
 
 
 def _f1_latency_png(runs: list[dict[str, Any]]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, ax = plt.subplots(figsize=(7, 4.5))
-    try:
-        for run in runs:
-            shown = [r for r in run["records"] if r.macro_f1 is not None]
-            ax.plot([r.latency_ms for r in shown], [r.macro_f1 for r in shown], "-o",
-                    label=run["name"])
-            for r in shown:
-                ax.annotate(f"{r.index}:{r.name}", (r.latency_ms, r.macro_f1),
-                            textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.set_xlabel(f"batch-1 latency, ms ({runs[0]['records'][0].provider})")
-        ax.set_ylabel("macro F1 (val)")
-        ax.grid(alpha=0.3)
-        if len(runs) > 1:
-            ax.legend(fontsize=8)
-        return _png(figure)
-    finally:
-        plt.close(figure)
+    figure = new_figure((7, 4.5))
+    ax = figure.subplots()
+    for run in runs:
+        shown = [r for r in run["records"] if r.macro_f1 is not None]
+        ax.plot([r.latency_ms for r in shown], [r.macro_f1 for r in shown], "-o",
+                label=run["name"])
+        for r in shown:
+            ax.annotate(f"{r.index}:{r.name}", (r.latency_ms, r.macro_f1),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(f"batch-1 latency, ms ({runs[0]['records'][0].provider})")
+    ax.set_ylabel("macro F1 (val)")
+    ax.grid(alpha=0.3)
+    if len(runs) > 1:
+        ax.legend(fontsize=8)
+    return png_bytes(figure)
 
 
 def _widths_png(widths: dict[str, list[int]], stage: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(widths)
-    figure, ax = plt.subplots(figsize=(max(6, len(names) * 0.22), 3.5))
-    try:
-        positions = range(len(names))
-        ax.bar(positions, [w[0] for w in widths.values()], color="#ccc", label="before")
-        ax.bar(positions, [w[1] for w in widths.values()], color="tab:blue", label="after")
-        ax.set_xticks(list(positions), names, rotation=90, fontsize=6)
-        ax.set_ylabel("output channels")
-        ax.set_title(f"stage {stage}")
-        ax.legend(fontsize=8)
-        return _png(figure)
-    finally:
-        plt.close(figure)
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+    figure = new_figure((max(6, len(names) * 0.22), 3.5))
+    ax = figure.subplots()
+    positions = range(len(names))
+    ax.bar(positions, [w[0] for w in widths.values()], color="#ccc", label="before")
+    ax.bar(positions, [w[1] for w in widths.values()], color="tab:blue", label="after")
+    ax.set_xticks(list(positions), names, rotation=90, fontsize=6)
+    ax.set_ylabel("output channels")
+    ax.set_title(f"stage {stage}")
+    ax.legend(fontsize=8)
+    return png_bytes(figure)
 
 
 def _image(png: bytes, alt: str) -> str:

@@ -35,7 +35,17 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from compress.errors import UserError, first_line
 from compress.models.kindle import ROW_BUILDERS, build_kindle_model
@@ -49,7 +59,7 @@ _STRIDE_ARG = {"Conv": 2, "FixedConv": 2, "DWConv": 2, "InvertedResidualv3": 5,
 
 def _searched_or_value(value: Any, where: str = "") -> Any:
     """A mapping is a range or choices (drawn per trial); anything else a fixed value,
-    checked by check_space."""
+    checked by the validators of its field."""
     if not isinstance(value, dict):
         return value
     try:
@@ -67,6 +77,62 @@ def _searched_or_value(value: Any, where: str = "") -> Any:
 Value = Annotated[Any, BeforeValidator(_searched_or_value)]
 
 
+@dataclass(frozen=True)
+class _Numbers:
+    """A pydantic validator: every value a fixed or searched key can take (the fixed value,
+    a range's ends, every choice) is a number within bounds; Field's own bounds would see
+    the range, not its values."""
+
+    whole: bool
+    lowest: float
+    highest: float | None = None
+    above: bool = False  # `lowest` itself is out
+    optional: bool = False  # None (the key unset) passes
+
+    def __call__(self, value: Any) -> Any:
+        if value is None and self.optional:
+            return value
+        kind = int if self.whole else (int, float)
+        for v in _examples(value):
+            if not isinstance(v, kind) or isinstance(v, bool) or \
+                    (v <= self.lowest if self.above else v < self.lowest) or \
+                    (self.highest is not None and v > self.highest):
+                raise ValueError(f"every value must be {self.wanted}, got {v!r}")
+        return value
+
+    @property
+    def wanted(self) -> str:
+        bounds = f"above {self.lowest}" if self.above else f">= {self.lowest}"
+        if self.highest is not None:
+            bounds += f" and <= {self.highest}"
+        return f"{'a whole number' if self.whole else 'a number'} {bounds}"
+
+
+def _slot_modules(value: Any) -> Any:
+    for module in _examples(value):
+        if module not in SLOT_MODULES:
+            raise ValueError(f"{module!r} is not a slot module (one of "
+                             f"{', '.join(SLOT_MODULES)})")
+    return value
+
+
+def _odd(value: Any) -> Any:
+    if any(k % 2 == 0 for k in _examples(value)):
+        raise ValueError("kernels must be odd (same padding)")
+    return value
+
+
+def _switch(value: Any) -> Any:
+    if any(v not in (0, 1) for v in _examples(value)):
+        raise ValueError("every value must be 0 or 1 (off or on)")
+    return value
+
+
+_REPEAT = _Numbers(whole=True, lowest=0)  # a fixed row's: 0 leaves it out
+Positive = Annotated[Value, AfterValidator(_Numbers(whole=False, lowest=0, above=True))]
+AtLeastOne = Annotated[Value, AfterValidator(_Numbers(whole=True, lowest=1))]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -76,30 +142,41 @@ class Slot(_Strict):
     residuals: over the input; Bottleneck: over the output); `se` and `hs` switch on
     squeeze-excite (InvertedResidualv3 only) and HardSwish instead of ReLU."""
 
-    module: Value
-    channels: Value
-    repeat: Value = 1
-    kernel: Value = 3
-    expansion: Value = 1.0
-    se: Value = 0
-    hs: Value = 0
-    stride: Value = 1
+    module: Annotated[Value, AfterValidator(_slot_modules)]
+    channels: AtLeastOne
+    repeat: AtLeastOne = 1
+    kernel: Annotated[AtLeastOne, AfterValidator(_odd)] = 3
+    expansion: Positive = 1.0
+    se: Annotated[Value, AfterValidator(_switch)] = 0
+    hs: Annotated[Value, AfterValidator(_switch)] = 0
+    stride: AtLeastOne = 1
+
+    @field_validator("stride")
+    @classmethod
+    def _bottleneck_keeps_size(cls, stride: Any, info: ValidationInfo) -> Any:
+        if "Bottleneck" in _examples(info.data.get("module")) and max(_examples(stride)) > 1:
+            raise ValueError("Bottleneck cannot stride (the teams' Bottleneck has no stride): "
+                             "give the slot stride 1 or drop Bottleneck from its choices")
+        return stride
 
 
 class TrainKnobs(_Strict):
     """Training values drawn per trial; unset, the data YAML's INIT_LR and RandAugment
     level apply."""
 
-    lr: Value = Field(None, description="OneCycleLR's peak (INIT_LR)")
-    randaugment_magnitude: Value = Field(
+    lr: Annotated[Value, AfterValidator(_Numbers(whole=False, lowest=0, above=True,
+                                                 optional=True))] = Field(
+        None, description="OneCycleLR's peak (INIT_LR)")
+    randaugment_magnitude: Annotated[Value, AfterValidator(_Numbers(
+        whole=True, lowest=0, highest=30, optional=True))] = Field(
         None, description="RandAugment's magnitude (AUG_TRAIN_PARAMS.level)")
 
 
 class ArchitectureSpace(_Strict):
     input_channel: int = Field(3, ge=1)
-    input_size: Value
-    depth_multiple: Value = 1.0
-    width_multiple: Value = 1.0
+    input_size: Annotated[Value, AfterValidator(_Numbers(whole=True, lowest=8))]
+    depth_multiple: Positive = 1.0
+    width_multiple: Positive = 1.0
     train: TrainKnobs = TrainKnobs()
     backbone: list[Any]  # Slot or fixed row [repeat, Module, [args]]: see load_space
 
@@ -109,6 +186,27 @@ class ArchitectureSpace(_Strict):
         if not rows:
             raise ValueError("the backbone is empty")
         return rows
+
+    @model_validator(mode="after")
+    def _rows_and_widths(self) -> ArchitectureSpace:
+        """Fixed rows name known modules and repeat whole times; every slot keeps at least
+        one channel at the narrowest width. The message names the key: the loc is empty."""
+        for index, row in enumerate(self.backbone):
+            if isinstance(row, Slot):
+                continue
+            if row[1] not in ROW_BUILDERS:
+                raise ValueError(f"backbone.{index}: unknown module {row[1]!r} (known: "
+                                 f"{', '.join(sorted(ROW_BUILDERS))})")
+            try:
+                _REPEAT(row[0])
+            except ValueError as exc:
+                raise ValueError(f"backbone.{index}.repeat: {exc}") from None
+        widths = _examples(self.width_multiple)
+        for name, spec in self.params().items():
+            if name.endswith(".channels") and min(spec.examples()) * min(widths) < 1:
+                raise ValueError(f"{name}: {min(spec.examples())} channels at width_multiple "
+                                 f"{min(widths)} is under one channel")
+        return self
 
     def params(self) -> dict[str, ParamSpec]:
         """Every searched value by its parameter name, in the order of the space."""
@@ -224,14 +322,14 @@ def load_space(raw: Any, where: str) -> ArchitectureSpace:
 
 
 def check_space(space: ArchitectureSpace, classes: int, where: str) -> None:
-    """Refuse a space with a value no design can take, before the first trial: unknown
-    modules, a Bottleneck asked to stride, channels or kernels that make no layer, strides
+    """Refuse a space with a value no design can take, before the first trial: strides
     that leave less than a pixel, a last Linear that does not predict `classes`; then build
-    (shapes only) the smallest design, the largest, and every value of every parameter."""
+    (shapes only) the smallest design, the largest, and every value of every parameter.
+    (Unknown modules, a Bottleneck asked to stride, channels or kernels that make no layer
+    are refused by `load_space`, by the models' validators.)"""
     import torch
 
     params = space.params()
-    _check_values(space, params, where)
     last = space.backbone[-1]
     if isinstance(last, Slot) or last[1] != "Linear" or last[2][:1] != [classes]:
         raise UserError(f"{where}: architecture.backbone: the last row must be [1, Linear, "
@@ -262,61 +360,6 @@ def check_space(space: ArchitectureSpace, classes: int, where: str) -> None:
 
 def _examples(value: Any) -> list:
     return value.examples() if isinstance(value, ParamSpec) else [value]
-
-
-def _check_values(space: ArchitectureSpace, params: dict[str, ParamSpec], where: str) -> None:
-    def refuse(name: str, message: str) -> None:
-        raise UserError(f"{where}: architecture.{name}: {message}")
-
-    def numbers(name: str, value: Any, whole: bool, lowest: float, highest: float | None = None,
-                above: bool = False) -> None:
-        values = _examples(value)
-        kind = int if whole else (int, float)
-        for v in values:
-            if not isinstance(v, kind) or isinstance(v, bool) or \
-                    (v <= lowest if above else v < lowest) or \
-                    (highest is not None and v > highest):
-                wanted = "a whole number" if whole else "a number"
-                bounds = f"above {lowest}" if above else f">= {lowest}"
-                if highest is not None:
-                    bounds += f" and <= {highest}"
-                refuse(name, f"every value must be {wanted} {bounds}, got {v!r}")
-
-    numbers("input_size", space.input_size, True, 8)
-    numbers("depth_multiple", space.depth_multiple, False, 0, above=True)
-    numbers("width_multiple", space.width_multiple, False, 0, above=True)
-    if space.train.lr is not None:
-        numbers("train.lr", space.train.lr, False, 0, above=True)
-    if space.train.randaugment_magnitude is not None:
-        numbers("train.randaugment_magnitude", space.train.randaugment_magnitude, True, 0, 30)
-    for index, row in enumerate(space.backbone):
-        if isinstance(row, list):
-            if row[1] not in ROW_BUILDERS:
-                refuse(f"backbone.{index}", f"unknown module {row[1]!r} (known: "
-                       f"{', '.join(sorted(ROW_BUILDERS))})")
-            numbers(f"backbone.{index}.repeat", row[0], True, 0)
-            continue
-        modules = _examples(row.module)
-        for module in modules:
-            if module not in SLOT_MODULES:
-                refuse(f"backbone.{index}.module", f"{module!r} is not a slot module (one of "
-                       f"{', '.join(SLOT_MODULES)})")
-        if "Bottleneck" in modules and max(_examples(row.stride)) > 1:
-            refuse(f"backbone.{index}", "Bottleneck cannot stride (the teams' Bottleneck has "
-                   "no stride): give the slot stride 1 or drop Bottleneck from its choices")
-        for field in ("channels", "repeat", "kernel", "stride"):
-            numbers(f"backbone.{index}.{field}", getattr(row, field), True, 1)
-        if any(k % 2 == 0 for k in _examples(row.kernel)):
-            refuse(f"backbone.{index}.kernel", "kernels must be odd (same padding)")
-        numbers(f"backbone.{index}.expansion", row.expansion, False, 0, above=True)
-        for flag in ("se", "hs"):
-            if any(v not in (0, 1) for v in _examples(getattr(row, flag))):
-                refuse(f"backbone.{index}.{flag}", "every value must be 0 or 1 (off or on)")
-    widths = _examples(space.width_multiple)
-    for name, spec in params.items():
-        if name.endswith(".channels") and min(spec.examples()) * min(widths) < 1:
-            refuse(name, f"{min(spec.examples())} channels at width_multiple {min(widths)} is "
-                   "under one channel")
 
 
 def _largest_stride(space: ArchitectureSpace) -> int:
