@@ -115,7 +115,7 @@ def search(recipe, trials, storage, study_name, workers, timeout, minimize, data
         stages.0.importance: {choices: [l1, l2]}
     """
     from compress.search.front import write_front
-    from compress.search.job import prepare_search, start_search_tracking
+    from compress.search.job import StudyOptions, prepare_search, start_search_tracking
     from compress.search.study import run_search
 
     if minimize:
@@ -123,8 +123,8 @@ def search(recipe, trials, storage, study_name, workers, timeout, minimize, data
     if cache:
         overrides += (f"data.cache={cache}",)
     overrides += tracking_overrides(track, tracking_uri)
-    job = prepare_search(recipe, trials, storage, study_name, workers, timeout, out,
-                         data_root, list(overrides))
+    job = prepare_search(recipe, StudyOptions(trials, storage, study_name, workers, timeout,
+                                              out), data_root, list(overrides))
     tracker = start_search_tracking(job, click.echo)
     try:
         run_search(job, echo=click.echo)
@@ -191,9 +191,11 @@ def arch_search(search_file, trials, storage, study_name, workers, timeout, mini
     from compress.search.arch_front import write_arch_front
     from compress.search.arch_job import prepare_arch_search
     from compress.search.arch_trial import objective
+    from compress.search.job import StudyOptions
     from compress.search.study import run_search
 
-    job = prepare_arch_search(search_file, trials, storage, study_name, workers, timeout, out,
+    job = prepare_arch_search(search_file, StudyOptions(trials, storage, study_name, workers,
+                                                        timeout, out),
                               data_root, minimize, device, echo=click.echo)
     run_search(job, echo=click.echo, objective=objective)
     lines, paths = write_arch_front(job)

@@ -29,9 +29,9 @@ from compress.errors import UserError
 from compress.fileio import read_yaml_file
 from compress.recipe.search_space import ParamSpec
 from compress.search.architecture import ArchitectureSpace, check_space, load_space
+from compress.search.job import StudyOptions, study_folder
 from compress.search.storage import open_storage
 
-SQLITE_NAME = "study.db"
 DEFAULT_HELD_OUT = 0.1  # CALIBRATION_RATIO when the data YAML has none
 
 
@@ -96,10 +96,8 @@ class ArchJob:
         return self.space.params()
 
 
-def prepare_arch_search(spec_path: str, trials: int, storage: str | None, study: str | None,
-                        workers: int, timeout: float | None, out: str | None,
-                        data_root: str | None, minimize: str | None = None,
-                        device: str = "auto",
+def prepare_arch_search(spec_path: str, study: StudyOptions, data_root: str | None = None,
+                        minimize: str | None = None, device: str = "auto",
                         echo: Callable[[str], None] = print) -> ArchJob:
     """Read and check the search file, the data and the reference; create the study's
     folder and open its storage."""
@@ -126,11 +124,9 @@ def prepare_arch_search(spec_path: str, trials: int, storage: str | None, study:
     space = load_space(spec.architecture, f"search file {path}")
     check_space(space, len(classes), f"search file {path}")
     _check_reference(spec.reference, path)
-    out_dir = Path(out) if out else Path("runs") / "arch-search" / path.stem
-    out_dir.mkdir(parents=True, exist_ok=True)
-    url = storage or f"sqlite:///{(out_dir / SQLITE_NAME).resolve()}"
+    out_dir, url = study_folder(study, path, "arch-search")
     job = ArchJob(str(path), space, spec.search, data, classes, spec.reference, out_dir, url,
-                  study or path.stem, trials, timeout, workers, device)
+                  study.study or path.stem, study.trials, study.timeout, study.workers, device)
     open_storage(url)  # an unreachable server fails here, before any work
     return job
 

@@ -35,9 +35,29 @@ class SearchJob:
         return self.section.params
 
 
-def prepare_search(recipe_path: str, trials: int, storage: str | None, study: str | None,
-                   workers: int, timeout: float | None, out: str | None,
-                   data_root: str | None, overrides: list[str]) -> SearchJob:
+@dataclass(frozen=True)
+class StudyOptions:
+    """Where a study lives and how many trials it runs: what `search` and `arch-search`
+    share."""
+
+    trials: int  # finished trials the study should hold (all workers together)
+    storage: str | None = None  # an Optuna storage URL; default: SQLite in the search folder
+    study: str | None = None  # the study's name; default: the search file's name
+    workers: int = 1
+    timeout: float | None = None  # no trial starts after this many seconds
+    out: str | None = None  # the search folder
+
+
+def study_folder(options: StudyOptions, path: Path, kind: str) -> tuple[Path, str]:
+    """The search folder (created) and the storage URL; `kind` names the default folder
+    under runs/."""
+    out_dir = Path(options.out) if options.out else Path("runs") / kind / path.stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir, options.storage or f"sqlite:///{(out_dir / SQLITE_NAME).resolve()}"
+
+
+def prepare_search(recipe_path: str, study: StudyOptions, data_root: str | None,
+                   overrides: list[str]) -> SearchJob:
     """Validate the recipe, its search block and every value the space can take."""
     path = Path(recipe_path)
     raw = read_raw_recipe(path, overrides, data_root)
@@ -49,11 +69,9 @@ def prepare_search(recipe_path: str, trials: int, storage: str | None, study: st
     if not Path(recipe.data.root).is_dir():
         raise UserError(f"no data folder at {recipe.data.root}: a search needs val macro F1; "
                         "give --data ROOT")
-    out_dir = Path(out) if out else Path("runs") / "search" / path.stem
-    out_dir.mkdir(parents=True, exist_ok=True)
-    url = storage or f"sqlite:///{(out_dir / SQLITE_NAME).resolve()}"
-    job = SearchJob(str(path), raw, recipe.search, out_dir, url, study or path.stem, trials,
-                    timeout, workers)
+    out_dir, url = study_folder(study, path, "search")
+    job = SearchJob(str(path), raw, recipe.search, out_dir, url, study.study or path.stem,
+                    study.trials, study.timeout, study.workers)
     open_storage(url)  # an unreachable server fails here, before any work
     return job
 
