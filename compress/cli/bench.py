@@ -90,13 +90,13 @@ def bench(model, runtime, device, provider, precision, graphs, batches, threads,
     one-kernel model timed the same way) is printed next to the peak: at batch 1 a small
     model is bound by launches, not arithmetic.
     """
-    from compress.tools.bench import bench_files
+    from compress.tools.bench import BenchOptions, bench_files
 
-    options = RunnerOptions(runtime, device, provider, threads, precision, graphs,
-                            compile_model)
-    bench_files(model, other_path, options=options, batches=batches, warmup=warmup, runs=runs,
-                seconds=seconds, input_size=input_size, peak=peak, profile=profile,
-                as_json=as_json, echo=click.echo, note=_echo_err)
+    runner = RunnerOptions(runtime, device, provider, threads, precision, graphs, compile_model)
+    bench_files(model, other_path, BenchOptions(
+        runner=runner, batches=batches, warmup=warmup, runs=runs, seconds=seconds,
+        input_size=input_size, peak=peak, profile=profile, as_json=as_json),
+        echo=click.echo, note=_echo_err)
 
 
 @click.command()
@@ -126,9 +126,10 @@ def predict(model, images_dir, out, output_format, runtime, device, provider, pr
     second, the model's share of the time, how long it waited for images, and which of the
     two bounds the throughput. On a GPU, --runtime torch --device cuda runs the deployed
     form (FP16, CUDA graphs); ONNX Runtime needs onnxruntime-gpu for --device cuda."""
-    from compress.tools.predict import predict_folder, summary_line
+    from compress.tools.predict import PredictOptions, predict_folder, summary_line
 
-    options = RunnerOptions(runtime, device, provider, threads, precision, graphs)
-    result = predict_folder(model, images_dir, out, output_format, options, batch_size,
-                            workers, classes_option, note=_echo_err)
+    runner = RunnerOptions(runtime, device, provider, threads, precision, graphs)
+    result = predict_folder(model, images_dir, out, PredictOptions(
+        output_format=output_format, runner=runner, batch_size=batch_size, workers=workers,
+        classes=classes_option), note=_echo_err)
     click.echo(summary_line(out, result))

@@ -173,20 +173,34 @@ class BenchRow:
         return row
 
 
-def bench(model: BenchModel, batches: list[int], warmup: int, runs: int,
-          seconds: float | None = None, other: BenchModel | None = None,
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `compress bench` times and prints, besides the model files."""
+
+    runner: RunnerOptions = RunnerOptions(provider="cpu")  # threads: default usable cores
+    batches: Sequence[int] = (1, 8)
+    warmup: int = 20  # untimed runs first; 0: none at all
+    runs: int = 300  # timed runs per batch size (per model with a second one)
+    seconds: float | None = None  # time this long per batch size instead of `runs`
+    input_size: int | None = None  # default: the model's
+    peak: bool = True  # measure the device's matrix-product peak to read GFLOP/s against
+    profile: bool = False  # ONNX: the share of the batch-1 time per op type
+    as_json: bool = False  # one JSON object per batch size on `echo`, the header on `note`
+
+
+def bench(model: BenchModel, options: BenchOptions, other: BenchModel | None = None,
           progress=lambda batch: None) -> list[BenchRow]:
     """One row per batch size; with `other`, both are timed interleaved at each size."""
     rows = []
-    for batch in batches:
+    for batch in options.batches:
         progress(batch)
         if other is None:
-            latency = measure_latency(model.runner, model.input_size, batch, warmup, runs,
-                                      seconds)
+            latency = measure_latency(model.runner, model.input_size, batch, options.warmup,
+                                      options.runs, options.seconds)
             rows.append(BenchRow(batch, latency, model.macs))
         else:
             comparison = compare_latency(other.runner, model.runner, model.input_size, batch,
-                                         warmup, runs, seconds=seconds)
+                                         options.warmup, options.runs, seconds=options.seconds)
             rows.append(BenchRow(batch, comparison.b, model.macs, comparison))
     return rows
 
@@ -227,15 +241,15 @@ class Ceilings:
     launch_floor_ms: float | None = None
 
 
-def _ceilings(target: BenchModel, options: RunnerOptions, warmup: int, runs: int,
-              peak: bool) -> Ceilings:
+def _ceilings(target: BenchModel, options: BenchOptions) -> Ceilings:
     runner = target.runner
     if not isinstance(runner, TorchRunner):  # an ONNX file on a CPU or ONNX Runtime provider
-        return Ceilings(peak_gflops(runner.provider_key, options.threads) if peak else None)
+        return Ceilings(peak_gflops(runner.provider_key, options.runner.threads)
+                        if options.peak else None)
     classes = len(target.classes) if target.classes else 1
     floor_ms = launch_floor_ms(runner.device, classes, target.input_size,
-                               runner.precision, runner.graphs, warmup, runs)
-    peak_value = matmul_peak_gflops(runner.device, runner.precision) if peak else None
+                               runner.precision, runner.graphs, options.warmup, options.runs)
+    peak_value = matmul_peak_gflops(runner.device, runner.precision) if options.peak else None
     return Ceilings(peak_value, runner.precision, floor_ms)
 
 
@@ -259,50 +273,56 @@ def _summary_lines(rows: list[BenchRow], target: BenchModel, other: BenchModel |
     return lines
 
 
-def bench_files(model_path: str | Path, other_path: str | Path | None = None, *,
-                options: RunnerOptions = RunnerOptions(provider="cpu"),
-                batches: Sequence[int] = (1, 8), warmup: int = 20, runs: int = 300,
-                seconds: float | None = None, input_size: int | None = None,
-                peak: bool = True, profile: bool = False, as_json: bool = False,
+def bench_files(model_path: str | Path, other_path: str | Path | None = None,
+                options: BenchOptions = BenchOptions(),
                 echo: Callable[[str], None] = print,
                 note: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
                 ) -> list[BenchRow]:
-    """`compress bench`: the machine and model header, then the table (or, with `as_json`,
-    one JSON object per batch size on `echo` and the header on `note`, so that stdout stays
-    machine-readable). Threads default to the cores this process may use."""
-    options = replace(options, threads=options.threads or usable_cores())
-    if other_path is not None and options.runtime == "auto" and \
+    """`compress bench`: the machine and model header, then the table (or, with
+    `options.as_json`, one JSON object per batch size on `echo` and the header on `note`, so
+    that stdout stays machine-readable). Threads default to the cores this process may use."""
+    runner = replace(options.runner, threads=options.runner.threads or usable_cores())
+    options = replace(options, runner=runner)
+    if other_path is not None and runner.runtime == "auto" and \
             model_runtime(Path(model_path).suffix) != model_runtime(Path(other_path).suffix):
         raise UserError(f"--compare: {model_path} and {other_path} run in different runtimes "
                         "(ONNX Runtime, torch); a speed-up is measured within one: give "
                         "--runtime onnxruntime (checkpoints are exported) or two of a kind")
-    info = machine_info(options.threads)
-    with torch_threads(options.threads):  # the torch runner's, for this bench only
-        target = open_model(model_path, options, input_size)
-        other = open_model(other_path, options, target.input_size, compared=True) \
+    info = machine_info(runner.threads)
+    with torch_threads(runner.threads):  # the torch runner's, for this bench only
+        target = open_model(model_path, runner, options.input_size)
+        other = open_model(other_path, runner, target.input_size, compared=True) \
             if other_path else None
-        if profile and not isinstance(target.runner, OrtRunner):
+        if options.profile and not isinstance(target.runner, OrtRunner):
             raise UserError("--profile: ONNX files are profiled in ONNX Runtime only (give "
                             "--runtime onnxruntime; a checkpoint is exported first)")
-        for batch in batches:  # before any line is printed: an error is the only line
+        for batch in options.batches:  # before any line is printed: an error is the only line
             for opened in (target, other) if other else (target,):
                 opened.check_batch(batch)
-        header = note if as_json else echo
+        header = note if options.as_json else echo
         header(format_machine(info))
         for model_note in {target.note, other and other.note} - {None}:
             header(f"note: {model_note}")
         header(_model_line(target, other))
-        rows = bench(target, list(batches), warmup, runs, seconds, other,
-                     progress=lambda b: None if as_json else note(f"timing batch {b} ..."))
-        ceilings = _ceilings(target, options, warmup, runs, peak)
-        lines = [json.dumps(row.as_dict() | {"model": target.shown} | asdict(ceilings))
-                 for row in rows] if as_json else _summary_lines(rows, target, other, ceilings)
-        if profile:
-            lines += _profile_lines(target, target.runner.provider_key, options.threads,
-                                    as_json)
-        for line in lines:
+        rows = bench(target, options, other, progress=lambda b: None if options.as_json
+                     else note(f"timing batch {b} ..."))
+        for line in _result_lines(rows, target, other, options):
             echo(line)
         return rows
+
+
+def _result_lines(rows: list[BenchRow], target: BenchModel, other: BenchModel | None,
+                  options: BenchOptions) -> list[str]:
+    """The table and what to read it against, or one JSON object per batch size; then the
+    profile where asked for."""
+    ceilings = _ceilings(target, options)
+    lines = [json.dumps(row.as_dict() | {"model": target.shown} | asdict(ceilings))
+             for row in rows] if options.as_json else \
+        _summary_lines(rows, target, other, ceilings)
+    if options.profile:
+        lines += _profile_lines(target, target.runner.provider_key, options.runner.threads,
+                                options.as_json)
+    return lines
 
 
 def _profile_lines(target: BenchModel, provider: str, threads: int, as_json: bool

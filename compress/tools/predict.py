@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,24 +47,33 @@ def model_classes(model: Any, classes_option: str | None) -> list[str]:
     return classes
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """How `compress predict` runs the model and writes its answers."""
+
+    output_format: str = "csv"  # see OUTPUT_FORMATS
+    runner: RunnerOptions = RunnerOptions(provider="cpu")  # threads: default usable cores
+    batch_size: int = 1  # images per model call; 1 is the competition's setting
+    workers: int | None = None  # decoding processes; default: usable cores
+    classes: str | None = None  # comma-separated names, for files that store none
+
+
 def predict_folder(model_path: str, images_dir: str | Path, out: str | Path,
-                   output_format: str = "csv",
-                   options: RunnerOptions = RunnerOptions(provider="cpu"),
-                   batch_size: int = 1, workers: int | None = None,
-                   classes: str | None = None,
+                   options: PredictOptions = PredictOptions(),
                    note: Callable[[str], None] = lambda line: None) -> Predictions:
     """Predict every image under `images_dir` and write `out` atomically (a failed run keeps
-    the old file). `workers` and the model's threads default to the usable cores; `note`
-    gets the progress lines. Returns the labels and the end-to-end, model and wait times."""
+    the old file). `note` gets the progress lines. Returns the labels and the end-to-end,
+    model and wait times."""
     out_path = check_writable(out)  # before any work
     files = list_images(images_dir)
-    threads = options.threads or usable_cores()
-    opened = open_model(model_path, replace(options, threads=threads))
+    threads = options.runner.threads or usable_cores()
+    opened = open_model(model_path, replace(options.runner, threads=threads))
+    batch_size = options.batch_size
     opened.check_batch(batch_size)
     if opened.note:
         note(f"note: {opened.note}")
-    class_names = model_classes(opened, classes)
-    workers = usable_cores() if workers is None else workers
+    class_names = model_classes(opened, options.classes)
+    workers = usable_cores() if options.workers is None else options.workers
     note(f"predicting {len(files)} images with {model_path} "
          f"({opened.runner.provider}, batch {batch_size}, {workers} workers)")
     with torch_threads(threads):  # a checkpoint's; ONNX runtimes have their own
@@ -73,7 +82,7 @@ def predict_folder(model_path: str, images_dir: str | Path, out: str | Path,
         raise UserError(f"{model_path} predicts {int(result.labels.max()) + 1}+ classes but "
                         f"{len(class_names)} class names were given")
     write_atomic(out_path, format_predictions(files, Path(images_dir), result.labels,
-                                              class_names, output_format))
+                                              class_names, options.output_format))
     return result
 
 

@@ -8,7 +8,7 @@ import torch
 
 from compress.measure.runtime import RunnerOptions
 from compress.measure.threads import torch_threads
-from compress.tools.bench import bench_files
+from compress.tools.bench import BenchOptions, bench_files
 
 
 def _other_than(threads: int) -> int:
@@ -31,8 +31,9 @@ def test_torch_threads_hold_for_the_block_and_are_restored_however_it_ends():
 def test_bench_of_a_checkpoint_leaves_torchs_thread_count_as_it_was(tiny_checkpoint):
     before = torch.get_num_threads()
     seen = []
-    rows = bench_files(tiny_checkpoint, options=RunnerOptions(threads=_other_than(before)),
-                       batches=(1,), warmup=0, runs=3, peak=False,
+    rows = bench_files(tiny_checkpoint, options=BenchOptions(
+                           RunnerOptions(threads=_other_than(before)), batches=(1,), warmup=0,
+                           runs=3, peak=False),
                        echo=lambda line: seen.append(torch.get_num_threads()),
                        note=lambda line: None)
     assert rows and rows[0].latency.provider.startswith("torch")
