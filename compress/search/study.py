@@ -5,6 +5,7 @@ enough of them.
 from __future__ import annotations
 
 import multiprocessing
+import queue
 from typing import Any, Callable
 
 from compress.errors import StageFailed, UserError
@@ -36,23 +37,38 @@ def run_search(job: Job, echo: Callable[[str], None] = print,
         _optimize(job, study, echo, objective)
         return
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_main, args=(job, worker, objective),
+    lines = context.Queue()
+    processes = [context.Process(target=_worker_main, args=(job, worker, objective, lines),
                                  daemon=False)
                  for worker in range(job.workers)]
     for process in processes:
         process.start()
+    _relay(lines, processes, echo)
     for process in processes:
         process.join()
 
 
-def _worker_main(job: Job, worker: int, objective: Objective) -> None:
+def _relay(lines: Any, processes: list, echo: Callable[[str], None]) -> None:
+    """Hand the workers' lines to `echo` in this process (a callback cannot cross into a
+    spawned one) until every worker has ended and its lines are read: a worker's queue is
+    flushed before its process ends."""
+    while True:
+        running = any(process.is_alive() for process in processes)
+        try:
+            echo(lines.get(timeout=0.2))
+        except queue.Empty:
+            if not running:
+                return
+
+
+def _worker_main(job: Job, worker: int, objective: Objective, lines: Any) -> None:
     import torch
 
     from compress.measure.machine import usable_cores
 
-    torch.set_num_threads(max(1, usable_cores() // job.workers))
-    _optimize(job, load_study(job, worker),
-              lambda line: print(f"[worker {worker}] {line}", flush=True), objective)
+    torch.set_num_threads(max(1, usable_cores() // job.workers))  # this process's own
+    _optimize(job, load_study(job, worker), lambda line: lines.put(f"[worker {worker}] {line}"),
+              objective)
 
 
 def _optimize(job: Job, study, echo: Callable[[str], None], objective: Objective) -> None:
