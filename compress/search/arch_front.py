@@ -5,7 +5,6 @@ front design a model YAML and a data YAML in the competition's format, so that
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,8 +15,7 @@ from compress.fileio import write_atomic
 from compress.search.arch_job import ArchJob
 from compress.search.arch_trial import full_data
 from compress.search.architecture import Design
-from compress.search.front import front_trials, plot_front
-from compress.search.storage import redacted
+from compress.search.front import front_trials, write_front_files
 
 
 def write_arch_front(job: ArchJob) -> tuple[list[str], dict[str, Path]]:
@@ -39,29 +37,11 @@ def write_arch_front(job: ArchJob) -> tuple[list[str], dict[str, Path]]:
             f"{figures['params']:,} | {design.input_size} | "
             f"{full_data(job, design).init_lr:.4g} | "
             f"{_magnitude(full_data(job, design))} | {model_path} |")
-    if not front:
-        lines.append("(empty: no finished trial" + (f" meets min_f1 {job.section.min_f1})"
-                                                    if job.section.min_f1 is not None else ")"))
-    write_atomic(out / "pareto.md", "\n".join(lines) + "\n")
-    write_atomic(out / "search.json", json.dumps({
-        "study": job.study_name, "storage": redacted(job.storage_url),
-        "objectives": ["maximize held-out macro_f1", f"minimize {study.metric_names[1]}"],
-        "proxy": job.section.proxy.model_dump(),
-        "trials": [{"number": t.number, "state": t.state.name, "values": t.values,
-                    "params": t.params, "pareto": t in front, **t.user_attrs}
-                   for t in study.get_trials(deepcopy=False)]}, indent=1))
-    latency = job.section.minimize == "latency"
-    x_label = {"latency": "batch-1 speed-up over the reference (interleaved)",
-               "macs": "MACs (millions)", "params": "parameters (millions)"}[job.section.minimize]
-
-    def x_of(trial) -> float:
-        figures = trial.user_attrs["figures"]
-        return figures["speedup"] if latency else figures[job.section.minimize] / 1e6
-
-    paths = {"table": out / "pareto.md", "json": out / "search.json",
-             "plot": plot_front(out / "pareto.png", done, front, x_of, x_label),
-             "designs": front_dir}
-    return lines, paths
+    lines, paths = write_front_files(
+        job, study, front, done, lines, reference="reference",
+        objectives=["maximize held-out macro_f1", f"minimize {study.metric_names[1]}"],
+        extra={"proxy": job.section.proxy.model_dump()})
+    return lines, paths | {"designs": front_dir}
 
 
 def trial_design(trial) -> Design:

@@ -1,5 +1,6 @@
 """The Pareto front of a study: a Markdown table, a JSON file, a plot, and one runnable
-recipe per front trial.
+recipe per front trial. The table, JSON and plot are written by `write_front_files` for the
+architecture search's front too.
 """
 
 from __future__ import annotations
@@ -46,25 +47,46 @@ def write_front(job: SearchJob) -> tuple[list[str], dict[str, Path]]:
             f"{figures['macs'] / 1e6:.1f} M | {figures['params']:,} | "
             + " | ".join(format_value(trial.params.get(name)) for name in job.section.params)
             + f" | {recipe_path} |")
+    lines, paths = write_front_files(
+        job, study, front, done, lines, reference="input", hidden=("recipe",),
+        objectives=["maximize macro_f1", f"minimize {study.metric_names[1]}"])
+    return lines, paths | {"recipes": recipe_dir}
+
+
+# The plot's x axis by the study's second objective; {reference}: what speed-ups are over.
+X_LABELS = {"latency": "batch-1 speed-up over the {reference} (interleaved)",
+            "macs": "MACs (millions)", "params": "parameters (millions)"}
+
+
+def write_front_files(job, study, front: list, done: list, lines: list[str], *,
+                      objectives: list[str], reference: str, extra: dict | None = None,
+                      hidden: tuple[str, ...] = ()) -> tuple[list[str], dict[str, Path]]:
+    """What a recipe search and an architecture search (compress.search.arch_front) both
+    write of their front, so that the two stay alike: the table `lines` as pareto.md (with a
+    note when the front is empty), every trial as search.json (`extra` keys beside the
+    study's; the trials' user attributes but the `hidden` ones) and the plot pareto.png.
+    Returns the lines as written and the files by role."""
+    out = job.out_dir
     if not front:
-        lines.append("(empty: no finished trial" + (f" meets min_f1 {job.section.min_f1})"
-                                                    if job.section.min_f1 is not None else ")"))
+        lines = lines + ["(empty: no finished trial" + (
+            f" meets min_f1 {job.section.min_f1})" if job.section.min_f1 is not None else ")")]
     write_atomic(out / "pareto.md", "\n".join(lines) + "\n")
     write_atomic(out / "search.json", json.dumps({
         "study": job.study_name, "storage": redacted(job.storage_url),
-        "objectives": ["maximize macro_f1", f"minimize {study.metric_names[1]}"],
+        "objectives": objectives, **(extra or {}),
         "trials": [{"number": t.number, "state": t.state.name, "values": t.values,
                     "params": t.params, "pareto": t in front,
-                    **{k: v for k, v in t.user_attrs.items() if k != "recipe"}}
+                    **{k: v for k, v in t.user_attrs.items() if k not in hidden}}
                    for t in study.get_trials(deepcopy=False)]}, indent=1))
-    latency = job.section.minimize == "latency"
-    paths = {"table": out / "pareto.md", "json": out / "search.json",
-             "plot": plot_front(out / "pareto.png", done, front,
-                                _speedup if latency else _mmacs,
-                                "batch-1 speed-up over the input (interleaved)" if latency
-                                else "MACs (millions)"),
-             "recipes": recipe_dir}
-    return lines, paths
+    minimize = job.section.minimize
+
+    def x_of(trial) -> float:
+        figures = trial.user_attrs["figures"]
+        return figures["speedup"] if minimize == "latency" else figures[minimize] / 1e6
+
+    plot = plot_front(out / "pareto.png", done, front, x_of,
+                      X_LABELS[minimize].format(reference=reference))
+    return lines, {"table": out / "pareto.md", "json": out / "search.json", "plot": plot}
 
 
 def _f1(value: float | None) -> str:
@@ -81,14 +103,6 @@ def _write_recipe(path: Path, trial, job: SearchJob) -> None:
         header += (f"# fine-tuning was capped at {job.section.proxy_epochs} epochs (proxy); "
                    "raise the epochs for the full result\n")
     write_atomic(path, header + yaml.safe_dump(trial.user_attrs["recipe"], sort_keys=False))
-
-
-def _speedup(trial) -> float:
-    return trial.user_attrs["figures"]["speedup"]
-
-
-def _mmacs(trial) -> float:
-    return trial.user_attrs["figures"]["macs"] / 1e6
 
 
 def plot_front(path: Path, done: list, front: list, x_of, x_label: str) -> Path:
