@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 DEFAULT_PROXIES = ["epochs=3", "epochs=12,train_share=0.5", "epochs=6,image_scale=0.75"]
@@ -45,13 +44,14 @@ def pick_trials(trials: list, count: int) -> list:
     return [ranked[round(i * (len(ranked) - 1) / (count - 1))] for i in range(count)]
 
 
-def train(job, design, data, folder: Path, train_share: float) -> dict:
-    from compress.training.engine import train_from_data_config
+def train(job, trial, folder: Path, proxy: dict | None = None, epochs: int | None = None
+          ) -> dict:
+    import compress
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.with_suffix(".log"), "a") as log:
-        result = train_from_data_config(
-            {"kind": "kindle", "config": design.config}, data, folder, train_share=train_share,
+        result = compress.train_arch_design(
+            job, trial, folder, proxy=proxy, epochs=epochs,
             echo=lambda line: (log.write(line + "\n"), log.flush()))
     last = result.history[-1]
     return {"held_out_macro_f1": last["held_out_macro_f1"], "val_macro_f1": last["val_macro_f1"],
@@ -79,16 +79,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/arch_proxy")
     args = parser.parse_args()
 
-    from optuna.trial import TrialState
+    import compress
 
-    from compress.search.arch_front import trial_design
-    from compress.search.arch_job import Proxy, prepare_arch_search
-    from compress.search.arch_trial import full_data, proxy_data
-    from compress.search.study import load_study
-
-    job = prepare_arch_search(args.search_file, 1, None, None, 1, None, args.search, args.data,
-                              echo=lambda line: None)
-    finished = load_study(job).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    job, finished = compress.arch_search_trials(args.search_file, args.search, args.data)
     if args.trials:
         wanted = {int(n) for n in args.trials.split(",")}
         chosen = [t for t in finished if t.number in wanted]
@@ -100,25 +93,22 @@ def main() -> None:
     proxies = {f"search proxy ({search_proxy.epochs} epochs, share {search_proxy.train_share}, "
                f"scale {search_proxy.image_scale})": None}
     for text in args.proxy or DEFAULT_PROXIES:
-        proxies[text] = Proxy(**parse_proxy(text))
+        proxies[text] = parse_proxy(text)
     out = Path(args.out)
     rows = []
     for trial in chosen:
-        design = trial_design(trial)
         row = {"trial": trial.number, "speedup": trial.user_attrs["figures"]["speedup"],
                "proxies": {}}
         for name, proxy in proxies.items():
             if proxy is None:
                 row["proxies"][name] = {"held_out_macro_f1": trial.values[0]}
                 continue
-            sized = replace(job, section=job.section.model_copy(update={"proxy": proxy}))
             folder = out / "proxies" / name.replace("=", "").replace(",", "_") / \
                 f"trial{trial.number:04d}"
-            row["proxies"][name] = train(job, design, proxy_data(sized, design), folder,
-                                         proxy.train_share)
+            row["proxies"][name] = train(job, trial, folder, proxy=proxy)
             print(f"trial {trial.number}, {name}: {row['proxies'][name]}", flush=True)
-        row["long"] = train(job, design, full_data(job, design, epochs=args.long_epochs),
-                            out / "long" / f"trial{trial.number:04d}", 1.0)
+        row["long"] = train(job, trial, out / "long" / f"trial{trial.number:04d}",
+                            epochs=args.long_epochs)
         print(f"trial {trial.number}, {args.long_epochs} epochs: {row['long']}", flush=True)
         rows.append(row)
     long_f1 = [r["long"]["held_out_macro_f1"] for r in rows]

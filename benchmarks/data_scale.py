@@ -30,8 +30,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TRASHNET = REPO.parent / "shared" / "data" / "trashnet"
+# `python -m compress` under the spawn start method.
 SPAWN_LAUNCH = ("import multiprocessing as mp; mp.set_start_method('spawn', force=True); "
-                "import sys; from compress.cli import main; sys.argv[0] = 'compress'; main()")
+                "import runpy; runpy.run_module('compress', run_name='__main__', alter_sys=True)")
 
 
 def _variant(job: tuple[Path, Path, int]) -> None:
@@ -90,12 +91,13 @@ def linked_subset(source: Path, folder: Path, count: int) -> Path:
 def plain_checkpoint(source: Path, target: Path) -> Path:
     """The checkpoint without its record of held-out TrashNet images (the synthetic folder
     does not hold them)."""
-    from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    import compress
 
-    checkpoint = load_checkpoint(source)
+    checkpoint = compress.load_checkpoint(source)
     info = {key: value for key, value in checkpoint.info.items() if key != "calibration"}
-    save_checkpoint(target, Checkpoint(checkpoint.model, checkpoint.model_spec,
-                                       checkpoint.classes, checkpoint.input_size, info))
+    compress.save_checkpoint(target, compress.Checkpoint(
+        checkpoint.model, checkpoint.model_spec, checkpoint.classes, checkpoint.input_size,
+        info))
     return target
 
 

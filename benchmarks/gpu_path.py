@@ -37,9 +37,22 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from compress.checkpoint import load_checkpoint  # noqa: E402
-from compress.measure.latency import compare_latency, measure_latency  # noqa: E402
-from compress.measure.torch_runner import TorchRunner, launch_floor, matmul_peak_gflops  # noqa: E402
+from compress import (  # noqa: E402
+    RunnerOptions,
+    TorchRunner,
+    compare_latency,
+    convert_fp16,
+    export_onnx,
+    launch_floor,
+    list_images,
+    load_checkpoint,
+    matmul_peak_gflops,
+    measure_latency,
+    onnxruntime_cuda_problem,
+    open_model,
+    predict_files,
+    usable_cores,
+)
 
 BASELINE = REPO / "checkpoints" / "mnv3_trashnet.safetensors"
 FINAL = REPO / ".gpudata" / "final.safetensors"  # put there by benchmarks/gpu_prepare.sh
@@ -93,8 +106,6 @@ def _forms(device: str) -> dict[str, dict]:
 
 
 def _exported(checkpoint, folder: Path, name: str) -> Path:
-    from compress.ops.onnx_export import export_onnx
-
     return export_onnx(copy.deepcopy(checkpoint.model), folder / f"{name}.onnx",
                        checkpoint.input_size, classes=checkpoint.classes)
 
@@ -102,9 +113,6 @@ def _exported(checkpoint, folder: Path, name: str) -> Path:
 def batch_one(models: dict, device: str, runs: int) -> tuple[dict, list[str]]:
     """Batch-1 median per model and form, the launch floor, ONNX Runtime beside them, and
     the final model's speed-up over the baseline timed interleaved in each runtime."""
-    from compress.measure.runners import OrtRunner
-    from compress.measure.runtime import onnxruntime_cuda_problem
-
     figures: dict = {}
     lines = ["| model | runtime / form | p50 ms | p90 ms |", "|---|---|---|---|"]
     notes = [""]  # below the table
@@ -137,11 +145,10 @@ def batch_one(models: dict, device: str, runs: int) -> tuple[dict, list[str]]:
                                is None else [])
         for provider in providers:
             if provider == "cuda":  # FP16 is what one deploys on a GPU
-                from compress.ops.onnx_export import convert_fp16
-
                 files = {name: convert_fp16(path, path.with_name(f"{name}_fp16.onnx"))
                          for name, path in files.items()}
-            ort = {name: OrtRunner.open(path, provider) for name, path in files.items()}
+            ort = {name: open_model(path, RunnerOptions(provider=provider)).runner
+                   for name, path in files.items()}
             comparison = compare_latency(ort["baseline"], ort["final"], size, 1, 20, runs)
             for name, latency in (("baseline", comparison.a), ("final", comparison.b)):
                 figures[f"{name} | onnxruntime {latency.provider}"] = latency.__dict__
@@ -177,9 +184,6 @@ def throughput(models: dict, device: str, batches: list[int], runs: int
 
 
 def predict_speed(models: dict, device: str, data: Path) -> tuple[dict, list[str]]:
-    from compress.measure.end_to_end import list_images, predict_files
-    from compress.measure.machine import usable_cores
-
     files = list_images(data / "val")
     workers = min(8, usable_cores())
     figures: dict = {"images": len(files), "workers": workers}

@@ -11,18 +11,18 @@ import argparse
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from compress.checkpoint import load_checkpoint
-from compress.measure.latency import compare_latency
-from compress.measure.macs import count_macs
-from compress.measure.runners import OrtRunner
-from compress.ops.onnx_export import export_onnx
-from compress.planning.options import Option, apply_options, candidate_options
+import compress
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _outside(option: Option, blocks: list[Option]) -> bool:
+def _outside(option, blocks: list) -> bool:
     return not any(option.target.startswith(block.target + ".") for block in blocks)
+
+
+def _runner(onnx: Path):
+    """The file in ONNX Runtime on the CPU."""
+    return compress.open_model(onnx, compress.RunnerOptions(provider="cpu")).runner
 
 
 def main() -> int:
@@ -31,9 +31,9 @@ def main() -> int:
                         default=str(REPO / "checkpoints" / "mnv3_trashnet.safetensors"))
     parser.add_argument("--runs", type=int, default=300)
     args = parser.parse_args()
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = compress.load_checkpoint(args.checkpoint)
     model, size = checkpoint.model.eval(), checkpoint.input_size
-    options = candidate_options(model, size, ["prune", "squeeze_excite", "residual_block"],
+    options = compress.candidate_options(model, size, ["prune", "squeeze_excite", "residual_block"],
                                 [0.75, 0.875], [])
     gates = [o for o in options if o.kind == "squeeze_excite"]
     blocks = [o for o in options if o.kind == "residual_block"]
@@ -47,12 +47,13 @@ def main() -> int:
             + [o for o in gates if _outside(o, blocks)] + blocks,
     }
     with TemporaryDirectory() as tmp:
-        baseline = OrtRunner.open(export_onnx(model, Path(tmp) / "baseline.onnx", size))
+        baseline = _runner(compress.export_onnx(model, Path(tmp) / "baseline.onnx", size))
         for name, chosen in sets.items():
-            changed = apply_options(model, chosen, size)
-            runner = OrtRunner.open(export_onnx(changed, Path(tmp) / "cut.onnx", size))
-            comparison = compare_latency(baseline, runner, size, runs=args.runs)
-            print(f"{name}: {len(chosen)} cuts, {count_macs(changed, size) / 1e6:.1f} M MACs, "
+            changed = compress.apply_options(model, chosen, size)
+            runner = _runner(compress.export_onnx(changed, Path(tmp) / "cut.onnx", size))
+            comparison = compress.compare_latency(baseline, runner, size, runs=args.runs)
+            macs = compress.count_macs(changed, size)
+            print(f"{name}: {len(chosen)} cuts, {macs / 1e6:.1f} M MACs, "
                   f"{comparison.ratio:.2f}x faster (batch 1, interleaved, {args.runs} runs; "
                   f"{comparison.a.median_ms:.2f} -> {comparison.b.median_ms:.2f} ms)")
     return 0

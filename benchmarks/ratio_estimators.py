@@ -22,9 +22,7 @@ import sys
 
 import numpy as np
 
-from compress import UserError
-from compress.measure.latency import blocks_in_turn, per_cycle_ratio
-from compress.tools.bench import open_model
+from compress import UserError, blocks_in_turn, open_model, per_cycle_ratio
 
 
 def estimates(first: list[list[float]], other: list[list[float]]) -> tuple[float, ...]:

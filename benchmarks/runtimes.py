@@ -22,13 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.checkpoint import load_checkpoint
-from compress.data.folders import make_loader
-from compress.data.training_data import TrainingDataOptions, open_training_data
-from compress.measure import timing_process
-from compress.measure.openvino_runner import openvino_problem
-from compress.measure.runners import open_onnx_runner
-from compress.measure.runtime import RuntimeChoice
+import compress
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = {"baseline": REPO / "checkpoints" / "mnv3_trashnet.safetensors",
@@ -61,18 +55,15 @@ def quantized_files(checkpoint: Path, data: str, folder: Path, warmup: int
             stages / "02-quantize" / "model_int8.onnx")
 
 
-def agreements(files: list[tuple[Path, str]], data: str, checkpoint: Path) -> list[float]:
+def agreements(files: list[tuple[Path, str]], data: str, input_size: int) -> list[float]:
     """Each (file, runtime)'s share of val images given the first one's class."""
-    stored = load_checkpoint(checkpoint)
-    val = open_training_data(data, stored.classes, stored.input_size,
-                             TrainingDataOptions(cache_train=False, num_workers=0)).val
-    runners = [open_onnx_runner(path, runtime) for path, runtime in files]
-    classes = [[] for _ in runners]
-    for images, _ in make_loader(val, 32, shuffle=False, num_workers=0):
-        for found, runner in zip(classes, runners):
-            found.append(runner(runner.prepare(images.numpy())).argmax(1))
-    first = np.concatenate(classes[0])
-    return [float((np.concatenate(found) == first).mean()) for found in classes]
+    val = compress.list_images(Path(data) / "val")
+    classes = []
+    for path, runtime in files:
+        opened = compress.open_model(path, compress.RunnerOptions(runtime=runtime), input_size)
+        classes.append(compress.predict_files(opened.runner, val, input_size, 32,
+                                              workers=0).labels)
+    return [float(np.mean(found == classes[0])) for found in classes]
 
 
 def main() -> None:
@@ -83,14 +74,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="0: none (the test's smoke run)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    problem = openvino_problem()
+    problem = compress.openvino_problem()
     if problem:
         raise SystemExit(problem)
     if not Path(args.data, "val").is_dir():
         raise SystemExit(f"no data at {args.data}: give --data ROOT")
     models = dict(item.split("=", 1) for item in args.models) if args.models else \
         {name: path for name, path in DEFAULT_MODELS.items() if path.is_file()}
-    worker = timing_process.TimingWorker()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         entries = []  # (model, precision, runtime, file)
@@ -105,20 +95,17 @@ def main() -> None:
                     for precision, path in zip(PRECISIONS, files[name])
                     for runtime in RUNTIMES]
             found = agreements([(path, runtime) for *_, runtime, path in mine], args.data,
-                               Path(checkpoint))
+                               compress.load_checkpoint(checkpoint).input_size)
             for entry, agreed in zip(mine, found):
                 results[entry[:3]] = {"top1_agreement": agreed}
             entries += mine
-        input_size = load_checkpoint(next(iter(models.values()))).input_size
+        input_size = compress.load_checkpoint(next(iter(models.values()))).input_size
         for batch in (1, 8):
-            job = timing_process.in_turn([e[3] for e in entries],
-                                         runtimes=[e[2] for e in entries],
-                                         input_size=input_size, batch=batch, warmup=args.warmup,
-                                         runs=args.runs)
-            turn = worker.run([job], RuntimeChoice("onnxruntime", "cpu", "cpu"), None)[0]
+            turn = compress.time_files_in_turn([e[3] for e in entries], [e[2] for e in entries],
+                                               input_size=input_size, batch=batch,
+                                               warmup=args.warmup, runs=args.runs)
             for entry, ms, ratio in zip(entries, turn.medians_ms, turn.ratios):
                 results[entry[:3]][f"b{batch}"] = {"median_ms": ms, "speedup": ratio}
-    worker.close()
     first = entries[0]
     print(f"\nmedian ms and speed-up over {first[0]} float32 in ONNX Runtime, all timed in turn "
           f"({args.runs} runs each); top-1 agreement with the model's float32 ONNX Runtime "

@@ -1,5 +1,5 @@
 """Does the order of models timed in turn bias their ratios? Ten copies of the shipped
-baseline's ONNX file, timed in turn block by block (compress.measure.latency.time_in_turn),
+baseline's ONNX file, timed in turn block by block (compress.time_in_turn),
 with the order fixed and with the order rotating every cycle: every ratio should be 1.0.
 
     python benchmarks/turn_order_bias.py [--rounds 3]
@@ -11,10 +11,7 @@ import argparse
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from compress.checkpoint import load_checkpoint
-from compress.measure.latency import time_in_turn
-from compress.measure.runners import OrtRunner
-from compress.ops.onnx_export import export_onnx
+import compress
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,13 +23,16 @@ def main() -> int:
     parser.add_argument("--copies", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = compress.load_checkpoint(args.checkpoint)
     with TemporaryDirectory() as tmp:
-        path = export_onnx(checkpoint.model.eval(), Path(tmp) / "m.onnx", checkpoint.input_size)
+        path = compress.export_onnx(checkpoint.model.eval(), Path(tmp) / "m.onnx",
+                                    checkpoint.input_size)
+        on_cpu = compress.RunnerOptions(provider="cpu")
         for rotate in (False, True):
             for _ in range(args.rounds):
-                ratios = time_in_turn([OrtRunner.open(path) for _ in range(args.copies)],
-                                      checkpoint.input_size, rotate=rotate).ratios
+                runners = [compress.open_model(path, on_cpu).runner for _ in range(args.copies)]
+                ratios = compress.time_in_turn(runners, checkpoint.input_size,
+                                               rotate=rotate).ratios
                 print(f"{'rotated' if rotate else 'fixed order'}: "
                       + " ".join(f"{r:.3f}" for r in ratios[1:]))
     return 0

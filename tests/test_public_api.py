@@ -3,6 +3,7 @@ cheap, and `compress.run` runs a recipe as `compress run` does."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -25,6 +26,26 @@ def test_every_public_name_resolves_and_is_listed():
     assert {"prune", "decompose", "finetune", "export"} <= set(compress.list_stages())
     with pytest.raises(AttributeError, match="no_such_name"):
         compress.no_such_name  # noqa: B018
+
+
+def test_benchmarks_use_the_public_api_only():
+    """Benchmarks import `compress` and use the names of `compress.__all__`, so that a
+    change inside the package cannot break them unnoticed."""
+    offenders = []
+    for path in sorted((REPO / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("compress"):
+                internal = node.module != "compress" or \
+                    any(alias.name not in compress.__all__ for alias in node.names)
+            elif isinstance(node, ast.Import):
+                internal = any(alias.name.startswith("compress.") for alias in node.names)
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                internal = node.value.id == "compress" and node.attr not in compress.__all__
+            else:
+                continue
+            if internal:
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []
 
 
 def test_import_compress_does_not_import_torch():
