@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -18,12 +19,34 @@ from compress.checkpoint import load_checkpoint
 from compress.ops.blocks import squeeze_excite_paths
 from compress.ops.onnx_export import export_onnx
 
+# Each test starts a benchmark script in an interpreter of its own (torch imported anew) and
+# runs it end to end: CI runs them, the edit-test loop (-m "not slow") leaves them out.
+pytestmark = pytest.mark.slow
+
 METHODS = ["default recipe", "unstructured L1 30 %", "torch-pruning uniform L2",
            "Tucker alone (VBMF)", "ORT INT8 static alone"]
 
 
-@pytest.mark.slow
-def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_data):
+def in_process(monkeypatch, capsys, script: str, *args) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of benchmarks/SCRIPT run as `python SCRIPT ARGS` would,
+    in this process: for what ends before a model is timed or trained (bad arguments) or
+    only reads files, where starting an interpreter would be most of the cost."""
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    code = 0
+    try:
+        runpy.run_path(str(REPO / "benchmarks" / script), run_name="__main__")
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    if isinstance(code, str):  # SystemExit("message"): printed to stderr, exit status 1
+        code, err = 1, err + code + "\n"
+    return code or 0, out, err
+
+
+def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_data,
+                                                 monkeypatch, capsys):
     recipe = {
         "checkpoint": str(tiny_checkpoint),
         "data": {"root": str(tiny_data), "batch_size": 8, "num_workers": 0},
@@ -80,18 +103,18 @@ def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_
     assert [m["method"] for m in second] == [METHODS[0], METHODS[2]]
     assert second[1]["reused_from"].endswith("torch_pruning_uniform_l2")
     assert second[1]["macro_f1"] == uniform["macro_f1"]
-    refused = subprocess.run(peers + ["--out", str(tmp_path / "refused"), "--set", "seed=7"],
-                             capture_output=True, text=True)
-    assert refused.returncode == 2 and "its seed is" in refused.stderr, refused.stderr
+    arguments = peers[2:]  # refused before anything runs: in this process
+    code, _, err = in_process(monkeypatch, capsys, "peers.py", *arguments, "--out",
+                              tmp_path / "refused", "--set", "seed=7")
+    assert code == 2 and "its seed is" in err, err
     assert not (tmp_path / "refused").exists()
-    unknown = subprocess.run(peers + ["--out", str(tmp_path / "refused"), "--reuse",
-                                      f"Tucker alone (VBMF)={out}"], capture_output=True,
-                             text=True)
-    assert unknown.returncode == 2 and "not a method of this run" in unknown.stderr
-    missing = subprocess.run(peers + ["--out", str(tmp_path / "refused"), "--from-scratch",
-                                      str(tmp_path / "absent.safetensors")],
-                             capture_output=True, text=True)
-    assert missing.returncode == 2 and missing.stderr.startswith("error: --from-scratch")
+    code, _, err = in_process(monkeypatch, capsys, "peers.py", *arguments, "--out",
+                              tmp_path / "refused", "--reuse", f"Tucker alone (VBMF)={out}")
+    assert code == 2 and "not a method of this run" in err, err
+    code, _, err = in_process(monkeypatch, capsys, "peers.py", *arguments, "--out",
+                              tmp_path / "refused", "--from-scratch",
+                              tmp_path / "absent.safetensors")
+    assert code == 2 and err.startswith("error: --from-scratch"), err
     assert not (tmp_path / "refused").exists()
 
     # benchmarks/seed_table.py over two runs: this one, and a copy whose default recipe
@@ -101,17 +124,16 @@ def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_
     again.mkdir()
     report["methods"][0]["macro_f1"] -= 0.02
     (again / "peers.json").write_text(json.dumps(report))
-    table = subprocess.run([sys.executable, str(REPO / "benchmarks" / "seed_table.py"),
-                            str(out), str(again)], capture_output=True, text=True)
-    assert table.returncode == 0, table.stderr
-    row = next(line for line in table.stdout.splitlines() if line.startswith(f"| {METHODS[2]} |"))
+    code, table, err = in_process(monkeypatch, capsys, "seed_table.py", out, again)
+    assert code == 0, err
+    row = next(line for line in table.splitlines() if line.startswith(f"| {METHODS[2]} |"))
     assert f"| {difference:+.2f} points |" in row
-    missing = subprocess.run([sys.executable, str(REPO / "benchmarks" / "seed_table.py"),
-                              str(tmp_path / "nothing")], capture_output=True, text=True)
-    assert missing.returncode == 2 and "no peers.json" in missing.stderr
+    code, _, err = in_process(monkeypatch, capsys, "seed_table.py", tmp_path / "nothing")
+    assert code == 2 and "no peers.json" in err
 
 
-def test_retime_repeats_the_interleaved_timing(tmp_path, tiny_checkpoint):
+def test_retime_repeats_the_interleaved_timing(tmp_path, tiny_checkpoint, monkeypatch,
+                                               capsys):
     onnx = export_onnx(load_checkpoint(tiny_checkpoint).model, tmp_path / "tiny.onnx", 32)
     retime = [sys.executable, str(REPO / "benchmarks" / "retime.py"), str(onnx)]
     out = tmp_path / "ratios.json"
@@ -127,13 +149,13 @@ def test_retime_repeats_the_interleaved_timing(tmp_path, tiny_checkpoint):
     out.unlink()
     for bad, message in ((f"gone={tmp_path / 'gone.onnx'}", "model file not found"),
                          (str(onnx), "give NAME=MODEL.onnx")):
-        failed = subprocess.run(retime + [bad, "--json", str(out)], capture_output=True,
-                                text=True)
-        assert failed.returncode == 2 and message in failed.stderr, failed.stderr
-        assert len(failed.stderr.strip().splitlines()) == 1 and not out.exists()
+        code, _, err = in_process(monkeypatch, capsys, "retime.py", onnx, bad, "--json", out)
+        assert code == 2 and message in err, err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
-def test_ratio_estimators_times_three_files_in_both_turns(tmp_path, tiny_checkpoint):
+def test_ratio_estimators_times_three_files_in_both_turns(tmp_path, tiny_checkpoint,
+                                                          monkeypatch, capsys):
     model = load_checkpoint(tiny_checkpoint).model
     onnx = export_onnx(model, tmp_path / "tiny.onnx", 32)
     script = [sys.executable, str(REPO / "benchmarks" / "ratio_estimators.py")]
@@ -148,13 +170,14 @@ def test_ratio_estimators_times_three_files_in_both_turns(tmp_path, tiny_checkpo
               for r in rounds]
     assert all(len(found) == 5 for found in ratios), result.stdout
     assert all(0.3 < float(v) < 3 for found in ratios for four in found for v in four)
-    missing = subprocess.run(script + [str(tmp_path / "gone.onnx"), str(onnx), str(onnx)],
-                             capture_output=True, text=True)
-    assert missing.returncode == 2 and "model file not found" in missing.stderr
-    assert len(missing.stderr.strip().splitlines()) == 1
+    code, _, err = in_process(monkeypatch, capsys, "ratio_estimators.py",
+                              tmp_path / "gone.onnx", onnx, onnx)
+    assert code == 2 and "model file not found" in err
+    assert len(err.strip().splitlines()) == 1
 
 
-def test_se_gate_latency_times_every_kept_subset(tmp_path, tiny_checkpoint):
+def test_se_gate_latency_times_every_kept_subset(tmp_path, tiny_checkpoint, monkeypatch,
+                                                  capsys):
     script = [sys.executable, str(REPO / "benchmarks" / "se_gate_latency.py")]
     gates = squeeze_excite_paths(load_checkpoint(tiny_checkpoint).model)
     assert len(gates) >= 2
@@ -164,10 +187,10 @@ def test_se_gate_latency_times_every_kept_subset(tmp_path, tiny_checkpoint):
     assert result.returncode == 0, result.stderr
     rows = [line.split()[0] for line in result.stdout.splitlines()[1:]]
     assert rows == ["all", "first", "second"] + gates + ["mine"]
-    bad = subprocess.run(script + [str(tiny_checkpoint), "--keep", "mine=model.nowhere"],
-                         capture_output=True, text=True)
-    assert bad.returncode == 2 and "--keep" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1
+    code, _, err = in_process(monkeypatch, capsys, "se_gate_latency.py", tiny_checkpoint,
+                              "--keep", "mine=model.nowhere")
+    assert code == 2 and "--keep" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_train_speed_times_both_layouts(tiny_checkpoint):
@@ -182,9 +205,8 @@ def test_train_speed_times_both_layouts(tiny_checkpoint):
         assert line in result.stdout
 
 
-@pytest.mark.slow
 def test_compare_runs_tells_identical_runs_from_different_ones(tmp_path, tiny_checkpoint,
-                                                               tiny_data):
+                                                               tiny_data, monkeypatch, capsys):
     import compress
 
     recipe = write_tiny_recipe(tmp_path / "recipe.yaml", tiny_checkpoint, tiny_data,
@@ -192,60 +214,44 @@ def test_compare_runs_tells_identical_runs_from_different_ones(tmp_path, tiny_ch
     for name, ratio in (("a", 0.3), ("b", 0.3), ("c", 0.5)):
         compress.run(recipe, tmp_path / name, overrides=[f"stages.0.ratio={ratio}"],
                      echo=lambda line: None)
-    compare = [sys.executable, str(REPO / "benchmarks" / "compare_runs.py")]
-    same = subprocess.run(compare + [str(tmp_path / "a"), str(tmp_path / "b")],
-                          capture_output=True, text=True)
-    assert same.returncode == 0 and same.stdout.strip().endswith("identical"), same.stdout
-    other = subprocess.run(compare + [str(tmp_path / "a"), str(tmp_path / "c")],
-                           capture_output=True, text=True)
-    assert other.returncode == 1 and "1:prune" in other.stdout and " NO" in other.stdout
+    code, same, _ = in_process(monkeypatch, capsys, "compare_runs.py", tmp_path / "a",
+                               tmp_path / "b")
+    assert code == 0 and same.strip().endswith("identical"), same
+    code, other, _ = in_process(monkeypatch, capsys, "compare_runs.py", tmp_path / "a",
+                                tmp_path / "c")
+    assert code == 1 and "1:prune" in other and " NO" in other
 
 
-def test_latency_budget_runs_the_grid_and_rereads_finished_runs(tmp_path, tiny_checkpoint,
-                                                                tiny_data, monkeypatch):
+def test_latency_budget_runs_the_grid_against_the_teacher_and_rereads_finished_runs(
+        tmp_path, tiny_checkpoint, tiny_data, monkeypatch):
     monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
     # A loose tolerance: the tiny model's time is mostly overhead, and this checks the
     # script, not the plan (tests/stages/test_plan.py does).
-    # The plan second, as in recipes/mnv3_latency.yaml: --targets sets that stage's target.
+    # The plan second, as in recipes/mnv3_latency.yaml: --targets sets that stage's target;
+    # relative to the recipe's teacher, as in recipes/mnv3_small_latency.yaml.
     recipe = write_tiny_recipe(tmp_path / "recipe.yaml", tiny_checkpoint, tiny_data, [
         {"prune": {"ratio": 0.25}},
-        {"plan": {"target_speedup": 1.5, "tolerance": 0.45, "kinds": ["prune"],
-                  "prune_ratios": [0.5], "timing_runs": 10}},
-        {"finetune": {"epochs": 1}}])
-    command = [sys.executable, str(REPO / "benchmarks" / "latency_budget.py"), "--recipe",
-               str(recipe), "--data", str(tiny_data), "--out", str(tmp_path / "grid"),
-               "--targets", "1.05", "--seeds", "1,2", "--runs", "10", "--rounds", "1"]
-    first = subprocess.run(command, capture_output=True, text=True)
-    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-    rows = [line for line in first.stdout.splitlines() if line.startswith("x1.05 seed")]
-    assert len(rows) == 2 and all("re-timed" in row and "val macro F1" in row for row in rows)
-    assert "over 2 seed(s)" in first.stdout
-    run_recipe = yaml.safe_load((tmp_path / "grid" / "x1.05_s1" / "recipe.yaml").read_text())
-    assert run_recipe["stages"][1]["plan"]["target_speedup"] == 1.05
-    again = subprocess.run(command, capture_output=True, text=True)
-    assert again.returncode == 0 and again.stdout.count("earlier (re-read)") == 2, again.stdout
-
-
-def test_latency_budget_measures_against_the_recipes_teacher(tmp_path, tiny_checkpoint,
-                                                             tiny_data, monkeypatch):
-    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
-    recipe = write_tiny_recipe(tmp_path / "recipe.yaml", tiny_checkpoint, tiny_data, [
         {"plan": {"target_speedup": 1.05, "tolerance": 0.45, "kinds": ["prune"],
                   "prune_ratios": [0.5], "timing_runs": 10, "relative_to": "teacher"}},
         {"finetune": {"epochs": 1, "distill": {}}}], teacher=str(tiny_checkpoint))
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "latency_budget.py"),
-                             "--recipe", str(recipe), "--data", str(tiny_data), "--out",
-                             str(tmp_path / "grid"), "--targets", "1.05", "--seeds", "1",
-                             "--runs", "10", "--rounds", "1", "--plot",
-                             str(tmp_path / "curve.png"), "--set", "bench.runs=4"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "against the recipe's teacher" in result.stdout
-    run_recipe = tmp_path / "grid" / "x1.05_s1" / "recipe.yaml"
-    assert yaml.safe_load(run_recipe.read_text())["bench"]["runs"] == 4  # --set reached it
+    command = [sys.executable, str(REPO / "benchmarks" / "latency_budget.py"), "--recipe",
+               str(recipe), "--data", str(tiny_data), "--out", str(tmp_path / "grid"),
+               "--targets", "1.05", "--seeds", "1,2", "--runs", "10", "--rounds", "1",
+               "--plot", str(tmp_path / "curve.png"), "--set", "bench.runs=4"]
+    first = subprocess.run(command, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert "against the recipe's teacher" in first.stdout
+    rows = [line for line in first.stdout.splitlines() if line.startswith("x1.05 seed")]
+    assert len(rows) == 2 and all("re-timed" in row and "val macro F1" in row for row in rows)
+    assert [row.split(":")[0] for row in rows] == ["x1.05 seed 1", "x1.05 seed 2"]
+    assert "over 2 seed(s)" in first.stdout
+    run_recipe = yaml.safe_load((tmp_path / "grid" / "x1.05_s1" / "recipe.yaml").read_text())
+    assert run_recipe["stages"][1]["plan"]["target_speedup"] == 1.05
+    assert run_recipe["bench"]["runs"] == 4  # --set reached it
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert (tmp_path / "grid" / "reference" / "report.json").is_file()
-    assert sum(line.startswith("x1.05 seed 1: re-timed") for line in result.stdout.splitlines())
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.count("earlier (re-read)") == 2, again.stdout
 
 
 def test_thread_plans_times_each_plan_at_every_setting(tmp_path, tiny_checkpoint, tiny_data,
@@ -279,7 +285,6 @@ def test_turn_order_bias_prints_both_orders(tiny_checkpoint):
     assert all(len(line.split(":")[1].split()) == 2 for line in lines)  # copies 2 and 3
 
 
-@pytest.mark.slow
 def test_runtimes_times_every_file_in_both_runtimes(tmp_path, tiny_checkpoint, tiny_data):
     pytest.importorskip("openvino", reason="the openvino extra is not installed")
     pytest.importorskip("nncf", reason="the openvino extra (NNCF) is not installed")
