@@ -47,10 +47,13 @@ def test_latency_and_interleaved_comparison(tmp_path):
     latency = measure_latency(OrtRunner.open(small), 32, batch=4, warmup=2, runs=5)
     assert latency.batch == 4 and latency.runs == 5 and latency.provider == "CPUExecutionProvider"
     assert 0 < latency.median_ms <= latency.p90_ms <= latency.p99_ms
-    comparison = compare_latency(OrtRunner.open(big), OrtRunner.open(small), 32, warmup=2,
-                                 runs=20)
+    # One thread each: on a shared 2-core machine a second intra-op thread waits for a core
+    # at every kernel, which a model of six small kernels feels as much as one of big ones.
+    comparison = compare_latency(OrtRunner.open(big, threads=1), OrtRunner.open(small, threads=1),
+                                 32, warmup=2, runs=20)
     assert comparison.ratio == pytest.approx(comparison.a.median_ms / comparison.b.median_ms)
-    assert comparison.ratio > 1  # ~150x the MACs cannot be faster
+    assert comparison.a.runs == comparison.b.runs == 20
+    assert comparison.ratio > 1  # ~150x the MACs: the order, not the size of the gap
 
 
 def test_timings_run_in_one_worker_process_that_outlives_its_errors(tmp_path, monkeypatch,
@@ -108,12 +111,17 @@ def test_op_type_profile_puts_the_time_where_the_work_is(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(),
                           nn.Conv2d(64, 64, 3, padding=1), nn.AdaptiveAvgPool2d(1),
                           nn.Flatten(), nn.Linear(64, 2)).eval()
-    rows = op_type_profile(export_onnx(model, tmp_path / "m.onnx", 64), 64, runs=10)
+    rows = op_type_profile(export_onnx(model, tmp_path / "m.onnx", 64), 64, runs=10,
+                           threads=1)
     shares = {row.op_type: row for row in rows}
     assert sum(row.share for row in rows) == pytest.approx(1.0, abs=1e-6)
     convs = [row for row in rows if "Conv" in row.op_type]  # Conv, or FusedConv with ReLU
     assert sum(row.nodes for row in convs) == 2
-    assert sum(row.share for row in convs) > 0.5, rows
+    # The two convs (150M MACs) against every other kernel (a pooling and a 64x2 Gemm): an
+    # order of kernel times, whatever the time between kernels on a busy machine.
+    others = [row for row in rows if row not in convs and row.op_type != "(between kernels)"]
+    assert others and sum(row.ms_per_run for row in convs) > \
+        max(row.ms_per_run for row in others), rows
     assert "(between kernels)" in shares and all(row.ms_per_run >= 0 for row in rows)
     lines = format_profile(rows, top=2)
     assert len(lines) == 4 and "other types" in lines[-1]
