@@ -25,9 +25,8 @@ from torch import nn
 
 from compress.errors import StageFailed, UserError
 from compress.fileio import atomic_path
-from compress.models import ModelSpec, build_model
+from compress.models import ModelSpec, build_model, classifier_layer
 from compress.models.module_spec import apply_edits, structural_edits
-from compress.models import classifier_layer
 
 FORMAT_VERSION = 1
 METADATA_KEY = "compress"

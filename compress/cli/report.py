@@ -19,7 +19,7 @@ def report(runs, out) -> None:
     """
     from pathlib import Path
 
-    from compress.pipeline.html_report import write_html_report
+    from compress.pipeline.html_report import read_run_page, write_html_report
 
     target = Path(out) if out else Path(runs[0]) / "report.html" if len(runs) == 1 \
         else Path("comparison.html")
@@ -27,4 +27,4 @@ def report(runs, out) -> None:
         from compress.errors import UserError
 
         raise UserError(f"--out {target}: give an .html file")
-    click.echo(f"wrote {write_html_report(list(runs), target)}")
+    click.echo(f"wrote {write_html_report([read_run_page(run) for run in runs], target)}")

@@ -111,6 +111,12 @@ class TrainingData:
         figures the choice then flatters)."""
         return self.calibration if self.calibration is not None else self.val
 
+    def calibration_images(self, count: int, img_size: int, seed: int) -> Dataset:
+        """`count` training images through the test transform at `img_size`, in a seeded
+        order: what BatchNorm re-estimation, sensitivity and INT8 calibration see."""
+        return calibration_subset(self.train.with_transform(eval_transform(img_size)), count,
+                                  seed)
+
 
 def resize_training_data(data: TrainingData, img_size: int, aug_train: str = defaults.AUG_TRAIN,
                          aug_train_params: dict[str, Any] | None = None,

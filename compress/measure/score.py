@@ -31,10 +31,12 @@ def f1_term(f1: float, baseline_f1: float, constants: ScoreConstants) -> float:
 
 
 def competition_score(f1: float, baseline_f1: float, constants: ScoreConstants, *,
-                      time: float | None = None, baseline_time: float | None = None,
-                      macs: float | None = None, baseline_macs: float | None = None) -> float:
+                      time_ratio: float | None = None, macs_ratio: float | None = None) -> float:
+    """`time_ratio`: time / baseline_time (formula "time"), in whatever unit they were
+    measured, or the input's latency over the model's speed-up where only that is measured
+    (the two timed interleaved); `macs_ratio`: MACs / baseline MACs (formula "macs")."""
     if constants.formula == "time":
-        return constants.time_weight * time / baseline_time + f1_term(f1, baseline_f1, constants)
+        return constants.time_weight * time_ratio + f1_term(f1, baseline_f1, constants)
     if constants.formula == "macs":
-        return macs / baseline_macs + f1_term(f1, baseline_f1, constants)
+        return macs_ratio + f1_term(f1, baseline_f1, constants)
     raise ValueError(f"unknown score formula {constants.formula!r}")

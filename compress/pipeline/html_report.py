@@ -13,14 +13,17 @@ from __future__ import annotations
 import base64
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compress.errors import UserError
 from compress.fileio import write_atomic
-from compress.pipeline.report import COLUMNS, row_cells, runtime_lines
+from compress.pipeline.report import COLUMNS, RunReport, row_cells, runtime_lines
 from compress.pipeline.runstore import StageRecord, read_run
 from compress.plotting import new_figure, png_bytes
+from compress.stages.base import ReportBars, ReportTable, Stage, cell
+from compress.stages.registry import stage_class
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:72em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em
@@ -28,7 +31,17 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;p
 code{background:#f3f3f3;padding:0 .2em}img{max-width:100%}.note{color:#555}"""
 
 
-def _page_run(run_dir: str | Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunPage:
+    root: Path  # the run folder, named on the page
+    report: RunReport
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+
+def read_run_page(run_dir: str | Path) -> RunPage:
     """A run folder's records and, where the run finished, its report.json."""
     root = Path(run_dir)
     if not root.is_dir():
@@ -38,16 +51,16 @@ def _page_run(run_dir: str | Path) -> dict[str, Any]:
         raise UserError(f"{root}: no finished stage (stages/*/record.json); is it a run folder "
                         "of compress run?")
     report_path = root / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    return {"name": root.name, "root": root, "records": records, "report": report}
+    if not report_path.is_file():
+        return RunPage(root, RunReport(records, finished=False))
+    return RunPage(root, RunReport.from_json(json.loads(report_path.read_text()), records))
 
 
-def write_html_report(run_dirs: list[str | Path], out: str | Path) -> Path:
+def write_html_report(runs: list[RunPage], out: str | Path) -> Path:
     """One run's page, or with several runs their comparison (a table per run, one plot
     with a series per run), written atomically to `out`."""
-    runs = [_page_run(run_dir) for run_dir in run_dirs]
-    title = f"compress run {runs[0]['name']}" if len(runs) == 1 else \
-        "compress runs compared: " + ", ".join(run["name"] for run in runs)
+    title = f"compress run {runs[0].name}" if len(runs) == 1 else \
+        "compress runs compared: " + ", ".join(run.name for run in runs)
     body = [f"<h1>{_e(title)}</h1>",
             "<h2>Macro F1 against batch-1 latency</h2>", _image(_f1_latency_png(runs),
                                                                  "macro F1 against latency")]
@@ -60,94 +73,95 @@ def write_html_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     return Path(out)
 
 
-def _run_sections(run: dict[str, Any], heading: bool) -> list[str]:
-    records: list[StageRecord] = run["records"]
-    report = run["report"]
-    parts = [f"<h2>{_e(run['name'])}</h2>"] if heading else []
-    parts.append(f"<p class=\"note\">Run folder <code>{_e(run['root'])}</code>; input "
-                 f"<code>{_e(report.get('recipe', {}).get('checkpoint', '?'))}</code>"
-                 + ("" if report else "; not finished (no report.json)") + ".</p>")
-    parts += [f"<p class=\"note\">{_e(note)}</p>" for note in report.get("notes", [])]
+def _run_sections(run: RunPage, heading: bool) -> list[str]:
+    report = run.report
+    records = report.records
+    parts = [f"<h2>{_e(run.name)}</h2>"] if heading else []
+    parts.append(f"<p class=\"note\">Run folder <code>{_e(run.root)}</code>; input "
+                 f"<code>{_e(report.recipe.get('checkpoint', '?'))}</code>"
+                 + ("" if report.finished else "; not finished (no report.json)") + ".</p>")
+    parts += [f"<p class=\"note\">{_e(note)}</p>" for note in report.notes]
     parts += ["<h3>Stages</h3>", _table(COLUMNS, [row_cells(r) for r in records]),
               f"<p class=\"note\">Latency: batch-1 median in {_e(records[0].provider)}; "
               "speed-up: the stage and the input timed interleaved.</p>"]
     notes = [(f"{r.index}:{r.name}", r.note) for r in records if r.note]
     if notes:
         parts += ["<h3>Stage notes</h3>", _table(("stage", "note"), notes)]
-    parts += _plan_sections(records)
+    parts += _stage_sections(records)
     parts += _parity_section(records)
-    if report.get("runtimes"):
+    if report.runtimes:
         parts += ["<h3>The final model in each runtime</h3>",
-                  _markdown_table(runtime_lines(report["runtimes"]))]
-    floor = report.get("distance_to_floor")
+                  _markdown_table(runtime_lines(report.runtimes))]
+    floor = report.floor
     if floor:
         parts += ["<h3>Distance to the floor</h3>", f"<p>{floor['gflops']:.2f} GFLOP/s "
                   f"achieved in {_e(floor.get('runtime', records[-1].provider))} at batch 1, "
-                  f"{floor['share_of_peak']:.1%} of this device's {_e(floor.get('peak_kind', 'float32'))} "
+                  f"{floor['share_of_peak']:.1%} of this device's "
+                  f"{_e(floor.get('peak_kind', 'float32'))} "
                   f"matrix-product peak ({floor['peak_gflops']:.1f} GFLOP/s).</p>"]
-    if report.get("device"):
+    if report.device:
         device = {key: ", ".join(value) if key == "cpu_flags" else
                   json.dumps(value) if isinstance(value, dict) else value
-                  for key, value in report["device"].items()}
+                  for key, value in report.device.items()}
         parts += ["<h3>Device</h3>", _table(("what", "value"), list(device.items()))]
     return parts
 
 
-def _plan_sections(records: list[StageRecord]) -> list[str]:
-    """A plan stage's chosen cuts; a prune stage's widths before and after, as a plot."""
+def _stage_sections(records: list[StageRecord]) -> list[str]:
+    """What each stage shows of its result (compress.stages.base.Stage.report_sections)."""
     parts = []
     for record in records:
-        result, stage = record.result, f"{record.index}:{record.name}"
-        if result.get("chosen"):
-            parts += [f"<h3>Per-layer plan of stage {_e(stage)}</h3>",
-                      _table(("cut", "layer", "amount", "latency saved", "F1 drop alone",
-                              "F1 drop in the plan"),
-                             [(c["kind"], c["target"], _num(c.get("amount"), ".2f"),
-                               _num(c.get("saved"), ".1%"), _num(c.get("f1_drop"), ".4f"),
-                               _num(c.get("f1_drop_in_plan"), ".4f"))
-                              for c in result["chosen"]])]
-        widths = result.get("widths")
-        if widths:
-            parts += [f"<h3>Channels per layer, stage {_e(stage)}</h3>",
-                      _image(_widths_png(widths, stage), f"channels per layer, {stage}")]
-        sensitivity = result.get("sensitivity")
-        if sensitivity:
-            parts += [f"<h3>Sensitivity measured by stage {_e(stage)}</h3>",
-                      f"<pre>{_e(json.dumps(sensitivity, indent=1)[:20000])}</pre>"]
+        stage = _stage_kind(record.name)
+        if stage is None:
+            continue
+        for section in stage.report_sections(record.result, f"{record.index}:{record.name}"):
+            parts.append(f"<h3>{_e(section.title)}</h3>")
+            if isinstance(section, ReportTable):
+                parts.append(_table(section.header, section.rows))
+            elif isinstance(section, ReportBars):
+                parts.append(_image(_bars_png(section), section.title))
+            else:
+                parts.append(f"<pre>{_e(section.text[:20000])}</pre>")
     return parts
 
 
 def _parity_section(records: list[StageRecord]) -> list[str]:
     rows = []
     for record in records:
-        stage, result = f"{record.index}:{record.name}", record.result
-        for name, check in (result.get("checks") or {}).items():
-            if isinstance(check, dict):
-                rows.append((stage, name, _num(check.get("relative_error"), ".2e"),
-                             _num(check.get("top1_agreement"), ".1%")))
-        if result.get("top1_agreement") is not None:
-            rows.append((stage, f"INT8 against float32 ({result.get('checked_on', '')})", "",
-                         _num(result["top1_agreement"], ".1%")))
+        stage = f"{record.index}:{record.name}"
+        kind = _stage_kind(record.name)
+        rows += [(stage, row.check, cell(row.relative_error, ".2e"),
+                  cell(row.top1_agreement, ".1%"))
+                 for row in (kind.parity_rows(record.result) if kind else [])]
         if record.deployed_top1_agreement is not None:
             rows.append((stage, "timed form against float32 ONNX", "",
-                         _num(record.deployed_top1_agreement, ".1%")))
+                         cell(record.deployed_top1_agreement, ".1%")))
     if not rows:
         return []
     return ["<h3>Parity checks</h3>",
             _table(("stage", "check", "relative error", "top-1 agreement"), rows)]
 
 
-def _f1_latency_png(runs: list[dict[str, Any]]) -> bytes:
+def _stage_kind(name: str) -> type[Stage] | None:
+    """The registered stage a record was written by; None for the input (stage 0) and for
+    a kind no longer registered (an old run)."""
+    try:
+        return stage_class(name)
+    except KeyError:
+        return None
+
+
+def _f1_latency_png(runs: list[RunPage]) -> bytes:
     figure = new_figure((7, 4.5))
     ax = figure.subplots()
     for run in runs:
-        shown = [r for r in run["records"] if r.macro_f1 is not None]
+        shown = [r for r in run.report.records if r.macro_f1 is not None]
         ax.plot([r.latency_ms for r in shown], [r.macro_f1 for r in shown], "-o",
-                label=run["name"])
+                label=run.name)
         for r in shown:
             ax.annotate(f"{r.index}:{r.name}", (r.latency_ms, r.macro_f1),
                         textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xlabel(f"batch-1 latency, ms ({runs[0]['records'][0].provider})")
+    ax.set_xlabel(f"batch-1 latency, ms ({runs[0].report.records[0].provider})")
     ax.set_ylabel("macro F1 (val)")
     ax.grid(alpha=0.3)
     if len(runs) > 1:
@@ -155,16 +169,18 @@ def _f1_latency_png(runs: list[dict[str, Any]]) -> bytes:
     return png_bytes(figure)
 
 
-def _widths_png(widths: dict[str, list[int]], stage: str) -> bytes:
-    names = list(widths)
+def _bars_png(section: ReportBars) -> bytes:
+    names = list(section.before_after)
     figure = new_figure((max(6, len(names) * 0.22), 3.5))
     ax = figure.subplots()
     positions = range(len(names))
-    ax.bar(positions, [w[0] for w in widths.values()], color="#ccc", label="before")
-    ax.bar(positions, [w[1] for w in widths.values()], color="tab:blue", label="after")
+    ax.bar(positions, [w[0] for w in section.before_after.values()], color="#ccc",
+           label="before")
+    ax.bar(positions, [w[1] for w in section.before_after.values()], color="tab:blue",
+           label="after")
     ax.set_xticks(list(positions), names, rotation=90, fontsize=6)
-    ax.set_ylabel("output channels")
-    ax.set_title(f"stage {stage}")
+    ax.set_ylabel(section.y_label)
+    ax.set_title(section.title)
     ax.legend(fontsize=8)
     return png_bytes(figure)
 
@@ -188,10 +204,6 @@ def _markdown_table(lines: list[str]) -> str:
     return _table([cell.strip() for cell in rows[0]], [[c.strip() for c in row]
                                                         for row in rows[1:]]) + \
         "".join(f"<p>{_e(sentence)}</p>" for sentence in sentences)
-
-
-def _num(value: Any, spec: str) -> str:
-    return "" if value is None else format(value, spec)
 
 
 def _e(value: Any) -> str:

@@ -9,22 +9,23 @@ from __future__ import annotations
 import copy
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-
-import yaml
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data.training_data import resize_training_data
 from compress.device import resolve_device
+from compress.measure.macs import count_macs, count_params
 from compress.measure.parity import FP16_MIN_TOP1_AGREEMENT
 from compress.ops.onnx_export import export_onnx
-from compress.pipeline.html_report import write_html_report
+from compress.pipeline.final_model import FinalModelFigures
+from compress.pipeline.html_report import RunPage, write_html_report
 from compress.pipeline.measurer import Measurer, open_data
-from compress.pipeline.report import format_row, header_line, write_report
+from compress.pipeline.recorder import SavedStage, StageRecorder
+from compress.pipeline.report import RunReport, format_row, header_line, write_report
 from compress.pipeline.runstore import RunStore, StageRecord
-from compress.recipe.loading import recipe_to_yaml
+from compress.recipe.loading import recipe_to_yaml, resolved_recipe
 from compress.recipe.schema import Recipe
 from compress.stages.base import Stage, StageContext, StageOutput, StageResult, StageStatus
 from compress.tracking import Tracker, open_tracker
@@ -99,9 +100,7 @@ class _Run:
     def _start_tracking(self) -> None:
         """An MLflow run named after the run folder, with the recipe as parameters and the
         stages a resumed run already holds."""
-        recipe = self.recipe.model_dump(mode="json")
-        recipe["stages"] = yaml.safe_load(recipe_to_yaml(self.recipe))["stages"]
-        self.tracker.start(self.out_dir.name, recipe,
+        self.tracker.start(self.out_dir.name, resolved_recipe(self.recipe),
                            {"compress.run_folder": str(self.out_dir.resolve())},
                            self.tracking_parent, self.out_dir.resolve().parent / "mlartifacts")
         for record in sorted(self.done.values(), key=lambda r: r.index):
@@ -111,6 +110,7 @@ class _Run:
         self.data = open_data(self.recipe, self.input)
         self.measurer = Measurer.for_recipe(self.recipe, self.data, self.device,
                                             self.input.input_size)
+        self.recorder = StageRecorder(self.measurer, self.recipe.score, self.recipe.data)
         if self.measurer.runtime.note:
             self.notes.append(self.measurer.runtime.note)
         if self.data is None:
@@ -137,13 +137,17 @@ class _Run:
             else:
                 self._apply(index, name, stage)
         records = [self.done[i] for i in sorted(self.done)]
-        floor = self.measurer.distance_to_floor(records[-1])
-        runtimes = self.measurer.runtimes_compared(records[-1]) \
+        last_run = [r for r in records if r.status is StageStatus.DONE][-1]
+        final = FinalModelFigures(self.measurer, self.recipe.data.batch_size)
+        floor = final.distance_to_floor(last_run)
+        runtimes = final.runtimes_compared(last_run) \
             if self.recipe.bench.compare_runtimes else None
         device = self.measurer.device_fingerprint()
-        paths = write_report(self.out_dir, records, self.recipe.model_dump(mode="json"),
-                             self.notes, floor, runtimes, device)
-        paths["html"] = write_html_report([self.out_dir], self.out_dir / "report.html")
+        report = RunReport(records, self.recipe.model_dump(mode="json"), self.notes, floor,
+                           runtimes, device)
+        paths = write_report(self.out_dir, report)
+        paths["html"] = write_html_report([RunPage(self.out_dir, report)],
+                                          self.out_dir / "report.html")
         self.echo("report: " + ", ".join(str(p) for p in paths.values()))
         self.tracker.tags({"compress.device." + key: value for key, value in device.items()}
                           | ({"compress.fastest_runtime": runtimes["fastest"]}
@@ -175,9 +179,15 @@ class _Run:
             self._resize_to(resumed.input_size)
 
     def _skip(self, index: int, name: str) -> None:
-        record = replace(self.done[index - 1], index=index, name=name,
-                         status=StageStatus.SKIPPED, note="needs data", seconds=0.0,
-                         slower=False, result={})
+        """A record of its own for a stage that did not run: the model it passes on (the
+        previous stage's, unchanged) counted, no file, nothing timed or evaluated."""
+        size = self.measurer.input_size
+        record = StageRecord(
+            index=index, name=name, status=StageStatus.SKIPPED, note="needs data",
+            params=count_params(self.model), macs=count_macs(self.model, size),
+            latency_ms=None, latency_p90_ms=None, speedup_vs_input=None, latency_by_batch={},
+            provider="", macro_f1=None, accuracy=None, score=None, seconds=0.0,
+            checkpoint="", onnx="", input_size=size)
         self.store.write_record(record)
         self.done[index] = record
         self.echo(f"skipped stage {index}:{name}: it needs data and none was found")
@@ -203,9 +213,11 @@ class _Run:
         previous = max((r for r in self.done.values()
                         if r.status is StageStatus.DONE and r.index < index),
                        key=lambda r: r.index, default=None)
-        record = self.measurer.measure(index, name, output.model, checkpoint_path, onnx_path,
-                                       time.perf_counter() - started, output.result,
-                                       self.done.get(0), previous)
+        record = self.recorder.record(
+            SavedStage(index=index, name=name, model=output.model, checkpoint=checkpoint_path,
+                       onnx=onnx_path, seconds=time.perf_counter() - started,
+                       result=output.result),
+            baseline=self.done.get(0), previous=previous)
         self.store.write_record(record)
         self.done[index] = record
         self.tracker.stage(record)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,9 @@ def row_cells(record: StageRecord) -> list[str]:
     flag = " (slower)" if record.slower else ""
     skipped = " [skipped]" if record.status is StageStatus.SKIPPED else ""
     name = f"{record.index}:{record.name}{skipped}"
+    speedup = _fmt(record.speedup_vs_input, ".2f")
     return [name, f"{record.params:,}", f"{record.macs / 1e6:.1f}M",
-            f"{record.latency_ms:.2f}{flag}", f"{record.speedup_vs_input:.2f}x",
+            _fmt(record.latency_ms, ".2f") + flag, speedup + ("x" if speedup != "n/a" else ""),
             _fmt(record.macro_f1, ".4f"), _fmt(record.accuracy, ".4f"),
             _fmt(record.held_out_macro_f1, ".4f"), _fmt(record.score, ".4f"),
             f"{record.seconds:.0f}"]
@@ -42,16 +43,39 @@ def header_line() -> str:
     return "".join(f"{c:<{w}}" for c, w in zip(COLUMNS, _WIDTHS))
 
 
-def write_report(root: Path, records: list[StageRecord], recipe: dict[str, Any],
-                 notes: list[str], floor: dict[str, Any] | None = None,
-                 runtimes: dict[str, Any] | None = None, device: dict[str, Any] | None = None
-                 ) -> dict[str, Path]:
-    """report.json and report.md; `floor`: Measurer.distance_to_floor of the last stage,
-    `runtimes`: Measurer.runtimes_compared of it, `device`: Measurer.device_fingerprint."""
+@dataclass(frozen=True)
+class RunReport:
+    """What a run reports: its stage records and what only the end of the run measures.
+    `floor`: FinalModelFigures.distance_to_floor of the last stage, `runtimes`:
+    FinalModelFigures.runtimes_compared of it, `device`: Measurer.device_fingerprint.
+    `finished` is False for a run read back before its end (no report.json)."""
+
+    records: list[StageRecord]
+    recipe: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    floor: dict[str, Any] | None = None
+    runtimes: dict[str, Any] | None = None
+    device: dict[str, Any] | None = None
+    finished: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"recipe": self.recipe, "notes": self.notes,
+                "stages": [asdict(r) for r in self.records],
+                "distance_to_floor": self.floor, "runtimes": self.runtimes,
+                "device": self.device}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], records: list[StageRecord]) -> RunReport:
+        """report.json's figures beside `records` (the run's stage records)."""
+        return cls(records, data.get("recipe", {}), data.get("notes", []),
+                   data.get("distance_to_floor"), data.get("runtimes"), data.get("device"))
+
+
+def write_report(root: Path, report: RunReport) -> dict[str, Path]:
+    """report.json, report.md and (where every stage has a macro F1) report.png."""
     root = Path(root)
-    report = {"recipe": recipe, "notes": notes, "stages": [asdict(r) for r in records],
-              "distance_to_floor": floor, "runtimes": runtimes, "device": device}
-    write_json_atomic(root / "report.json", report)
+    records, notes, runtimes, floor = report.records, report.notes, report.runtimes, report.floor
+    write_json_atomic(root / "report.json", report.to_json())
     lines = ["# compress run report", ""]
     lines += [f"- {note}" for note in notes] + ([""] if notes else [])
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]

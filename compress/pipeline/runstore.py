@@ -40,9 +40,10 @@ class StageRecord:
     note: str
     params: int
     macs: int
-    latency_ms: float  # batch-1 median
-    latency_p90_ms: float
-    speedup_vs_input: float  # batch-1 medians, input and this stage timed interleaved
+    # The three latency figures are None for a skipped stage: it produced no file to time.
+    latency_ms: float | None  # batch-1 median
+    latency_p90_ms: float | None
+    speedup_vs_input: float | None  # batch-1 medians, input and this stage timed interleaved
     latency_by_batch: dict[str, dict[str, float]]
     provider: str
     macro_f1: float | None

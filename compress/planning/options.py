@@ -16,11 +16,7 @@ from torch import nn
 
 from compress.measure.macs import layer_macs
 from compress.models import classifier_layer
-from compress.ops.blocks import (
-    replace_with_identity,
-    residual_block_paths,
-    squeeze_excite_paths,
-)
+from compress.ops.blocks import replace_with_identity, residual_block_paths, squeeze_excite_paths
 from compress.ops.decomposition import low_rank_replacement
 from compress.ops.pruning import prunable_groups, prune_groups
 

@@ -108,10 +108,16 @@ def _check_stage_names(recipe: Recipe, path: str | Path) -> None:
                             f"(known: {', '.join(known)})")
 
 
-def recipe_to_yaml(recipe: Recipe) -> str:
-    """The recipe with every default spelled out, stage options included: what a run
-    actually used. Loading it gives the same recipe (tests/recipe: the round trip)."""
+def resolved_recipe(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as data with every default spelled out, stage options included: what a
+    run actually used."""
     data = recipe.model_dump(mode="json")
     data["stages"] = [{name: stage.config.model_dump(mode="json")}
                       for name, stage in zip(recipe.stage_names(), recipe.stage_objects())]
-    return yaml.safe_dump(data, sort_keys=False)
+    return data
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """resolved_recipe as YAML. Loading it gives the same recipe (tests/recipe: the round
+    trip)."""
+    return yaml.safe_dump(resolved_recipe(recipe), sort_keys=False)

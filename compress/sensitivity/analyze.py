@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.data.training_data import calibration_subset
 from compress.errors import UserError
 from compress.fileio import write_atomic
 from compress.plotting import figure_file
@@ -95,7 +94,6 @@ def analyze_checkpoint(checkpoint_path: str, data_root: str, kinds: list[str],
                        ) -> tuple[float, list[Cut], str]:
     from compress.checkpoint import load_checkpoint
     from compress.data.training_data import TrainingDataOptions, open_training_data
-    from compress.data.transforms import eval_transform
 
     checkpoint = load_checkpoint(checkpoint_path)
     data = open_training_data(data_root, checkpoint.classes, checkpoint.input_size,
@@ -103,8 +101,7 @@ def analyze_checkpoint(checkpoint_path: str, data_root: str, kinds: list[str],
                                                   held_out=checkpoint.held_out_files))
     ctx = SensitivityContext(
         checkpoint.input_size, checkpoint.classes,
-        calibration_subset(data.train.with_transform(eval_transform(checkpoint.input_size)),
-                           calibration_images, seed),
+        data.calibration_images(calibration_images, checkpoint.input_size, seed),
         data.decision_split, measure_latency=measure_latency, seed=seed)
     model = checkpoint.model.eval()
     cuts: list[Cut] = []

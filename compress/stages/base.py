@@ -26,9 +26,11 @@ from torch.utils.data import Dataset
 
 from compress import defaults
 from compress.data.training_data import TrainingData
+from compress.measure.latency import FilesInTurn
 
-if TYPE_CHECKING:  # a type only: stages never time models themselves
-    from compress.measure.latency import Comparison, InTurn
+if TYPE_CHECKING:  # types only: stages never time models themselves
+    from compress.measure.latency import Comparison
+    from compress.measure.runtime import RuntimeChoice
 
 
 def reject_bool_numbers(model: type[BaseModel], data: Any) -> Any:
@@ -72,6 +74,45 @@ class StageResult:
 
 
 @dataclass(frozen=True)
+class ReportTable:
+    title: str
+    header: tuple[str, ...]
+    rows: list[tuple[str, ...]]  # cells already formatted
+
+
+@dataclass(frozen=True)
+class ReportBars:
+    """A bar per name, before and after the stage (channels per layer)."""
+
+    title: str
+    before_after: dict[str, list[int]]
+    y_label: str
+
+
+@dataclass(frozen=True)
+class ReportText:
+    title: str
+    text: str
+
+
+ReportSection = ReportTable | ReportBars | ReportText
+
+
+def cell(value: Any, spec: str) -> str:
+    """A report table's cell: `value` formatted, or empty where there is none."""
+    return "" if value is None else format(value, spec)
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    """One check of a stage's file against the torch model it came from."""
+
+    check: str
+    relative_error: float | None
+    top1_agreement: float | None
+
+
+@dataclass(frozen=True)
 class StageOutput:
     """What apply() returns."""
 
@@ -82,20 +123,20 @@ class StageOutput:
     input_size: int | None = None  # the new input size (resize); None: unchanged
 
 
-class StageMeasurer(Protocol):
-    """What a stage may ask of the pipeline's measurer (compress.pipeline.measurer)."""
+class StageMeasurer(FilesInTurn, Protocol):
+    """Everything a stage may ask of the pipeline's measurer (compress.pipeline.measurer);
+    a stage reads nothing else of it."""
 
-    provider: str  # the ONNX Runtime provider every latency is measured with
+    provider: str  # the ONNX Runtime provider the ONNX files are timed and evaluated with
+    onnx_runtime: RuntimeChoice  # what runs those files (ONNX Runtime, or OpenVINO)
+
+    def runner(self, onnx_path: str | Path) -> Any:
+        """The ONNX file opened in `onnx_runtime` (prepare(images) then call)."""
 
     def compare_files(self, path_a: Path, path_b: Path, runs: int | None = None,
                       batch: int = 1) -> Comparison:
         """Latency of two ONNX files at a batch (1 by default), timed interleaved;
         ratio = a / b."""
-
-    def time_in_turn(self, paths: list[Path], runs: int | None = None, batch: int = 1
-                     ) -> InTurn:
-        """How many times faster each ONNX file runs than the first, and each one's median
-        ms, timed in turn."""
 
     def device_fingerprint(self) -> dict:
         """What a latency measured here depends on besides the model (cache key)."""
@@ -151,3 +192,16 @@ class Stage(ABC):
     @abstractmethod
     def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         """The changed model (may be the same object, changed in place) and the result."""
+
+    # What a stage shows in the run's report, from its result as its record stores it (a
+    # report is also drawn for runs read back from disk). The report draws these; it never
+    # looks inside a stage's result itself.
+    @classmethod
+    def report_sections(cls, result: dict[str, Any], stage: str) -> list[ReportSection]:
+        """Sections of the report beyond the stage table (`stage`: "index:name")."""
+        return []
+
+    @classmethod
+    def parity_rows(cls, result: dict[str, Any]) -> list[ParityRow]:
+        """Checks of the stage's files against torch, for the report's parity table."""
+        return []

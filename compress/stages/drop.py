@@ -17,8 +17,6 @@ from typing import Any, Literal
 from pydantic import Field
 from torch import nn
 
-from compress.data.training_data import calibration_subset
-from compress.data.transforms import eval_transform
 from compress.measure.macs import count_macs
 from compress.ops.batchnorm import recalibrate_batchnorm
 from compress.ops.blocks import replace_with_identity, residual_block_paths, squeeze_excite_paths
@@ -73,9 +71,8 @@ class Drop(Stage):
         analyses: dict[str, dict] = {}  # kind -> the sensitivity analysis auto chose from
         calibration = None
         if ctx.data is not None:
-            calibration = calibration_subset(
-                ctx.data.train.with_transform(eval_transform(ctx.input_size)),
-                cfg.calibration_images, ctx.seed)
+            calibration = ctx.data.calibration_images(cfg.calibration_images, ctx.input_size,
+                                                      ctx.seed)
         for kind, finder, selection in (
                 ("squeeze_excite", squeeze_excite_paths, cfg.squeeze_excite),
                 ("residual_block", residual_block_paths, cfg.residual_blocks)):

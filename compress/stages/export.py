@@ -10,14 +10,18 @@ from pydantic import Field
 from torch import nn
 
 from compress.errors import StageFailed
-from compress.measure.parity import (
-    FP16_MIN_TOP1_AGREEMENT,
-    FP32_MAX_RELATIVE_ERROR,
-    check_parity,
-)
+from compress.measure.parity import FP16_MIN_TOP1_AGREEMENT, FP32_MAX_RELATIVE_ERROR, check_parity
 from compress.ops.onnx_export import convert_fp16, export_onnx
-from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
+from compress.stages.base import (
+    ParityRow,
+    Stage,
+    StageConfig,
+    StageContext,
+    StageOutput,
+    StageResult,
+)
 from compress.stages.registry import register_stage
+
 
 @dataclass(frozen=True)
 class ExportResult(StageResult):
@@ -72,6 +76,12 @@ class Export(Stage):
     name = "export"
     Config = ExportConfig
     config: ExportConfig
+
+    @classmethod
+    def parity_rows(cls, result: dict[str, Any]) -> list[ParityRow]:
+        return [ParityRow(name, check.get("relative_error"), check.get("top1_agreement"))
+                for name, check in (result.get("checks") or {}).items()
+                if isinstance(check, dict)]
 
     def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         cfg = self.config

@@ -38,15 +38,24 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from compress.errors import StageFailed
 from compress.measure.macs import count_macs
 from compress.ops.onnx_export import export_onnx
-from compress.planning.choose import Priced, choose, monotone_shares, repriced
+from compress.planning.choose import Priced, monotone_shares
 from compress.planning.latency_table import LatencyTable, architecture_key, split_set_savings
 from compress.planning.options import KINDS, Option, apply_options, candidate_options
+from compress.planning.search import PlanSearch, SearchSettings
 from compress.planning.summary import describe, low_rank_vs_prune, rounded
 from compress.planning.timing import Budget, PlanTiming
-from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
+from compress.stages.base import (
+    ReportSection,
+    ReportTable,
+    Stage,
+    StageConfig,
+    StageContext,
+    StageOutput,
+    StageResult,
+    cell,
+)
 from compress.stages.registry import register_stage
 
 # BatchNorm re-estimation per option: 4 batches of 32 images (half of compress analyze's),
@@ -138,6 +147,18 @@ class Plan(Stage):
         if unknown:
             raise ValueError(f"ignore: no module named {', '.join(unknown)}")
 
+    @classmethod
+    def report_sections(cls, result: dict[str, Any], stage: str) -> list[ReportSection]:
+        chosen = result.get("chosen")
+        if not chosen:
+            return []
+        return [ReportTable(f"Per-layer plan of stage {stage}",
+                            ("cut", "layer", "amount", "latency saved", "F1 drop alone",
+                             "F1 drop in the plan"),
+                            [(c["kind"], c["target"], cell(c.get("amount"), ".2f"),
+                              cell(c.get("saved"), ".1%"), cell(c.get("f1_drop"), ".4f"),
+                              cell(c.get("f1_drop_in_plan"), ".4f")) for c in chosen])]
+
     def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         cfg = self.config
         model = model.cpu().eval()
@@ -163,8 +184,11 @@ class Plan(Stage):
                                                             sensitivity)
             priced = monotone_shares([Priced(o, max(table.saved[o.key], 0.0), drops[o.key])
                                 for o in options])
-            planned, achieved, refits, chosen, planned_f1, drops_in_plan = self._plan(
-                model, priced, budget, ctx, timing, sensitivity)
+            found = PlanSearch(model, priced, budget, timing, sensitivity, SearchSettings(
+                cfg.refits, cfg.tolerance, cfg.importance, cfg.round_to, cfg.relative_to,
+                cfg.target_speedup), ctx.echo).run()
+        planned, achieved, refits, chosen = found.model, found.confirmed, found.refits, found.chosen
+        planned_f1, drops_in_plan = found.macro_f1, found.drops_in_plan
         speedup = achieved.speedup
         note = (f"plan: {speedup:.2f}x faster than the run's {cfg.relative_to} (target "
                 f"{target}) with {len(chosen)} cuts, {len(refits)} timing(s) of the whole "
@@ -253,124 +277,16 @@ class Plan(Stage):
                                        dict(zip(sets, shares)), macs_saved), noise)
 
     def _sensitivity(self, ctx: StageContext):
-        from compress.data.training_data import calibration_subset, in_memory
-        from compress.data.transforms import eval_transform
+        from compress.data.training_data import in_memory
         from compress.sensitivity.cuts import SensitivityContext
 
-        calibration = calibration_subset(
-            ctx.data.train.with_transform(eval_transform(ctx.input_size)),
-            self.config.calibration_images, ctx.seed)
+        calibration = ctx.data.calibration_images(self.config.calibration_images,
+                                                  ctx.input_size, ctx.seed)
         # Decoded and transformed once: every option is judged on the same images.
         return SensitivityContext(ctx.input_size, ctx.classes, in_memory(calibration),
                                   in_memory(ctx.data.decision_split), seed=ctx.seed,
                                   macro_f1_of=ctx.measurer.model_macro_f1,
                                   recalibration_batches=RECALIBRATION_BATCHES)
-
-    def _plan(self, model: nn.Module, priced: list[Priced], budget: Budget,
-              ctx: StageContext, timing: PlanTiming, sensitivity):
-        """Choose, time the whole planned model, correct the prices and choose again, up to
-        `refits` times; of the plans that met the budget the one with the best macro F1 as
-        a whole (BatchNorm re-estimated), or without data the one whose cuts cost the least
-        MACs, wins if a second timing of it meets the budget too (else the next best). Plans
-        that met it by at most twice the tolerance come first, whatever their F1: F1 before
-        training is a weak guide, and speed past the budget is capacity lost for sure (of ten
-        5x runs the most overshot lost the most on held-out images, 135 %: -4.0 points,
-        101-104 %: +0.1 and +0.3; benchmarks/RESULTS.md, ninth session). A plan chosen again
-        ends the search where it met the budget; where it fell short, the next choice asks
-        for more saving (the gap).
-
-        The search aims at the budget itself and the tolerance is spent on the second timing
-        only: a plan kept at 95 % of the budget had no room for that timing's noise (a tiny
-        model's plan so found none confirmed in 3 of 12 test runs).
-
-        Two corrections after each timing, since single cuts add up neither in time nor in
-        F1: every share is scaled by measured / predicted saving; and every chosen cut is
-        re-priced at what it costs inside the plan (the plan's F1 with that cut left out,
-        less the plan's) where that is more than alone, so cuts that are cheap alone and
-        ruinous together are swapped (a 35-cut plan of such cuts scored 0.18 macro F1 where
-        its parts summed to -0.3; see choose.repriced for why never less)."""
-        cfg = self.config
-        scale, margin, in_plan_drop = 1.0, 0.0, {}
-        refits, met, tried, drops_in_plan = [], [], {}, {}
-
-        for _ in range(cfg.refits + 1):
-            required = budget.required
-            needed = 1.0 - 1.0 / required
-            high = required * (1 + 2 * cfg.tolerance)
-            chosen, predicted, exhausted = choose(repriced(priced, scale, in_plan_drop),
-                                                  min(needed + margin, 0.99))
-            plan_key = frozenset(p.option for p in chosen)
-            if plan_key in tried:  # the corrections led back to a plan already timed:
-                if tried[plan_key] >= required or exhausted:
-                    break  # it met the budget (settled), or nothing is left to add
-                # it fell short and the scaled shares still choose it: ask for more
-                margin += needed - (1.0 - 1.0 / tried[plan_key]) + 0.01
-                continue
-            planned = apply_options(model, [p.option for p in chosen], ctx.input_size,
-                                    cfg.importance, cfg.round_to)
-            timed = timing.whole(planned)
-            ratio, measured = timed.ratio, 1.0 - 1.0 / timed.ratio
-            tried[plan_key] = ratio
-            step = {"scale": scale, "asked_saving": min(needed + margin, 0.99),
-                    "predicted_saving": predicted, "required_ratio": required,
-                    "measured_saving": measured, "ratio": ratio, "speedup": timed.speedup,
-                    "cuts": len(chosen)}
-            line = (f"plan: {len(chosen)} cuts, predicted {predicted:.1%} saved, measured "
-                    f"{measured:.1%} ({ratio:.2f}x, needed {required:.2f}x")
-            if timing.reference_path is not None:
-                line += (f"; {timed.speedup:.2f}x faster than the run's {cfg.relative_to}, "
-                         f"needed {cfg.target_speedup:.2f}x")
-            line += ")"
-            if sensitivity is not None:
-                step["macro_f1"] = sensitivity.evaluate(planned)  # BatchNorm re-estimated
-                line += f", macro F1 before training {step['macro_f1']:.4f}"
-                ctx.echo(line + "; re-pricing each cut inside the plan")
-                drops_in_plan = self._drops_in_plan(model, chosen, step["macro_f1"],
-                                                    sensitivity)
-                in_plan_drop.update(drops_in_plan)
-            else:
-                ctx.echo(line)
-            refits.append(step)
-            if ratio >= required:
-                merit = (ratio <= high, step.get("macro_f1", -sum(p.f1_drop for p in chosen)))
-                met.append((merit, planned, chosen, step.get("macro_f1"), drops_in_plan,
-                            step))
-                if ratio <= high and sensitivity is None:
-                    break
-            elif exhausted:  # every option that saves anything is in, and it is not enough
-                break
-            # The shares promised `predicted` and the whole model saved `measured`: scale
-            # them all, at most 4 times either way a refit (one timing can be far off).
-            scale *= min(4.0, max(0.25, measured / max(predicted, 1e-6)))
-        # The best-scoring plan that met the budget is the one most likely timed high (the
-        # fewer its cuts, the more it needed a lucky draw to pass): each candidate, best
-        # first (within the band, then by merit), is timed again, and that independent
-        # timing decides and is reported.
-        for _, planned, chosen, planned_f1, drops_in_plan, step in sorted(
-                met, key=lambda m: m[0], reverse=True):
-            confirmed = timing.whole(planned)
-            step["confirmed_ratio"] = confirmed.ratio
-            ctx.echo(f"plan: {len(chosen)} cuts timed again: {confirmed.ratio:.2f}x (needed "
-                     f"{budget.required:.2f}x)")
-            if confirmed.ratio >= budget.required * (1 - cfg.tolerance):
-                options = {c.option for c in chosen}
-                return (planned, confirmed, refits, [p for p in priced if p.option in options],
-                        planned_f1, drops_in_plan)
-        best = max(r.get("confirmed_ratio", r["ratio"]) for r in refits)
-        raise StageFailed(f"plan: reached at most {best:.2f}x of the {budget.required:.2f}x this "
-                          "stage needs (measured, and timed again where it met it); allow more "
-                          "kinds of cuts or larger prune_ratios, or lower the target")
-
-    def _drops_in_plan(self, model: nn.Module, chosen: list[Priced], planned_f1: float,
-                       sensitivity) -> dict[Option, float]:
-        """What each chosen cut costs inside the plan: the plan's macro F1 without it, less
-        the plan's (BatchNorm re-estimated for each)."""
-        cfg = self.config
-        options = [p.option for p in chosen]
-        return {left_out: sensitivity.evaluate(apply_options(
-                    model, [o for o in options if o != left_out], sensitivity.input_size,
-                    cfg.importance, cfg.round_to)) - planned_f1
-                for left_out in options}
 
 
 def _same_model(a: nn.Module, b: nn.Module) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,7 +19,16 @@ from compress.errors import StageFailed
 from compress.measure.macs import count_macs, layer_positions, macs_from_shapes
 from compress.models import classifier_layer
 from compress.ops.pruning import PruningUnit, broken_module_type, prune_units, pruning_units
-from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
+from compress.stages.base import (
+    ReportBars,
+    ReportSection,
+    ReportText,
+    Stage,
+    StageConfig,
+    StageContext,
+    StageOutput,
+    StageResult,
+)
 from compress.stages.registry import register_stage
 
 # A MACs target is approached by bisection on a uniform ratio, up to 0.95, to within 0.002.
@@ -82,6 +92,18 @@ def _untraced_note(untraced: list[str], units: list[PruningUnit]) -> str:
             "trace, whose outputs keep their widths")
 
 
+@dataclass(frozen=True)
+class _Uniform:
+    """A model pruned at one ratio everywhere, with what was traced to prune it."""
+
+    model: nn.Module
+    units: list[PruningUnit]
+    untraced: list[str]  # blocks torch-pruning cannot trace
+    ratio: float = 0.0
+    steps: int = 1
+    left_whole: list[str] = field(default_factory=list)  # layer types pruning breaks
+
+
 @register_stage
 class Prune(Stage):
     name = "prune"
@@ -110,31 +132,72 @@ class Prune(Stage):
             loss = nn.functional.cross_entropy(model(images.to(ctx.device)), labels.to(ctx.device))
             loss.backward()
 
+    @classmethod
+    def report_sections(cls, result: dict[str, Any], stage: str) -> list[ReportSection]:
+        sections: list[ReportSection] = []
+        if result.get("widths"):
+            sections.append(ReportBars(f"Channels per layer, stage {stage}", result["widths"],
+                                       "output channels"))
+        if result.get("sensitivity"):
+            sections.append(ReportText(f"Sensitivity measured by stage {stage}",
+                                       json.dumps(result["sensitivity"], indent=1)))
+        return sections
+
     def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         cfg = self.config
-        note = ""
         names = {m: n for n, m in model.named_modules()}
         kept = [names[classifier_layer(model)]] + \
             [names[m] for pattern in cfg.ignore for m in _matching(model, pattern)]
         model = model.to(ctx.device).eval()
         units, untraced = pruning_units(model, ctx.example_input().to(ctx.device), kept)
+        notes = []
         if cfg.ratio == "auto":
             if ctx.data is not None and not untraced:
                 return self._apply_auto(model, ctx)
-            note = ("ratio: auto needs a data folder for its sensitivity analysis: uniform "
-                    "ratios to the same target_macs instead" if ctx.data is None else
-                    "ratio: auto needs a model torch-pruning can trace as a whole: uniform "
-                    "ratios to the same target_macs instead")
-        positions = layer_positions(model, ctx.input_size)
+            notes.append("ratio: auto needs a data folder for its sensitivity analysis: "
+                         "uniform ratios to the same target_macs instead" if ctx.data is None
+                         else "ratio: auto needs a model torch-pruning can trace as a whole: "
+                         "uniform ratios to the same target_macs instead")
         macs_before = count_macs(model, ctx.input_size)
         widths_before = {n: m.out_channels for n, m in model.named_modules()
                          if isinstance(m, nn.Conv2d)}
         if cfg.importance == "taylor" and cfg.target_macs is not None:
             self._taylor_gradients(model, ctx)  # once: every copy below carries them
+        done = self._prune_uniformly(model, ctx, kept, _Uniform(model, units, untraced),
+                                     macs_before)
+        model = done.model
+        model.zero_grad(set_to_none=True)
+        if done.untraced:
+            notes.append(_untraced_note(done.untraced, done.units))
+        if done.left_whole:
+            notes.append("pruning breaks " + ", ".join(done.left_whole) + " (fixed sizes "
+                         "torch-pruning does not update): left whole, with the blocks around "
+                         "them")
+        macs_after = count_macs(model, ctx.input_size)
+        if cfg.target_macs is not None and macs_after > cfg.target_macs * macs_before * 1.01:
+            notes.append(f"target_macs {cfg.target_macs} is out of reach: "
+                         f"{macs_after / macs_before:.2f} kept")
+        widths = {n: [widths_before[n], m.out_channels] for n, m in model.named_modules()
+                  if isinstance(m, nn.Conv2d) and n in widths_before
+                  and m.out_channels != widths_before[n]}
+        return StageOutput(model.cpu(), PruneResult(
+            note="; ".join(notes), importance=cfg.importance, ratio=cfg.ratio,
+            uniform_ratio=round(done.ratio, 4), steps=done.steps, macs_before=macs_before,
+            macs_after=macs_after, macs_kept=macs_after / macs_before, widths=widths,
+            untraced=done.untraced))
+
+    def _prune_uniformly(self, model: nn.Module, ctx: StageContext, kept: list[str],
+                         traced: _Uniform, macs_before: int) -> _Uniform:
+        """A pruned copy of `model` at one ratio for every unit (the configured one, or the
+        one that reaches target_macs); a layer type that pruning breaks is left whole, with
+        the units around it, and the copy pruned again."""
+        cfg = self.config
         example = ctx.example_input().to(ctx.device)
+        positions = layer_positions(model, ctx.input_size)
+        units, untraced = traced.units, traced.untraced
         avoided: set[str] = set()
         left_whole: list[str] = []
-        while True:  # prune a copy; a layer type that pruning breaks is left whole, and again
+        while True:
             pruned = copy.deepcopy(model)
             gradients = (lambda: self._taylor_gradients(pruned, ctx)) \
                 if cfg.importance == "taylor" and cfg.target_macs is None else None
@@ -148,7 +211,7 @@ class Prune(Stage):
                         cfg.global_pruning, steps, before_step=gradients)
             broken = broken_module_type(pruned, example)
             if broken is None:
-                break
+                return _Uniform(pruned, units, untraced, ratio, steps, left_whole)
             paths = {n for n, m in model.named_modules() if type(m).__name__ == broken}
             if paths <= avoided:
                 raise StageFailed(f"pruning breaks the model at a {broken} even with every "
@@ -156,25 +219,6 @@ class Prune(Stage):
             avoided |= paths
             left_whole.append(f"{broken} ({len(paths)})")
             units, untraced = pruning_units(model, example, kept, frozenset(avoided))
-        model = pruned
-        model.zero_grad(set_to_none=True)
-        if untraced:
-            note = "; ".join(filter(None, [note, _untraced_note(untraced, units)]))
-        if left_whole:
-            note = "; ".join(filter(None, [note, "pruning breaks " + ", ".join(left_whole) +
-                                           " (fixed sizes torch-pruning does not update): "
-                                           "left whole, with the blocks around them"]))
-        macs_after = count_macs(model, ctx.input_size)
-        if cfg.target_macs is not None and macs_after > cfg.target_macs * macs_before * 1.01:
-            note = "; ".join(filter(None, [note, f"target_macs {cfg.target_macs} is out of "
-                                           f"reach: {macs_after / macs_before:.2f} kept"]))
-        widths = {n: [widths_before[n], m.out_channels] for n, m in model.named_modules()
-                  if isinstance(m, nn.Conv2d) and n in widths_before
-                  and m.out_channels != widths_before[n]}
-        return StageOutput(model.cpu(), PruneResult(
-            note=note, importance=cfg.importance, ratio=cfg.ratio,
-            uniform_ratio=round(ratio, 4), steps=steps, macs_before=macs_before, macs_after=macs_after,
-            macs_kept=macs_after / macs_before, widths=widths, untraced=untraced))
 
     def _ratio_for_target(self, model: nn.Module, units: list[PruningUnit],
                           positions: dict[str, tuple[int, int]], target: float) -> float:
@@ -198,8 +242,6 @@ class Prune(Stage):
     def _apply_auto(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         """Per-group ratios from the sensitivity of each group alone (see
         compress.sensitivity.allocate_ratios), applied in one step."""
-        from compress.data.training_data import calibration_subset
-        from compress.data.transforms import eval_transform
         from compress.ops.pruning import prune_groups
         from compress.sensitivity.allocation import allocate_ratios
         from compress.sensitivity.cuts import SensitivityContext, prune_cuts
@@ -207,9 +249,8 @@ class Prune(Stage):
         cfg = self.config
         ignored = [m for pattern in cfg.ignore for m in _matching(model, pattern)]
         model = model.cpu().eval()
-        calibration = calibration_subset(
-            ctx.data.train.with_transform(eval_transform(ctx.input_size)),
-            cfg.calibration_images, ctx.seed)
+        calibration = ctx.data.calibration_images(cfg.calibration_images, ctx.input_size,
+                                                  ctx.seed)
         sensitivity = SensitivityContext(ctx.input_size, ctx.classes, calibration,
                                          ctx.data.decision_split, seed=ctx.seed,
                                          macro_f1_of=ctx.measurer.model_macro_f1)

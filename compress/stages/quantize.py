@@ -14,21 +14,26 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from compress.data.training_data import calibration_subset
-from compress.data.transforms import eval_transform
 from compress.device import cpu_flags, int8_saturation_remedy
 from compress.errors import StageFailed
 from compress.fileio import atomic_path, copy_atomic
 from compress.ops.nncf_quantize import nncf_problem, quantize_with_nncf
 from compress.ops.onnx_export import export_onnx, set_metadata
-from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
+from compress.stages.base import (
+    ParityRow,
+    Stage,
+    StageConfig,
+    StageContext,
+    StageOutput,
+    StageResult,
+)
 from compress.stages.export import parity_images
 from compress.stages.registry import register_stage
 
@@ -178,8 +183,7 @@ def calibration_images(ctx: StageContext, count: int) -> tuple[torch.Tensor, str
     images the model trained on, not from the held-out ones that judge the result: on the
     shipped baseline, 164 held-out images as ranges gave 89.0 % top-1 agreement on them
     (90.7 % on val) against 97.0 % from 200 train images (96.6 % on val)."""
-    subset = calibration_subset(ctx.data.train.with_transform(eval_transform(ctx.input_size)),
-                                count, ctx.seed)
+    subset = ctx.data.calibration_images(count, ctx.input_size, ctx.seed)
     return torch.stack([image for image, _ in subset]), f"{len(subset)} train images"
 
 
@@ -195,6 +199,13 @@ class Quantize(Stage):
 
     def needs_data(self) -> bool:
         return self.config.mode == "static"
+
+    @classmethod
+    def parity_rows(cls, result: dict[str, Any]) -> list[ParityRow]:
+        if result.get("top1_agreement") is None:
+            return []
+        return [ParityRow(f"INT8 against float32 ({result.get('checked_on', '')})", None,
+                          result["top1_agreement"])]
 
     def apply(self, model: nn.Module, ctx: StageContext) -> StageOutput:
         from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -11,7 +11,7 @@ from compress.data.training_data import TrainingData, TrainingDataOptions, open_
 from compress.device import resolve_device
 from compress.fileio import check_writable, write_json_atomic
 from compress.pipeline.measurer import Measurer
-from compress.recipe.schema import BenchSection, DataSection, ScoreSection
+from compress.recipe.schema import BenchSection
 from compress.stages.base import StageContext
 from compress.stages.registry import create_stage
 from compress.tools.train import teacher_option
@@ -24,8 +24,8 @@ def _context(checkpoint: Checkpoint, out: Path, data: TrainingData | None, devic
              teacher=None) -> StageContext:
     """A stage's context outside a recipe: the recipe's default bench and data settings."""
     torch_device = resolve_device(device)
-    measurer = Measurer(BenchSection(), ScoreSection(), DataSection(), data, torch_device,
-                        checkpoint.input_size)
+    measurer = Measurer(bench=BenchSection(), data=data, device=torch_device,
+                        input_size=checkpoint.input_size)
     return StageContext(checkpoint.input_size, checkpoint.classes, torch_device, out,
                         checkpoint.model_spec, teacher=teacher, data=data, measurer=measurer)
 

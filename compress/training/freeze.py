@@ -16,9 +16,8 @@ from typing import Any
 
 from torch import nn
 
-from compress.models import build_model
+from compress.models import build_model, classifier_layer
 from compress.models.module_spec import structural_edits
-from compress.models import classifier_layer
 
 POLICIES = ("none", "decomposed", "convs", "all-but-classifier", "bn")
 

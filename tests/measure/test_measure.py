@@ -26,16 +26,16 @@ def test_macs_of_a_hand_computed_network():
 @pytest.mark.parametrize("f1, time, published", [(0.7012, 58.1225, 1.1676), (0.6530, 92.926, 1.7950)])
 def test_time_score_reproduces_the_published_rows(f1, time, published):
     # Published rows fit baseline_f1 = 0.7 and baseline_time ~= 43.17 s.
-    score = competition_score(f1, 0.7, ScoreConstants(), time=time, baseline_time=43.17)
+    score = competition_score(f1, 0.7, ScoreConstants(), time_ratio=time / 43.17)
     assert score == pytest.approx(published, abs=2e-3)
 
 
 def test_macs_score_and_its_floor():
     constants = ScoreConstants(formula="macs")
-    assert competition_score(0.8, 0.8, constants, macs=50, baseline_macs=100) == pytest.approx(1.0)
-    assert competition_score(0.4, 0.8, constants, macs=50, baseline_macs=100) == pytest.approx(1.5)
+    assert competition_score(0.8, 0.8, constants, macs_ratio=0.5) == pytest.approx(1.0)
+    assert competition_score(0.4, 0.8, constants, macs_ratio=0.5) == pytest.approx(1.5)
     sigmoid = 1 / (1 + math.exp(-20 * 0.1))
-    assert competition_score(0.7, 0.8, constants, macs=100, baseline_macs=100) == \
+    assert competition_score(0.7, 0.8, constants, macs_ratio=1.0) == \
         pytest.approx(1 + sigmoid)
 
 

@@ -92,6 +92,13 @@ def test_without_data_the_data_stages_are_skipped_and_marked(tmp_path, tiny_reci
     assert all(s["macro_f1"] is None and s["score"] is None for s in stages)
     assert stages[3]["macs"] < stages[1]["macs"]
     assert "n/a" in (out / "report.md").read_text()
+    # A skipped stage's row is its own: the model it passes on counted, no file of another
+    # stage's, nothing timed.
+    for skipped, before in ((stages[2], stages[1]), (stages[4], stages[3])):
+        assert (skipped["params"], skipped["macs"]) == (before["params"], before["macs"])
+        assert skipped["checkpoint"] == skipped["onnx"] == ""
+        assert skipped["latency_ms"] is None and skipped["speedup_vs_input"] is None
+        assert skipped["latency_by_batch"] == {}
 
 
 @pytest.mark.slow

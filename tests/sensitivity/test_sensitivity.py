@@ -14,9 +14,9 @@ from compress.data.config import DataConfig
 from compress.data.training_data import TrainingData, train_val_datasets
 from compress.data.transforms import eval_transform
 from compress.measure.macs import count_macs
+from compress.measure.parity import check_parity
 from compress.models import build_model
 from compress.ops.blocks import squeeze_excite_paths
-from compress.measure.parity import check_parity
 from compress.ops.onnx_export import export_onnx
 from compress.ops.pruning import prunable_groups, prune_groups
 from compress.sensitivity.allocation import allocate_ratios

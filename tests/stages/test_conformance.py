@@ -3,6 +3,8 @@ applies to a tiny model, and what it returns saves, reloads and exports."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import yaml
@@ -14,7 +16,7 @@ from compress.data.training_data import TrainingData, train_val_datasets
 from compress.models import build_model
 from compress.ops.onnx_export import export_onnx
 from compress.stages import list_stages, stage_class
-from compress.stages.base import StageOutput, StageResult
+from compress.stages.base import StageMeasurer, StageOutput, StageResult
 
 SIZE = 32
 
@@ -33,6 +35,40 @@ EXAMPLES = {
     # cutting path is tested on a larger model in tests/stages/test_plan.py.
     "plan": {"target_latency_ms": 1000.0, "timing_runs": 10},
 }
+
+
+def _declared(protocol: type) -> set[str]:
+    """The attributes and methods a protocol and the protocols it extends declare."""
+    return {name for klass in protocol.__mro__ if getattr(klass, "_is_protocol", False)
+            and klass.__module__.startswith("compress.")
+            for name in {*vars(klass), *getattr(klass, "__annotations__", {})}
+            if not name.startswith("_")}
+
+
+class OnlyTheStageProtocol:
+    """The pipeline's measurer as a stage may see it: reading anything StageMeasurer does
+    not declare fails, so the protocol stays the whole of what stages ask."""
+
+    declared = _declared(StageMeasurer)
+
+    def __init__(self, measurer: Any):
+        self._measurer = measurer
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.declared:
+            raise AttributeError(f"a stage read measurer.{name}, which StageMeasurer does "
+                                 "not declare")
+        return getattr(self._measurer, name)
+
+
+def test_the_stage_protocol_declares_what_the_measurer_offers():
+    from compress.pipeline.measurer import Measurer
+
+    assert {"time_in_turn", "compare_files", "runner", "onnx_runtime", "provider",
+            "top1", "macro_f1", "model_macro_f1", "device_fingerprint"} <= \
+        OnlyTheStageProtocol.declared
+    assert all(hasattr(Measurer, name) or name in Measurer.__dataclass_fields__
+               for name in OnlyTheStageProtocol.declared)
 
 
 def test_every_registered_stage_has_an_example():
@@ -56,6 +92,7 @@ def test_the_stage_applies_and_its_model_saves_reloads_and_exports(name, tmp_pat
     model = build_model(tiny_model_spec).eval()
     ctx = stage_context(SIZE, TINY_CLASSES, torch.device("cpu"), tmp_path, tiny_model_spec,
                         data=data, teacher=build_model(tiny_model_spec).eval())
+    ctx.measurer = OnlyTheStageProtocol(ctx.measurer)
     stage = stage_class(name)(stage_class(name).Config(**EXAMPLES[name]))
     output = stage.apply(model, ctx)
     assert isinstance(output, StageOutput) and isinstance(output.result, StageResult)

@@ -16,8 +16,8 @@ from compress.data.training_data import TrainingData, train_val_datasets
 from compress.device import int8_saturation_remedy
 from compress.errors import StageFailed
 from compress.measure.latency import Comparison, Latency
-from compress.models import build_model
 from compress.measure.runners import OrtRunner
+from compress.models import build_model
 from compress.ops.onnx_export import export_onnx
 from compress.stages.quantize import choose_model, per_image_quantile_ranges
 from compress.stages.registry import create_stage

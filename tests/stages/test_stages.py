@@ -13,9 +13,9 @@ from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data.config import DataConfig
 from compress.data.training_data import TrainingData, train_val_datasets
 from compress.measure.macs import count_macs, layer_macs
+from compress.measure.parity import check_parity
 from compress.models import build_model
 from compress.ops.decomposition import svd_conv1x1, svd_linear, tucker2_conv
-from compress.measure.parity import check_parity
 from compress.ops.onnx_export import export_onnx
 from compress.stages.registry import create_stage, list_stages
 
