@@ -7,6 +7,7 @@ import json
 import re
 import runpy
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -76,9 +77,12 @@ def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_
     as_trained, tuned = report["methods"][-2:]
     assert as_trained["macs"] == tuned["macs"] == as_trained["baseline_macs"]
     for method in report["methods"]:
-        assert method["speedup"] > 0 and 0 <= method["macro_f1"] <= 1, method
+        # Each method's figures are those of its own run's final stage.
+        slug = "".join(c if c.isalnum() else "_" for c in method["method"].lower()).strip("_")
+        final = json.loads((out / slug / "report.json").read_text())["stages"][-1]
+        assert (method["macro_f1"], method["macs"]) == (final["macro_f1"], final["macs"])
         assert len(method["speedups"]) == 2  # one per timing round, the table gives the median
-        assert min(method["speedups"]) <= method["speedup"] <= max(method["speedups"])
+        assert method["speedup"] == statistics.median(method["speedups"])
         assert method["method"] in result.stdout
     assert (out / "peers.png").stat().st_size > 1000
     # The unstructured peer keeps its zeros through fine-tuning.

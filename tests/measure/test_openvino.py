@@ -158,20 +158,39 @@ needs_nncf = pytest.mark.skipif(nncf_problem() is not None,
 
 @needs_nncf
 @pytest.mark.slow
-def test_nncf_int8_is_timed_checked_and_kept_only_where_faster_and_correct(
-        tmp_path, tiny_checkpoint, tiny_data):
+def test_nncf_int8_is_timed_checked_and_kept_where_faster(tmp_path, tiny_checkpoint, tiny_data,
+                                                          monkeypatch):
+    """NNCF's INT8 file is timed against float32 by the measurer (here a stand-in that
+    finds it twice as fast) and deployed; which figures keep it: test_quantize's
+    test_keep_logic."""
+    import filecmp
+    from pathlib import Path
+
+    from compress.measure.latency import Comparison, Latency
+    from compress.pipeline.measurer import Measurer
+
+    asked = []
+
+    def twice_as_fast(measurer, path_a, path_b, runs=None, batch=1):
+        asked.append((Path(path_a).name, Path(path_b).name, runs))
+        return Comparison(Latency(1, 2.0, 2.0, runs, "stand-in"),
+                          Latency(1, 1.0, 1.0, runs, "stand-in"), 2.0)
+
+    monkeypatch.setattr(Measurer, "compare_files", twice_as_fast)
     recipe = write_tiny_recipe(tmp_path / "r.yaml", tiny_checkpoint, tiny_data, [
         {"quantize": {"quantizer": "nncf", "calibration_images": 8, "timing_runs": 10,
-                      "min_speedup": 1.0}}])
+                      "min_speedup": 1.0, "min_agreement": 0.0}}])
     code, output = run_cli(["run", recipe, "--out", tmp_path / "run"])
     assert code == 0, output
-    result = json.loads((tmp_path / "run" / "report.json").read_text())["stages"][1]["result"]
+    stage = json.loads((tmp_path / "run" / "report.json").read_text())["stages"][1]
+    result = stage["result"]
     assert "NNCF" in result["calibrated_on"]
     assert result["int8_ops"].get("QuantizeLinear", 0) > 0  # NNCF's QDQ file
-    speedup, agreement = result["int8_speedup_vs_float32_b1"], result["top1_agreement"]
-    assert speedup > 0 and 0 <= agreement <= 1
-    expected = "int8" if agreement >= 0.98 and speedup > 1.0 else "float32"
-    assert result["kept"] == expected, result["note"]
+    assert asked == [("model_fp32.onnx", "model_int8.onnx", 10)]
+    assert result["int8_speedup_vs_float32_b1"] == 2.0 and result["kept"] == "int8"
+    deployed = Path(stage["onnx"])
+    assert filecmp.cmp(deployed, deployed.with_name("model_int8.onnx"))
+    assert result["note"].startswith("INT8 kept: 2.00x the float32 speed at batch 1")
 
 
 def test_bad_nncf_requests_are_one_error_line(tmp_path, tiny_checkpoint, tiny_data,
