@@ -27,10 +27,11 @@ def analyze(checkpoint, data_root, out, kinds, ratios, latency, calibration_imag
     (no training) on the checkpoint's calibration split (train images it never trained
     on; val when it records none), and the MACs (and latency) it saves. Guides
     `ratio: auto` and `drop`."""
-    from compress.sensitivity.analyze import analyze_to_folder
+    from compress.sensitivity.analyze import AnalyzeOptions, analyze_to_folder
 
-    analysis = analyze_to_folder(checkpoint, data_root, out, kinds, ratios, latency,
-                                 calibration_images, seed,
+    options = AnalyzeOptions.from_command_line(kinds, ratios, measure_latency=latency,
+                                               calibration_images=calibration_images, seed=seed)
+    analysis = analyze_to_folder(checkpoint, data_root, out, options,
                                  progress=lambda what: click.echo(f"trying {what}", err=True))
     for line in analysis.table_lines():
         click.echo(line)

@@ -46,6 +46,22 @@ def parse_ratios(text: str) -> list[float]:
 
 
 @dataclass(frozen=True)
+class AnalyzeOptions:
+    """What `compress analyze` tries, and on how many calibration images."""
+
+    kinds: tuple[str, ...] = KINDS
+    ratios: tuple[float, ...] = (0.25, 0.5, 0.75)  # channel ratios tried per group
+    measure_latency: bool = False  # time each cut against the model (slower)
+    calibration_images: int = 256  # training images for BatchNorm re-estimation
+    seed: int = 0
+
+    @classmethod
+    def from_command_line(cls, kinds: str, ratios: str, **rest) -> AnalyzeOptions:
+        """--kinds and --ratios as typed (checked before any work starts)."""
+        return cls(tuple(parse_kinds(kinds)), tuple(parse_ratios(ratios)), **rest)
+
+
+@dataclass(frozen=True)
 class Analysis:
     """What `compress analyze` found and where it wrote it."""
 
@@ -70,28 +86,23 @@ class Analysis:
 
 
 def analyze_to_folder(checkpoint_path: str, data_root: str, out: str | Path,
-                      kinds: str = ",".join(KINDS), ratios: str = "0.25,0.5,0.75",
-                      measure_latency: bool = False, calibration_images: int = 256,
-                      seed: int = 0, progress: Callable[[str], None] = lambda what: None
-                      ) -> Analysis:
-    """`compress analyze`: the options as typed on the command line (checked before any
-    work starts), the analysis, and its table, CSV and plot written as FILES in `out`."""
-    baseline_f1, cuts, judged_on = analyze_checkpoint(
-        checkpoint_path, data_root, parse_kinds(kinds), parse_ratios(ratios), measure_latency,
-        calibration_images, seed, progress)
+                      options: AnalyzeOptions = AnalyzeOptions(),
+                      progress: Callable[[str], None] = lambda what: None) -> Analysis:
+    """`compress analyze`: the analysis, and its table, CSV and plot written as FILES in
+    `out`."""
+    baseline_f1, cuts, judged_on = analyze_checkpoint(checkpoint_path, data_root, options,
+                                                      progress)
     out_dir = Path(out)
     write_atomic(out_dir / FILES[0], json.dumps(
         {"checkpoint": checkpoint_path, "baseline_macro_f1": baseline_f1,
          "judged_on": judged_on, "cuts": [c.as_dict() for c in cuts]}, indent=1))
     write_atomic(out_dir / FILES[1], cuts_csv(cuts))
     plot_cuts(out_dir / FILES[2], cuts, baseline_f1, judged_on)
-    return Analysis(baseline_f1, cuts, measure_latency, out_dir, judged_on)
+    return Analysis(baseline_f1, cuts, options.measure_latency, out_dir, judged_on)
 
 
-def analyze_checkpoint(checkpoint_path: str, data_root: str, kinds: list[str],
-                       ratios: list[float], measure_latency: bool, calibration_images: int,
-                       seed: int, progress: Callable[[str], None]
-                       ) -> tuple[float, list[Cut], str]:
+def analyze_checkpoint(checkpoint_path: str, data_root: str, options: AnalyzeOptions,
+                       progress: Callable[[str], None]) -> tuple[float, list[Cut], str]:
     from compress.checkpoint import load_checkpoint
     from compress.data.training_data import TrainingDataOptions, open_training_data
 
@@ -101,15 +112,16 @@ def analyze_checkpoint(checkpoint_path: str, data_root: str, kinds: list[str],
                                                   held_out=checkpoint.held_out_files))
     ctx = SensitivityContext(
         checkpoint.input_size, checkpoint.classes,
-        data.calibration_images(calibration_images, checkpoint.input_size, seed),
-        data.decision_split, measure_latency=measure_latency, seed=seed)
+        data.calibration_images(options.calibration_images, checkpoint.input_size,
+                                options.seed),
+        data.decision_split, measure_latency=options.measure_latency, seed=options.seed)
     model = checkpoint.model.eval()
     cuts: list[Cut] = []
     baseline_f1 = None
-    if "prune" in kinds:
-        baseline_f1, found = prune_cuts(model, ctx, ratios, progress=progress)
+    if "prune" in options.kinds:
+        baseline_f1, found = prune_cuts(model, ctx, options.ratios, progress=progress)
         cuts += found
-    module_kinds = [k for k in kinds if k != "prune"]
+    module_kinds = [k for k in options.kinds if k != "prune"]
     if module_kinds:
         baseline_f1, found = module_cuts(model, ctx, module_kinds, progress=progress)
         cuts += found
