@@ -217,6 +217,23 @@ def _seed():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """torch in the suite's own process computes on one thread. Its tiny models gain
+    nothing from a second one, and on a 2-core machine shared with subprocesses, the
+    timing process or other work, each kernel's second thread waits for a core: the plan
+    and quantize tests ran 2-3x slower on two threads there. COMPRESS_TEST_TORCH_THREADS=0
+    keeps torch's default (the cores); subprocesses keep theirs either way."""
+    import os
+
+    threads = int(os.environ.get("COMPRESS_TEST_TORCH_THREADS", "1"))
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _image_cache_on_disk_in_a_temporary_folder(tmp_path_factory):
     """Decoded images go to this session's folder, never to /dev/shm or ~/.cache (runs of
     the suite would pile up there); subprocesses inherit it."""
