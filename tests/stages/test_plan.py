@@ -41,7 +41,6 @@ def _model(width: float = 1.0):
     return build_model(_spec(width)).eval()
 
 
-@pytest.mark.slow  # with data every option is priced by F1: about 10 s
 def test_plan_meets_its_budget_on_the_timings_it_asks_for_and_reuses_its_table(tmp_path,
                                                                               tiny_data):
     from compress.data.training_data import TrainingDataOptions, open_training_data
