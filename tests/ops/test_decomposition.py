@@ -5,7 +5,6 @@ for random input, and on its MACs."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
