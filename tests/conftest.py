@@ -217,19 +217,29 @@ def _seed():
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    """torch in the suite's own process computes on one thread. Its tiny models gain
-    nothing from a second one, and on a 2-core machine shared with subprocesses, the
-    timing process or other work, each kernel's second thread waits for a core: the plan
-    and quantize tests ran 2-3x slower on two threads there. COMPRESS_TEST_TORCH_THREADS=0
-    keeps torch's default (the cores); subprocesses keep theirs either way."""
+def _one_thread_per_process():
+    """The suite's own processes (one per core under pytest-xdist) compute on one thread:
+    torch, and the BLAS and OpenMP pools under numpy (the Tucker decompositions). Their tiny
+    models gain nothing from a second thread, and on a 2-core machine shared with the other
+    worker and subprocesses each kernel's second thread waits for a core: the plan and
+    quantize tests ran 2-3x slower on two threads, the Tucker of a ResNet-50 4x slower
+    beside a second worker. Under xdist, subprocesses (runs, search workers, the timing
+    process) get OMP_NUM_THREADS=1 for the same reason; a single-process suite leaves them
+    their default. COMPRESS_TEST_TORCH_THREADS=0 keeps every default."""
     import os
 
+    from threadpoolctl import threadpool_limits
+
     threads = int(os.environ.get("COMPRESS_TEST_TORCH_THREADS", "1"))
+    if not threads:
+        yield
+        return
     before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    yield
+    torch.set_num_threads(threads)
+    with threadpool_limits(threads), pytest.MonkeyPatch.context() as patch:
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            patch.setenv("OMP_NUM_THREADS", str(threads))
+        yield
     torch.set_num_threads(before)
 
 
