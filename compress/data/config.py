@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -10,7 +10,7 @@ from compress import defaults
 from compress.data.cache import MODES as CACHE_MODES
 from compress.data.folders import log
 from compress.errors import UserError
-from compress.fileio import read_yaml_file
+from compress.file_kinds import DATA, read_yaml_of_kind, type_name
 
 # The training augmentation policies of the competition's code, by their names there.
 TrainPolicy = Literal["simple_augment_train", "randaugment_train"]
@@ -26,6 +26,13 @@ YAML_KEYS = {
     "NUM_WORKERS": "num_workers", "GRAD_CLIP": "grad_clip",
     "CALIBRATION_RATIO": "calibration_ratio", "CACHE": "cache",
 }
+
+# What a field's annotation lets a YAML value be (bool is not a number here).
+_ALLOWED = {"str": ((str,), "a string"), "int": ((int,), "an integer"),
+            "float": ((int, float), "a number"), "bool": ((bool,), "true or false"),
+            "dict[str, Any]": ((dict,), "a mapping"),
+            "float | None": ((int, float, type(None)), "a number")}
+_KEY_OF_FIELD = {name: key for key, name in YAML_KEYS.items()}
 
 # Keys the competition files carry that mean nothing here (test policy is fixed).
 _IGNORED_KEYS = {"DATASET", "AUG_TEST", "AUG_TEST_PARAMS"}
@@ -56,6 +63,7 @@ class DataConfig:
     cache: str = "auto"
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.aug_train not in TRAIN_POLICIES:
             raise UserError(f"AUG_TRAIN: expected one of {', '.join(TRAIN_POLICIES)}, "
                             f"got {self.aug_train!r}")
@@ -76,13 +84,26 @@ class DataConfig:
             raise UserError(f"LABEL_SMOOTHING: expected a value in [0, 1), "
                             f"got {self.label_smoothing}")
 
+    def _check_types(self) -> None:
+        """Each key holds what its field says (a YAML typo such as `EPOCHS: [120]` or
+        `FP16: yes please` would otherwise fail deep in training)."""
+        for item in fields(self):
+            value = getattr(self, item.name)
+            types, wanted = _ALLOWED[item.type]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                raise UserError(f"{_KEY_OF_FIELD[item.name]}: expected {wanted}, got "
+                                f"{type_name(value)}")
+        for key, value in self.aug_train_params.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UserError(f"AUG_TRAIN_PARAMS.{key}: expected an integer, got "
+                                f"{type_name(value)}")
+
 
 def load_data_config(path: str | Path, data_path: str | None = None) -> DataConfig:
     """Read a data YAML with the competition's keys; `data_path` overrides DATA_PATH."""
     path = Path(path)
-    raw = read_yaml_file(path, "data config") or {}
-    if not isinstance(raw, dict):
-        raise UserError(f"data config {path}: expected a mapping of KEY: value")
+    raw = read_yaml_of_kind(path, "data config", (DATA,),
+                            "the competition's keys (DATA_PATH, IMG_SIZE, ...)")
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key in YAML_KEYS:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from torch import nn
 
 from compress.errors import UserError
-from compress.fileio import read_yaml_file
+from compress.file_kinds import MODEL, read_yaml_of_kind, type_name
 from compress.models.kindle_blocks import (
     Bottleneck,
     Conv,
@@ -22,6 +22,7 @@ from compress.models.kindle_blocks import (
     InvertedResidualv2,
     InvertedResidualv3,
     Linear,
+    activation_type,
     make_divisible,
 )
 
@@ -150,7 +151,7 @@ ROW_BUILDERS: dict[str, tuple[Callable[[_Row], tuple[nn.Module, int]], range]] =
 
 def load_kindle_yaml(path: str | Path) -> dict[str, Any]:
     """Read a model YAML file; errors name the file."""
-    config = read_yaml_file(path, "model config")
+    config = read_yaml_of_kind(path, "model config", (MODEL,), "a 'backbone' list")
     validate_kindle_config(config, source=str(path))
     return config
 
@@ -169,7 +170,7 @@ def validate_kindle_config(config: Any, source: str = "model config") -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise UserError(f"{source}: {key} must be a number above 0, got {value!r}")
     for index, row in enumerate(backbone):
-        where = f"{source}: backbone row {index}"
+        where = f"{source}: backbone.{index}"
         if not (isinstance(row, list) and len(row) == 3 and isinstance(row[0], int)
                 and isinstance(row[2], list)):
             raise UserError(f"{where}: expected [repeat, Module, [args]], got {row!r}")
@@ -181,6 +182,30 @@ def validate_kindle_config(config: Any, source: str = "model config") -> None:
             allowed = ROW_BUILDERS[name][1]
             raise UserError(f"{where}: {name} takes {allowed.start} to {allowed.stop - 1} "
                             f"arguments, got {len(args)}")
+        for position, arg in enumerate(args):
+            wanted = row_argument_wanted(name, position, arg)
+            if wanted:
+                raise UserError(f"{where}.2.{position}: {name} wants {wanted} there, got "
+                                f"{type_name(arg)}")
+
+
+# Where a module's row takes its activation's name (elsewhere its arguments are numbers).
+_ACTIVATION_POSITION = {"Conv": 5, "FixedConv": 5, "DWConv": 4, "Bottleneck": 4, "Linear": 1}
+
+
+def row_argument_wanted(module: str, position: int, arg: Any) -> str:
+    """What a backbone row of `module` wants at `position` where `arg` is not that ("" where
+    it is): an activation's name or null at the activation's place; elsewhere a number, a
+    pair of integers (a kernel per side) or null."""
+    if position == _ACTIVATION_POSITION.get(module):
+        fits = arg is None or isinstance(arg, str) and activation_type(arg) is not None
+        return "" if fits else "an activation (ReLU, HardSwish, ...) or null"
+    if isinstance(arg, list):
+        fits = len(arg) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                     for v in arg)
+    else:
+        fits = arg is None or isinstance(arg, (int, float))
+    return "" if fits else "a number, a pair of integers (a kernel per side) or null"
 
 
 def build_kindle_model(config: dict[str, Any], source: str = "model config") -> KindleModel:
@@ -196,7 +221,7 @@ def build_kindle_model(config: dict[str, Any], source: str = "model config") -> 
         try:
             module, in_channel = builder(_Row(in_channel, list(args), repeat, width))
         except (TypeError, ValueError) as exc:
-            raise UserError(f"{source}: backbone row {index} ({name} {args}): {exc}") from None
+            raise UserError(f"{source}: backbone.{index} ({name} {args}): {exc}") from None
         layers.append(module)
     return KindleModel(nn.Sequential(*layers))
 

@@ -37,15 +37,21 @@ def autopad(kernel_size: int | list[int], padding: int | list[int] | None) -> in
 _ACTIVATION_ALIASES = {"HardSwish": "Hardswish", "HardSigmoid": "Hardsigmoid", "Swish": "SiLU"}
 
 
+def activation_type(name: str) -> type[nn.Module] | None:
+    """The torch module an activation's YAML name stands for, or None."""
+    module_type = getattr(nn, _ACTIVATION_ALIASES.get(name, name), None)
+    return module_type if isinstance(module_type, type) and issubclass(module_type, nn.Module) \
+        else None
+
+
 def activation(name: str | None) -> nn.Module:
     """Build an activation from its YAML name; None means no activation."""
     if name is None:
         return nn.Identity()
-    torch_name = _ACTIVATION_ALIASES.get(name, name)
-    module_type = getattr(nn, torch_name, None)
-    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+    module_type = activation_type(name)
+    if module_type is None:
         raise ValueError(f"unknown activation {name!r}")
-    return module_type(1) if torch_name == "Softmax" else module_type()
+    return module_type(1) if module_type is nn.Softmax else module_type()
 
 
 class Conv(nn.Module):

@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from compress.errors import UserError
-from compress.fileio import read_yaml_file
+from compress.file_kinds import RECIPE, SEARCH, read_yaml_of_kind, type_name
 from compress.recipe.overrides import apply_override
 from compress.recipe.schema import InvalidStageOptions, Recipe, stage_entry
 from compress.stages.registry import list_stages
@@ -34,9 +34,10 @@ def load_recipe(path: str | Path, overrides: list[str] = (),
 def read_raw_recipe(path: str | Path, overrides: list[str] = (),
                     data_root: str | None = None) -> dict[str, Any]:
     """The recipe file as a mapping, with `--set` overrides and `--data` applied."""
-    raw = read_yaml_file(Path(path), "recipe")
-    if not isinstance(raw, dict):
-        raise UserError(f"recipe {path}: expected a mapping with 'checkpoint' and 'stages'")
+    raw = read_yaml_of_kind(path, "recipe", (RECIPE, SEARCH), "checkpoint and stages")
+    if data_root is not None and not isinstance(raw.get("data", {}), dict):
+        raise UserError(f"recipe {path}: data: expected a mapping (root, split, batch_size, "
+                        f"...), got {type_name(raw['data'])}")
     return with_overrides(raw, overrides, data_root)
 
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compress.data.config import DataConfig, load_data_config
 from compress.errors import UserError
-from compress.fileio import read_yaml_file
+from compress.file_kinds import ARCH_SEARCH, read_yaml_of_kind
 from compress.recipe.search_space import ParamSpec
 from compress.search.architecture import ArchitectureSpace, check_space, load_space
 from compress.search.job import StudyOptions, study_folder
@@ -105,10 +105,8 @@ def prepare_arch_search(spec_path: str, study: StudyOptions, data_root: str | No
     from compress.recipe.loading import describe_error
 
     path = Path(spec_path)
-    raw = read_yaml_file(path, "search file")
-    if not isinstance(raw, dict):
-        raise UserError(f"search file {path}: expected a mapping with data, reference, "
-                        "architecture and search")
+    raw = read_yaml_of_kind(path, "search file", (ARCH_SEARCH,),
+                            "data, reference, architecture and search")
     if minimize is not None:
         raw.setdefault("search", {})["minimize"] = minimize
     try:

@@ -48,7 +48,8 @@ from pydantic import (
 )
 
 from compress.errors import UserError, first_line
-from compress.models.kindle import ROW_BUILDERS, build_kindle_model
+from compress.file_kinds import type_name
+from compress.models.kindle import ROW_BUILDERS, build_kindle_model, row_argument_wanted
 from compress.recipe.search_space import ParamSpec
 
 SLOT_MODULES = ("InvertedResidualv3", "InvertedResidualv2", "Bottleneck", "DWConv", "Conv",
@@ -275,15 +276,22 @@ def _backbone_row(row: Any, where: str) -> Slot | list:
             return Slot(**row)
         except ValidationError as exc:
             raise UserError(f"{where}.{describe_error(exc.errors()[0])}") from None
-    if not (isinstance(row, list) and len(row) == 3 and isinstance(row[2], list)):
+    if not (isinstance(row, list) and len(row) == 3 and isinstance(row[1], str)
+            and isinstance(row[2], list)):
         raise UserError(f"{where}: expected [repeat, Module, [args]] or a slot mapping, "
                         f"got {row!r}")
     try:
-        return [_searched_or_value(row[0], "repeat: "), row[1],
-                [_searched_or_value(arg, f"args.{position}: ")
-                 for position, arg in enumerate(row[2])]]
+        args = [_searched_or_value(arg, f"2.{position}: ") for position, arg in enumerate(row[2])]
+        fixed = [_searched_or_value(row[0], "0: "), row[1], args]
     except ValueError as exc:
         raise UserError(f"{where}.{exc}") from None
+    for position, arg in enumerate(args):
+        for value in (arg.choices or []) if isinstance(arg, ParamSpec) else [arg]:
+            wanted = row_argument_wanted(row[1], position, value)
+            if wanted:
+                raise UserError(f"{where}.2.{position}: {row[1]} wants {wanted} there, got "
+                                f"{type_name(value)}")
+    return fixed
 
 
 def _collect(found: dict[str, ParamSpec], name: str, value: Any) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli, write_tiny_recipe
+import yaml
+from conftest import REPO, run_cli, write_tiny_recipe
 from safetensors.torch import save_file
 
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -273,6 +274,41 @@ def unknown_stage_runtime(tmp, ckpt, data):
              tmp / "run"], ["bench.runtime", "onnxruntime"])
 
 
+def data_as_a_path_with_the_data_option(tmp, ckpt, data):
+    path = _recipe(tmp, ckpt, data)
+    recipe = yaml.safe_load(path.read_text())
+    recipe["data"] = "some/path"  # as an architecture-search file names its data YAML
+    path.write_text(yaml.safe_dump(recipe))
+    return (["run", path, "--data", data, "--out", tmp / "run"],
+            ["recipe.yaml: data: expected a mapping (root, split", "got a string ('some/path')"])
+
+
+def architecture_search_file_given_to_run(tmp, ckpt, data):
+    path = tmp / "arch.yaml"
+    path.write_text((REPO / "recipes" / "arch_mnv3.yaml").read_text())
+    return (["run", path, "--data", data, "--out", tmp / "run"],
+            ["arch.yaml: this is an architecture-search file", "compress arch-search reads"])
+
+
+def architecture_search_file_given_to_search(tmp, ckpt, data):
+    path = tmp / "arch.yaml"
+    path.write_text((REPO / "recipes" / "arch_mnv3.yaml").read_text())
+    return (["search", path, "--trials", "1", "--data", data, "--out", tmp / "study"],
+            ["arch.yaml: this is an architecture-search file", "compress arch-search reads"])
+
+
+def recipe_given_to_arch_search(tmp, ckpt, data):
+    return (["arch-search", _recipe(tmp, ckpt, data), "--trials", "1", "--out", tmp / "study"],
+            ["recipe.yaml: this is a recipe (it has checkpoint:)", "compress run reads"])
+
+
+def data_yaml_with_a_list_for_a_number(tmp, ckpt, data):
+    path = tmp / "data.yaml"
+    path.write_text(f"DATA_PATH: {data}\nIMG_SIZE: 32\nEPOCHS: [3]\n")
+    return (["train", "--model", "mobilenet_v3_small", "--data", path, "--out", tmp / "train"],
+            ["data.yaml: EPOCHS: expected an integer, got a list"])
+
+
 CASES = [recipe_not_utf8, set_value_not_yaml, duplicate_key, boolean_for_a_number,
          freeze_pattern_matching_nothing, users_recipe_inside_out, mistyped_data_for_run,
          data_that_is_a_file, run_out_below_a_file, predict_out_below_a_file,
@@ -284,7 +320,9 @@ CASES = [recipe_not_utf8, set_value_not_yaml, duplicate_key, boolean_for_a_numbe
          onnx_output_not_class_scores, onnx_fixed_batch_asked_for_8, onnx_class_names_not_json,
          onnx_file_asked_to_run_in_torch, precision_asked_of_an_onnx_file,
          compare_across_runtimes, cpu_device_with_a_gpu_provider, cuda_graphs_on_the_cpu,
-         unknown_stage_runtime]
+         unknown_stage_runtime, data_as_a_path_with_the_data_option,
+         architecture_search_file_given_to_run, architecture_search_file_given_to_search,
+         recipe_given_to_arch_search, data_yaml_with_a_list_for_a_number]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])

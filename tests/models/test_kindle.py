@@ -90,7 +90,7 @@ def test_unknown_module_name_is_a_user_error(tmp_path):
     config["backbone"][1][1] = "InvertedResidualv9"
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(config))
-    with pytest.raises(UserError, match=r"backbone row 1: unknown module 'InvertedResidualv9'"):
+    with pytest.raises(UserError, match=r"backbone.1: unknown module 'InvertedResidualv9'"):
         load_kindle_yaml(path)
 
 

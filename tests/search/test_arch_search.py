@@ -234,7 +234,7 @@ def _slot(raw: dict, index: int) -> dict:
      ["architecture.backbone.1.kernel", "low must be below high"]),
     (lambda raw: _slot(raw, 1).update(kernel={"choices": [3, 4]}), ["kernels must be odd"]),
     (lambda raw: _slot(raw, 3)[2].__setitem__(0, {"choices": [32, "wide"]}),
-     ["architecture.backbone.3.args.0 = 'wide' builds no model"]),
+     ["architecture.backbone.3.2.0: Conv wants a number", "got a string ('wide')"]),
     (lambda raw: raw["search"].update(proxy={"epoch": 1}), ["search.proxy.epoch", "unknown key"]),
     (lambda raw: raw.update(data="no/such/data.yaml"), ["no/such/data.yaml", "file not found"]),
     (lambda raw: raw.update(reference="no/such/model.safetensors"),
