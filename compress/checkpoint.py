@@ -41,10 +41,15 @@ class Checkpoint:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def held_out_split(self) -> dict[str, Any] | None:
+        """The train images the model never trained on, as `compress train` records them
+        with CALIBRATION_RATIO ({ratio, seed, files}, the files relative to DATA/train): the
+        split for decisions made on it."""
+        return self.info.get("calibration")
+
+    @property
     def held_out_files(self) -> list[str] | None:
-        """Train images (relative to DATA/train) the model never trained on, recorded by
-        `compress train` with CALIBRATION_RATIO: the split for decisions made on it."""
-        return self.info.get("calibration", {}).get("files")
+        return (self.held_out_split or {}).get("files")
 
 
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:

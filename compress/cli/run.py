@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from compress.cli.train import cache_option
+from compress.cli.train import cache_option, new_held_out_option
 
 # Options that `run` and `search` share: the same recipe overrides.
 _recipe_data_option = click.option(
@@ -42,9 +42,11 @@ def tracking_overrides(track: str | None, uri: str | None) -> tuple[str, ...]:
               help="Run folder [default: runs/<recipe name>].")
 @_recipe_set_option
 @cache_option
+@new_held_out_option
 @_tracking_options
 @click.option("--resume", is_flag=True, help="Continue after the last finished stage.")
-def run(recipe, data_root, out, overrides, cache, track, tracking_uri, resume) -> None:
+def run(recipe, data_root, out, overrides, cache, new_held_out, track, tracking_uri,
+        resume) -> None:
     """Run a recipe: stages, each saved and measured (latency, MACs, params, F1, score).
 
     Without a data folder, stages and figures that need images are skipped and marked n/a.
@@ -55,6 +57,8 @@ def run(recipe, data_root, out, overrides, cache, track, tracking_uri, resume) -
 
     if cache:
         overrides += (f"data.cache={cache}",)
+    if new_held_out:
+        overrides += ("data.new_held_out=true",)
     overrides += tracking_overrides(track, tracking_uri)
     run_recipe(recipe, out or Path("runs") / Path(recipe).stem, data_root, overrides, resume,
                echo=click.echo)

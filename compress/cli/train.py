@@ -13,6 +13,12 @@ from compress.errors import UserError
 # Shared by train and finetune (the choices are compress.training.engine.KEEP_CHOICES, not
 # imported here so that the CLI starts without loading torch).
 # Where decoded training images are kept (compress.data.cache); train, finetune, run, search.
+new_held_out_option = click.option(
+    "--new-held-out", is_flag=True,
+    help="Draw a new held-out split (the checkpoint's ratio, stratified, seeded) from the "
+         "data folder's train images even where part of the one the checkpoint records is "
+         "there. Where none of its images is there (your own photos of the same classes), "
+         "one is drawn anyway, said in one line and recorded in the checkpoints written.")
 cache_option = click.option(
     "--cache", type=click.Choice(["auto", "ram", "disk", "stream"]), default=None,
     help="Where decoded training images are kept: auto picks by size (a file on disk shared "
@@ -100,6 +106,7 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
 @click.option("--device", default="auto", show_default=True)
 @_keep_option
 @cache_option
+@new_held_out_option
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder; the result is OUT/finetuned.safetensors.")
 @click.option("--track", type=click.Choice(["mlflow"]), default=None,
@@ -109,7 +116,7 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
               help="MLflow tracking URI [default: sqlite:///mlflow.db in the folder that "
                    "holds --out].")
 def finetune(checkpoint, data_root, freeze, epochs, lr, distill, teacher, grad_clip,
-             batch_size, device, keep, cache, out, track, tracking_uri) -> None:
+             batch_size, device, keep, cache, new_held_out, out, track, tracking_uri) -> None:
     """Fine-tune CHECKPOINT, optionally with layers frozen; keeps the last (or best) epoch.
 
     On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress finetune ...
@@ -132,7 +139,7 @@ def finetune(checkpoint, data_root, freeze, epochs, lr, distill, teacher, grad_c
         path, details = finetune_checkpoint(checkpoint, data_root, out, FinetuneOptions(
             freeze=freeze, epochs=epochs, lr=lr, distill=distill, batch_size=batch_size,
             device=device, keep=keep, teacher=teacher, grad_clip=grad_clip,
-            cache=cache or "auto"))
+            cache=cache or "auto", new_held_out=new_held_out))
     except BaseException:
         tracker.finish(failed=True)
         raise

@@ -93,9 +93,9 @@ class DataConfig:
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 raise UserError(f"{_KEY_OF_FIELD[item.name]}: expected {wanted}, got "
                                 f"{type_name(value)}")
-        for key, value in self.aug_train_params.items():
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise UserError(f"AUG_TRAIN_PARAMS.{key}: expected an integer, got "
+        for key, value in self.aug_train_params.items():  # null: the policy's default
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise UserError(f"AUG_TRAIN_PARAMS.{key}: expected an integer or null, got "
                                 f"{type_name(value)}")
 
 

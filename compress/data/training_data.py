@@ -12,7 +12,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from compress import defaults
 from compress.data.config import DataConfig
-from compress.data.folders import ImageFolderDataset, split_folder
+from compress.data.folders import ImageFolderDataset, progress_log, split_folder
 from compress.data.transforms import eval_transform, train_transform
 from compress.errors import UserError
 
@@ -83,8 +83,10 @@ def _calibration_split(train: ImageFolderDataset, indices: list[int], config: Da
     return _stratified_split(indices, targets, config.calibration_ratio, config.seed + 1)
 
 
-def _stratified_split(indices: list[int], targets: list[int], ratio: float, seed: int
+def _stratified_split(indices: list[int], targets: list[int], ratio: float | int, seed: int
                       ) -> tuple[list[int], list[int]]:
+    """`indices` kept and held out, stratified by `targets`: a share (`ratio` below 1) or a
+    count of them held out."""
     from sklearn.model_selection import train_test_split
 
     kept, held_out = train_test_split(indices, test_size=ratio, stratify=targets,
@@ -104,6 +106,14 @@ class TrainingData:
     # Train images held out of the input model's training (its CALIBRATION_RATIO), with the
     # test transform; None when the checkpoint records none.
     calibration: Dataset | None = None
+    # The held-out split as a checkpoint records it ({ratio, seed, files}): the input's, or
+    # the one drawn anew from this folder; what the models made from it record in turn.
+    held_out_record: dict[str, Any] | None = None
+
+    def held_out_info(self) -> dict[str, Any]:
+        """The checkpoint info entry that records the held-out split these splits use ({}
+        without one): a model made from them is judged on the same images later."""
+        return {} if self.held_out_record is None else {"calibration": self.held_out_record}
 
     @property
     def decision_split(self) -> Dataset:
@@ -124,9 +134,11 @@ def resize_training_data(data: TrainingData, img_size: int, aug_train: str = def
     """The same splits (and decoded images) with the transforms rebuilt for `img_size`."""
     config = DataConfig(data_path="", img_size=img_size, aug_train=aug_train,
                         aug_train_params=aug_train_params or {}, seed=seed)
+    calibration = None if data.calibration is None else \
+        data.calibration.with_transform(eval_transform(img_size), img_size)
     return TrainingData(data.train.with_transform(train_transform(config), img_size),
                         data.val.with_transform(eval_transform(img_size), img_size), data.classes,
-                        data.batch_size, data.num_workers)
+                        data.batch_size, data.num_workers, calibration, data.held_out_record)
 
 
 @dataclass(frozen=True)
@@ -141,9 +153,12 @@ class TrainingDataOptions:
     num_workers: int = defaults.NUM_WORKERS
     seed: int = defaults.SEED
     cache_train: bool = True  # False: train is read from its files (a caller that lists it)
-    # Train files, relative to ROOT/train, that the model never trained on: they become the
-    # calibration split and stay out of training.
-    held_out: list[str] | None = None
+    # The checkpoint's held-out split ({ratio, seed, files}: train files, relative to
+    # ROOT/train, that the model never trained on): they become the calibration split and
+    # stay out of training. Where none of them is in ROOT/train (other images of the same
+    # classes), a new split of the same ratio is drawn; `new_held_out` draws one anyway.
+    held_out: dict[str, Any] | None = None
+    new_held_out: bool = False
     cache: str = "auto"  # the mode of the shared cache of decoded images
 
 
@@ -165,12 +180,47 @@ def open_training_data(root: str | Path, classes: list[str], img_size: int,
         train, val = decoded_after_checks([train, val], img_size, options.cache)
     else:
         val, = decoded_after_checks([val], img_size, options.cache)
-    calibration = None
+    calibration, record = None, None
     if options.held_out:
-        train, calibration = split_held_out(train, options.held_out)
+        record = held_out_in(train, options.held_out, options.new_held_out)
+        train, calibration = split_held_out(train, record["files"])
         calibration = calibration.with_transform(eval_transform(img_size))
     return TrainingData(train, val, list(classes), options.batch_size, options.num_workers,
-                        calibration)
+                        calibration, record)
+
+
+def held_out_in(train: ImageFolderDataset, recorded: dict[str, Any], draw_new: bool = False
+                ) -> dict[str, Any]:
+    """The held-out split to use in `train`: the `recorded` one where all its files are
+    there; a new one of the same ratio (stratified, seeded by the recorded seed) where none
+    is, or where `draw_new`; refused where only part is (the same data with images renamed
+    or removed: a new split would mix images the model trained on into it silently)."""
+    names = set(recorded["files"])
+    present = names & {str(path.relative_to(train.split_dir)) for path, _ in train.samples}
+    if present == names and not draw_new:
+        return recorded
+    if present and not draw_new:
+        missing = sorted(names - present)
+        raise UserError(f"data folder {train.split_dir}: {len(missing)} of the {len(names)} "
+                        f"held-out images the checkpoint records are missing (e.g. "
+                        f"{missing[0]}); --new-held-out (a recipe: data.new_held_out: true) "
+                        "draws a new held-out split from these images")
+    ratio = recorded.get("ratio") or len(names) / (len(names) + len(train))
+    seed = int(recorded.get("seed", defaults.SEED))
+    indices = list(range(len(train)))
+    count = max(round(ratio * len(train)), len(train.classes))  # one image a class at least
+    try:
+        _, held = _stratified_split(indices, train.targets, count, seed + 1)
+    except ValueError as exc:  # a class with a single image, or too few images
+        raise UserError(f"data folder {train.split_dir}: cannot hold out {count} of its "
+                        f"{len(train)} train images stratified by class ({exc})") from None
+    files = sorted(str(train.samples[i][0].relative_to(train.split_dir)) for i in held)
+    progress_log.info(
+        "held-out split: %s of the %d images the checkpoint holds out of training are in "
+        "%s: held out a new %d of its %d (%.0f%%, stratified, seed %d), recorded in the "
+        "checkpoints written from here", "none" if not present else len(present), len(names),
+        train.split_dir, len(files), len(train), 100 * ratio, seed)
+    return {"ratio": ratio, "seed": seed, "files": files}
 
 
 def split_held_out(train: ImageFolderDataset, held_out: list[str]

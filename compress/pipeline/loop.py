@@ -206,7 +206,8 @@ class _Run:
         it, write its record."""
         checkpoint_path = save_checkpoint(stage_dir / "model.safetensors", Checkpoint(
             output.model, self.input.model_spec, self.input.classes, self.measurer.input_size,
-            {"stage": name, "result": output.result.to_dict()}))
+            {"stage": name, "result": output.result.to_dict(),
+             **(self.data.held_out_info() if self.data is not None else {})}))
         onnx_path = output.onnx or export_onnx(output.model, stage_dir / "model.onnx",
                                                self.measurer.input_size,
                                                classes=self.input.classes)

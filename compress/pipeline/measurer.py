@@ -42,8 +42,8 @@ def open_data(recipe: Recipe, checkpoint: Checkpoint) -> TrainingData | None:
                                   split=data.split, aug_train=aug_train,
                                   aug_train_params=aug_train_params,
                                   batch_size=data.batch_size, num_workers=data.num_workers,
-                                  seed=recipe.seed, held_out=checkpoint.held_out_files,
-                                  cache=data.cache))
+                                  seed=recipe.seed, held_out=checkpoint.held_out_split,
+                                  new_held_out=data.new_held_out, cache=data.cache))
 
 
 @dataclass

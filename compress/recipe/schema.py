@@ -65,6 +65,10 @@ class DataSection(_Strict):
     level: int | None = Field(9, ge=0, le=30)
     cache: Literal["auto", "ram", "disk", "stream"] = Field(
         "auto", description="where decoded training images are kept (README, \"Data at scale\")")
+    new_held_out: bool = Field(
+        False, description="draw a new held-out split from this folder's train images even "
+        "where part of the one the checkpoint records is there (where none is, one is drawn "
+        "anyway)")
 
     def augmentation(self) -> tuple[str, dict[str, Any]]:
         """The training augmentation policy and its parameters, as the data YAML names them."""

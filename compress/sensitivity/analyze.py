@@ -109,7 +109,7 @@ def analyze_checkpoint(checkpoint_path: str, data_root: str, options: AnalyzeOpt
     checkpoint = load_checkpoint(checkpoint_path)
     data = open_training_data(data_root, checkpoint.classes, checkpoint.input_size,
                               TrainingDataOptions(cache_train=False,
-                                                  held_out=checkpoint.held_out_files))
+                                                  held_out=checkpoint.held_out_split))
     ctx = SensitivityContext(
         checkpoint.input_size, checkpoint.classes,
         data.calibration_images(options.calibration_images, checkpoint.input_size,

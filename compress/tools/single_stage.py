@@ -53,6 +53,7 @@ class FinetuneOptions:
     teacher: str | None = None  # a checkpoint to distil from (implies distill)
     grad_clip: float | None = None
     cache: str = "auto"
+    new_held_out: bool = False  # a new held-out split even where part of the recorded one is
 
 
 def finetune_checkpoint(path: str, data_root: str, out: str, options: FinetuneOptions
@@ -71,15 +72,16 @@ def finetune_checkpoint(path: str, data_root: str, out: str, options: FinetuneOp
     out_dir = Path(out)
     ctx = _context(checkpoint, out_dir, open_training_data(
         data_root, checkpoint.classes, checkpoint.input_size, TrainingDataOptions(
-            batch_size=options.batch_size, held_out=checkpoint.held_out_files,
-            cache=options.cache)), options.device, teacher=teacher_model)
+            batch_size=options.batch_size, held_out=checkpoint.held_out_split,
+            new_held_out=options.new_held_out, cache=options.cache)), options.device,
+        teacher=teacher_model)
     output = stage.apply(checkpoint.model, ctx)
     details = output.result.to_dict()
     result = out_dir / "finetuned.safetensors"
     if distributed_from_env().is_main:  # under torchrun, rank 0 alone writes
         save_checkpoint(result, Checkpoint(
             output.model, checkpoint.model_spec, checkpoint.classes, checkpoint.input_size,
-            {**checkpoint.info, "finetune": details}))
+            {**checkpoint.info, **ctx.data.held_out_info(), "finetune": details}))
         write_json_atomic(out_dir / "finetune.json", details)
     return result, details
 

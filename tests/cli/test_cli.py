@@ -144,7 +144,7 @@ def test_unknown_module_in_model_yaml(tmp_path, tiny_data):
     data_yaml = tmp_path / "data.yaml"
     data_yaml.write_text(yaml.safe_dump({"DATA_PATH": str(tiny_data), "IMG_SIZE": 32}))
     assert_user_error(["train", "--model", model_yaml, "--data", data_yaml,
-                        "--out", tmp_path / "run"], "FancyBlock", "row 2")
+                        "--out", tmp_path / "run"], "FancyBlock", "backbone.2")
 
 
 def test_checkpoint_classes_differ_from_the_data(tmp_path, tiny_model_spec, tiny_data):

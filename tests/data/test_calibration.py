@@ -80,16 +80,18 @@ def test_a_checkpoints_held_out_images_become_the_decision_split(tiny_data):
     from compress.data.training_data import TrainingDataOptions, open_training_data
 
     held_out = calibration_files(_config(tiny_data, calibration_ratio=0.25))
+    recorded = {"ratio": 0.25, "seed": 0, "files": held_out}
     data = open_training_data(tiny_data, ["blue", "green", "red"], 32,
-                              TrainingDataOptions(num_workers=0, held_out=held_out))
+                              TrainingDataOptions(num_workers=0, held_out=recorded))
     assert data.decision_split is data.calibration and len(data.calibration) == 9
     assert {tiny_data / "train" / n for n in held_out} == _paths(data.calibration)
     assert not _paths(data.calibration) & _paths(data.train) and len(data.train) == 27
     assert data.calibration[0][0].shape == (3, 32, 32)  # the test transform
+    assert data.held_out_record is recorded  # what the models made from it record
     plain = open_training_data(tiny_data, ["blue", "green", "red"], 32,
                                TrainingDataOptions(num_workers=0))
     assert plain.calibration is None and plain.decision_split is plain.val
 
-    with pytest.raises(UserError, match="1 of the 10 calibration images .* missing"):
+    with pytest.raises(UserError, match="1 of the 10 held-out images .* missing.*--new-held-out"):
         open_training_data(tiny_data, ["blue", "green", "red"], 32, TrainingDataOptions(
-            num_workers=0, held_out=held_out + ["red/not_here.png"]))
+            num_workers=0, held_out={**recorded, "files": held_out + ["red/not_here.png"]}))
