@@ -64,13 +64,23 @@ class StageRecorder:
         """The stage's record; `baseline` is the run's input (None for the input itself),
         `previous` the last stage that ran before it."""
         m = self.measurer
-        latencies, speedup, vs_previous = self._latencies(
-            stage.checkpoint if m.timed_in_torch else stage.onnx, baseline, previous)
+        same = previous if previous is not None and previous.input_size == m.input_size \
+            and not m.timed_in_torch and same_graph(Path(previous.onnx), stage.onnx) else None
+        if same is not None:
+            latencies = {int(batch): Latency(int(batch), timed["median_ms"], timed["p90_ms"],
+                                             runs=0, provider=same.provider)
+                         for batch, timed in same.latency_by_batch.items()}
+            speedup, vs_previous = same.speedup_vs_input, 1.0
+        else:
+            latencies, speedup, vs_previous = self._latencies(
+                stage.checkpoint if m.timed_in_torch else stage.onnx, baseline, previous)
         one = latencies[1]
         metrics, end_to_end_s = self.metrics(stage.onnx, stage.model)
+        note = stage.result.note if same is None else "; ".join(filter(None, [
+            stage.result.note, f"the same ONNX graph as stage {same.index}: its timing kept"]))
         record = StageRecord(
-            index=stage.index, name=stage.name, status=StageStatus.DONE,
-            note=stage.result.note, params=count_params(stage.model),
+            index=stage.index, name=stage.name, status=StageStatus.DONE, note=note,
+            timing_from=None if same is None else same.index, params=count_params(stage.model),
             macs=count_macs(stage.model, m.input_size), latency_ms=one.median_ms,
             latency_p90_ms=one.p90_ms, speedup_vs_input=speedup,
             latency_by_batch={str(batch): {"median_ms": timed.median_ms, "p90_ms": timed.p90_ms,
@@ -196,6 +206,22 @@ class StageRecorder:
         return competition_score(record.macro_f1, baseline_f1, constants,
                                  time_ratio=time_ratio,
                                  macs_ratio=record.macs / (s.baseline_macs or baseline.macs))
+
+
+def same_graph(a: Path, b: Path) -> bool:
+    """Whether two ONNX files hold the same graph: the same nodes, weights, inputs and
+    outputs (the file's producer, doc strings and metadata aside)."""
+    import onnx
+
+    if not (a.is_file() and b.is_file()):
+        return False
+    if a.read_bytes() == b.read_bytes():
+        return True
+    graphs = [onnx.load(str(path), load_external_data=False).graph for path in (a, b)]
+    for graph in graphs:
+        graph.ClearField("doc_string")
+        graph.ClearField("name")
+    return graphs[0].SerializeToString() == graphs[1].SerializeToString()
 
 
 def check_images(data: TrainingData, batch_size: int) -> np.ndarray:

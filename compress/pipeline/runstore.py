@@ -61,6 +61,9 @@ class StageRecord:
     # Where the stages are timed in torch: top-1 agreement of the timed form (FP16, CUDA
     # graphs on a GPU) with the float32 ONNX file on the evaluated images; None elsewhere.
     deployed_top1_agreement: float | None = None
+    # The stage whose timing this one reuses: its ONNX graph is the same (same structure and
+    # weights), so timing it again would only report the machine's noise as a difference.
+    timing_from: int | None = None
 
     @property
     def decision_f1(self) -> float | None:

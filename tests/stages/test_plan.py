@@ -213,7 +213,9 @@ def test_a_plan_whose_input_already_meets_the_budget_cuts_nothing(tmp_path, tiny
     code, output = run_cli(["run", recipe, "--out", tmp_path / "run"])
     assert code == 0, output
     stages = json.loads((tmp_path / "run" / "report.json").read_text())["stages"]
-    assert stages[1]["note"] == "plan: the input already meets 1000 ms at batch 1; nothing cut"
+    assert stages[1]["note"] == "plan: the input already meets 1000 ms at batch 1; nothing " \
+        "cut; the same ONNX graph as stage 0: its timing kept"
+    assert stages[1]["timing_from"] == 0 and stages[1]["speedup_vs_input"] == 1.0
     assert stages[1]["params"] == stages[0]["params"] and stages[1]["result"]["chosen"] == []
     (turn,) = clock.turns  # the input timed once, against a copy of itself
     assert stages[1]["result"]["latency_ms"] == pytest.approx(turn[1] / 1e6 * 10.0)
