@@ -314,3 +314,22 @@ def test_runtimes_times_every_file_in_both_runtimes(tmp_path, tiny_checkpoint, t
         assert 0 <= row["top1_agreement"] <= 1
         assert f"{row['b1']['median_ms']:.3f}" in result.stdout
     assert rows[0]["b1"]["speedup"] == 1.0 and rows[0]["top1_agreement"] == 1.0
+
+
+def test_suite_times_sums_a_junit_file_by_folder(tmp_path, monkeypatch, capsys):
+    junit = tmp_path / "suite.xml"
+    junit.write_text('<testsuites><testsuite>'
+                     '<testcase classname="tests.stages.test_plan" name="a" time="2.5"/>'
+                     '<testcase classname="tests.stages.test_plan" name="b" time="1.5"/>'
+                     '<testcase classname="tests.test_fileio" name="c" time="1.0"/>'
+                     '</testsuite></testsuites>')
+    code, out, err = in_process(monkeypatch, capsys, "suite_times.py", junit, "--files", 1)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[1].split() == ["tests/stages", "2", "4.0", "80.0%"]
+    assert lines[2].split() == ["tests", "(top)", "1", "1.0", "20.0%"]
+    assert lines[3].split() == ["total", "3", "5.0"]
+    assert lines[4].split() == ["tests/stages/test_plan.py", "4.0"]
+    junit.write_text("not xml")
+    code, _, err = in_process(monkeypatch, capsys, "suite_times.py", junit)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
