@@ -55,10 +55,10 @@ def main() -> int:
     print("speed-ups as median of per-cycle ratios / ratio of fastest runs / ratio of p10 / "
           "ratio of medians")
     for round_index in range(args.rounds):
-        three = blocks_in_turn(runners, sizes, 1, 10, args.runs, 5, rotate=True)
+        three = blocks_in_turn(runners, sizes, 1, 10, args.runs, 5, rotate=True).kept()
         pair = [runners[0], runners[2]], [sizes[0], sizes[2]]
-        by_five = blocks_in_turn(*pair, 1, 10, args.runs, 5, rotate=True)
-        by_ten = blocks_in_turn(*pair, 1, 10, args.runs, 10, rotate=True)
+        by_five = blocks_in_turn(*pair, 1, 10, args.runs, 5, rotate=True).kept()
+        by_ten = blocks_in_turn(*pair, 1, 10, args.runs, 10, rotate=True).kept()
         print(f"round {round_index + 1}: baseline {np.median(np.concatenate(three[0])):.3f} ms; "
               f"final over baseline: three in turn {text(estimates(three[0], three[2]))}, "
               f"two in turn by 5 {text(estimates(by_five[0], by_five[1]))}, "

@@ -14,7 +14,8 @@ models (benchmarks/) build on:
   ONNX Runtime or OpenVINO, a checkpoint in torch), `TorchRunner` for a model in memory, and
   what a device lacks: `onnxruntime_cuda_problem`, `openvino_problem`;
 - timing runners: `measure_latency`, `compare_latency` (two, interleaved), `time_in_turn`
-  (several, block by block), the raw blocks (`blocks_in_turn`, `per_cycle_ratio`), and
+  (several, block by block), the raw blocks (`blocks_in_turn`: a `Blocks` of every cycle,
+  `.kept()` those timed while no other process used the cores; `per_cycle_ratio`), and
   `time_files_in_turn` (ONNX files in a process of their own, as a run times its stages);
   the device's bounds: `launch_floor`, `matmul_peak_gflops`;
 - counting and predicting: `count_macs`, `list_images`, `predict_files`, `usable_cores`;

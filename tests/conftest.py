@@ -217,6 +217,16 @@ def _seed():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _no_retiming():
+    """Timings in the suite are not timed again when other processes use the cores: the
+    suite's own workers do, all the time, so every timing would run three times over. The
+    tests of re-timing set COMPRESS_RETIME_LIMIT themselves."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COMPRESS_RETIME_LIMIT", "1")
+        yield
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _one_thread_per_process():
     """The suite's own processes (one per core under pytest-xdist) compute on one thread:
     torch, and the BLAS and OpenMP pools under numpy (the Tucker decompositions). Their tiny

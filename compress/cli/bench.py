@@ -66,7 +66,8 @@ def runner_options(function):
 @click.option("--input-size", type=click.IntRange(min=8), default=None,
               help="Square input size [default: from the model].")
 @click.option("--compare", "other_path", type=click.Path(dir_okay=False), default=None,
-              help="A second model timed interleaved with MODEL; prints the ratio of medians.")
+              help="A second model timed interleaved with MODEL; prints the speed-up (per-cycle "
+              "ratio of medians) and its spread.")
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch only: time torch.compile's model.")
 @click.option("--peak/--no-peak", default=True, show_default=True,
@@ -79,11 +80,15 @@ def runner_options(function):
 def bench(model, runtime, device, provider, precision, graphs, batches, threads, warmup, runs,
           seconds, input_size, other_path, compile_model, peak, profile, as_json) -> None:
     """Latency of MODEL (an .onnx file, or a checkpoint run in torch) per batch size:
-    median, p90, p99, mean, std, images/s, MACs and achieved GFLOP/s.
+    p10, median, p90, p99, mean, std, images/s, MACs and achieved GFLOP/s.
 
     The median is the headline figure. For a fair A/B on a noisy machine use --compare:
-    both models run in alternating blocks, in one runtime, and the speed-up is the ratio of
-    their medians.
+    both models run in alternating blocks, in one runtime, and the speed-up is the median
+    over cycles of the ratio of their block medians (p10-p90: its spread).
+
+    Runs timed while other processes used the cores (more than 0.2 cores, from the kernel's
+    counters) are left out and timed again, up to 3x the runs asked for
+    (COMPRESS_RETIME_LIMIT); a row that could not get clear of them is marked `disturbed`.
 
     On a GPU, torch runs the model as it would be deployed (FP16, channels-last, a CUDA
     graph per batch size; a call includes the copies in and out), and the launch floor (a

@@ -144,7 +144,7 @@ class TimingWorker:
 
 def _result(kind: str, reply: dict) -> Any:
     if kind == "compare":
-        return Comparison(Latency(**reply["a"]), Latency(**reply["b"]), reply["ratio"])
+        return Comparison(**reply | {"a": Latency(**reply["a"]), "b": Latency(**reply["b"])})
     return KINDS[kind][1](**reply)
 
 

@@ -235,6 +235,10 @@ class _Run:
         if record.slower:
             self.echo(f"warning: {stage} made batch-1 latency worse than stage "
                       f"{previous.index}:{previous.name} (timed interleaved)")
+        if record.timing_disturbed:
+            self.echo(f"warning: {stage}: other processes used the cores throughout its "
+                      "timing (timed again up to the limit); its latency and speed-up include "
+                      "the disturbed runs")
         agreement = record.deployed_top1_agreement
         if agreement is not None and agreement < FP16_MIN_TOP1_AGREEMENT:
             self.echo(f"warning: {stage}: the form it is timed in ({record.provider}) agrees "

@@ -68,11 +68,13 @@ class StageRecorder:
             and not m.timed_in_torch and same_graph(Path(previous.onnx), stage.onnx) else None
         if same is not None:
             latencies = {int(batch): Latency(int(batch), timed["median_ms"], timed["p90_ms"],
-                                             runs=0, provider=same.provider)
+                                             runs=0, provider=same.provider,
+                                             p10_ms=timed.get("p10_ms", 0.0),
+                                             disturbed=same.timing_disturbed)
                          for batch, timed in same.latency_by_batch.items()}
-            speedup, vs_previous = same.speedup_vs_input, 1.0
+            speedup, vs_previous, spread = same.speedup_vs_input, 1.0, same.speedup_spread
         else:
-            latencies, speedup, vs_previous = self._latencies(
+            latencies, speedup, vs_previous, spread = self._latencies(
                 stage.checkpoint if m.timed_in_torch else stage.onnx, baseline, previous)
         one = latencies[1]
         metrics, end_to_end_s = self.metrics(stage.onnx, stage.model)
@@ -83,9 +85,12 @@ class StageRecorder:
             timing_from=None if same is None else same.index, params=count_params(stage.model),
             macs=count_macs(stage.model, m.input_size), latency_ms=one.median_ms,
             latency_p90_ms=one.p90_ms, speedup_vs_input=speedup,
-            latency_by_batch={str(batch): {"median_ms": timed.median_ms, "p90_ms": timed.p90_ms,
+            latency_by_batch={str(batch): {"p10_ms": timed.p10_ms, "median_ms": timed.median_ms,
+                                           "p90_ms": timed.p90_ms,
                                            "images_per_s": 1000 * batch / timed.median_ms}
                               for batch, timed in latencies.items()},
+            speedup_spread=spread,
+            timing_disturbed=any(timed.disturbed for timed in latencies.values()),
             provider=one.provider,
             macro_f1=None if metrics is None else metrics["macro_f1"],
             accuracy=None if metrics is None else metrics["accuracy"],
@@ -105,10 +110,12 @@ class StageRecorder:
                                       warmup=self._bench.warmup, runs=self._bench.runs)
 
     def _latencies(self, timed_path: Path, baseline: StageRecord | None,
-                   previous: StageRecord | None) -> tuple[dict[int, Latency], float, float]:
-        """Latency at each bench batch size, and the batch-1 speed-up over the input and over
-        the previous stage, all in one request to the timing worker; `timed_path` is the
-        stage's file in the runtime the stages are timed in.
+                   previous: StageRecord | None
+                   ) -> tuple[dict[int, Latency], float, float, list[float] | None]:
+        """Latency at each bench batch size, and the batch-1 speed-up over the input (with
+        its p10 and p90 over cycles) and over the previous stage, all in one request to the
+        timing worker; `timed_path` is the stage's file in the runtime the stages are timed
+        in.
 
         Both ratios come from interleaved timing (A B A B ...), so a busy machine slows
         both models alike instead of flagging the wrong stage."""
@@ -124,11 +131,13 @@ class StageRecorder:
         results = m.timed(timing + [self._latency(timed_path, b) for b in batches],
                           runtime=m.runtime)
         if baseline is None:
-            one, speedup, vs_previous = results[0], 1.0, 1.0
+            one, speedup, vs_previous, spread = results[0], 1.0, 1.0, None
         else:
-            one, speedup = results[0].b, results[0].ratio
+            compared = results[0]
+            one, speedup = replace(compared.b, disturbed=compared.disturbed), compared.ratio
+            spread = [compared.ratio_p10, compared.ratio_p90]
             vs_previous = results[1].ratio if against_previous else speedup
-        return {1: one} | dict(zip(batches, results[len(timing):])), speedup, vs_previous
+        return {1: one} | dict(zip(batches, results[len(timing):])), speedup, vs_previous, spread
 
     def metrics(self, onnx_path: Path, model: nn.Module | None = None
                 ) -> tuple[dict | None, float | None]:

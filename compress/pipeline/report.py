@@ -25,6 +25,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 def row_cells(record: StageRecord) -> list[str]:
     flag = " (slower)" if record.slower else ""
+    flag += " (disturbed)" if record.timing_disturbed else ""
     skipped = " [skipped]" if record.status is StageStatus.SKIPPED else ""
     name = f"{record.index}:{record.name}{skipped}"
     speedup = _fmt(record.speedup_vs_input, ".2f")

@@ -64,6 +64,11 @@ class StageRecord:
     # The stage whose timing this one reuses: its ONNX graph is the same (same structure and
     # weights), so timing it again would only report the machine's noise as a difference.
     timing_from: int | None = None
+    # p10 and p90 of the batch-1 speed-up's per-cycle ratios (compress.measure.latency)
+    speedup_spread: list[float] | None = None
+    # Other processes used the cores throughout its timing: re-timing up to the limit did
+    # not get clear of them (compress.measure.disturbance), and its figures include them.
+    timing_disturbed: bool = False
 
     @property
     def decision_f1(self) -> float | None:

@@ -60,6 +60,7 @@ class LatencyTable:
     sets: dict[str, float] = field(default_factory=dict)  # each set's measured saving
     reused: int = 0
     measured: int = 0
+    disturbed: bool = False  # a timing of sets now stayed disturbed by other processes
 
     @classmethod
     def open(cls, fingerprint: dict[str, Any], architecture: str,

@@ -18,7 +18,7 @@ overshot their target.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
@@ -34,6 +34,8 @@ class WholeTiming:
     speedup: float  # how many times faster than the reference, timed in turn with it
     ratio: float  # over the stage's input: speedup / the input's own speedup
     ms: float  # the model's median latency at the batch
+    spread: list[float] | None = None  # p10 and p90 of `speedup` over cycles
+    disturbed: bool = False  # other processes used the cores throughout the timing
 
 
 @dataclass
@@ -74,34 +76,38 @@ class PlanTiming:
         return export_onnx(model, self.folder / f"m{self.count}.onnx", self.input_size)
 
     def shares_saved(self, models: list[nn.Module], runs_factor: int = 1
-                     ) -> tuple[list[float], float]:
-        """The share of the input's latency each model saves, and the noise of the timing:
-        all are timed in turn with the input and a copy of it, whose deviation from the
-        input is that noise."""
+                     ) -> tuple[list[float], float, bool]:
+        """The share of the input's latency each model saves, the noise of the timing (all
+        are timed in turn with the input and a copy of it, whose deviation from the input
+        is that noise), and whether the timing stayed disturbed by other processes."""
         paths = [self.export(model) for model in models]
-        ratios = self.timer.time_in_turn([self.input_path, self.input_path, *paths],
-                                         runs_factor * self.runs, batch=self.batch).ratios
+        timed = self.timer.time_in_turn([self.input_path, self.input_path, *paths],
+                                        runs_factor * self.runs, batch=self.batch)
         for path in paths:
             path.unlink()
-        return [1.0 - 1.0 / ratio for ratio in ratios[2:]], abs(1.0 - 1.0 / ratios[1])
+        ratios = timed.ratios
+        return [1.0 - 1.0 / ratio for ratio in ratios[2:]], abs(1.0 - 1.0 / ratios[1]), \
+            timed.disturbed
 
     def input_alone(self) -> WholeTiming:
         """The stage's input against the reference (or a copy of itself), which sets
         input_speedup for every later timing."""
-        speedup, ms = self._against_reference(self.input_path)
-        self.input_speedup = speedup if self.reference_path else 1.0
-        return WholeTiming(self.input_speedup, 1.0, ms)
+        timed = self._against_reference(self.input_path)
+        self.input_speedup = timed.speedup if self.reference_path else 1.0
+        return replace(timed, speedup=self.input_speedup, ratio=1.0)
 
     def whole(self, model: nn.Module) -> WholeTiming:
         """A planned model against the reference, two models in turn."""
         path = self.export(model)
         try:
-            speedup, ms = self._against_reference(path)
+            return self._against_reference(path)
         finally:
             path.unlink()
-        return WholeTiming(speedup, speedup / self.input_speedup, ms)
 
-    def _against_reference(self, path: Path) -> tuple[float, float]:
+    def _against_reference(self, path: Path) -> WholeTiming:
         timed = self.timer.time_in_turn([self.reference_path or self.input_path, path],
                                         WHOLE_MODEL_FACTOR * self.runs, batch=self.batch)
-        return timed.ratios[1], timed.medians_ms[1]
+        speedup = timed.ratios[1]
+        return WholeTiming(speedup, speedup / self.input_speedup, timed.medians_ms[1],
+                           timed.ratio_spreads[1] if timed.ratio_spreads else None,
+                           timed.disturbed)

@@ -10,6 +10,7 @@ from pydantic import Field
 from torch import nn
 
 from compress.errors import StageFailed
+from compress.measure.latency import Comparison
 from compress.measure.parity import FP16_MIN_TOP1_AGREEMENT, FP32_MAX_RELATIVE_ERROR, check_parity
 from compress.ops.onnx_export import convert_fp16, export_onnx
 from compress.stages.base import (
@@ -29,6 +30,7 @@ class ExportResult(StageResult):
     opset: int = 17
     checks: dict[str, Any] = field(default_factory=dict)  # parity with torch per precision
     fp16_speedup_vs_float32_b1: float | None = None
+    fp16_timing_disturbed: bool = False  # other processes used the cores throughout it
 
 
 class ExportConfig(StageConfig):
@@ -47,15 +49,17 @@ def parity_images(ctx: StageContext, count: int) -> tuple[torch.Tensor, str]:
         "random inputs (no data)"
 
 
-def _fp16_speed(fp32_path, fp16_path, ctx: StageContext) -> tuple[float, str]:
+def _fp16_speed(fp32_path, fp16_path, ctx: StageContext) -> tuple[Comparison, str]:
     """FP16 is a GPU format: say what it costs or gains on the device the run measures."""
-    ratio = ctx.measurer.compare_files(fp32_path, fp16_path).ratio
+    timing = ctx.measurer.compare_files(fp32_path, fp16_path)
+    ratio = timing.ratio
     provider = ctx.measurer.provider
     where = "OpenVINO (CPU)" if ctx.measurer.onnx_runtime.runtime == "openvino" else provider
     verdict = "slower" if ratio < 1 else "faster"
     hint = " (CPUs have no fast FP16 arithmetic: keep float32 or use INT8 there; FP16 is " \
            "for CUDA / TensorRT)" if provider == "cpu" and ratio < 1 else ""
-    return ratio, f"FP16 is {verdict} than float32 on {where}: {ratio:.2f}x at batch 1{hint}"
+    return timing, (f"FP16 is {verdict} than float32 on {where}: {ratio:.2f}x at batch 1 "
+                    f"({timing.spread_text}){hint}")
 
 
 def _check_fp32(parity: dict, runtime: str) -> None:
@@ -107,10 +111,10 @@ class Export(Stage):
                 checks["openvino_fp16"] = check_parity(model, deployable, images,
                                                        ctx.measurer.runner(deployable))
                 _check_fp16(checks["openvino_fp16"], "OpenVINO", source)
-            speedup, note = _fp16_speed(fp32_path, deployable, ctx)
-            return StageOutput(model, ExportResult(note=note, fp16=True, opset=cfg.opset,
-                                                   checks=checks,
-                                                   fp16_speedup_vs_float32_b1=speedup),
-                               onnx=deployable)
+            timing, note = _fp16_speed(fp32_path, deployable, ctx)
+            return StageOutput(model, ExportResult(
+                note=note, fp16=True, opset=cfg.opset, checks=checks,
+                fp16_speedup_vs_float32_b1=timing.ratio,
+                fp16_timing_disturbed=timing.disturbed), onnx=deployable)
         return StageOutput(model, ExportResult(fp16=False, opset=cfg.opset, checks=checks),
                            onnx=deployable)

@@ -77,6 +77,10 @@ class PlanResult(StageResult):
     achieved_ratio: float = 1.0  # speedup_vs_reference / input_speedup
     speedup_vs_reference: float = 1.0  # the planned model timed against the reference
     latency_ms: float | None = None  # the planned model's batch median in the last timing
+    speedup_spread: list[float] | None = None  # p10 and p90 over cycles of that timing
+    # Other processes used the cores throughout a timing the plan rests on (its latency
+    # table's sets or the last timing of the whole model).
+    timing_disturbed: bool = False
     judged_on: str = ""  # the images whose macro F1 priced the options
     # On those images, BatchNorm re-estimated, before any training (None without data): the
     # plan as a whole against what its cuts cost one by one.
@@ -193,6 +197,10 @@ class Plan(Stage):
         note = (f"plan: {speedup:.2f}x faster than the run's {cfg.relative_to} (target "
                 f"{target}) with {len(chosen)} cuts, {len(refits)} timing(s) of the whole "
                 f"model; latency table: {table.reused} reused, {table.measured} timed")
+        disturbed = table.disturbed or achieved.disturbed
+        if disturbed:
+            note += ("; disturbed: other processes used the cores throughout a timing the "
+                     "plan rests on")
         if planned_f1 is not None:
             note += (f"; macro F1 before training {planned_f1:.4f} (input {input_f1:.4f}, "
                      f"the cuts one by one: {-sum(p.f1_drop for p in chosen):+.4f})")
@@ -200,6 +208,7 @@ class Plan(Stage):
             note=note, target=target, relative_to=cfg.relative_to,
             input_speedup=budget.input_speedup, required_ratio=budget.required,
             achieved_ratio=achieved.ratio, speedup_vs_reference=speedup, latency_ms=achieved.ms,
+            speedup_spread=achieved.spread, timing_disturbed=disturbed,
             judged_on=judged_on, input_macro_f1=input_f1, planned_macro_f1=planned_f1,
             summed_f1_drops=sum(p.f1_drop for p in chosen) if planned_f1 is not None else None,
             chosen=[{**describe(p), "f1_drop_in_plan": rounded(drops_in_plan.get(p.option))}
@@ -207,6 +216,7 @@ class Plan(Stage):
             refits=refits, low_rank_vs_prune=low_rank_vs_prune(priced, chosen),
             latency_table={"file": str(table.path), "reused": table.reused,
                            "measured": table.measured, "sets": table.sets,
+                           "disturbed": table.disturbed,
                            "copy_deviation": table.median_noise},
             options=[describe(p) for p in priced],
             macs_before=count_macs(model, ctx.input_size),
@@ -269,7 +279,8 @@ class Plan(Stage):
                  "everywhere at once) against the input")
         models = [apply_options(model, members, ctx.input_size, cfg.importance, cfg.round_to)
                   for members in sets.values()]
-        shares, noise = timing.shares_saved(models, SET_TIMING_FACTOR)
+        shares, noise, disturbed = timing.shares_saved(models, SET_TIMING_FACTOR)
+        table.disturbed = table.disturbed or disturbed
         table.sets = {f"{kind}:{amount:g}": round(share, 5)
                       for (kind, amount), share in zip(sets, shares)}
         table.record(split_set_savings({name: [o.key for o in members]

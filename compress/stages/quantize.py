@@ -46,6 +46,8 @@ class QuantizeResult(StageResult):
     val_top1_agreement: float | None = None  # reported only (None without data)
     calibrated_on: str = ""
     int8_speedup_vs_float32_b1: float = 1.0
+    int8_speedup_spread: list[float] | None = None  # p10 and p90 over cycles
+    timing_disturbed: bool = False  # other processes used the cores throughout the timing
     float32_b1_ms: float = 0.0
     int8_b1_ms: float = 0.0
     int8_ops: dict[str, int] = field(default_factory=dict)
@@ -243,9 +245,11 @@ class Quantize(Stage):
             macro_f1["change"] = macro_f1["int8"] - macro_f1["float32"]
             val_agreement = float(np.mean(top1["val"][0] == top1["val"][1]))
         return StageOutput(model, QuantizeResult(
-            note=reason, kept=choice, top1_agreement=agreement,
+            note=f"{reason} (speed-up {timing.spread_text})", kept=choice, top1_agreement=agreement,
             checked_on=f"{len(judged[''][0])} {source}", val_top1_agreement=val_agreement,
             calibrated_on=calibrated_on, int8_speedup_vs_float32_b1=timing.ratio,
+            int8_speedup_spread=[timing.ratio_p10, timing.ratio_p90],
+            timing_disturbed=timing.disturbed,
             float32_b1_ms=timing.a.median_ms, int8_b1_ms=timing.b.median_ms,
             int8_ops=_op_counts(int8_path), excluded_nodes=excluded, macro_f1=macro_f1,
             saturation_remedy=remedy),

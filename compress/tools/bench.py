@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import UserError, first_line
+from compress.measure.disturbance import retime_limit
 from compress.measure.latency import Comparison, Latency, compare_latency, measure_latency
 from compress.measure.machine import format_machine, machine_info, peak_gflops, usable_cores
 from compress.measure.runners import OrtRunner, ort_load_errors
@@ -163,13 +164,16 @@ class BenchRow:
 
     def as_dict(self) -> dict[str, Any]:
         lat = self.latency
-        row = {"provider": lat.provider, "batch": self.batch, "p50_ms": lat.median_ms,
-               "p90_ms": lat.p90_ms, "p99_ms": lat.p99_ms, "mean_ms": lat.mean_ms,
-               "std_ms": lat.std_ms, "runs": lat.runs, "images_per_s": lat.images_per_s,
-               "macs": self.macs, "gflops": self.gflops}
+        row = {"provider": lat.provider, "batch": self.batch, "p10_ms": lat.p10_ms,
+               "p50_ms": lat.median_ms, "p90_ms": lat.p90_ms, "p99_ms": lat.p99_ms,
+               "mean_ms": lat.mean_ms, "std_ms": lat.std_ms, "runs": lat.runs,
+               "images_per_s": lat.images_per_s, "macs": self.macs, "gflops": self.gflops,
+               "disturbed": lat.disturbed, "retimed": lat.retimed}
         if self.comparison is not None:
-            row |= {"compare_p50_ms": self.comparison.a.median_ms,
-                    "speedup_vs_compare": self.comparison.ratio}
+            compared = self.comparison
+            row |= {"compare_p50_ms": compared.a.median_ms, "speedup_vs_compare": compared.ratio,
+                    "speedup_p10": compared.ratio_p10, "speedup_p90": compared.ratio_p90,
+                    "disturbed": compared.disturbed, "retimed_cycles": compared.retimed}
         return row
 
 
@@ -205,22 +209,39 @@ def bench(model: BenchModel, options: BenchOptions, other: BenchModel | None = N
     return rows
 
 
-COLUMNS = ("batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "img/s", "GFLOP/s",
-           "runs")
+COLUMNS = ("batch", "p10 ms", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "img/s",
+           "GFLOP/s", "runs")
 
 
 def format_rows(rows: list[BenchRow]) -> list[str]:
+    """The table; a row timed while other processes kept using the cores ends in
+    `disturbed`, and a line under the table says what that means."""
     compare = rows and rows[0].comparison is not None
-    header = COLUMNS + ("other p50", "speed-up") if compare else COLUMNS
-    lines = ["".join(f"{c:>10}" for c in header)]
+    header = COLUMNS + ("other p50", "speed-up", "p10-p90") if compare else COLUMNS
+    def line(cells: list[str]) -> str:  # the spread, as 12.34-56.78, takes more room
+        return "".join(f"{c:>10}" for c in cells[:len(COLUMNS) + 2]) + \
+            "".join(f"{c:>13}" for c in cells[len(COLUMNS) + 2:])
+
+    lines = [line(list(header))]
     for row in rows:
         lat = row.latency
-        cells = [str(row.batch), f"{lat.median_ms:.3f}", f"{lat.p90_ms:.3f}",
-                 f"{lat.p99_ms:.3f}", f"{lat.mean_ms:.3f}", f"{lat.std_ms:.3f}",
-                 f"{lat.images_per_s:.1f}", f"{row.gflops:.2f}", str(lat.runs)]
+        cells = [str(row.batch), f"{lat.p10_ms:.3f}", f"{lat.median_ms:.3f}",
+                 f"{lat.p90_ms:.3f}", f"{lat.p99_ms:.3f}", f"{lat.mean_ms:.3f}",
+                 f"{lat.std_ms:.3f}", f"{lat.images_per_s:.1f}", f"{row.gflops:.2f}",
+                 str(lat.runs)]
         if compare:
-            cells += [f"{row.comparison.a.median_ms:.3f}", f"{row.comparison.ratio:.2f}x"]
-        lines.append("".join(f"{c:>10}" for c in cells))
+            compared = row.comparison
+            cells += [f"{compared.a.median_ms:.3f}", f"{compared.ratio:.2f}x",
+                      f"{compared.ratio_p10:.2f}-{compared.ratio_p90:.2f}"]
+        lines.append(line(cells) + ("  disturbed" if lat.disturbed else ""))
+    retimed = sum(row.latency.retimed for row in rows)
+    if any(row.latency.disturbed for row in rows):
+        lines.append("disturbed: other processes used the cores during the timing, and "
+                     f"re-timing up to {retime_limit():g}x the runs did not get clear of them; "
+                     "the figures of those rows include their runs")
+    elif retimed:
+        lines.append(f"{retimed} runs timed while other processes used the cores were left out "
+                     "and timed again")
     return lines
 
 
@@ -257,8 +278,9 @@ def _summary_lines(rows: list[BenchRow], target: BenchModel, other: BenchModel |
                    ceilings: Ceilings) -> list[str]:
     lines = format_rows(rows)
     if other:
-        lines.append(f"speed-up = median({other.shown}) / median({target.shown}), per batch "
-                     "size")
+        lines.append(f"speed-up = median over cycles of median({other.shown}) / "
+                     f"median({target.shown}) in each cycle of interleaved blocks, per batch "
+                     "size; p10-p90: the spread of those per-cycle ratios")
     if ceilings.peak_gflops:
         best = max(row.gflops for row in rows)
         lines.append(f"peak {ceilings.peak_kind} matrix product on this device: "

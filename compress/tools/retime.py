@@ -15,8 +15,8 @@ from compress.tools.bench import open_model
 
 def time_interleaved(path_a: str | Path, path_b: str | Path, runs: int = 300,
                      provider: str = "cpu", threads: int | None = None) -> Comparison:
-    """Batch-1 latency of two models timed interleaved; `ratio` = median(a) / median(b),
-    the speed-up of b over a. Each model runs at its own stored input size."""
+    """Batch-1 latency of two models timed interleaved; `ratio`: the speed-up of b over a
+    (the median over cycles of a's block median over b's). Each model runs at its own stored input size."""
     options = RunnerOptions(provider=provider, threads=threads)
     a, b = open_model(path_a, options), open_model(path_b, options)
     with torch_threads(threads):  # checkpoints' (timed in torch); ONNX runtimes have their own
@@ -27,8 +27,8 @@ def time_interleaved(path_a: str | Path, path_b: str | Path, runs: int = 300,
 def retime(baseline: str | Path, models: dict[str, str | Path], runs: int = 300,
            rounds: int = 3, echo: Callable[[str], None] = print
            ) -> dict[str, list[Comparison]]:
-    """Each model against the baseline, one comparison per round (`ratio`: of medians,
-    `min_ratio`: of fastest runs)."""
+    """Each model against the baseline, one comparison per round (`ratio`: the median of
+    per-cycle ratios of block medians, `min_ratio`: of fastest runs)."""
     reference = open_model(baseline)
     opened = {name: open_model(path) for name, path in models.items()}
     comparisons: dict[str, list[Comparison]] = {name: [] for name in models}
@@ -38,5 +38,5 @@ def retime(baseline: str | Path, models: dict[str, str | Path], runs: int = 300,
                                          runs=runs, input_size_b=model.input_size)
             comparisons[name].append(comparison)
             echo(f"round {round_index + 1}/{rounds}  {name}: {comparison.ratio:.2f}x "
-                 f"(fastest runs {comparison.min_ratio:.2f}x)")
+                 f"({comparison.spread_text}; fastest runs {comparison.min_ratio:.2f}x)")
     return comparisons

@@ -46,12 +46,13 @@ def test_latency_and_interleaved_comparison(tmp_path):
     big = export_onnx(big_model, tmp_path / "big.onnx", 32)
     latency = measure_latency(OrtRunner.open(small), 32, batch=4, warmup=2, runs=5)
     assert latency.batch == 4 and latency.runs == 5 and latency.provider == "CPUExecutionProvider"
-    assert 0 < latency.median_ms <= latency.p90_ms <= latency.p99_ms
+    assert 0 < latency.p10_ms <= latency.median_ms <= latency.p90_ms <= latency.p99_ms
     # One thread each: on a shared 2-core machine a second intra-op thread waits for a core
     # at every kernel, which a model of six small kernels feels as much as one of big ones.
     comparison = compare_latency(OrtRunner.open(big, threads=1), OrtRunner.open(small, threads=1),
                                  32, warmup=2, runs=20)
-    assert comparison.ratio == pytest.approx(comparison.a.median_ms / comparison.b.median_ms)
+    # The median of the per-cycle ratios, inside their spread.
+    assert comparison.ratio_p10 <= comparison.ratio <= comparison.ratio_p90
     assert comparison.a.runs == comparison.b.runs == 20
     assert comparison.ratio > 1  # ~150x the MACs: the order, not the size of the gap
 
@@ -80,7 +81,9 @@ def test_timings_run_in_one_worker_process_that_outlives_its_errors(tmp_path, mo
         [timing_process.compare(big, small, runs=20, **timing),
          timing_process.in_turn([big, small, small], runs=20, **timing),
          timing_process.latency(small, batch=4, runs=5, **timing)], on_cpu, 1)
-    assert compared.ratio == pytest.approx(compared.a.median_ms / compared.b.median_ms)
+    # Its spread and disturbance came through the pipe too.
+    assert compared.ratio_p10 <= compared.ratio <= compared.ratio_p90
+    assert compared.retimed == 0  # the suite never times again (COMPRESS_RETIME_LIMIT=1)
     assert compared.ratio > 1 and compared.b.runs == 20  # ~150x the MACs cannot be faster
     assert len(turn.ratios) == 3 and turn.ratios[0] == 1.0 and turn.ratios[1] > 1
     assert alone.batch == 4 and alone.runs == 5 and alone.provider == "CPUExecutionProvider"
