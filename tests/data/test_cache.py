@@ -22,7 +22,7 @@ from compress.data.cache import (
     unreadable_headers,
 )
 from compress.data.config import DataConfig
-from compress.data.folders import ImageFolderDataset, read_image
+from compress.data.folders import ImageFolderDataset, make_loader, read_image
 from compress.data.training_data import open_training_data
 from compress.data.transforms import eval_transform, train_transform
 from compress.errors import UserError
@@ -180,3 +180,27 @@ def test_a_subset_resized_reads_its_own_images(tiny_data, tmp_path, monkeypatch)
     for index, (path, label) in enumerate(greens.samples):
         assert torch.equal(resized[index][0], eval_transform(16)(read_image(path)))
         assert resized[index][1] == label == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="Linux's /proc/self/maps")
+def test_rows_are_read_without_mapping_the_file(tiny_data, tmp_path, monkeypatch):
+    """A mapped cache puts every page an epoch touches in the process's resident set (and
+    the OOM killer's count); read rows leave them in the page cache only."""
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path))
+    dataset = ImageFolderDataset(tiny_data / "train", transform=eval_transform(24)).decoded(24)
+    files = ImageFolderDataset(tiny_data / "train", transform=eval_transform(24))
+    for index in (0, len(dataset) - 1, -1):
+        assert torch.equal(dataset[index][0], files[index][0])
+    assert str(dataset._cache.path) not in Path("/proc/self/maps").read_text()
+    with pytest.raises(IndexError):
+        dataset._cache[len(dataset)]
+
+
+def test_evaluation_of_decoded_images_runs_in_process_and_training_in_workers(
+        tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path))
+    streamed = ImageFolderDataset(tiny_data / "train", transform=eval_transform(24))
+    decoded = streamed.decoded(24)
+    assert make_loader(decoded, 8, shuffle=False, num_workers=2).num_workers == 0
+    assert make_loader(decoded, 8, shuffle=True, num_workers=2).num_workers == 2
+    assert make_loader(streamed, 8, shuffle=False, num_workers=2).num_workers == 2
