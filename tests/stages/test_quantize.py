@@ -89,8 +89,10 @@ def test_static_qdq_is_checked_against_float32_and_kept_when_asked(tmp_path, tra
     assert details["top1_agreement"] == pytest.approx(np.mean(top1["fp32"] == top1["int8"]))
     assert details["top1_agreement"] >= 0.98
     assert set(details["macro_f1"]) == {"float32", "int8", "change"}
-    assert details["int8_speedup_vs_float32_b1"] == pytest.approx(
-        details["float32_b1_ms"] / details["int8_b1_ms"])
+    # The per-cycle speed-up, inside its recorded spread, which the note states too.
+    low, high = details["int8_speedup_spread"]
+    assert low <= details["int8_speedup_vs_float32_b1"] <= high
+    assert f"p10-p90 over cycles {low:.2f}-{high:.2f}x" in details["note"]
 
 
 def test_keep_fastest_keeps_float32_where_int8_timed_slower(tmp_path, trained):
