@@ -104,6 +104,30 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
 @click.option("--batch-size", type=click.IntRange(min=1), default=defaults.BATCH_SIZE,
               show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--schedule", type=click.Choice(["onecycle", "cosine", "constant"]),
+              default="onecycle", show_default=True,
+              help="The learning rate over the steps: OneCycle, or cosine from the peak --lr "
+              "(after --warmup-epochs), or constant.")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="cosine: the rate rises linearly from 0 to --lr over these first epochs.")
+@click.option("--distill-mode", type=click.Choice(["soft_hard", "function_matching"]),
+              default="soft_hard", show_default=True,
+              help="With --distill or --teacher: soft_hard mixes the labels' loss with the "
+              "teacher's soft targets; function_matching trains on the teacher's outputs only, "
+              "on the very (mixed) images the student sees.")
+@click.option("--seed", type=int, default=defaults.SEED, show_default=True,
+              help="The training's seed: batch order, augmentation, mixing.")
+@click.option("--mixup", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Mixup alpha: each batch blended with itself reversed; 0: off.")
+@click.option("--cutmix", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="CutMix alpha: a box of the reversed batch pasted in; 0: off.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--reinit", is_flag=True,
+              help="Train the checkpoint's architecture from fresh weights (seeded), not its "
+              "own: the control for whether the inherited weights are worth anything.")
+@click.option("--ema", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Keep an average of the weights with this decay per step (e.g. 0.998): it "
+              "is evaluated, kept and saved instead of the raw weights.")
 @_keep_option
 @cache_option
 @new_held_out_option
@@ -116,7 +140,8 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
               help="MLflow tracking URI [default: sqlite:///mlflow.db in the folder that "
                    "holds --out].")
 def finetune(checkpoint, data_root, freeze, epochs, lr, distill, teacher, grad_clip,
-             batch_size, device, keep, cache, new_held_out, out, track, tracking_uri) -> None:
+             batch_size, device, schedule, warmup_epochs, distill_mode, seed, mixup, cutmix, weight_decay, reinit, ema,
+             keep, cache, new_held_out, out, track, tracking_uri) -> None:
     """Fine-tune CHECKPOINT, optionally with layers frozen; keeps the last (or best) epoch.
 
     On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress finetune ...
@@ -130,16 +155,22 @@ def finetune(checkpoint, data_root, freeze, epochs, lr, distill, teacher, grad_c
     from compress.training.distributed import distributed_from_env
 
     main_process = distributed_from_env().is_main
+    recovery = {"schedule": schedule, "warmup_epochs": warmup_epochs, "ema": ema,
+                "weight_decay": weight_decay, "reinit": reinit}
+    if mixup or cutmix:
+        recovery["mix"] = {"mixup_alpha": mixup, "cutmix_alpha": cutmix}
     options = {"checkpoint": checkpoint, "data": data_root, "freeze": freeze, "epochs": epochs,
                "lr": lr, "distill": distill, "teacher": teacher, "grad_clip": grad_clip,
-               "batch_size": batch_size, "device": device, "keep": keep}
+               "batch_size": batch_size, "device": device, "keep": keep,
+               "distill_mode": distill_mode, "seed": seed, **recovery}
     tracker = finetune_tracker(track if main_process else None, tracking_uri, out, options,
                                click.echo)
     try:
         path, details = finetune_checkpoint(checkpoint, data_root, out, FinetuneOptions(
             freeze=freeze, epochs=epochs, lr=lr, distill=distill, batch_size=batch_size,
             device=device, keep=keep, teacher=teacher, grad_clip=grad_clip,
-            cache=cache or "auto", new_held_out=new_held_out))
+            cache=cache or "auto", new_held_out=new_held_out, recovery=recovery,
+            distill_mode=distill_mode, seed=seed))
     except BaseException:
         tracker.finish(failed=True)
         raise

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import torch
 from pydantic import Field, field_validator
 from torch import nn
 
@@ -26,19 +27,36 @@ class FinetuneResult(StageResult):
     best_epoch: int | None = None  # by held-out macro F1 where the input has held-out images
     best_judged_on: str = "val"
     best_val_macro_f1: float | None = None
-    distill: dict[str, float] | None = None
+    distill: dict[str, Any] | None = None
+    # How it recovered: schedule, warmup_epochs, ema, mix and reinit as configured.
+    recovery: dict[str, Any] | None = None
     skipped: str | None = None  # why nothing was trained
 
 
 class DistillConfig(StageConfig):
     temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft-target loss")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft-target loss "
+                         "(soft_hard only)")
+    mode: Literal["soft_hard", "function_matching"] = Field(
+        "soft_hard", description="soft_hard: (1 - alpha) x the labels' cross-entropy + alpha "
+        "x the teacher's soft targets; function_matching: the teacher's outputs only, on the "
+        "very images the student trains on (mixed ones too)")
+
+
+class MixConfig(StageConfig):
+    mixup_alpha: float = Field(0.0, ge=0, description="Beta(alpha, alpha) blend of each "
+                               "batch with itself reversed; 0: off")
+    cutmix_alpha: float = Field(0.0, ge=0, description="a pasted box of area share "
+                                "Beta(alpha, alpha); 0: off (both set: each batch one of them)")
+    prob: float = Field(1.0, ge=0, le=1, description="the share of batches mixed")
 
 
 class FinetuneConfig(StageConfig):
     epochs: int = Field(5, ge=1)
     lr: float = Field(0.01, gt=0, description="peak learning rate")
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup_epochs: float = Field(0.0, ge=0, description="cosine: the rate rises linearly "
+                                 "from 0 over these first epochs")
     batch_size: int | None = Field(None, ge=1, description="default: the data's batch size")
     weight_decay: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -46,6 +64,12 @@ class FinetuneConfig(StageConfig):
                                     "norm to this value (the baseline trained with 2.0)")
     freeze: str | list[str] = Field("none", description=f"one of {POLICIES} or name patterns")
     distill: DistillConfig | None = None
+    mix: MixConfig | None = None
+    ema: float | None = Field(None, gt=0, lt=1, description="decay of an average of the "
+                              "weights kept after every step (e.g. 0.998): the average is "
+                              "evaluated, kept, saved and exported")
+    reinit: bool = Field(False, description="train the stage's architecture from fresh "
+                         "weights (every layer drawn anew, seeded) instead of the ones it got")
     keep: Literal["last", "best"] = Field(
         "last", description="the epoch to keep; best: by macro F1 on the train images held "
         "out of the input model's training where it records them, else by val (which makes "
@@ -84,13 +108,9 @@ class Finetune(Stage):
             model.requires_grad_(True)
             return StageOutput(model, FinetuneResult(freeze=cfg.freeze,
                                                      skipped="no parameter left to train"))
-        train_config = TrainConfig(
-            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size or ctx.data.batch_size,
-            weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
-            grad_clip=cfg.grad_clip, seed=ctx.seed, num_workers=ctx.data.num_workers, device=str(ctx.device),
-            schedule=cfg.schedule, freeze_bn_stats=freeze_bn_stats,
-            distill_temperature=cfg.distill.temperature if cfg.distill else 4.0,
-            distill_alpha=cfg.distill.alpha if cfg.distill else 0.0, keep=cfg.keep)
+        if cfg.reinit:
+            fresh_weights(model, ctx.seed)
+        train_config = self._train_config(ctx, freeze_bn_stats)
         template = Checkpoint(model, ctx.base_model_spec, ctx.classes, ctx.input_size)
         result = fit(model, FitInputs(ctx.data.train, ctx.data.val,
                                       held_out=ctx.data.calibration,
@@ -100,4 +120,35 @@ class Finetune(Stage):
             freeze=cfg.freeze, trainable_tensors=len(trainable), keep=cfg.keep,
             kept_epoch=result.epoch, val_macro_f1=result.val_f1, best_epoch=result.best_epoch,
             best_val_macro_f1=result.best_f1, best_judged_on=result.best_judged_on,
-            distill=cfg.distill.model_dump() if cfg.distill else None))
+            distill=cfg.distill.model_dump() if cfg.distill else None,
+            recovery={"schedule": cfg.schedule, "warmup_epochs": cfg.warmup_epochs,
+                      "ema": cfg.ema, "mix": cfg.mix.model_dump() if cfg.mix else None,
+                      "reinit": cfg.reinit}))
+
+    def _train_config(self, ctx: StageContext, freeze_bn_stats: bool) -> TrainConfig:
+        cfg, mix = self.config, self.config.mix or MixConfig()
+        distill = cfg.distill or DistillConfig(alpha=0.0)
+        return TrainConfig(
+            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size or ctx.data.batch_size,
+            weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
+            grad_clip=cfg.grad_clip, seed=ctx.seed, num_workers=ctx.data.num_workers,
+            device=str(ctx.device), schedule=cfg.schedule, freeze_bn_stats=freeze_bn_stats,
+            distill_temperature=distill.temperature, distill_alpha=distill.alpha,
+            distill_mode=distill.mode, mixup_alpha=mix.mixup_alpha,
+            cutmix_alpha=mix.cutmix_alpha, mix_prob=mix.prob, warmup_epochs=cfg.warmup_epochs,
+            ema_decay=cfg.ema, keep=cfg.keep)
+
+
+def fresh_weights(model: nn.Module, seed: int) -> None:
+    """Every layer's weights drawn anew as at construction (seeded), the architecture kept:
+    the pruned or planned design trained from scratch, the control of Liu et al. 2019."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            if hasattr(module, "reset_running_stats"):
+                module.reset_running_stats()
+    finally:
+        torch.random.set_rng_state(generator_state)

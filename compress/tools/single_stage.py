@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compress import defaults
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data.training_data import TrainingData, TrainingDataOptions, open_training_data
 from compress.device import resolve_device
+from compress.errors import UserError
 from compress.fileio import check_writable, write_json_atomic
 from compress.pipeline.measurer import Measurer
 from compress.recipe.schema import BenchSection
@@ -21,13 +23,14 @@ from compress.training.freeze import POLICIES
 
 
 def _context(checkpoint: Checkpoint, out: Path, data: TrainingData | None, device: str,
-             teacher=None) -> StageContext:
+             teacher=None, seed: int = defaults.SEED) -> StageContext:
     """A stage's context outside a recipe: the recipe's default bench and data settings."""
     torch_device = resolve_device(device)
     measurer = Measurer(bench=BenchSection(), data=data, device=torch_device,
                         input_size=checkpoint.input_size)
     return StageContext(checkpoint.input_size, checkpoint.classes, torch_device, out,
-                        checkpoint.model_spec, teacher=teacher, data=data, measurer=measurer)
+                        checkpoint.model_spec, teacher=teacher, data=data, measurer=measurer,
+                        seed=seed)
 
 
 def freeze_policy(text: str | list[str]) -> str | list[str]:
@@ -54,6 +57,11 @@ class FinetuneOptions:
     grad_clip: float | None = None
     cache: str = "auto"
     new_held_out: bool = False  # a new held-out split even where part of the recorded one is
+    # The finetune stage's other options (schedule, warmup_epochs, ema, mix), as a recipe
+    # gives them; `distill_mode` goes into its distill block.
+    recovery: dict[str, Any] = field(default_factory=dict)
+    distill_mode: str = "soft_hard"
+    seed: int = defaults.SEED  # the training's (initial draws, batch order, augmentation)
 
 
 def finetune_checkpoint(path: str, data_root: str, out: str, options: FinetuneOptions
@@ -65,16 +73,18 @@ def finetune_checkpoint(path: str, data_root: str, out: str, options: FinetuneOp
         if options.distill or options.teacher else None
     stage_options = {"epochs": options.epochs, "lr": options.lr,
                      "freeze": freeze_policy(options.freeze), "keep": options.keep,
-                     "grad_clip": options.grad_clip}
+                     "grad_clip": options.grad_clip, **options.recovery}
     if teacher_model is not None:
-        stage_options["distill"] = {}
+        stage_options["distill"] = {"mode": options.distill_mode}
+    elif options.distill_mode != "soft_hard":
+        raise UserError("--distill-mode applies with --distill or --teacher")
     stage = create_stage("finetune", stage_options)
     out_dir = Path(out)
     ctx = _context(checkpoint, out_dir, open_training_data(
         data_root, checkpoint.classes, checkpoint.input_size, TrainingDataOptions(
             batch_size=options.batch_size, held_out=checkpoint.held_out_split,
             new_held_out=options.new_held_out, cache=options.cache)), options.device,
-        teacher=teacher_model)
+        teacher=teacher_model, seed=options.seed)
     output = stage.apply(checkpoint.model, ctx)
     details = output.result.to_dict()
     result = out_dir / "finetuned.safetensors"

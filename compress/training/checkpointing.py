@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from compress.checkpoint import Checkpoint, save_checkpoint
 from compress.errors import UserError, first_line
 from compress.fileio import atomic_path, write_json_atomic
+from compress.training.ema import WeightAverage
 
 BEST_NAME, LAST_NAME, STATE_NAME, HISTORY_NAME = (
     "best.safetensors", "last.safetensors", "train_state.safetensors", "history.json")
@@ -80,11 +81,21 @@ def _images(dataset: Dataset) -> str:
     return json.dumps([listed, repr(getattr(dataset, "transform", None))])
 
 
-def resume(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-           scheduler: torch.optim.lr_scheduler.LRScheduler, started_as: str) -> Progress | None:
-    """Load the last finished epoch of a run interrupted in `out_dir` into `model`,
-    `optimizer` and `scheduler`; None when there is nothing to resume. A run started with
-    other inputs (`started_as`, its fingerprint) is refused, never continued."""
+@dataclass
+class TrainedState:
+    """What a resumed run restores besides the counters: the weights being trained, the
+    optimizer's buffers, the schedule's position and, where kept, the weight average."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: WeightAverage | None = None
+
+
+def resume(out_dir: Path, state: TrainedState, started_as: str) -> Progress | None:
+    """Load the last finished epoch of a run interrupted in `out_dir` into `state`; None when
+    there is nothing to resume. A run started with other inputs (`started_as`, its
+    fingerprint) is refused, never continued."""
     state_path = out_dir / STATE_NAME
     if not state_path.is_file():
         return None
@@ -92,38 +103,41 @@ def resume(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
         raise UserError(f"{out_dir} holds a training run started with other inputs "
                         "(checkpoint, data or settings), or by an older version; choose "
                         "another --out, or delete it to start again")
-    meta = _load_train_state(state_path, model, optimizer)
+    meta = _load_train_state(state_path, state)
     with warnings.catch_warnings():  # replaying the schedule, not training
         warnings.simplefilter("ignore")
         for _ in range(meta["scheduler_steps"]):
-            scheduler.step()
+            state.scheduler.step()
     return Progress(meta["epoch"], meta["best_f1"], meta["best_epoch"], meta["history"])
 
 
 def save_epoch(out_dir: Path, checkpoint: Checkpoint, improved: bool, progress: Progress,
-               optimizer: torch.optim.Optimizer, scheduler_steps: int, started_as: str) -> None:
-    """Everything `resume` needs, written after each epoch; best only when it improved."""
+               state: TrainedState, started_as: str) -> None:
+    """Everything `resume` needs, written after each epoch; best only when it improved.
+    `checkpoint` holds the weights evaluated (the average where one is kept)."""
     if improved:
         save_checkpoint(out_dir / BEST_NAME, checkpoint)
     save_checkpoint(out_dir / LAST_NAME, checkpoint)
-    _save_train_state(out_dir / STATE_NAME, checkpoint.model, optimizer, {
-        "epoch": progress.epoch, "scheduler_steps": scheduler_steps,
+    _save_train_state(out_dir / STATE_NAME, state, {
+        "epoch": progress.epoch, "scheduler_steps": state.scheduler.last_epoch,
         "best_f1": progress.best_f1, "best_epoch": progress.best_epoch,
         "history": progress.history, "fingerprint": started_as})
     write_json_atomic(out_dir / HISTORY_NAME, progress.history)
 
 
-def _save_train_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                      meta: dict[str, Any]) -> None:
+def _save_train_state(path: Path, state: TrainedState, meta: dict[str, Any]) -> None:
     """The weights, the optimizer's buffers and the counters in one file, replaced whole:
     a run killed while saving resumes from one consistent epoch (separate files could pair
     one epoch's weights with the previous epoch's optimizer)."""
     from safetensors.torch import save_file
 
     tensors = {f"model/{key}": value.detach().cpu().contiguous()
-               for key, value in model.state_dict().items()}
-    for index, state in optimizer.state_dict()["state"].items():
-        for name, value in state.items():
+               for key, value in state.model.state_dict().items()}
+    if state.ema is not None:
+        tensors |= {f"ema/{key}": value.detach().cpu().contiguous()
+                    for key, value in state.ema.state_dict().items()}
+    for index, buffers in state.optimizer.state_dict()["state"].items():
+        for name, value in buffers.items():
             if isinstance(value, torch.Tensor):
                 tensors[f"optimizer/{index}.{name}"] = value.detach().cpu().contiguous()
     with atomic_path(path) as tmp:
@@ -150,19 +164,21 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _load_train_state(path: Path, model: nn.Module,
-                      optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def _load_train_state(path: Path, state: TrainedState) -> dict[str, Any]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()["train_state"])
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
-    model.load_state_dict({key.removeprefix("model/"): value for key, value in tensors.items()
-                           if key.startswith("model/")})
-    state = optimizer.state_dict()
+    state.model.load_state_dict({key.removeprefix("model/"): value
+                                 for key, value in tensors.items() if key.startswith("model/")})
+    if state.ema is not None:
+        state.ema.load_state_dict({key.removeprefix("ema/"): value
+                                   for key, value in tensors.items() if key.startswith("ema/")})
+    buffers = state.optimizer.state_dict()
     for key, value in tensors.items():
         if key.startswith("optimizer/"):
             index, name = key.removeprefix("optimizer/").split(".", 1)
-            state["state"].setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict(state)
+            buffers["state"].setdefault(int(index), {})[name] = value
+    state.optimizer.load_state_dict(buffers)
     return meta

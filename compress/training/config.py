@@ -42,6 +42,15 @@ class TrainConfig:
     freeze_bn_stats: bool = False  # keep batch-norm running statistics as they are
     distill_temperature: float = 4.0  # used when fit() gets a teacher
     distill_alpha: float = 0.5  # weight of the soft-target loss
+    # soft_hard: (1 - alpha) x cross-entropy on the labels + alpha x the teacher's soft
+    # targets; function_matching: the teacher's outputs only, on the very images (mixed and
+    # augmented) the student trains on (Beyer et al. 2022)
+    distill_mode: str = "soft_hard"
+    mixup_alpha: float = 0.0  # Beta(alpha, alpha) blend of each batch with itself; 0: off
+    cutmix_alpha: float = 0.0  # a pasted box of area share Beta(alpha, alpha); 0: off
+    mix_prob: float = 1.0  # the share of batches mixed where an alpha is set
+    warmup_epochs: float = 0.0  # cosine: the rate rises linearly from 0 over these first
+    ema_decay: float | None = None  # keep an average of the weights: evaluated, saved, kept
     keep: str = "last"  # last | best: which epoch fit() returns (see fit's docstring)
 
 

@@ -24,7 +24,7 @@ from compress.device import resolve_device
 from compress.errors import UserError
 from compress.measure.metrics import classification_metrics, predict
 from compress.training import checkpointing
-from compress.training.checkpointing import BEST_NAME, LAST_NAME, Progress
+from compress.training.checkpointing import BEST_NAME, LAST_NAME, Progress, TrainedState
 from compress.training.config import KEEP_CHOICES, FitInputs, FitRun, FromDataOptions, TrainConfig
 from compress.training.distributed import (
     Distributed,
@@ -33,6 +33,7 @@ from compress.training.distributed import (
     join_process_group,
     wait_for_main,
 )
+from compress.training.ema import WeightAverage
 from compress.training.loop import (
     EpochStats,
     Optimization,
@@ -78,7 +79,11 @@ def fit(model: nn.Module, inputs: FitInputs, config: TrainConfig, run: FitRun) -
     `run.template` gives what a saved checkpoint carries besides weights (model spec,
     classes, input size, provenance). With `run.resume`, a run interrupted in `run.out_dir`
     continues from its last finished epoch. With `inputs.teacher`, the loss mixes in
-    distillation from its soft targets. Parameters with requires_grad False stay exactly as
+    distillation from its soft targets (`config.distill_mode` soft_hard), or is the match to
+    its outputs alone (function_matching). `config.mixup_alpha` / `cutmix_alpha` mix each
+    batch (compress.training.mixing; the teacher sees the mixed images). With
+    `config.ema_decay` an average of the weights is kept (compress.training.ema): it is what
+    is evaluated, saved and kept, and `model` ends as it. Parameters with requires_grad False stay exactly as
     they are. `run.echo` gets the resume note and one line per epoch (default: stderr).
     `run.after_epoch` gets each epoch's history row once it is saved (rank 0); what it raises
     ends the training there (a search stops a hopeless trial so).
@@ -120,6 +125,16 @@ class _Session:
     started_as: str  # the fingerprint a resumed run must match
     progress: Progress
 
+    @property
+    def state(self) -> TrainedState:
+        opt = self.step.opt
+        return TrainedState(self.model, opt.optimizer, opt.scheduler, self.step.ema)
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """What is evaluated, saved and kept: the weight average where one is kept."""
+        return self.step.ema.average if self.step.ema is not None else self.model
+
 
 def _start(model: nn.Module, inputs: FitInputs, config: TrainConfig, run: FitRun) -> _Session:
     """Join the processes, build the loaders and the optimizer, resume where a run left off
@@ -134,11 +149,16 @@ def _start(model: nn.Module, inputs: FitInputs, config: TrainConfig, run: FitRun
     opt = make_optimization(model, config, len(loaders.train), uses_amp(config, device))
     started_as = checkpointing.fingerprint(model, inputs.teacher, inputs.train, inputs.val,
                                            config)
-    progress = (_resume(run.out_dir, model, opt, job, echo, started_as) if run.resume
+    ema = WeightAverage(model, config.ema_decay) if config.ema_decay is not None else None
+    state = TrainedState(model, opt.optimizer, opt.scheduler, ema)
+    progress = (_resume(run.out_dir, state, job, echo, started_as) if run.resume
                 else None) or Progress()
     trained, teacher = _place(model, inputs.teacher, device, job)
-    return _Session(model, TrainStep(trained, teacher, opt, config, device), config, run, echo,
-                    job, device, started_group, loaders, started_as, progress)
+    if ema is not None:
+        ema.average.to(device, memory_format=training_memory_format(device))
+    step = TrainStep(trained, teacher, opt, config, device, len(run.template.classes), ema)
+    return _Session(model, step, config, run, echo, job, device, started_group, loaders,
+                    started_as, progress)
 
 
 def _run_epoch(session: _Session, epoch: int) -> None:
@@ -159,16 +179,15 @@ def _record_epoch(session: _Session, epoch: int, stats: EpochStats, started: flo
     """Evaluate, save the epoch's files, tell `echo` and `after_epoch` (rank 0)."""
     s = session
     classes = s.run.template.classes
-    metrics = _evaluate(s.model, s.loaders.val, s.device, classes)
+    metrics = _evaluate(s.evaluated, s.loaders.val, s.device, classes)
     row = _epoch_row(epoch, stats, metrics, s.job, s.step.opt, started)
     if s.loaders.held_out is not None:
-        row["held_out_macro_f1"] = _evaluate(s.model, s.loaders.held_out, s.device,
+        row["held_out_macro_f1"] = _evaluate(s.evaluated, s.loaders.held_out, s.device,
                                              classes)["macro_f1"]
     improved = s.progress.record(row)
     checkpointing.save_epoch(s.run.out_dir,
-                             _epoch_checkpoint(s.run.template, s.model, s.config, row),
-                             improved, s.progress, s.step.opt.optimizer,
-                             s.step.opt.scheduler.last_epoch, s.started_as)
+                             _epoch_checkpoint(s.run.template, s.evaluated, s.config, row),
+                             improved, s.progress, s.state, s.started_as)
     s.echo(_epoch_line(row, s.config.epochs, improved))
     if s.run.after_epoch is not None:
         s.run.after_epoch(row)
@@ -223,9 +242,9 @@ def _loaders(inputs: FitInputs, config: TrainConfig, job: Distributed, device: t
     return _Loaders(train_loader, sampler, val_loader, held_out_loader)
 
 
-def _resume(out_dir: Path, model: nn.Module, opt: Optimization, job: Distributed,
+def _resume(out_dir: Path, state: TrainedState, job: Distributed,
             echo: Callable[[str], None], started_as: str) -> Progress | None:
-    progress = checkpointing.resume(out_dir, model, opt.optimizer, opt.scheduler, started_as)
+    progress = checkpointing.resume(out_dir, state, started_as)
     if progress is not None and job.is_main:
         echo(f"resuming from epoch {progress.epoch} (best so far: epoch {progress.best_epoch})")
     return progress
@@ -298,6 +317,8 @@ def _finish(session: _Session) -> TrainResult:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+    if session.step.ema is not None:  # the model ends as what was evaluated and saved
+        session.model.load_state_dict(session.step.ema.state_dict())
     session.model.to("cpu", memory_format=torch.contiguous_format)
     if session.step.teacher is not None:
         session.step.teacher.to("cpu", memory_format=torch.contiguous_format)

@@ -15,6 +15,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from compress.errors import UserError
 from compress.training.config import TrainConfig
+from compress.training.ema import WeightAverage
+from compress.training.mixing import Mixing, mix_batch
 
 
 def seed_everything(seed: int) -> None:
@@ -83,10 +85,22 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch)
     if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, warmup, total))
     if config.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     raise ValueError(f"unknown schedule {config.schedule!r}")
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """The share of the peak rate at `step`: rising linearly over `warmup` steps (from the
+    first step's 1 / warmup), then a cosine to 0 at `total` (the rewinding schedule of Renda
+    et al. 2020, as in Le & Hua 2021)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + float(np.cos(np.pi * min(progress, 1.0))))
 
 
 @dataclass
@@ -115,6 +129,13 @@ class TrainStep:
     opt: Optimization
     config: TrainConfig
     device: torch.device
+    classes: int = 0  # the number of classes: labels become probabilities when mixed
+    ema: WeightAverage | None = None  # updated after every step
+
+    @property
+    def mixing(self) -> Mixing:
+        config = self.config
+        return Mixing(config.mixup_alpha, config.cutmix_alpha, config.mix_prob)
 
 
 def train_one_epoch(model: nn.Module, step: TrainStep, loader: DataLoader, *,
@@ -134,6 +155,8 @@ def train_one_epoch(model: nn.Module, step: TrainStep, loader: DataLoader, *,
         labels = labels.to(step.device)
         loss = _loss(step, images, labels)
         _step(loss, step.opt, step.config)
+        if step.ema is not None:
+            step.ema.update(model)
         stats.loss_sum += loss.item() * len(labels)
         stats.seen += len(labels)
         stats.steps += 1
@@ -153,16 +176,23 @@ def _set_train_mode(model: nn.Module, freeze_bn_stats: bool) -> None:
 
 
 def _loss(step: TrainStep, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The loss on the batch as trained: mixed where mixing is on (the labels then class
+    probabilities), against the teacher's outputs on exactly those images."""
     config, device = step.config, step.device
+    targets: torch.Tensor = labels
+    if step.mixing.active:
+        images, targets = mix_batch(images, labels, step.classes, step.mixing)
     with torch.autocast(device.type, dtype=torch.float16, enabled=uses_amp(config, device)):
         logits = step.trained(images)
-        loss = step.opt.criterion(logits, labels)
-        if step.teacher is not None:
-            with torch.no_grad():
-                soft_targets = step.teacher(images)
-            loss = (1 - config.distill_alpha) * loss + config.distill_alpha * \
-                distillation_loss(logits, soft_targets, config.distill_temperature)
-    return loss
+        if step.teacher is None:
+            return step.opt.criterion(logits, targets)
+        with torch.inference_mode():
+            teacher_logits = step.teacher(images)
+        matched = distillation_loss(logits, teacher_logits.clone(), config.distill_temperature)
+        if config.distill_mode == "function_matching":
+            return matched
+        return (1 - config.distill_alpha) * step.opt.criterion(logits, targets) + \
+            config.distill_alpha * matched
 
 
 def _step(loss: torch.Tensor, opt: Optimization, config: TrainConfig) -> None:

@@ -333,3 +333,49 @@ def test_suite_times_sums_a_junit_file_by_folder(tmp_path, monkeypatch, capsys):
     junit.write_text("not xml")
     code, _, err = in_process(monkeypatch, capsys, "suite_times.py", junit)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_recovery_runs_each_arm_and_seed_once_and_reports_paired_differences(
+        tmp_path, tiny_data):
+    """The arms on a checkpoint that records held-out images, two seeds; a second
+    invocation reads every run back instead of training it again."""
+    from conftest import run_cli, write_train_yamls
+
+    model_yaml, data_yaml = write_train_yamls(tmp_path, tiny_data, CALIBRATION_RATIO=0.25)
+    code, output = run_cli(["train", "--model", model_yaml, "--data", data_yaml, "--out",
+                            tmp_path / "start"])
+    assert code == 0, output
+    start = tmp_path / "start" / "last.safetensors"
+    assert load_checkpoint(start).held_out_split is not None
+    command = [sys.executable, str(REPO / "benchmarks" / "recovery.py"), "--out",
+               str(tmp_path / "recovery"), "--start", str(start), "--teacher", str(start),
+               "--data", str(tiny_data), "--arms", "today,fm_cos_ema", "--seeds", "1,2",
+               "--epochs", "2"]
+    first = subprocess.run(command, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    results = sorted((tmp_path / "recovery" / "results").glob("*.json"))
+    assert [path.stem for path in results] == [
+        "fm_cos_ema-2ep-seed1", "fm_cos_ema-2ep-seed2", "today-2ep-seed1", "today-2ep-seed2"]
+    for path in results:
+        row = json.loads(path.read_text())
+        assert 0 <= row["held_out_macro_f1"] <= 1 and 0 <= row["val_macro_f1"] <= 1
+    ema_run = load_checkpoint(tmp_path / "recovery" / "runs" / "fm_cos_ema-2ep-seed1" /
+                              "finetuned.safetensors").info["finetune"]
+    assert ema_run["recovery"]["ema"] == 0.998 and ema_run["distill"]["mode"] == \
+        "function_matching"
+    line = next(line for line in first.stdout.splitlines() if line.startswith("| fm_cos_ema"))
+    assert "| 2 | 2 |" in line and "(" in line.split("|")[-2]  # a paired difference, its CI
+    stamps = [path.stat().st_mtime_ns for path in results]
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0 and "seed1: " not in again.stdout, again.stdout
+    assert [path.stat().st_mtime_ns for path in results] == stamps
+    assert line in again.stdout  # the same table from the files
+
+
+def test_teacher_forward_times_both_modes_and_compares_their_outputs(tiny_checkpoint):
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "teacher_forward.py"),
+                             str(tiny_checkpoint), "--batch", "4", "--steps", "2"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no_grad: median" in result.stdout and "inference_mode: median" in result.stdout
+    assert "identical outputs: True" in result.stdout

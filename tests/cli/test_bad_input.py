@@ -62,6 +62,16 @@ def freeze_pattern_matching_nothing(tmp, ckpt, data):
              "--out", tmp / "run"], ["stages.1.finetune", "backbone.* matches no parameter"])
 
 
+def ema_decay_of_one_or_more(tmp, ckpt, data):
+    return (["run", _recipe(tmp, ckpt, data), "--set", "stages.1.ema=1.5", "--out",
+             tmp / "run"], ["stages.1.finetune.ema", "less than 1"])
+
+
+def unknown_distillation_mode(tmp, ckpt, data):
+    return (["run", _recipe(tmp, ckpt, data), "--set", "stages.1.distill={mode: matching}",
+             "--out", tmp / "run"], ["stages.1.finetune.distill.mode", "function_matching"])
+
+
 def users_recipe_inside_out(tmp, ckpt, data):
     folder = tmp / "myexp"
     folder.mkdir()
@@ -310,7 +320,8 @@ def data_yaml_with_a_list_for_a_number(tmp, ckpt, data):
 
 
 CASES = [recipe_not_utf8, set_value_not_yaml, duplicate_key, boolean_for_a_number,
-         freeze_pattern_matching_nothing, users_recipe_inside_out, mistyped_data_for_run,
+         freeze_pattern_matching_nothing, ema_decay_of_one_or_more, unknown_distillation_mode,
+         users_recipe_inside_out, mistyped_data_for_run,
          data_that_is_a_file, run_out_below_a_file, predict_out_below_a_file,
          export_out_below_a_file, truncated_record_on_resume, damaged_train_state_on_resume,
          class_names_that_do_not_fit_the_outputs, checkpoint_metadata_not_json,

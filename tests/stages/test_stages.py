@@ -179,7 +179,7 @@ def test_finetune_with_distillation_runs(tmp_path, tiny_model_spec, tiny_data):
     stage = create_stage("finetune", {"epochs": 1, "distill": {"temperature": 2.0, "alpha": 0.7}})
     ctx = _ctx(tmp_path, tiny_model_spec, _tiny_data(tiny_data), teacher=teacher)
     _, result = apply_stage(stage, student, ctx)
-    assert result["distill"] == {"temperature": 2.0, "alpha": 0.7}
+    assert result["distill"] == {"temperature": 2.0, "alpha": 0.7, "mode": "soft_hard"}
 
 
 def test_finetune_clips_the_gradient_norm(tmp_path, tiny_model_spec, tiny_data):

@@ -9,14 +9,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from compress.errors import UserError
-from compress.training.checkpointing import STATE_NAME, resume
+from compress.training.checkpointing import STATE_NAME, TrainedState, resume
 
 
 def _resume(folder):
     model = nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
-    return resume(folder, model, optimizer, scheduler, started_as="this run")
+    return resume(folder, TrainedState(model, optimizer, scheduler), started_as="this run")
 
 
 def test_a_folder_without_a_train_state_starts_fresh(tmp_path):

@@ -1,0 +1,172 @@
+"""Recovery after the cuts: arms x seeds x epoch budgets of `compress finetune` on one fixed
+planned architecture, paired by seed, judged on the held-out train images, reported on val.
+
+    python benchmarks/recovery.py --out runs/recovery [--arms today,fm_cos,fm_cos_ema]
+        [--seeds 42,1,2] [--epochs 55,150] [--start PLANNED.safetensors]
+    python benchmarks/recovery.py --out runs/recovery --report   # the table, nothing run
+
+The start (unless --start names one): the plan stage of recipes/mnv3_small_latency.yaml
+(the distilled small model planned to 5x of the baseline, seed 42), run once into
+OUT/start. Every run fine-tunes that checkpoint with the shipped baseline as the teacher;
+the checkpoint's recorded held-out split stays the same in every run, so runs of one seed
+differ only by their arm. Each run writes OUT/runs/<arm>-<epochs>ep-seed<seed>/ and its
+figures to OUT/results/<same>.json; a later invocation skips the runs whose file exists
+(kill it at any time: the run in progress starts again). Run one at a time, nothing heavy
+beside it.
+
+Per arm and budget: the kept (last) epoch's held-out and val macro F1, mean and sd over
+seeds, the spread (max - min) of val macro F1 over the last ten epochs, and each arm's
+paired difference to `today` over the seeds they share, with a 95 % bootstrap interval.
+Decisions read the held-out column; val is reported only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TRASHNET = REPO.parent / "shared" / "data" / "trashnet"
+BASELINE = REPO / "checkpoints" / "mnv3_trashnet.safetensors"
+PLAN_RECIPE = REPO / "recipes" / "mnv3_small_latency.yaml"
+
+# Each arm: `compress finetune` options besides the checkpoint, data, teacher, epochs, seed.
+# `today` is the last fine-tune of recipes/mnv3_small_latency.yaml as it stands.
+ARMS: dict[str, list[str]] = {
+    "today": ["--lr", "0.005", "--schedule", "onecycle", "--weight-decay", "0.0001"],
+    # Function matching (Beyer et al. 2022): the teacher's outputs only, on mixed images,
+    # cosine from a rewound peak rate after a short warmup (Renda et al. 2020).
+    "fm_cos": ["--distill-mode", "function_matching", "--mixup", "0.4", "--lr", "0.02",
+               "--schedule", "cosine", "--warmup-epochs", "3", "--weight-decay", "0.0001"],
+    "fm_cos_ema": ["--distill-mode", "function_matching", "--mixup", "0.4", "--lr", "0.02",
+                   "--schedule", "cosine", "--warmup-epochs", "3", "--weight-decay",
+                   "0.0001", "--ema", "0.998"],
+    # The same architecture from fresh weights (Liu et al. 2019), the same teacher and recipe.
+    "fm_cos_ema_reinit": ["--distill-mode", "function_matching", "--mixup", "0.4", "--lr",
+                          "0.02", "--schedule", "cosine", "--warmup-epochs", "3",
+                          "--weight-decay", "0.0001", "--ema", "0.998", "--reinit"],
+}
+
+
+def planned_start(out: Path, data: Path) -> Path:
+    """The plan stage's model of PLAN_RECIPE (seed 42), run once."""
+    start = out / "start" / "stages" / "01-plan" / "model.safetensors"
+    if start.exists():
+        return start
+    recipe = out / "plan_only.yaml"
+    text = PLAN_RECIPE.read_text()
+    head, _, stages = text.partition("stages:\n")
+    plan_line = next(line for line in stages.splitlines() if "- plan:" in line)
+    recipe.write_text(head.replace("checkpoint: checkpoints/", f"checkpoint: {REPO}/checkpoints/")
+                      .replace("teacher: checkpoints/", f"teacher: {REPO}/checkpoints/")
+                      + "stages:\n" + plan_line + "\n")
+    subprocess.run([sys.executable, "-m", "compress", "run", str(recipe), "--data", str(data),
+                    "--out", str(out / "start")], check=True)
+    return start
+
+
+def run_name(arm: str, epochs: int, seed: int) -> str:
+    return f"{arm}-{epochs}ep-seed{seed}"
+
+
+def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs: int,
+            seed: int) -> dict:
+    """The run's figures, from its result file, or trained now."""
+    name = run_name(arm, epochs, seed)
+    result_path = out / "results" / f"{name}.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    run_dir = out / "runs" / name
+    log = out / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "compress", "finetune", str(start), "--data", str(data),
+               "--teacher", str(teacher), "--epochs", str(epochs), "--seed", str(seed),
+               "--out", str(run_dir), *ARMS[arm]]
+    print(f"{name}: {' '.join(command[3:])}", flush=True)
+    with open(log, "w") as stream:
+        subprocess.run(command, check=True, stdout=stream, stderr=subprocess.STDOUT)
+    history = json.loads((run_dir / "train" / "history.json").read_text())
+    last_ten = [row["val_macro_f1"] for row in history[-10:]]
+    result = {"arm": arm, "epochs": epochs, "seed": seed,
+              "held_out_macro_f1": history[-1].get("held_out_macro_f1"),
+              "val_macro_f1": history[-1]["val_macro_f1"],
+              "val_spread_last_ten": max(last_ten) - min(last_ten),
+              "seconds": sum(row["seconds"] for row in history), "options": ARMS[arm]}
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    result_path.write_text(json.dumps(result, indent=1))
+    print(f"  held-out {result['held_out_macro_f1']:.4f}  val {result['val_macro_f1']:.4f}  "
+          f"last-ten spread {result['val_spread_last_ten']:.4f}  {result['seconds']:.0f} s",
+          flush=True)
+    return result
+
+
+def bootstrap_interval(differences: list[float], draws: int = 10_000,
+                       seed: int = 0) -> tuple[float, float]:
+    """95 % interval of the mean of paired differences, resampling the seeds."""
+    values = np.asarray(differences)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (draws, len(values)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def table(results: list[dict]) -> list[str]:
+    """One line per arm and budget: means, sd, last-ten spread, paired difference to today."""
+    by_key: dict[tuple[str, int], dict[int, dict]] = {}
+    for row in results:
+        by_key.setdefault((row["arm"], row["epochs"]), {})[row["seed"]] = row
+    lines = ["| arm | epochs | seeds | held-out F1 mean (sd) | val F1 mean (sd) | last-ten val "
+             "spread | held-out vs today (95 % CI) |", "|---|---|---|---|---|---|---|"]
+    for (arm, epochs), runs in sorted(by_key.items(), key=lambda item: (item[0][1], item[0][0])):
+        held = [r["held_out_macro_f1"] for r in runs.values()]
+        val = [r["val_macro_f1"] for r in runs.values()]
+        spread = np.mean([r["val_spread_last_ten"] for r in runs.values()])
+        today = by_key.get(("today", epochs), {})
+        shared = sorted(set(runs) & set(today))
+        paired = "n/a"
+        if arm != "today" and shared:
+            differences = [runs[s]["held_out_macro_f1"] - today[s]["held_out_macro_f1"]
+                           for s in shared]
+            low, high = bootstrap_interval(differences)
+            paired = f"{np.mean(differences):+.4f} ({low:+.4f} to {high:+.4f}, {len(shared)})"
+        sd = (lambda v: f"{np.std(v, ddof=1):.4f}" if len(v) > 1 else "-")
+        lines.append(f"| {arm} | {epochs} | {len(runs)} | {np.mean(held):.4f} ({sd(held)}) | "
+                     f"{np.mean(val):.4f} ({sd(val)}) | {spread:.4f} | {paired} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/recovery"))
+    parser.add_argument("--arms", default="today,fm_cos,fm_cos_ema")
+    parser.add_argument("--seeds", default="42,1,2")
+    parser.add_argument("--epochs", default="55")
+    parser.add_argument("--start", type=Path, default=None,
+                        help="the planned checkpoint [default: made once into OUT/start]")
+    parser.add_argument("--data", type=Path, default=TRASHNET)
+    parser.add_argument("--teacher", type=Path, default=BASELINE)
+    parser.add_argument("--report", action="store_true", help="print the table only")
+    args = parser.parse_args()
+    out = args.out.resolve()
+    arms = args.arms.split(",")
+    unknown = [arm for arm in arms if arm not in ARMS]
+    if unknown:
+        raise SystemExit(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
+    if not args.report:
+        if not args.data.is_dir():
+            raise SystemExit(f"needs the data at {args.data}")
+        start = args.start or planned_start(out, args.data)
+        for epochs in (int(e) for e in args.epochs.split(",")):
+            for seed in (int(s) for s in args.seeds.split(",")):  # seeds outer: pairs first
+                for arm in arms:
+                    one_run(out, start, args.data, args.teacher, arm, epochs, seed)
+    results = [json.loads(path.read_text()) for path in sorted((out / "results").glob("*.json"))]
+    print("\n".join(table(results)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""The recovery options of the training engine on a tiny model and folder: the weight
+average, mixup and CutMix, function matching, warmup and cosine, fresh weights."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from conftest import assert_user_error, run_cli, save_tiny_checkpoint
+from safetensors.torch import load_file
+from torch import nn
+
+from compress.checkpoint import Checkpoint, load_checkpoint
+from compress.data.config import DataConfig
+from compress.data.training_data import train_val_datasets
+from compress.measure.metrics import model_macro_f1
+from compress.models import build_model
+from compress.stages.finetune import fresh_weights
+from compress.training.ema import WeightAverage
+from compress.training.engine import FitInputs, FitRun, TrainConfig, fit
+from compress.training.loop import warmup_cosine
+from compress.training.mixing import Mixing, mix_batch
+
+
+def _setup(tiny_data, tiny_model_spec, img_size=32):
+    data = DataConfig(data_path=str(tiny_data), img_size=img_size, num_workers=0)
+    train_set, val_set, classes = train_val_datasets(data)
+    torch.manual_seed(0)
+    model = build_model(tiny_model_spec)
+    return model, train_set, val_set, Checkpoint(model, tiny_model_spec, classes, img_size)
+
+
+def test_the_weight_average_follows_its_formula_for_weights_and_batchnorm_statistics():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    average = WeightAverage(model, decay=0.9)
+    before = copy.deepcopy(average.average.state_dict())
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    model.train()(torch.randn(2, 3, 8, 8))  # moves the running statistics too
+    average.update(model)
+    now = model.state_dict()
+    for key, kept in average.state_dict().items():
+        if kept.dtype.is_floating_point:
+            assert torch.allclose(kept, 0.9 * before[key] + 0.1 * now[key]), key
+        else:  # num_batches_tracked is copied
+            assert torch.equal(kept, now[key]), key
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(model, decay=1.0)
+
+
+def test_with_ema_the_average_is_evaluated_saved_and_kept(tmp_path, tiny_data,
+                                                          tiny_model_spec):
+    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    config = TrainConfig(epochs=2, lr=0.05, batch_size=8, num_workers=0, device="cpu",
+                         ema_decay=0.5)
+    result = fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path, template))
+    saved = load_checkpoint(result.path)
+    # The model ends as the average, which is what was saved and scored.
+    for key, value in saved.model.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key
+    assert model_macro_f1(saved.model, val_set, saved.classes) == \
+        pytest.approx(result.history[-1]["val_macro_f1"])
+    tensors = load_file(str(tmp_path / "train_state.safetensors"))
+    ema_keys = [k for k in tensors if k.startswith("ema/")]
+    raw_keys = [k for k in tensors if k.startswith("model/")]
+    assert ema_keys and len(ema_keys) == len(raw_keys)
+    # The raw weights (what training continues from) differ from the average.
+    assert any(not torch.equal(tensors[f"model/{k[4:]}"], tensors[k]) for k in ema_keys
+               if tensors[k].dtype.is_floating_point)
+
+
+def test_an_interrupted_run_with_ema_resumes_to_the_same_average(tmp_path, tiny_data,
+                                                                  tiny_model_spec, monkeypatch):
+    import compress.training.engine as engine
+
+    config = TrainConfig(epochs=3, lr=0.05, batch_size=8, num_workers=0, device="cpu",
+                         ema_decay=0.7)
+    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "straight", template))
+    calls, real_predict = {"n": 0}, engine.predict
+
+    def crash_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_predict(*args, **kwargs)
+
+    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    monkeypatch.setattr(engine, "predict", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "resumed", template))
+    monkeypatch.setattr(engine, "predict", real_predict)
+    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "resumed", template))
+    straight = load_checkpoint(tmp_path / "straight" / "last.safetensors").model.state_dict()
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.safetensors").model.state_dict()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_mixup_mixes_images_and_labels_by_one_weight():
+    torch.manual_seed(3)
+    images, labels = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 1])
+    mixed, targets = mix_batch(images, labels, 3, Mixing(mixup_alpha=0.4))
+    onehot = nn.functional.one_hot(labels, 3).float()
+    weight = float(targets[0, 0])  # image 0 (class 0) mixed with image 3 (class 1)
+    assert torch.allclose(mixed, images * weight + images.flip(0) * (1 - weight))
+    assert torch.allclose(targets, onehot * weight + onehot.flip(0) * (1 - weight))
+    assert torch.allclose(targets.sum(1), torch.ones(4))
+
+
+def test_cutmix_weighs_the_labels_by_the_pasted_area():
+    torch.manual_seed(5)
+    images, labels = torch.zeros(2, 1, 10, 10), torch.tensor([0, 1])
+    images[1] = 1.0
+    mixed, targets = mix_batch(images, labels, 2, Mixing(cutmix_alpha=1.0))
+    pasted_share = float(mixed[0].mean())  # ones pasted from image 1 into image 0
+    assert 0 < pasted_share < 1
+    assert targets[0].tolist() == pytest.approx([1 - pasted_share, pasted_share])
+    unmixed, plain = mix_batch(images, labels, 2, Mixing(cutmix_alpha=1.0, prob=0.0))
+    assert torch.equal(unmixed, images) and plain.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_in_function_matching_the_teacher_sees_exactly_the_students_images(
+        tmp_path, tiny_data, tiny_model_spec):
+    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    torch.manual_seed(1)
+    teacher = build_model(tiny_model_spec).eval()
+    seen = {"student": [], "teacher": []}
+
+    def recorder(name):
+        def hook(module, inputs):
+            if name == "teacher" or module.training:
+                seen[name].append(inputs[0].detach().clone())
+        return hook
+
+    model.register_forward_pre_hook(recorder("student"))
+    teacher.register_forward_pre_hook(recorder("teacher"))
+    config = TrainConfig(epochs=1, lr=0.05, batch_size=8, num_workers=0, device="cpu",
+                         distill_mode="function_matching", mixup_alpha=0.4)
+    fit(model, FitInputs(train_set, val_set, teacher=teacher), config, FitRun(tmp_path, template))
+    assert seen["student"] and len(seen["student"]) == len(seen["teacher"])
+    for student_batch, teacher_batch in zip(seen["student"], seen["teacher"]):
+        assert torch.equal(student_batch, teacher_batch)
+
+
+def test_warmup_rises_to_the_peak_then_the_cosine_falls_to_zero():
+    shares = [warmup_cosine(step, 4, 20) for step in range(20)]
+    assert shares[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert shares[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(shares[4:], shares[5:]))
+    assert shares[12] == pytest.approx(0.5 * (1 + math.cos(math.pi * 8 / 16)))
+    assert warmup_cosine(20, 4, 20) == pytest.approx(0.0)
+
+
+def test_fresh_weights_change_every_weight_and_keep_the_architecture(tiny_model_spec):
+    torch.manual_seed(0)
+    model = build_model(tiny_model_spec)
+    before = copy.deepcopy(model.state_dict())
+    fresh_weights(model, seed=7)
+    after = model.state_dict()
+    assert list(after) == list(before)
+    for key, value in after.items():
+        assert value.shape == before[key].shape, key
+        if key.endswith(("weight", "bias")) and value.dtype.is_floating_point and \
+                value.numel() > 1 and not torch.all(before[key] == before[key].flatten()[0]):
+            assert not torch.equal(value, before[key]), key
+    again = build_model(tiny_model_spec)
+    fresh_weights(again, seed=7)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in after.items())
+
+
+def test_finetune_takes_the_recovery_options_and_refuses_bad_values(tmp_path, tiny_data):
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    out = tmp_path / "ft"
+    code, output = run_cli(["finetune", str(checkpoint), "--data", str(tiny_data), "--epochs",
+                            "2", "--batch-size", "8", "--distill", "--distill-mode",
+                            "function_matching", "--mixup", "0.2", "--cutmix", "1.0",
+                            "--ema", "0.9", "--schedule", "cosine", "--warmup-epochs", "1",
+                            "--out", str(out)])
+    assert code == 0, output
+    record = load_checkpoint(out / "finetuned.safetensors").info["finetune"]
+    assert record["distill"]["mode"] == "function_matching"
+    assert record["recovery"] == {"schedule": "cosine", "warmup_epochs": 1.0, "ema": 0.9,
+                                  "mix": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "prob": 1.0},
+                                  "reinit": False}
+    assert_user_error(["finetune", str(checkpoint), "--data", str(tiny_data), "--ema", "1.5",
+                       "--out", str(tmp_path / "bad")], "--ema")
+    assert_user_error(["finetune", str(checkpoint), "--data", str(tiny_data), "--distill-mode",
+                       "function_matching", "--out", str(tmp_path / "bad2")],
+                      "--distill-mode", "--distill")
