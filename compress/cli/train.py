@@ -122,6 +122,10 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
 @click.option("--cutmix", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="CutMix alpha: a box of the reversed batch pasted in; 0: off.")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--rewind", is_flag=True,
+              help="Learning-rate rewinding: the peak --lr and --epochs of the checkpoint's "
+              "own recorded training, cosine after 5 %% warmup (give neither --lr, "
+              "--epochs nor --schedule).")
 @click.option("--reinit", is_flag=True,
               help="Train the checkpoint's architecture from fresh weights (seeded), not its "
               "own: the control for whether the inherited weights are worth anything.")
@@ -140,7 +144,7 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
               help="MLflow tracking URI [default: sqlite:///mlflow.db in the folder that "
                    "holds --out].")
 def finetune(checkpoint, data_root, freeze, epochs, lr, distill, teacher, grad_clip,
-             batch_size, device, schedule, warmup_epochs, distill_mode, seed, mixup, cutmix, weight_decay, reinit, ema,
+             batch_size, device, schedule, warmup_epochs, distill_mode, seed, mixup, cutmix, weight_decay, rewind, reinit, ema,
              keep, cache, new_held_out, out, track, tracking_uri) -> None:
     """Fine-tune CHECKPOINT, optionally with layers frozen; keeps the last (or best) epoch.
 
@@ -157,6 +161,12 @@ def finetune(checkpoint, data_root, freeze, epochs, lr, distill, teacher, grad_c
     main_process = distributed_from_env().is_main
     recovery = {"schedule": schedule, "warmup_epochs": warmup_epochs, "ema": ema,
                 "weight_decay": weight_decay, "reinit": reinit}
+    if rewind:  # the stage takes them from the checkpoint: only what the user typed goes on
+        given = click.get_current_context().get_parameter_source
+        recovery = {key: value for key, value in recovery.items()
+                    if key != "schedule" and given(key).name != "DEFAULT"} | {"rewind": True}
+        recovery |= {key: value for key, value in (("lr", lr), ("epochs", epochs))
+                     if given(key).name != "DEFAULT"}
     if mixup or cutmix:
         recovery["mix"] = {"mixup_alpha": mixup, "cutmix_alpha": cutmix}
     options = {"checkpoint": checkpoint, "data": data_root, "freeze": freeze, "epochs": epochs,

@@ -161,7 +161,7 @@ class _Run:
                            stage_dir, self.input.model_spec,
                            teacher=self.recipe.teacher_checkpoint().model,
                            run_input=self.input.model,
-                           data=self.data, seed=self.recipe.seed, echo=self.echo,
+                           input_training=self.input.info.get("train"), data=self.data, seed=self.recipe.seed, echo=self.echo,
                            measurer=self.measurer)
         started = time.perf_counter()
         output = stage.apply(self.model, ctx)

@@ -162,6 +162,9 @@ class StageContext:
     base_model_spec: dict[str, Any]
     teacher: nn.Module | None = None  # to distil from: the recipe's teacher, else the input
     run_input: nn.Module | None = None  # the run's input model (stage 0), never changed
+    # The training the run's input checkpoint records (its info["train"]: lr, epochs, ...),
+    # for a fine-tune that rewinds to it; None where it records none.
+    input_training: dict[str, Any] | None = None
     data: TrainingData | None = None  # None when no data folder was found
     seed: int = defaults.SEED
     measurer: StageMeasurer | None = None

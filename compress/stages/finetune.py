@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from compress.checkpoint import Checkpoint, load_checkpoint
+from compress.errors import UserError
 from compress.stages.base import Stage, StageConfig, StageContext, StageOutput, StageResult
 from compress.stages.registry import register_stage
 from compress.training.engine import FitInputs, FitRun, TrainConfig, fit
@@ -70,6 +71,17 @@ class FinetuneConfig(StageConfig):
                               "evaluated, kept, saved and exported")
     reinit: bool = Field(False, description="train the stage's architecture from fresh "
                          "weights (every layer drawn anew, seeded) instead of the ones it got")
+    rewind: bool = Field(False, description="learning-rate rewinding: the peak lr and the "
+                         "epochs of the run input's own recorded training, cosine after a "
+                         "warmup (warmup_epochs, default 5 % of the epochs)")
+
+    @model_validator(mode="after")
+    def _rewind_sets_lr_and_epochs(self):
+        given = {"lr", "epochs", "schedule"} & self.model_fields_set
+        if self.rewind and given:
+            raise ValueError(f"rewind takes lr, epochs and schedule from the input's recorded "
+                             f"training; drop {', '.join(sorted(given))} or rewind")
+        return self
     keep: Literal["last", "best"] = Field(
         "last", description="the epoch to keep; best: by macro F1 on the train images held "
         "out of the input model's training where it records them, else by val (which makes "
@@ -110,7 +122,11 @@ class Finetune(Stage):
                                                      skipped="no parameter left to train"))
         if cfg.reinit:
             fresh_weights(model, ctx.seed)
-        train_config = self._train_config(ctx, freeze_bn_stats)
+        if cfg.rewind:
+            cfg = rewound(cfg, ctx.input_training)
+            ctx.echo(f"finetune: rewound to the input's training: lr {cfg.lr:g}, "
+                     f"{cfg.epochs} epochs, cosine after {cfg.warmup_epochs:g} warmup epochs")
+        train_config = _train_config(cfg, ctx, freeze_bn_stats)
         template = Checkpoint(model, ctx.base_model_spec, ctx.classes, ctx.input_size)
         result = fit(model, FitInputs(ctx.data.train, ctx.data.val,
                                       held_out=ctx.data.calibration,
@@ -123,20 +139,37 @@ class Finetune(Stage):
             distill=cfg.distill.model_dump() if cfg.distill else None,
             recovery={"schedule": cfg.schedule, "warmup_epochs": cfg.warmup_epochs,
                       "ema": cfg.ema, "mix": cfg.mix.model_dump() if cfg.mix else None,
-                      "reinit": cfg.reinit}))
+                      "reinit": cfg.reinit, "rewind": cfg.rewind, "lr": cfg.lr,
+                      "epochs": cfg.epochs}))
 
-    def _train_config(self, ctx: StageContext, freeze_bn_stats: bool) -> TrainConfig:
-        cfg, mix = self.config, self.config.mix or MixConfig()
-        distill = cfg.distill or DistillConfig(alpha=0.0)
-        return TrainConfig(
-            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size or ctx.data.batch_size,
-            weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
-            grad_clip=cfg.grad_clip, seed=ctx.seed, num_workers=ctx.data.num_workers,
-            device=str(ctx.device), schedule=cfg.schedule, freeze_bn_stats=freeze_bn_stats,
-            distill_temperature=distill.temperature, distill_alpha=distill.alpha,
-            distill_mode=distill.mode, mixup_alpha=mix.mixup_alpha,
-            cutmix_alpha=mix.cutmix_alpha, mix_prob=mix.prob, warmup_epochs=cfg.warmup_epochs,
-            ema_decay=cfg.ema, keep=cfg.keep)
+
+def _train_config(cfg: FinetuneConfig, ctx: StageContext, freeze_bn_stats: bool
+                  ) -> TrainConfig:
+    mix, distill = cfg.mix or MixConfig(), cfg.distill or DistillConfig(alpha=0.0)
+    return TrainConfig(
+        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size or ctx.data.batch_size,
+        weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
+        grad_clip=cfg.grad_clip, seed=ctx.seed, num_workers=ctx.data.num_workers,
+        device=str(ctx.device), schedule=cfg.schedule, freeze_bn_stats=freeze_bn_stats,
+        distill_temperature=distill.temperature, distill_alpha=distill.alpha,
+        distill_mode=distill.mode, mixup_alpha=mix.mixup_alpha,
+        cutmix_alpha=mix.cutmix_alpha, mix_prob=mix.prob, warmup_epochs=cfg.warmup_epochs,
+        ema_decay=cfg.ema, keep=cfg.keep)
+
+
+def rewound(cfg: FinetuneConfig, training: dict[str, Any] | None) -> FinetuneConfig:
+    """The configuration with the peak rate and length of `training` (a checkpoint's
+    recorded info["train"]), a cosine schedule and, unless given, 5 % of it as warmup
+    (Renda et al. 2020; Le & Hua 2021)."""
+    if not training or "lr" not in training or "epochs" not in training:
+        raise UserError("finetune: rewind needs the run input's recorded training (lr and "
+                        "epochs in its info['train'], as compress train writes); this "
+                        "checkpoint records none: give lr and epochs instead")
+    epochs = int(training["epochs"])
+    warmup = cfg.warmup_epochs if "warmup_epochs" in cfg.model_fields_set else \
+        round(0.05 * epochs, 2)
+    return cfg.model_copy(update={"lr": float(training["lr"]), "epochs": epochs,
+                                  "schedule": "cosine", "warmup_epochs": warmup})
 
 
 def fresh_weights(model: nn.Module, seed: int) -> None:

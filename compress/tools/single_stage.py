@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from compress import defaults
 from compress.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from compress.data.training_data import TrainingData, TrainingDataOptions, open_training_data
@@ -13,6 +15,7 @@ from compress.device import resolve_device
 from compress.errors import UserError
 from compress.fileio import check_writable, write_json_atomic
 from compress.pipeline.measurer import Measurer
+from compress.recipe.loading import describe_error
 from compress.recipe.schema import BenchSection
 from compress.stages.base import StageContext
 from compress.stages.registry import create_stage
@@ -30,7 +33,7 @@ def _context(checkpoint: Checkpoint, out: Path, data: TrainingData | None, devic
                         input_size=checkpoint.input_size)
     return StageContext(checkpoint.input_size, checkpoint.classes, torch_device, out,
                         checkpoint.model_spec, teacher=teacher, data=data, measurer=measurer,
-                        seed=seed)
+                        seed=seed, input_training=checkpoint.info.get("train"))
 
 
 def freeze_policy(text: str | list[str]) -> str | list[str]:
@@ -71,14 +74,18 @@ def finetune_checkpoint(path: str, data_root: str, out: str, options: FinetuneOp
     checkpoint = load_checkpoint(path)
     teacher_model = _teacher(checkpoint, path, options.teacher) \
         if options.distill or options.teacher else None
-    stage_options = {"epochs": options.epochs, "lr": options.lr,
-                     "freeze": freeze_policy(options.freeze), "keep": options.keep,
-                     "grad_clip": options.grad_clip, **options.recovery}
+    rewinding = options.recovery.get("rewind", False)  # lr and epochs then from the checkpoint
+    stage_options = ({} if rewinding else {"epochs": options.epochs, "lr": options.lr}) | {
+        "freeze": freeze_policy(options.freeze), "keep": options.keep,
+        "grad_clip": options.grad_clip, **options.recovery}
     if teacher_model is not None:
         stage_options["distill"] = {"mode": options.distill_mode}
     elif options.distill_mode != "soft_hard":
         raise UserError("--distill-mode applies with --distill or --teacher")
-    stage = create_stage("finetune", stage_options)
+    try:
+        stage = create_stage("finetune", stage_options)
+    except ValidationError as exc:  # options that do not go together (--rewind with --lr)
+        raise UserError(f"finetune: {describe_error(exc.errors()[0])}") from None
     out_dir = Path(out)
     ctx = _context(checkpoint, out_dir, open_training_data(
         data_root, checkpoint.classes, checkpoint.input_size, TrainingDataOptions(

@@ -192,3 +192,28 @@ def test_finetune_takes_the_recovery_options_and_refuses_bad_values(tmp_path, ti
     assert_user_error(["finetune", str(checkpoint), "--data", str(tiny_data), "--distill-mode",
                        "function_matching", "--out", str(tmp_path / "bad2")],
                       "--distill-mode", "--distill")
+
+
+def test_rewind_takes_the_rate_and_length_of_the_checkpoints_own_training(tmp_path,
+                                                                           tiny_data):
+    from conftest import write_train_yamls
+
+    model_yaml, data_yaml = write_train_yamls(tmp_path, tiny_data, EPOCHS=3, INIT_LR=0.07)
+    code, output = run_cli(["train", "--model", model_yaml, "--data", data_yaml, "--out",
+                            tmp_path / "trained"])
+    assert code == 0, output
+    trained = tmp_path / "trained" / "last.safetensors"
+    code, output = run_cli(["finetune", str(trained), "--data", str(tiny_data), "--rewind",
+                            "--batch-size", "8", "--out", str(tmp_path / "ft")])
+    assert code == 0, output
+    assert "rewound to the input's training: lr 0.07, 3 epochs" in output
+    record = load_checkpoint(tmp_path / "ft" / "finetuned.safetensors").info["finetune"]
+    assert (record["recovery"]["lr"], record["recovery"]["epochs"],
+            record["recovery"]["schedule"], record["recovery"]["warmup_epochs"]) == \
+        (0.07, 3, "cosine", 0.15)
+    assert record["kept_epoch"] == 3
+    assert_user_error(["finetune", str(trained), "--data", str(tiny_data), "--rewind", "--lr",
+                       "0.1", "--out", str(tmp_path / "both")], "rewind", "lr")
+    untrained = save_tiny_checkpoint(tmp_path / "untrained.safetensors")
+    assert_user_error(["finetune", str(untrained), "--data", str(tiny_data), "--rewind",
+                       "--out", str(tmp_path / "none")], "rewind needs", "recorded training")
