@@ -32,6 +32,47 @@ _keep_option = click.option(
          "else by val (then the val figure is optimistic: val chose it).")
 
 
+def recovery_options(command):
+    """The engine's recovery options, the same on `train` and `finetune`: schedule, warmup,
+    distillation mode, mixup, CutMix, weight average."""
+    for option in reversed(RECOVERY_OPTIONS):
+        command = option(command)
+    return command
+
+
+RECOVERY_OPTIONS = [
+    click.option("--schedule", type=click.Choice(["onecycle", "cosine", "constant"]),
+                 default="onecycle", show_default=True,
+                 help="The learning rate over the steps: OneCycle, or cosine from the peak "
+                 "--lr (after --warmup-epochs), or constant."),
+    click.option("--warmup-epochs", type=click.FloatRange(min=0), default=0.0,
+                 show_default=True,
+                 help="cosine: the rate rises linearly from 0 to --lr over these first epochs."),
+    click.option("--distill-mode", type=click.Choice(["soft_hard", "function_matching"]),
+                 default="soft_hard", show_default=True,
+                 help="With a teacher: soft_hard mixes the labels' loss with the teacher's soft "
+                 "targets; function_matching trains on the teacher's outputs only, on the very "
+                 "(mixed) images the student sees."),
+    click.option("--mixup", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                 help="Mixup alpha: each batch blended with itself reversed; 0: off."),
+    click.option("--cutmix", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                 help="CutMix alpha: a box of the reversed batch pasted in; 0: off."),
+    click.option("--ema", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                 default=None,
+                 help="Keep an average of the weights with this decay per step (e.g. 0.998): "
+                 "it is evaluated, kept and saved instead of the raw weights."),
+]
+
+
+def recovery_settings(schedule: str, warmup_epochs: float, mixup: float, cutmix: float,
+                      ema: float | None) -> dict:
+    """The recovery options as the finetune stage's keys."""
+    settings = {"schedule": schedule, "warmup_epochs": warmup_epochs, "ema": ema}
+    if mixup or cutmix:
+        settings["mix"] = {"mixup_alpha": mixup, "cutmix_alpha": cutmix}
+    return settings
+
+
 @click.command()
 @click.option("--model", "model_arg", required=True,
               help="Model YAML (Kindle format), a torchvision name such as mobilenet_v3_small, "
@@ -58,9 +99,11 @@ _keep_option = click.option(
               help="With --teacher: weight of the soft-target loss (1 - alpha on the labels).")
 @click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True),
               default=4.0, show_default=True, help="With --teacher: softmax temperature.")
+@recovery_options
 @cache_option
 def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device, resume,
-          keep, teacher, distill_alpha, distill_temperature, cache) -> None:
+          keep, teacher, distill_alpha, distill_temperature, schedule, warmup_epochs,
+          distill_mode, mixup, cutmix, ema, cache) -> None:
     """Train a model from scratch; the last epoch (or with --keep best, the best) is the result.
 
     On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress train ...
@@ -70,16 +113,20 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
     from compress.training.distributed import distributed_from_env
 
     if teacher is None:
-        given = [f"--{name.replace('_', '-')}" for name in ("distill_alpha", "distill_temperature")
+        given = [f"--{name.replace('_', '-')}" for name in
+                 ("distill_alpha", "distill_temperature", "distill_mode")
                  if click.get_current_context().get_parameter_source(name).name != "DEFAULT"]
         if given:
             raise UserError(f"{' and '.join(given)} only apply with --teacher")
     distill = None if teacher is None else \
-        {"teacher": teacher, "alpha": distill_alpha, "temperature": distill_temperature}
+        {"teacher": teacher, "alpha": distill_alpha, "temperature": distill_temperature,
+         "mode": distill_mode}
+    recovery = {"schedule": schedule, "warmup_epochs": warmup_epochs, "mixup_alpha": mixup,
+                "cutmix_alpha": cutmix, "ema_decay": ema}
     result = train_from_yaml(model_arg, data_yaml, TrainOptions(
         out=out, data_root=data_root, epochs=epochs, seed=seed, cache=cache,
         width_mult=width_mult, device=device, resume=resume, keep=keep, distill=distill,
-        provenance={"command": "compress train " + " ".join(sys.argv[2:])}))
+        recovery=recovery, provenance={"command": "compress train " + " ".join(sys.argv[2:])}))
     if distributed_from_env().is_main:
         click.echo(kept_line(result.val_f1, result.epoch, result.best_f1, result.best_epoch,
                              result.path, result.best_judged_on))
@@ -104,23 +151,9 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
 @click.option("--batch-size", type=click.IntRange(min=1), default=defaults.BATCH_SIZE,
               show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--schedule", type=click.Choice(["onecycle", "cosine", "constant"]),
-              default="onecycle", show_default=True,
-              help="The learning rate over the steps: OneCycle, or cosine from the peak --lr "
-              "(after --warmup-epochs), or constant.")
-@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="cosine: the rate rises linearly from 0 to --lr over these first epochs.")
-@click.option("--distill-mode", type=click.Choice(["soft_hard", "function_matching"]),
-              default="soft_hard", show_default=True,
-              help="With --distill or --teacher: soft_hard mixes the labels' loss with the "
-              "teacher's soft targets; function_matching trains on the teacher's outputs only, "
-              "on the very (mixed) images the student sees.")
+@recovery_options
 @click.option("--seed", type=int, default=defaults.SEED, show_default=True,
               help="The training's seed: batch order, augmentation, mixing.")
-@click.option("--mixup", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Mixup alpha: each batch blended with itself reversed; 0: off.")
-@click.option("--cutmix", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="CutMix alpha: a box of the reversed batch pasted in; 0: off.")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--rewind", is_flag=True,
               help="Learning-rate rewinding: the peak --lr and --epochs of the checkpoint's "
@@ -129,9 +162,6 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
 @click.option("--reinit", is_flag=True,
               help="Train the checkpoint's architecture from fresh weights (seeded), not its "
               "own: the control for whether the inherited weights are worth anything.")
-@click.option("--ema", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Keep an average of the weights with this decay per step (e.g. 0.998): it "
-              "is evaluated, kept and saved instead of the raw weights.")
 @_keep_option
 @cache_option
 @new_held_out_option
@@ -144,8 +174,9 @@ def train(model_arg, data_yaml, data_root, out, epochs, seed, width_mult, device
               help="MLflow tracking URI [default: sqlite:///mlflow.db in the folder that "
                    "holds --out].")
 def finetune(checkpoint, data_root, freeze, epochs, lr, distill, teacher, grad_clip,
-             batch_size, device, schedule, warmup_epochs, distill_mode, seed, mixup, cutmix, weight_decay, rewind, reinit, ema,
-             keep, cache, new_held_out, out, track, tracking_uri) -> None:
+             batch_size, device, schedule, warmup_epochs, distill_mode, mixup, cutmix, ema,
+             seed, weight_decay, rewind, reinit, keep, cache, new_held_out, out, track,
+             tracking_uri) -> None:
     """Fine-tune CHECKPOINT, optionally with layers frozen; keeps the last (or best) epoch.
 
     On several GPUs (or CPU processes): torchrun --nproc_per_node K -m compress finetune ...
@@ -159,16 +190,14 @@ def finetune(checkpoint, data_root, freeze, epochs, lr, distill, teacher, grad_c
     from compress.training.distributed import distributed_from_env
 
     main_process = distributed_from_env().is_main
-    recovery = {"schedule": schedule, "warmup_epochs": warmup_epochs, "ema": ema,
-                "weight_decay": weight_decay, "reinit": reinit}
+    recovery = recovery_settings(schedule, warmup_epochs, mixup, cutmix, ema) | {
+        "weight_decay": weight_decay, "reinit": reinit}
     if rewind:  # the stage takes them from the checkpoint: only what the user typed goes on
         given = click.get_current_context().get_parameter_source
         recovery = {key: value for key, value in recovery.items()
-                    if key != "schedule" and given(key).name != "DEFAULT"} | {"rewind": True}
+                    if key == "mix" or given(key).name != "DEFAULT"} | {"rewind": True}
         recovery |= {key: value for key, value in (("lr", lr), ("epochs", epochs))
                      if given(key).name != "DEFAULT"}
-    if mixup or cutmix:
-        recovery["mix"] = {"mixup_alpha": mixup, "cutmix_alpha": cutmix}
     options = {"checkpoint": checkpoint, "data": data_root, "freeze": freeze, "epochs": epochs,
                "lr": lr, "distill": distill, "teacher": teacher, "grad_clip": grad_clip,
                "batch_size": batch_size, "device": device, "keep": keep,

@@ -29,8 +29,11 @@ class TrainOptions:
     device: str = "auto"
     resume: bool = True
     keep: str = "last"
-    # {"teacher": path, "alpha", "temperature"}: soft targets of that checkpoint in the loss.
+    # {"teacher": path, "alpha", "temperature", "mode"}: that checkpoint's outputs in the loss.
     distill: dict[str, Any] | None = None
+    # The engine's recovery options (TrainConfig's schedule, warmup_epochs, mixup_alpha,
+    # cutmix_alpha, ema_decay), over what the data YAML says.
+    recovery: dict[str, Any] | None = None
     provenance: dict[str, Any] | None = None
 
 
@@ -49,7 +52,8 @@ def train_from_yaml(model_arg: str, data_yaml: str | Path,
     teacher = None if distill is None else teacher_option(distill["teacher"], classes)
     return train_from_data_config(spec, config, options.out, FromDataOptions(
         device=options.device, keep=options.keep, resume=options.resume,
-        provenance=options.provenance, teacher=teacher, distill=distill))
+        provenance=options.provenance, teacher=teacher, distill=distill,
+        recovery=options.recovery))
 
 
 def teacher_option(path: str | Path, classes: list[str]):

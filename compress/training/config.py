@@ -92,9 +92,11 @@ class FromDataOptions:
     # Below 1: train on that share of the training images (stratified; a search's proxy).
     train_share: float = 1.0
     teacher: nn.Module | None = None
-    # {"teacher": path, "alpha", "temperature"}: recorded in the checkpoint's info; alpha and
-    # temperature weigh the distillation from `teacher`.
+    # {"teacher": path, "alpha", "temperature", "mode"}: recorded in the checkpoint's info;
+    # they set the distillation from `teacher`.
     distill: dict[str, Any] | None = None
+    # TrainConfig fields over the data YAML's (schedule, warmup_epochs, mixup_alpha, ...).
+    recovery: dict[str, Any] | None = None
     provenance: dict[str, Any] | None = None  # merged into the checkpoint's info
     echo: Callable[[str], None] | None = None
     after_epoch: Callable[[dict[str, Any]], None] | None = None

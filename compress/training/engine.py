@@ -388,6 +388,6 @@ def _data_train_config(data_config: DataConfig, options: FromDataOptions) -> Tra
                        label_smoothing=data_config.label_smoothing, amp=data_config.fp16,
                        seed=data_config.seed, num_workers=data_config.num_workers,
                        grad_clip=data_config.grad_clip, device=options.device,
-                       keep=options.keep,
+                       keep=options.keep, **(options.recovery or {}),
                        **{f"distill_{key}": value for key, value in distill.items()
-                          if key in ("alpha", "temperature")})
+                          if key in ("alpha", "temperature", "mode")})

@@ -109,7 +109,8 @@ def test_train_distils_from_a_teacher_and_refuses_one_before_any_work(tmp_path, 
         assert code == 0, output
         runs[name] = load_checkpoint(tmp_path / name / "last.safetensors")
     assert runs["distilled"].info["distill"] == {"teacher": str(tiny_checkpoint),
-                                                 "alpha": 0.8, "temperature": 4.0}
+                                                 "alpha": 0.8, "temperature": 4.0,
+                                                 "mode": "soft_hard"}
     assert "distill" not in runs["plain"].info
     # Same seed, same batches: only the teacher's soft targets can move the weights apart.
     plain, distilled = runs["plain"].model.state_dict(), runs["distilled"].model.state_dict()

@@ -186,7 +186,7 @@ def test_finetune_takes_the_recovery_options_and_refuses_bad_values(tmp_path, ti
     assert record["distill"]["mode"] == "function_matching"
     assert record["recovery"] == {"schedule": "cosine", "warmup_epochs": 1.0, "ema": 0.9,
                                   "mix": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "prob": 1.0},
-                                  "reinit": False}
+                                  "reinit": False, "rewind": False, "lr": 0.01, "epochs": 2}
     assert_user_error(["finetune", str(checkpoint), "--data", str(tiny_data), "--ema", "1.5",
                        "--out", str(tmp_path / "bad")], "--ema")
     assert_user_error(["finetune", str(checkpoint), "--data", str(tiny_data), "--distill-mode",
@@ -217,3 +217,22 @@ def test_rewind_takes_the_rate_and_length_of_the_checkpoints_own_training(tmp_pa
     untrained = save_tiny_checkpoint(tmp_path / "untrained.safetensors")
     assert_user_error(["finetune", str(untrained), "--data", str(tiny_data), "--rewind",
                        "--out", str(tmp_path / "none")], "rewind needs", "recorded training")
+
+
+def test_train_with_a_teacher_takes_the_same_recovery_options(tmp_path, tiny_data):
+    from conftest import write_train_yamls
+
+    teacher = save_tiny_checkpoint(tmp_path / "teacher.safetensors")
+    model_yaml, data_yaml = write_train_yamls(tmp_path, tiny_data, EPOCHS=2)
+    code, output = run_cli(["train", "--model", model_yaml, "--data", data_yaml, "--out",
+                            tmp_path / "peer", "--teacher", teacher, "--distill-mode",
+                            "function_matching", "--mixup", "0.2", "--ema", "0.9",
+                            "--schedule", "cosine", "--warmup-epochs", "1"])
+    assert code == 0, output
+    record = load_checkpoint(tmp_path / "peer" / "last.safetensors").info["train"]
+    assert (record["distill_mode"], record["mixup_alpha"], record["ema_decay"],
+            record["schedule"], record["warmup_epochs"]) == \
+        ("function_matching", 0.2, 0.9, "cosine", 1.0)
+    assert_user_error(["train", "--model", model_yaml, "--data", data_yaml, "--out",
+                       tmp_path / "alone", "--distill-mode", "function_matching"],
+                      "--distill-mode", "--teacher")
