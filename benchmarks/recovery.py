@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="print the table only")
     args = parser.parse_args()
     out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
     arms = args.arms.split(",")
     unknown = [arm for arm in arms if arm not in ARMS]
     if unknown:
