@@ -161,6 +161,22 @@ def apply_stage(stage, model, ctx):
     return output.model, output.result.to_dict()
 
 
+def interrupt_evaluation(monkeypatch, count: int) -> None:
+    """fit()'s `count`-th evaluation raises KeyboardInterrupt, as a run killed there would
+    stop (the epochs before it saved); monkeypatch.undo() lets the next run through."""
+    import compress.training.engine as engine
+
+    calls, real_predict = {"n": 0}, engine.predict
+
+    def predict_until_interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == count:
+            raise KeyboardInterrupt
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "predict", predict_until_interrupted)
+
+
 def run_cli(args):
     """Exit code and the combined stdout/stderr of `compress ARGS`."""
     from click.testing import CliRunner

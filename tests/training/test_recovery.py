@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import assert_user_error, run_cli, save_tiny_checkpoint
+from conftest import assert_user_error, interrupt_evaluation, run_cli, save_tiny_checkpoint
 from safetensors.torch import load_file
 from torch import nn
 
@@ -74,25 +74,15 @@ def test_with_ema_the_average_is_evaluated_saved_and_kept(tmp_path, tiny_data,
 
 def test_an_interrupted_run_with_ema_resumes_to_the_same_average(tmp_path, tiny_data,
                                                                   tiny_model_spec, monkeypatch):
-    import compress.training.engine as engine
-
     config = TrainConfig(epochs=3, lr=0.05, batch_size=8, num_workers=0, device="cpu",
                          ema_decay=0.7)
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
     fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "straight", template))
-    calls, real_predict = {"n": 0}, engine.predict
-
-    def crash_in_epoch_two(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_predict(*args, **kwargs)
-
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
-    monkeypatch.setattr(engine, "predict", crash_in_epoch_two)
+    interrupt_evaluation(monkeypatch, 2)  # in epoch two
     with pytest.raises(KeyboardInterrupt):
         fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "resumed", template))
-    monkeypatch.setattr(engine, "predict", real_predict)
+    monkeypatch.undo()
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
     fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "resumed", template))
     straight = load_checkpoint(tmp_path / "straight" / "last.safetensors").model.state_dict()

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import interrupt_evaluation
 
 from compress.checkpoint import Checkpoint, load_checkpoint
 from compress.data.config import DataConfig
@@ -124,23 +125,12 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_data, tin
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
     fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "straight", template))
 
-    import compress.training.engine as engine
-
-    calls = {"n": 0}
-    real_predict = engine.predict
-
-    def crash_in_epoch_three(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_predict(*args, **kwargs)
-
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
-    monkeypatch.setattr(engine, "predict", crash_in_epoch_three)
+    interrupt_evaluation(monkeypatch, 3)  # in epoch three
     with pytest.raises(KeyboardInterrupt):
         fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "resumed", template))
     assert load_checkpoint(tmp_path / "resumed" / "last.safetensors").model is not None
-    monkeypatch.setattr(engine, "predict", real_predict)
+    monkeypatch.undo()
     model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
     result = fit(model, FitInputs(train_set, val_set), config,
                  FitRun(tmp_path / "resumed", template))
