@@ -161,6 +161,21 @@ def apply_stage(stage, model, ctx):
     return output.model, output.result.to_dict()
 
 
+def tiny_fit_setup(tiny_data: Path, spec: dict, img_size: int = 32):
+    """What fit() takes for the tiny model on the tiny folder: the model (seeded), train and
+    val sets, and the checkpoint template."""
+    from compress.checkpoint import Checkpoint
+    from compress.data.config import DataConfig
+    from compress.data.training_data import train_val_datasets
+    from compress.models import build_model
+
+    data = DataConfig(data_path=str(tiny_data), img_size=img_size, num_workers=0)
+    train_set, val_set, classes = train_val_datasets(data)
+    torch.manual_seed(0)
+    model = build_model(spec)
+    return model, train_set, val_set, Checkpoint(model, spec, classes, img_size)
+
+
 def interrupt_evaluation(monkeypatch, count: int) -> None:
     """fit()'s `count`-th evaluation raises KeyboardInterrupt, as a run killed there would
     stop (the epochs before it saved); monkeypatch.undo() lets the next run through."""

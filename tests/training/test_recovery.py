@@ -8,13 +8,17 @@ import math
 
 import pytest
 import torch
-from conftest import assert_user_error, interrupt_evaluation, run_cli, save_tiny_checkpoint
+from conftest import (
+    assert_user_error,
+    interrupt_evaluation,
+    run_cli,
+    save_tiny_checkpoint,
+    tiny_fit_setup,
+)
 from safetensors.torch import load_file
 from torch import nn
 
-from compress.checkpoint import Checkpoint, load_checkpoint
-from compress.data.config import DataConfig
-from compress.data.training_data import train_val_datasets
+from compress.checkpoint import load_checkpoint
 from compress.measure.metrics import model_macro_f1
 from compress.models import build_model
 from compress.stages.finetune import fresh_weights
@@ -22,14 +26,6 @@ from compress.training.ema import WeightAverage
 from compress.training.engine import FitInputs, FitRun, TrainConfig, fit
 from compress.training.loop import warmup_cosine
 from compress.training.mixing import Mixing, mix_batch
-
-
-def _setup(tiny_data, tiny_model_spec, img_size=32):
-    data = DataConfig(data_path=str(tiny_data), img_size=img_size, num_workers=0)
-    train_set, val_set, classes = train_val_datasets(data)
-    torch.manual_seed(0)
-    model = build_model(tiny_model_spec)
-    return model, train_set, val_set, Checkpoint(model, tiny_model_spec, classes, img_size)
 
 
 def test_the_weight_average_follows_its_formula_for_weights_and_batchnorm_statistics():
@@ -53,7 +49,7 @@ def test_the_weight_average_follows_its_formula_for_weights_and_batchnorm_statis
 
 def test_with_ema_the_average_is_evaluated_saved_and_kept(tmp_path, tiny_data,
                                                           tiny_model_spec):
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     config = TrainConfig(epochs=2, lr=0.05, batch_size=8, num_workers=0, device="cpu",
                          ema_decay=0.5)
     result = fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path, template))
@@ -76,14 +72,14 @@ def test_an_interrupted_run_with_ema_resumes_to_the_same_average(tmp_path, tiny_
                                                                   tiny_model_spec, monkeypatch):
     config = TrainConfig(epochs=3, lr=0.05, batch_size=8, num_workers=0, device="cpu",
                          ema_decay=0.7)
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "straight", template))
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     interrupt_evaluation(monkeypatch, 2)  # in epoch two
     with pytest.raises(KeyboardInterrupt):
         fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "resumed", template))
     monkeypatch.undo()
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "resumed", template))
     straight = load_checkpoint(tmp_path / "straight" / "last.safetensors").model.state_dict()
     resumed = load_checkpoint(tmp_path / "resumed" / "last.safetensors").model.state_dict()
@@ -116,7 +112,7 @@ def test_cutmix_weighs_the_labels_by_the_pasted_area():
 
 def test_in_function_matching_the_teacher_sees_exactly_the_students_images(
         tmp_path, tiny_data, tiny_model_spec):
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     torch.manual_seed(1)
     teacher = build_model(tiny_model_spec).eval()
     seen = {"student": [], "teacher": []}

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import interrupt_evaluation
+from conftest import interrupt_evaluation, tiny_fit_setup
 
-from compress.checkpoint import Checkpoint, load_checkpoint
+from compress.checkpoint import load_checkpoint
 from compress.data.config import DataConfig
 from compress.data.training_data import train_val_datasets
 from compress.errors import UserError
@@ -16,16 +16,8 @@ from compress.models import build_model
 from compress.training.engine import FitInputs, FitRun, TrainConfig, fit
 
 
-def _setup(tiny_data, tiny_model_spec, img_size=32):
-    data = DataConfig(data_path=str(tiny_data), img_size=img_size, num_workers=0)
-    train_set, val_set, classes = train_val_datasets(data)
-    torch.manual_seed(0)
-    model = build_model(tiny_model_spec)
-    return model, train_set, val_set, Checkpoint(model, tiny_model_spec, classes, img_size)
-
-
 def test_loss_goes_down_and_the_last_epoch_is_kept(tmp_path, tiny_data, tiny_model_spec):
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     config = TrainConfig(epochs=6, lr=0.05, batch_size=8, num_workers=0, device="cpu")
     result = fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path, template))
     losses = [row["train_loss"] for row in result.history]
@@ -44,7 +36,7 @@ def test_loss_goes_down_and_the_last_epoch_is_kept(tmp_path, tiny_data, tiny_mod
 
 def test_cpu_training_runs_channels_last_and_hands_models_back_contiguous(
         tmp_path, tiny_data, tiny_model_spec):
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     torch.manual_seed(1)
     teacher = build_model(tiny_model_spec).eval()
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -66,7 +58,7 @@ def test_cpu_training_runs_channels_last_and_hands_models_back_contiguous(
 
 
 def test_keep_best_returns_the_best_val_epoch(tmp_path, tiny_data, tiny_model_spec):
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     config = TrainConfig(epochs=4, lr=0.05, batch_size=8, num_workers=0, device="cpu",
                          keep="best")
     result = fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path, template))
@@ -80,7 +72,7 @@ def test_keep_best_is_judged_on_held_out_images_where_fit_has_them(tmp_path, tin
                                                                    tiny_model_spec):
     from torch.utils.data import Subset
 
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     held_out = Subset(val_set, list(range(0, len(val_set), 2)))  # any other split than val
     config = TrainConfig(epochs=4, lr=0.05, batch_size=8, num_workers=0, device="cpu",
                          keep="best")
@@ -96,7 +88,7 @@ def test_keep_best_is_judged_on_held_out_images_where_fit_has_them(tmp_path, tin
 def test_an_unknown_keep_is_a_user_error(tmp_path, tiny_data, tiny_model_spec):
     from compress.errors import UserError
 
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     with pytest.raises(UserError, match="keep must be one of last, best"):
         fit(model, FitInputs(train_set, val_set), TrainConfig(epochs=1, keep="first"),
             FitRun(tmp_path, template))
@@ -105,7 +97,7 @@ def test_an_unknown_keep_is_a_user_error(tmp_path, tiny_data, tiny_model_spec):
 def test_echo_gets_one_line_per_epoch_and_nothing_goes_to_stderr(
         tmp_path, tiny_data, tiny_model_spec, capsys):
     """Library code never prints: a search trial's log gets the lines through `echo`."""
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     config = TrainConfig(epochs=2, lr=0.05, batch_size=8, num_workers=0, device="cpu")
     lines = []
     fit(model, FitInputs(train_set, val_set), config,
@@ -122,16 +114,16 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_data, tin
     """Bit for bit on CPU, with loader workers too (each epoch's augmentation draws come
     from (seed, epoch), not from workers that lived through the earlier epochs)."""
     config = TrainConfig(epochs=4, lr=0.05, batch_size=8, num_workers=workers, device="cpu")
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "straight", template))
 
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     interrupt_evaluation(monkeypatch, 3)  # in epoch three
     with pytest.raises(KeyboardInterrupt):
         fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path / "resumed", template))
     assert load_checkpoint(tmp_path / "resumed" / "last.safetensors").model is not None
     monkeypatch.undo()
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     result = fit(model, FitInputs(train_set, val_set), config,
                  FitRun(tmp_path / "resumed", template))
     assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
@@ -145,7 +137,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_data, tin
 def test_everything_frozen_is_a_user_error(tmp_path, tiny_data, tiny_model_spec):
     from compress.errors import UserError
 
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     model.requires_grad_(False)
     with pytest.raises(UserError, match="frozen"):
         fit(model, FitInputs(train_set, val_set),
@@ -207,7 +199,7 @@ def test_a_batch_that_does_not_split_over_the_processes_is_a_user_error(
     from compress.errors import UserError
 
     monkeypatch.setenv("WORLD_SIZE", "3")
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     with pytest.raises(UserError, match="batch size 8 does not split evenly over 3"):
         fit(model, FitInputs(train_set, val_set),
             TrainConfig(epochs=1, batch_size=8, num_workers=0, device="cpu"),
@@ -217,20 +209,20 @@ def test_a_batch_that_does_not_split_over_the_processes_is_a_user_error(
 def test_a_folder_holding_another_run_is_refused_not_resumed(tmp_path, tiny_data,
                                                              tiny_model_spec):
     config = TrainConfig(epochs=1, lr=0.05, batch_size=8, num_workers=0, device="cpu")
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path, template))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     for changed in ({"lr": 0.01}, {"epochs": 2}, {"label_smoothing": 0.1}):
-        model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+        model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
         with pytest.raises(UserError, match="started with other inputs"):
             fit(model, FitInputs(train_set, val_set), replace(config, **changed),
                 FitRun(tmp_path, template))
-    other_model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec, img_size=24)
+    other_model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec, img_size=24)
     with pytest.raises(UserError, match="started with other inputs"):  # other transforms
         fit(other_model, FitInputs(train_set, val_set), config, FitRun(tmp_path, template))
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     # the same inputs again (another device spelling, more loader workers): resumed, done
-    model, train_set, val_set, template = _setup(tiny_data, tiny_model_spec)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     result = fit(model, FitInputs(train_set, val_set),
                  replace(config, num_workers=2, device="auto"), FitRun(tmp_path, template))
     assert [row["epoch"] for row in result.history] == [1]
