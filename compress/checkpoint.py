@@ -51,6 +51,16 @@ class Checkpoint:
     def held_out_files(self) -> list[str] | None:
         return (self.held_out_split or {}).get("files")
 
+    @property
+    def original_training(self) -> dict[str, Any] | None:
+        """The peak rate, length and schedule of the training the model came from: its own
+        record where `compress train` wrote one, else the one a pipeline stage carried over
+        from the run's input (what learning-rate rewinding goes back to)."""
+        record = self.info.get("train") or self.info.get("original_training")
+        if not record:
+            return None
+        return {key: record[key] for key in ("lr", "epochs", "schedule") if key in record}
+
 
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     """Write atomically (a crash mid-write never leaves a damaged file at `path`), and only

@@ -161,7 +161,8 @@ class _Run:
                            stage_dir, self.input.model_spec,
                            teacher=self.recipe.teacher_checkpoint().model,
                            run_input=self.input.model,
-                           input_training=self.input.info.get("train"), data=self.data, seed=self.recipe.seed, echo=self.echo,
+                           input_training=self.input.original_training, data=self.data,
+                           seed=self.recipe.seed, echo=self.echo,
                            measurer=self.measurer)
         started = time.perf_counter()
         output = stage.apply(self.model, ctx)
@@ -207,7 +208,9 @@ class _Run:
         checkpoint_path = save_checkpoint(stage_dir / "model.safetensors", Checkpoint(
             output.model, self.input.model_spec, self.input.classes, self.measurer.input_size,
             {"stage": name, "result": output.result.to_dict(),
-             **(self.data.held_out_info() if self.data is not None else {})}))
+             **(self.data.held_out_info() if self.data is not None else {}),
+             **({"original_training": self.input.original_training}
+                if self.input.original_training else {})}))
         onnx_path = output.onnx or export_onnx(output.model, stage_dir / "model.onnx",
                                                self.measurer.input_size,
                                                classes=self.input.classes)

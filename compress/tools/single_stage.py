@@ -33,7 +33,7 @@ def _context(checkpoint: Checkpoint, out: Path, data: TrainingData | None, devic
                         input_size=checkpoint.input_size)
     return StageContext(checkpoint.input_size, checkpoint.classes, torch_device, out,
                         checkpoint.model_spec, teacher=teacher, data=data, measurer=measurer,
-                        seed=seed, input_training=checkpoint.info.get("train"))
+                        seed=seed, input_training=checkpoint.original_training)
 
 
 def freeze_policy(text: str | list[str]) -> str | list[str]:

@@ -14,6 +14,7 @@ from conftest import (
     run_cli,
     save_tiny_checkpoint,
     tiny_fit_setup,
+    write_tiny_recipe,
 )
 from safetensors.torch import load_file
 from torch import nn
@@ -198,6 +199,18 @@ def test_rewind_takes_the_rate_and_length_of_the_checkpoints_own_training(tmp_pa
             record["recovery"]["schedule"], record["recovery"]["warmup_epochs"]) == \
         (0.07, 3, "cosine", 0.15)
     assert record["kept_epoch"] == 3
+    # A pipeline stage's model carries the run input's training, so it rewinds to it too.
+    recipe = write_tiny_recipe(tmp_path / "prune.yaml", trained, tiny_data,
+                               [{"prune": {"ratio": 0.25}}])
+    code, output = run_cli(["run", str(recipe), "--out", str(tmp_path / "run")])
+    assert code == 0, output
+    pruned = tmp_path / "run" / "stages" / "01-prune" / "model.safetensors"
+    assert load_checkpoint(pruned).original_training == \
+        {"lr": 0.07, "epochs": 3, "schedule": "onecycle"}
+    code, output = run_cli(["finetune", str(pruned), "--data", str(tiny_data), "--rewind",
+                            "--batch-size", "8", "--out", str(tmp_path / "ft_pruned")])
+    assert code == 0, output
+    assert "rewound to the input's training: lr 0.07, 3 epochs" in output
     assert_user_error(["finetune", str(trained), "--data", str(tiny_data), "--rewind", "--lr",
                        "0.1", "--out", str(tmp_path / "both")], "rewind", "lr")
     untrained = save_tiny_checkpoint(tmp_path / "untrained.safetensors")
