@@ -42,3 +42,41 @@ def png_bytes(figure: Any, dpi: int = 110) -> bytes:
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
+
+
+def label_points(ax: Any, points: list[tuple[float, float]], labels: list[str],
+                 fontsize: float = 8) -> list[Any]:
+    """Annotate each point with its label so that no two labels overlap: points at the same
+    place share one label ("6:export, 7:quantize"), a label that would cover one already
+    placed moves up or down by a line, with a thin leader to its point, and labels of points
+    in the right half of the axes sit to their left, inside the figure. Lays the figure out
+    first (placement is in pixels); returns the labels' artists."""
+    from matplotlib.text import Text
+
+    figure = ax.figure
+    figure.tight_layout()
+    renderer = figure.canvas.get_renderer()
+    shared: dict[tuple[float, float], list[str]] = {}
+    for (x, y), label in zip(points, labels):
+        shared.setdefault((x, y), []).append(label)
+    line = fontsize * 1.3  # points
+    steps = [0.0] + [sign * k * line for k in range(1, 40) for sign in (1, -1)]
+    middle = ax.bbox.x0 + ax.bbox.width / 2
+    placed, texts = [], []
+    for (x, y), names in sorted(shared.items()):
+        left = ax.transData.transform((x, y))[0] > middle
+        text = ax.annotate(", ".join(names), (x, y), textcoords="offset points",
+                           xytext=(-4 if left else 4, 4), ha="right" if left else "left",
+                           fontsize=fontsize,
+                           arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.6"})
+        text.set_in_layout(False)  # a later layout must not move the axes under the labels
+        for step in steps:
+            text.xyann = (text.xyann[0], 4 + step)
+            text.update_positions(renderer)
+            box = Text.get_window_extent(text, renderer)  # the words, not the leader
+            if not any(box.overlaps(other) for other in placed) and \
+                    figure.bbox.y0 <= box.y0 and box.y1 <= figure.bbox.y1:
+                break
+        placed.append(box)
+        texts.append(text)
+    return texts

@@ -19,9 +19,17 @@ from typing import Any
 
 from compress.errors import UserError
 from compress.fileio import write_atomic
-from compress.pipeline.report import COLUMNS, RunReport, row_cells, runtime_lines
+from compress.pipeline.report import (
+    COLUMNS,
+    RunReport,
+    axes_f1_against_speedup,
+    f1_against_speedup,
+    runtime_lines,
+    table_legend,
+    table_rows,
+)
 from compress.pipeline.runstore import StageRecord, read_run
-from compress.plotting import new_figure, png_bytes
+from compress.plotting import label_points, new_figure, png_bytes
 from compress.stages.base import ReportBars, ReportTable, Stage, cell
 from compress.stages.registry import stage_class
 
@@ -62,8 +70,8 @@ def write_html_report(runs: list[RunPage], out: str | Path) -> Path:
     title = f"compress run {runs[0].name}" if len(runs) == 1 else \
         "compress runs compared: " + ", ".join(run.name for run in runs)
     body = [f"<h1>{_e(title)}</h1>",
-            "<h2>Macro F1 against batch-1 latency</h2>", _image(_f1_latency_png(runs),
-                                                                 "macro F1 against latency")]
+            "<h2>Macro F1 against speed-up</h2>", _image(_f1_speedup_png(runs),
+                                                          "macro F1 against speed-up")]
     for run in runs:
         body += _run_sections(run, heading=len(runs) > 1)
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -81,9 +89,8 @@ def _run_sections(run: RunPage, heading: bool) -> list[str]:
                  f"<code>{_e(report.recipe.get('checkpoint', '?'))}</code>"
                  + ("" if report.finished else "; not finished (no report.json)") + ".</p>")
     parts += [f"<p class=\"note\">{_e(note)}</p>" for note in report.notes]
-    parts += ["<h3>Stages</h3>", _table(COLUMNS, [row_cells(r) for r in records]),
-              f"<p class=\"note\">Latency: batch-1 median in {_e(records[0].provider)}; "
-              "speed-up: the stage and the input timed interleaved.</p>"]
+    parts += ["<h3>Stages</h3>", _table(COLUMNS, table_rows(records)),
+              f"<p class=\"note\">{_e(table_legend(records[0].provider))}.</p>"]
     notes = [(f"{r.index}:{r.name}", r.note) for r in records if r.note]
     if notes:
         parts += ["<h3>Stage notes</h3>", _table(("stage", "note"), notes)]
@@ -151,21 +158,23 @@ def _stage_kind(name: str) -> type[Stage] | None:
         return None
 
 
-def _f1_latency_png(runs: list[RunPage]) -> bytes:
+def _f1_speedup_png(runs: list[RunPage]) -> bytes:
+    """Each run's stages, macro F1 against speed-up over its input, labelled without
+    overlaps (with several runs, a label starts with its run's name)."""
     figure = new_figure((7, 4.5))
     ax = figure.subplots()
+    every_point, every_label = [], []
     for run in runs:
-        shown = [r for r in run.report.records if r.macro_f1 is not None]
-        ax.plot([r.latency_ms for r in shown], [r.macro_f1 for r in shown], "-o",
-                label=run.name)
-        for r in shown:
-            ax.annotate(f"{r.index}:{r.name}", (r.latency_ms, r.macro_f1),
-                        textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xlabel(f"batch-1 latency, ms ({runs[0].report.records[0].provider})")
-    ax.set_ylabel("macro F1 (val)")
-    ax.grid(alpha=0.3)
+        points, labels = f1_against_speedup(run.report.records)
+        if not points:
+            continue
+        ax.plot(*zip(*points), "-o", label=run.name)
+        every_point += points
+        every_label += labels if len(runs) == 1 else [f"{run.name} {x}" for x in labels]
+    axes_f1_against_speedup(ax, runs[0].report.records[0].provider)
     if len(runs) > 1:
         ax.legend(fontsize=8)
+    label_points(ax, every_point, every_label, fontsize=7)
     return png_bytes(figure)
 
 

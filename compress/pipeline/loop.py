@@ -23,7 +23,14 @@ from compress.pipeline.final_model import FinalModelFigures
 from compress.pipeline.html_report import RunPage, write_html_report
 from compress.pipeline.measurer import Measurer, open_data
 from compress.pipeline.recorder import SavedStage, StageRecorder
-from compress.pipeline.report import RunReport, format_row, header_line, write_report
+from compress.pipeline.report import (
+    RunReport,
+    format_row,
+    header_line,
+    input_latency_ms,
+    table_legend,
+    write_report,
+)
 from compress.pipeline.runstore import RunStore, StageRecord
 from compress.recipe.loading import recipe_to_yaml, resolved_recipe
 from compress.recipe.schema import Recipe
@@ -121,6 +128,8 @@ class _Run:
     def _stages(self) -> list[StageRecord]:
         for note in self.notes:
             self.echo(note)
+        runtime = self.measurer.runtime
+        self.echo(table_legend(f"{runtime.runtime} on {runtime.device}"))
         self.echo(header_line())
         if 0 in self.done:
             self.echo(format_row(self.done[0]))
@@ -173,7 +182,7 @@ class _Run:
 
     def _resume_past(self, index: int) -> None:
         record = self.done[index]
-        self.echo(format_row(record))
+        self.echo(format_row(record, input_latency_ms([self.done[0]])))
         if record.status is StageStatus.DONE:
             resumed = load_checkpoint(record.checkpoint)
             self.model = resumed.model
@@ -231,7 +240,7 @@ class _Run:
         return record
 
     def _say(self, record: StageRecord, previous: StageRecord | None) -> None:
-        self.echo(format_row(record))
+        self.echo(format_row(record, input_latency_ms([self.done.get(0, record)])))
         stage = f"stage {record.index}:{record.name}"
         if record.note:
             self.echo(f"note: {stage}: {record.note}")

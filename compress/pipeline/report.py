@@ -1,4 +1,4 @@
-"""Run report: report.json, a Markdown table, and a plot of macro F1 against latency."""
+"""Run report: report.json, a Markdown table, and a plot of macro F1 against speed-up."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from compress.fileio import write_atomic, write_json_atomic
 from compress.measure.op_profile import OpTypeShare, format_profile
 from compress.pipeline.runstore import StageRecord
-from compress.plotting import figure_file
+from compress.plotting import figure_file, label_points
 from compress.stages.base import StageStatus
 
 _WIDTHS = (24, 11, 9, 18, 10, 10, 8, 10, 8, 6)
@@ -23,21 +23,52 @@ def _fmt(value: Any, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def row_cells(record: StageRecord) -> list[str]:
+def row_cells(record: StageRecord, input_ms: float | None = None) -> list[str]:
+    """The record's table cells; `input_ms`, the run input's batch-1 median, turns the
+    stage's speed-up into its latency column (see table_legend)."""
     flag = " (slower)" if record.slower else ""
     flag += " (disturbed)" if record.timing_disturbed else ""
     skipped = " [skipped]" if record.status is StageStatus.SKIPPED else ""
     name = f"{record.index}:{record.name}{skipped}"
     speedup = _fmt(record.speedup_vs_input, ".2f")
     return [name, f"{record.params:,}", f"{record.macs / 1e6:.1f}M",
-            _fmt(record.latency_ms, ".2f") + flag, speedup + ("x" if speedup != "n/a" else ""),
+            _fmt(shown_latency_ms(record, input_ms), ".2f") + flag,
+            speedup + ("x" if speedup != "n/a" else ""),
             _fmt(record.macro_f1, ".4f"), _fmt(record.accuracy, ".4f"),
             _fmt(record.held_out_macro_f1, ".4f"), _fmt(record.score, ".4f"),
             f"{record.seconds:.0f}"]
 
 
-def format_row(record: StageRecord) -> str:
-    return "".join(f"{c:<{w}}" for c, w in zip(row_cells(record), _WIDTHS))
+def shown_latency_ms(record: StageRecord, input_ms: float | None) -> float | None:
+    """The latency the table shows: the input's batch-1 median divided by the stage's
+    speed-up, so that the two columns come from one timing and never disagree (a stage's
+    own median is taken in its interleaved timing with the input, at that moment's pace,
+    and stays in its record); the input's own median for the input."""
+    if record.index == 0 or input_ms is None or not record.speedup_vs_input:
+        return record.latency_ms
+    return input_ms / record.speedup_vs_input
+
+
+def input_latency_ms(records: list[StageRecord]) -> float | None:
+    """The run input's batch-1 median, where `records` start with the input."""
+    return records[0].latency_ms if records and records[0].index == 0 else None
+
+
+def table_rows(records: list[StageRecord]) -> list[list[str]]:
+    input_ms = input_latency_ms(records)
+    return [row_cells(record, input_ms) for record in records]
+
+
+def table_legend(provider: str) -> str:
+    """Which timing and which split each column of the stage table comes from."""
+    return (f"speed-up: the input's batch-1 time over the stage's, the two timed interleaved "
+            f"in {provider} (median over cycles); lat b1 ms: the input's batch-1 median "
+            f"divided by that speed-up; macro F1, acc: the evaluated split (val); held-out: "
+            f"the train images held out of the input's training; score: lower is better")
+
+
+def format_row(record: StageRecord, input_ms: float | None = None) -> str:
+    return "".join(f"{c:<{w}}" for c, w in zip(row_cells(record, input_ms), _WIDTHS))
 
 
 def header_line() -> str:
@@ -80,10 +111,8 @@ def write_report(root: Path, report: RunReport) -> dict[str, Path]:
     lines = ["# compress run report", ""]
     lines += [f"- {note}" for note in notes] + ([""] if notes else [])
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row_cells(r)) + " |" for r in records]
-    lines += ["", f"Latency: batch-1 median of the timed runs in {records[0].provider}; "
-              "speed-up: the input and the stage timed interleaved in it. Score: lower is "
-              "better (see recipe 'score')."]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(records)]
+    lines += ["", table_legend(records[0].provider) + " (see the recipe's 'score')."]
     agreements = [r for r in records if r.deployed_top1_agreement is not None]
     if agreements:
         lines += ["", "Top-1 agreement of the timed torch form with the float32 ONNX file on "
@@ -141,14 +170,25 @@ def _floor_lines(floor: dict[str, Any]) -> list[str]:
 
 def _plot(path: Path, records: list[StageRecord]) -> Path:
     with figure_file(path) as ax:
-        xs = [r.latency_ms for r in records]
-        ys = [r.macro_f1 for r in records]
-        ax.plot(xs, ys, "-o", color="tab:blue")
-        for r in records:
-            ax.annotate(f"{r.index}:{r.name}", (r.latency_ms, r.macro_f1),
-                        textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ax.set_xlabel(f"batch-1 latency, ms ({records[0].provider})")
-        ax.set_ylabel("macro F1")
-        ax.set_title("macro F1 against latency, per stage")
-        ax.grid(alpha=0.3)
+        points, labels = f1_against_speedup(records)
+        ax.plot(*zip(*points), "-o")
+        axes_f1_against_speedup(ax, records[0].provider)
+        ax.set_title("macro F1 against speed-up, per stage")
+        label_points(ax, points, labels)
     return path
+
+
+def f1_against_speedup(records: list[StageRecord]
+                       ) -> tuple[list[tuple[float, float]], list[str]]:
+    """The stages' (speed-up over the input, macro F1), from the table's timing, and their
+    labels."""
+    shown = [r for r in records if r.macro_f1 is not None and r.speedup_vs_input]
+    return ([(r.speedup_vs_input, r.macro_f1) for r in shown],
+            [f"{r.index}:{r.name}" for r in shown])
+
+
+def axes_f1_against_speedup(ax, provider: str) -> None:
+    runtime = provider.removesuffix("ExecutionProvider")
+    ax.set_xlabel(f"speed-up over the input (batch 1, {runtime}, timed interleaved)")
+    ax.set_ylabel("macro F1 (val)")
+    ax.grid(alpha=0.3)
