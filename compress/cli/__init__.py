@@ -11,7 +11,7 @@ import click
 
 from compress import __version__
 from compress.cli.analyze import analyze
-from compress.cli.bench import bench, predict
+from compress.cli.bench import bench, predict, retime
 from compress.cli.models import export, import_command, inspect
 from compress.cli.report import report
 from compress.cli.run import arch_search, run, search
@@ -81,5 +81,5 @@ class _StderrNow(logging.StreamHandler):
 
 # `compress --help` lists the commands by name, whatever the order here
 for _command in (train, eval_command, inspect, import_command, run, finetune, export, bench,
-                 predict, analyze, search, arch_search, report):
+                 predict, retime, analyze, search, arch_search, report):
     main.add_command(_command)

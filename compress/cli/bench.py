@@ -3,6 +3,8 @@ of images (the competition's submit time)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from compress.measure.runners import PROVIDER_CHOICES
@@ -102,6 +104,40 @@ def bench(model, runtime, device, provider, precision, graphs, batches, threads,
         runner=runner, batches=batches, warmup=warmup, runs=runs, seconds=seconds,
         input_size=input_size, peak=peak, profile=profile, as_json=as_json),
         echo=click.echo, note=_echo_err)
+
+
+@click.command()
+@click.argument("baseline", type=click.Path(dir_okay=False))
+@click.argument("models", nargs=-1, required=True, metavar="NAME=MODEL...")
+@click.option("--runs", type=click.IntRange(min=2), default=300, show_default=True,
+              help="Timed runs per model per round.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Comparisons of each model with the baseline, one after another.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write every round's ratios to this file.")
+def retime(baseline, models, runs, rounds, json_out) -> None:
+    """Speed-ups of finished models over BASELINE, timed again in one sitting: each round
+    times every model interleaved with the baseline (batch 1, ONNX Runtime on the CPU for
+    .onnx files, torch for checkpoints), and the table gives each model's median over rounds,
+    as a ratio of medians and of fastest runs.
+
+    Use it for models made at different times (a new run's final.onnx against an earlier
+    one's): a single interleaved comparison on a shared machine moves by several per cent
+    between sittings, so figures from different runs are only comparable re-timed together.
+
+    \b
+        compress retime baseline.onnx new=runs/a/final.onnx old=runs/b/final.onnx
+    """
+    from compress.fileio import write_json_atomic
+    from compress.tools.retime import parse_named_models, retime_json, retime_lines
+    from compress.tools.retime import retime as retime_models
+
+    named = parse_named_models(list(models))
+    comparisons = retime_models(baseline, named, runs, rounds, echo=_echo_err)
+    for line in retime_lines(baseline, runs, rounds, comparisons):
+        click.echo(line)
+    if json_out:
+        write_json_atomic(Path(json_out), retime_json(baseline, named, runs, comparisons))
 
 
 @click.command()

@@ -4,9 +4,11 @@ baseline over several rounds (`retime`, for figures from runs made at different 
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
+from compress.errors import UserError
 from compress.measure.latency import Comparison, compare_latency
 from compress.measure.runtime import RunnerOptions
 from compress.measure.threads import torch_threads
@@ -40,3 +42,41 @@ def retime(baseline: str | Path, models: dict[str, str | Path], runs: int = 300,
             echo(f"round {round_index + 1}/{rounds}  {name}: {comparison.ratio:.2f}x "
                  f"({comparison.spread_text}; fastest runs {comparison.min_ratio:.2f}x)")
     return comparisons
+
+
+def parse_named_models(items: list[str]) -> dict[str, str]:
+    """NAME=MODEL arguments as {name: path}."""
+    models = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"{item!r}: give NAME=MODEL (for example small=run/final.onnx)")
+        if name in models:
+            raise UserError(f"{name!r} is named twice")
+        models[name] = path
+    return models
+
+
+def retime_lines(baseline: str | Path, runs: int, rounds: int,
+                 comparisons: dict[str, list[Comparison]]) -> list[str]:
+    """The table `compress retime` prints: per model the median over rounds of the speed-up
+    and each round's, as a ratio of medians and of fastest runs."""
+    lines = [f"speed-up over {baseline} (batch 1, {runs} interleaved runs each, {rounds} "
+             "rounds): ratio of medians, and of fastest runs (they can disagree on a shared "
+             "machine)"]
+    for name, done in comparisons.items():
+        medians, fastest = [c.ratio for c in done], [c.min_ratio for c in done]
+        lines.append(f"{name:<32} median {statistics.median(medians):.2f}x   rounds "
+                     + ", ".join(f"{v:.2f}x" for v in medians)
+                     + f"   fastest runs {statistics.median(fastest):.2f}x   rounds "
+                     + ", ".join(f"{v:.2f}x" for v in fastest))
+    return lines
+
+
+def retime_json(baseline: str | Path, models: dict[str, str | Path], runs: int,
+                comparisons: dict[str, list[Comparison]]) -> dict:
+    return {"baseline": str(baseline), "runs": runs,
+            "models": {name: {"path": str(models[name]),
+                              "speedups": [c.ratio for c in done],
+                              "speedups_fastest_runs": [c.min_ratio for c in done]}
+                       for name, done in comparisons.items()}}

@@ -1,4 +1,4 @@
-"""The benchmark scripts (peers in its quick mode, retime, se_gate_latency, train_speed,
+"""The benchmark scripts (peers in its quick mode, se_gate_latency, train_speed,
 compare_runs, runtimes) on a tiny checkpoint and folder, so that none of them can rot."""
 
 from __future__ import annotations
@@ -139,28 +139,6 @@ def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_
     assert f"| {difference:+.2f} points |" in row
     code, _, err = in_process(monkeypatch, capsys, "seed_table.py", tmp_path / "nothing")
     assert code == 2 and "no peers.json" in err
-
-
-def test_retime_repeats_the_interleaved_timing(tmp_path, tiny_checkpoint, monkeypatch,
-                                               capsys):
-    onnx = export_onnx(load_checkpoint(tiny_checkpoint).model, tmp_path / "tiny.onnx", 32)
-    retime = [sys.executable, str(REPO / "benchmarks" / "retime.py"), str(onnx)]
-    out = tmp_path / "ratios.json"
-    result = subprocess.run(retime + [f"itself={onnx}", f"checkpoint={tiny_checkpoint}",
-                                      "--runs", "6", "--rounds", "3", "--json", str(out)],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    ratios = json.loads(out.read_text())["models"]
-    assert set(ratios) == {"itself", "checkpoint"}
-    assert all(len(r[key]) == 3 and min(r[key]) > 0 for r in ratios.values()
-               for key in ("speedups", "speedups_fastest_runs"))
-    assert "itself" in result.stdout and "median" in result.stdout
-    out.unlink()
-    for bad, message in ((f"gone={tmp_path / 'gone.onnx'}", "model file not found"),
-                         (str(onnx), "give NAME=MODEL.onnx")):
-        code, _, err = in_process(monkeypatch, capsys, "retime.py", onnx, bad, "--json", out)
-        assert code == 2 and message in err, err
-        assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_ratio_estimators_times_three_files_in_both_turns(tmp_path, tiny_checkpoint,
