@@ -4,7 +4,7 @@ mean, and the mean of the paired differences against the default recipe.
     python benchmarks/seed_table.py runs/seeds/peers1 runs/seeds/peers2 ...
 
 Each argument is a peers.py --out folder holding peers.json. Speed-ups are the mean of each
-run's re-timing (meaningless when the runs shared a machine, as seed_spread.sh's do).
+run's re-timing (meaningless when the runs shared a machine).
 """
 
 from __future__ import annotations
