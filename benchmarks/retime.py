@@ -9,6 +9,11 @@ recipe against an earlier peer's run).
 
     python benchmarks/retime.py BASELINE.onnx NAME=MODEL.onnx [NAME=MODEL.onnx ...]
         [--runs 300] [--rounds 3] [--json OUT.json]
+
+Reproduces: every "re-timed" speed-up in benchmarks/RESULTS.md and docs/results.md (for
+example the searched architecture's 6.35x / 6.29x, 2026-12-01).
+Run time on the 2-core VM: not timed (it grows with --runs, --rounds and the models).
+Output: each model's speed-up per round and their median on stdout; --json writes them.
 """
 
 from __future__ import annotations
