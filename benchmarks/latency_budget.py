@@ -2,8 +2,9 @@
 
 For each target speed-up and seed it runs the recipe into OUT/x{target}_s{seed} (a finished
 run is kept and only re-read, an interrupted one resumes: the grid can be filled over
-several invocations), re-times each final ONNX model interleaved with the input in one sitting (median
-of `--rounds` rounds), and prints one row per run plus the seed mean per target: measured
+several invocations), re-times each final ONNX model interleaved with the input in one
+sitting (median of `--rounds` rounds), and prints one row per run plus the seed mean per
+target: measured
 speed-up against the target, val and held-out macro F1 and their change, and the wall
 time. Each run's plan reports whether its latency table was reused (a second run on the
 same device) or timed cold. A recipe with a `teacher` (a small model trained from scratch,
