@@ -11,6 +11,11 @@ the search's proxy F1 ranks (distinct designs). The search's own proxy figure is
 its study (training is seeded: a rerun gives the same model); each `--proxy` is trained
 anew. Every training has its own folder under --out and resumes there, so an interrupted
 benchmark continues where it stopped. Writes OUT/arch_proxy.json and OUT/arch_proxy.md.
+
+Reproduces: how well the architecture search's proxy ranks designs (benchmarks/RESULTS.md,
+"Architecture search": not measured yet).
+Run time on the 2-core VM: not timed (never run).
+Output: OUT/arch_proxy.json, OUT/arch_proxy.md and the correlations on stdout.
 """
 
 from __future__ import annotations

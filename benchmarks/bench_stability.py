@@ -7,6 +7,13 @@ processes, and the CV of the five speed-up ratios (interleaved timing).
 
     python benchmarks/bench_stability.py [--repeats 5] [--runs 300] [--provider cpu]
                                          [--threads N]
+
+Reproduces: how repeatable `compress bench` is on this VM, and FP16 at the float32 speed
+on the CPU (benchmarks/RESULTS.md, "Latency stability and timing method" and "FP16 on the
+CPU", history of 2026-11-23, measured against the 0.8262 baseline).
+Run time on the 2-core VM: not timed.
+Output: each process's median and the coefficient of variation, then each comparison's
+ratio and theirs, on stdout.
 """
 
 from __future__ import annotations

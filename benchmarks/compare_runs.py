@@ -5,6 +5,12 @@ change results (a refactoring): run `recipes/every_stage.yaml` before and after 
 
 prints parameters, MACs, val macro F1 and accuracy per stage side by side and exits 1 when
 any differs. Latency is not compared: timings differ between any two sittings.
+
+Reproduces: no recorded figure; it checks that a change left a recipe's results as they
+were.
+Run time on the 2-core VM: not timed (it reads two finished runs).
+Output: one line per stage with both runs' figures on stdout; exit status 1 when any
+differs.
 """
 
 from __future__ import annotations

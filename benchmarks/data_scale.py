@@ -1,4 +1,4 @@
-"""Training data at scale (issue 19): peak memory, images per second and time to the first
+"""Training data at scale: peak memory, images per second and time to the first
 batch of a one-epoch `compress finetune` on 2,000 and 20,000 synthetic 512 x 384 JPEGs,
 with the cache cold and warm, under fork, spawn and `torchrun --nproc_per_node 2`, and
 today's loader (an earlier commit, checked out beside the repository) on the 2,000.
@@ -12,6 +12,14 @@ of the command and every process under it, summed (shared pages counted once), s
 every 0.25 s; the peak is reported. Images per second are the epoch's training images over
 its training time; the first batch is timed from the command's start. Run nothing else
 heavy meanwhile: the figures are wall-clock on a shared machine.
+
+Reproduces: the decoded-image cache's memory and speed at 20,000 images (docs/results.md,
+"Data at scale"; benchmarks/RESULTS.md, "Data cache and data scale").
+Run time on the 2-core VM: a run takes about 2-4 min (one epoch of 20,000 images 211-215 s,
+2026-12-06; 19-149 s a run on the Intel Xeon, 2026-12-01), making the 20,000 images about
+40 s; the default set of runs was not timed as a whole.
+Output: each run's figures as a JSON line on stdout, OUT/results.json (kept across
+invocations) and a table of every run on stdout.
 """
 
 from __future__ import annotations

@@ -7,6 +7,13 @@ time against the targets (>= 3x faster at batch 1, >= 4x fewer MACs, <= 1.0 poin
 macro F1 lost, score <= 0.70, <= 30 min).
 
     python benchmarks/default_recipe.py [--data ../shared/data/trashnet] [--out runs/bench]
+
+Reproduces: the default recipe's figures (docs/results.md, "Default recipe";
+benchmarks/RESULTS.md, "The default recipe and its peers").
+Run time on the 2-core VM: about 16-21 min (the recipe alone took 16.1-20.6 min in the
+recorded runs, 2026-11-23 and 2026-11-30), plus the re-timing.
+Output: the speed-up, MACs, macro F1 change, score and wall time against each target on
+stdout; the run under --out.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The GPU path, every figure of issue 20 in one run, in the issue's order of priority:
+"""The GPU path, every figure it is measured by, in one run, in this order of priority:
 (1) batch-1 latency of the baseline and the default recipe's final model: torch eager FP32,
 FP16 channels-last, CUDA graphs, and the launch floor, with ONNX Runtime on this machine's
 CPU beside them (and its CUDA provider where onnxruntime-gpu loads); (2) images/s at batch
@@ -9,8 +9,8 @@ Each section's figures are written to OUT/gpu_path.json and OUT/gpu_path.md as s
 ends, so a run stopped by its time limit keeps what it reached; `--budget-s` skips the
 sections that would start after it.
 
-On a lent GPU machine (torch there, compress's other dependencies not; no network): run
-`bash benchmarks/gpu_prepare.sh` here once, then one device run carrying .whl and .gpudata:
+On a GPU machine with torch but not compress's other dependencies, and no network: run
+`bash benchmarks/gpu_prepare.sh` here once, then, with .whl and .gpudata copied there:
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD && \
@@ -18,6 +18,12 @@ On a lent GPU machine (torch there, compress's other dependencies not; no networ
 
 Elsewhere (compress installed): python benchmarks/gpu_path.py --out runs/gpu_path
 [--device cpu for a dry run of the script on a machine without a GPU].
+
+Reproduces: the GPU path's figures (benchmarks/RESULTS.md, "GPU path": not yet taken on
+a GPU; the dry run on the CPU only checks the script).
+Run time: not timed (never run on a GPU; --budget-s bounds it).
+Output: OUT/gpu_path.json and OUT/gpu_path.md, written after each section, and the same
+on stdout.
 """
 
 from __future__ import annotations

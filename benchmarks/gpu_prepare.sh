@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Prepares what benchmarks/gpu_path.py needs on a lent GPU machine that has torch but not
-# compress's other dependencies and no network (see /work/.library/device): Python 3.12
+# Prepares what benchmarks/gpu_path.py needs on a GPU machine that has torch but not
+# compress's other dependencies and no network: Python 3.12
 # wheels of the missing packages in .whl/, and in .gpudata/ a copy of TrashNet and the
 # default recipe's final float model (both folders kept out of git by .git/info/exclude;
-# about 15 + 25 MB, under the 64 MiB that travels).
+# about 15 + 25 MB).
 #     bash benchmarks/gpu_prepare.sh [TRASHNET_ROOT] [FINAL_MODEL]
 # FINAL_MODEL: the export stage's checkpoint of a default-recipe run, made by
 #     compress run recipes/mnv3_tucker.yaml --out runs/default_s42      (about 30 min here)
-# Then one device run, carrying .whl and .gpudata (the command is in gpu_path.py's help).
+# Then, with .whl and .gpudata copied to the GPU machine, the command in gpu_path.py's help.
+# Reproduces: no figure itself; it readies gpu_path.py's run (benchmarks/RESULTS.md, "GPU
+# path").
+# Run time: not timed (a download of about 15 MB and a copy of TrashNet).
+# Output: .whl/ (the wheels) and .gpudata/ (TrashNet and final.safetensors), and their sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/data/trashnet}

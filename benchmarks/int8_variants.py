@@ -3,6 +3,11 @@ checkpoint): top-1 agreement with float32 on val, macro F1 change, batch-1 speed
 float32 (interleaved). Needs ../shared/data/trashnet (or --data).
 
     python benchmarks/int8_variants.py [--checkpoint CKPT] [--data ROOT] [--runs 300]
+
+Reproduces: which quantize-stage settings keep INT8 correct and faster on MobileNetV3
+(benchmarks/RESULTS.md, "INT8", history of 2026-11-23, measured against the 0.8262 baseline).
+Run time on the 2-core VM: not timed.
+Output: one line per variant on stdout: agreement, macro F1 float32 and INT8, speed-up.
 """
 
 from __future__ import annotations

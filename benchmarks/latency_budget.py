@@ -1,9 +1,10 @@
 """The latency-budget recipe (`recipes/mnv3_latency.yaml`) at several targets and seeds.
 
 For each target speed-up and seed it runs the recipe into OUT/x{target}_s{seed} (a finished
-run is kept and only re-read, an interrupted one resumes: the grid can be filled across
-sessions), re-times each final ONNX model interleaved with the input in one sitting (median
-of `--rounds` rounds), and prints one row per run plus the seed mean per target: measured
+run is kept and only re-read, an interrupted one resumes: the grid can be filled over
+several invocations), re-times each final ONNX model interleaved with the input in one
+sitting (median of `--rounds` rounds), and prints one row per run plus the seed mean per
+target: measured
 speed-up against the target, val and held-out macro F1 and their change, and the wall
 time. Each run's plan reports whether its latency table was reused (a second run on the
 same device) or timed cold. A recipe with a `teacher` (a small model trained from scratch,
@@ -17,6 +18,14 @@ teacher's own one-stage run (OUT/reference) gives its ONNX file and F1 figures.
         --set checkpoint=runs/mnv3_small_s1/last.safetensors --out runs/start_s1
     python benchmarks/latency_budget.py --recipe recipes/mnv3_small_latency.yaml \
         --targets 4,5,6,8 --seeds 42 --plot curve.png --peers runs/peers/peers.json
+
+Reproduces: the latency budget's figures (docs/results.md, "Latency budget";
+benchmarks/RESULTS.md, "Compress to a latency budget").
+Run time on the 2-core VM: 12.6-18.8 min a run of the 5x recipes (2026-11-30 and
+2026-12-01), so about 40-55 min for three seeds, plus the teacher's reference run and the
+re-timing.
+Output: one row per run and the seed mean per target on stdout; each run under
+OUT/x{target}_s{seed}, the teacher's under OUT/reference; --plot writes a PNG.
 """
 
 from __future__ import annotations

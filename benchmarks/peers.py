@@ -30,6 +30,13 @@ checkpoint, seed and epochs) instead of training them again.
 
 --quick (used by the test suite) runs every method with one epoch on whatever data and
 checkpoint are given, so the script cannot rot; its figures mean nothing.
+
+Reproduces: the default recipe against its peers at an equal fine-tuning budget
+(benchmarks/RESULTS.md, "The default recipe and its peers", history of 2026-11-23; measured
+against the 0.8262 baseline, not yet against the shipped one).
+Run time on the 2-core VM: about 1-2 hours (the stages of the recorded runs summed to 56-107
+min, 2026-11-23), plus the re-timing; --quick runs in the test suite's smoke test.
+Output: a table on stdout, OUT/peers.json and OUT/peers.png; each method's run under OUT.
 """
 
 from __future__ import annotations

@@ -9,6 +9,12 @@ ONNX Runtime's float32 classes on the val images. Needs the openvino extra and
 Without models: the shipped baseline, and the default recipe's final model where
 runs/default_s42 holds it (compress run recipes/mnv3_tucker.yaml --out runs/default_s42).
 Speed-ups are against the first model's float32 file in ONNX Runtime, from the same turns.
+
+Reproduces: ONNX Runtime against OpenVINO and NNCF's INT8 (docs/results.md, "Runtimes" and
+"INT8"; benchmarks/RESULTS.md, "Runtimes", 2026-12-02).
+Run time on the 2-core VM: not timed.
+Output: a table on stdout (ms, speed-up and agreement per file, runtime and batch size);
+--json writes the rows.
 """
 
 from __future__ import annotations

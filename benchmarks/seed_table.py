@@ -4,7 +4,12 @@ mean, and the mean of the paired differences against the default recipe.
     python benchmarks/seed_table.py runs/seeds/peers1 runs/seeds/peers2 ...
 
 Each argument is a peers.py --out folder holding peers.json. Speed-ups are the mean of each
-run's re-timing (meaningless when the runs shared a machine, as seed_spread.sh's do).
+run's re-timing (meaningless when the runs shared a machine).
+
+Reproduces: the seed tables of benchmarks/RESULTS.md, "The default recipe and its peers"
+(history of 2026-11-23, measured against the 0.8262 baseline).
+Run time on the 2-core VM: not timed (it reads peers.json files).
+Output: one table on stdout.
 """
 
 from __future__ import annotations

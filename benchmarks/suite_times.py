@@ -5,7 +5,14 @@ folder (tests/<folder>, or tests (top) for files directly in tests/), largest fi
     python benchmarks/suite_times.py suite.xml [--files N]
 
 Under pytest-xdist each test is timed while the other workers run, so the sum is about
-the workers' count times the wall time; compare sums of runs made the same way."""
+the workers' count times the wall time; compare sums of runs made the same way.
+
+Reproduces: the suite's time split by test folder (benchmarks/RESULTS.md, "The test suite's
+time").
+Run time: not timed (it reads one XML file).
+Output: seconds and test counts per folder on stdout, largest first (--files N: also the N
+slowest files).
+"""
 
 from __future__ import annotations
 

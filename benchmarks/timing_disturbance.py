@@ -14,6 +14,13 @@ invocation runs only the cases missing (delete the folder to measure again). Run
 else meanwhile. Targets: coefficient of variation of the speed-up over the loaded runs at
 most 3 %; the two timings of one model within 5 %; quiet runs no slower (wall time) than
 without re-timing.
+
+Reproduces: timings that notice a second process, and the speed-up's spread over separate
+processes (docs/results.md, "Timing stability"; benchmarks/RESULTS.md, "Latency stability
+and timing method", 2026-12-06).
+Run time on the 2-core VM: twenty `compress bench` processes of 12-17 s each plus three
+paired timings (2026-12-06); not timed as a whole.
+Output: a table of the cases on stdout; every bench row under OUT/results/.
 """
 
 from __future__ import annotations

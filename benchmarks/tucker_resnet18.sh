@@ -10,6 +10,12 @@
 #
 # The baseline trains first when runs/resnet18/last.safetensors is absent (80 epochs, about
 # 30 min on 2 CPU cores, alone on the machine). One seed (42): a single draw of val F1.
+#
+# Reproduces: Tucker-2 pays on a dense-conv model but not over pruning at equal MACs
+# (docs/results.md, "Decomposition"; benchmarks/RESULTS.md, "Decomposition", 2026-11-29).
+# Run time on the 2-core VM: the resnet18's training about 30 min when absent; the four
+# recipe runs and the re-timing not timed.
+# Output: each run's table and the re-timed speed-ups on stdout; the runs under runs/r18_*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f runs/resnet18/last.safetensors ]; then

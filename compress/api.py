@@ -57,7 +57,8 @@ def time_files_in_turn(paths: Sequence[str | Path], runtimes: Sequence[str] | No
                        threads: int | None = None) -> InTurn:
     """ONNX files timed in turn block by block (as `time_in_turn`), in a process of their own
     that only runs them, as a run times its stages: in a process that has also run torch,
-    exports and sessions, small models time slower (compress.measure.timing_process).
+    exports and ONNX Runtime sessions, small models time slower
+    (compress.measure.timing_process).
     `runtimes` gives each file's runtime (onnxruntime or openvino; one file may appear in
     both), else all run in ONNX Runtime, on the CPU."""
     from compress.measure.runtime import RuntimeChoice

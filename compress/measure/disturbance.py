@@ -2,10 +2,10 @@
 machine while a model was timed, read from the kernel's counters in short segments.
 
 The rule, from measurements on a 2-core KVM machine (benchmarks/timing_disturbance.py,
-benchmarks/RESULTS.md "Disturbed timings"): with nothing else running, the CPU time the
-kernel counts outside the timing process stayed within 0.05 cores per 0.2 s segment; a
-second process spinning on one core showed 0.4-0.95 cores and moved a pair's speed-up from
-3.3x to as much as 6.9x. A segment in which other processes used more than
+benchmarks/RESULTS.md "Latency stability and timing method", 2026-12-06): with nothing else
+running, the CPU time the kernel counts outside the timing process stayed within 0.05 cores
+per 0.2 s segment; a second process spinning on one core showed 0.4-0.95 cores and moved a
+pair's speed-up from 3.3x to as much as 6.9x. A segment in which other processes used more than
 FOREIGN_LOAD_LIMIT cores (0.2) is disturbed: the runs timed in it are left out and timed
 again, up to RETIME_LIMIT times the runs asked for in all. A timing that could not gather
 its runs in quiet segments within that limit keeps every run and is marked disturbed.

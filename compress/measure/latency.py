@@ -204,16 +204,16 @@ def time_in_turn(runners: list[Any], input_size: int, batch: int = 1, warmup: in
     lasts a few cycles moves a few ratios, not the result (overall medians would move).
     The order rotates every cycle (`rotate`): in a fixed order the position biases the
     ratios (ten copies of one model measured 1.00-1.12x faster than the first in one sitting,
-    0.95-1.00x in another; benchmarks/turn_order_bias.py), and such a bias, summed over
-    dozens of cuts, promised savings no plan delivered.
+    0.95-1.00x in another; benchmarks/RESULTS.md, "Compress to a latency budget", 2026-11-29
+    and -30), and such a bias, summed over dozens of cuts, promised savings no plan delivered.
 
-    Medians, not the fastest runs, though the ratio of fastest runs is steadier here (the
-    same three files in four rounds: 4.04-4.25x against 3.75-5.00x;
-    benchmarks/ratio_estimators.py): a user's latency, and the re-timing that judges a plan,
-    are medians, and the fastest runs put a small model's speed-up lower (5.55x against
-    6.84x, 7.03x against 9.45x re-timed), so plans made on them asked for more than the
-    median needed and overshot (189 % of a 5x target; benchmarks/RESULTS.md, sixth
-    session)."""
+    Medians, not the fastest runs, though the ratio of fastest runs is steadier here (the same
+    three files in four rounds: 4.04-4.25x against 3.75-5.00x; benchmarks/RESULTS.md,
+    "Latency stability and timing method", 2026-11-30): a user's latency, and the re-timing
+    that judges a plan, are medians, and the fastest runs put a small model's speed-up lower
+    (5.55x against 6.84x, 7.03x against 9.45x re-timed), so plans made on them asked for
+    more than the median needed and overshot (189 % of a 5x target; benchmarks/RESULTS.md,
+    "Compress to a latency budget", 2026-11-30, "plans on the fastest runs")."""
     blocks = blocks_in_turn(runners, [input_size] * len(runners), batch, warmup, runs, block,
                              rotate=rotate)
     kept = blocks.kept()

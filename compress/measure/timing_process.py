@@ -2,18 +2,18 @@
 Runtime or OpenVINO, or torch where a run's stages are timed in torch), the way a deployed model and
 benchmarks/retime.py run it.
 
-Why: the pipeline's process times ONNX models slower than a fresh one, and small models
-more so. In a plan's process (torch, decoded images, hundreds of exports and sessions) a
-5x model ran in 0.36-0.54 ms where a fresh process, seconds later on the same files, ran it
-in 0.31-0.35 ms; its speed-up over the baseline read up to 20 % low, so plans confirmed at
-5x re-timed at 5.2-6.6x and gave up accuracy for speed nobody asked for
-(benchmarks/RESULTS.md, ninth session). Torch inference, ONNX exports and a GiB of tensors
-in a process each moved it by 8 % at most; the cause is not found. A process that only
-creates sessions and times them did not drift (6.3-7.3x over 120 turns against 5.8-6.5x
-from fresh processes), so one worker serves a whole run: started on the first timing
-(about 0.5 s, no torch imported), fed one JSON request a line on stdin, gone when its
-parent closes it or exits (its stdin closes).
-"""
+Why: the pipeline's process times ONNX models slower than a fresh one, and small models more
+so. In a plan's process (torch, decoded images, hundreds of exports and ONNX Runtime
+sessions) a 5x model ran in 0.36-0.54 ms where a fresh process, seconds later on the same
+files, ran it in 0.31-0.35 ms; its speed-up over the baseline read up to 20 % low, so plans
+confirmed at 5x re-timed at 5.2-6.6x and gave up accuracy for speed nobody asked for
+(benchmarks/RESULTS.md, "Latency stability and timing method", 2026-11-30, "the pipeline's
+own process timed small models slow"). Torch inference, ONNX exports and a GiB of tensors in
+a process each moved it by 8 % at most; the cause is not found. A process that only creates
+sessions and times them did not drift (6.3-7.3x over 120 turns against 5.8-6.5x from fresh
+processes), so one worker serves a whole run: started on the first timing (about 0.5 s, no
+torch imported), fed one JSON request a line on stdin, gone when its parent closes it or
+exits (its stdin closes)."""
 
 from __future__ import annotations
 

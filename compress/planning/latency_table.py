@@ -7,11 +7,11 @@ to the whole model and timed interleaved against the model without it, in the ru
 recipe deploys with, and the set's measured saving is split over its options in proportion
 to the MACs each removes (`split_set_savings`). Why sets: on a 0.7 ms MobileNetV3 on a
 2-core CPU, eight byte-identical copies of the model timed in one turn deviated from it by
-up to +-10 % where a single cut saves 1-5 % (benchmarks/RESULTS.md, issue 18, second
-session), so single-cut timings were mostly noise, and summed over dozens of cuts they
-promised savings (80-90 %) no plan delivered (30-40 %); a set saves 20-70 %.
-Shares rather than milliseconds: a busy machine slows both models alike, so the share
-carries over between sittings where milliseconds do not.
+up to +-10 % where a single cut saves 1-5 % (benchmarks/RESULTS.md, "Compress to a latency
+budget", 2026-11-30, "cut sets instead of single cuts"), so single-cut timings were mostly
+noise, and summed over dozens of cuts they promised savings (80-90 %) no plan delivered
+(30-40 %); a set saves 20-70 %. Shares rather than milliseconds: a busy machine slows both
+models alike, so the share carries over between sittings where milliseconds do not.
 
 The cache file is named by the device fingerprint (CPU model and flags, threads, provider,
 GPU, library versions); inside it, entries are keyed by the model's architecture (its

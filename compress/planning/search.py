@@ -5,8 +5,8 @@ wins if a second timing of it meets the budget too (else the next best). Plans t
 by at most twice the tolerance come first, whatever their F1: F1 before training is a weak
 guide, and speed past the budget is capacity lost for sure (of ten 5x runs the most
 overshot lost the most on held-out images, 135 %: -4.0 points, 101-104 %: +0.1 and +0.3;
-benchmarks/RESULTS.md). A plan chosen again ends the search where it met the budget; where
-it fell short, the next choice asks for more saving (the gap).
+benchmarks/RESULTS.md, "Compress to a latency budget"). A plan chosen again ends the search
+where it met the budget; where it fell short, the next choice asks for more saving (the gap).
 
 The search aims at the budget itself and the tolerance is spent on the second timing only:
 a plan kept at 95 % of the budget had no room for that timing's noise (a tiny model's plan

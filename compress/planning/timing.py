@@ -2,14 +2,15 @@
 against the reference the target is set on (the run's input, or its teacher), each in turn
 (compress.measure.latency.time_in_turn).
 
-Why a whole planned model is timed against the reference alone, two models in turn: that
-is how the export stage and benchmarks/retime.py judge it. The plan used to time three
-models in turn (the reference, the stage's input, the planned model) and multiply two
-ratios; turns of three read 15-40 % higher than turns of two of the same files
-(benchmarks/ratio_estimators.py), and plans that met 5x that way re-timed at 4.2-5.2x
-(benchmarks/RESULTS.md, sixth session). The input-vs-reference ratio, timed once, only
-converts the budget into a saving of the input's latency, which steers the choice; whether
-a plan meets the budget is read off its own timing against the reference.
+Why a whole planned model is timed against the reference alone, two models in turn: that is
+how the export stage and benchmarks/retime.py judge it. The plan used to time three models
+in turn (the reference, the stage's input, the planned model) and multiply two ratios; turns
+of three read 15-40 % higher than turns of two of the same files (benchmarks/RESULTS.md,
+"Latency stability and timing method", 2026-11-30, "which speed-up estimator"), and plans
+that met 5x that way re-timed at 4.2-5.2x (benchmarks/RESULTS.md, "Compress to a latency
+budget", 2026-11-30, "the retrained baseline"). The input-vs-reference ratio, timed once,
+only converts the budget into a saving of the input's latency, which steers the choice;
+whether a plan meets the budget is read off its own timing against the reference.
 
 Every timing runs in a process of its own (the measurer's, compress.measure.timing_process):
 timed in the plan's own process, late refits read 5x models up to 20 % slow and plans

@@ -1,11 +1,10 @@
-"""The benchmark scripts (peers in its quick mode, se_gate_latency, train_speed,
-compare_runs, runtimes) on a tiny checkpoint and folder, so that none of them can rot."""
+"""The benchmark scripts (peers in its quick mode, train_speed, compare_runs,
+latency_budget, runtimes, ...) on a tiny checkpoint and folder, so that none of them can rot."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import runpy
 import shutil
 import statistics
@@ -18,8 +17,6 @@ import yaml
 from conftest import REPO, write_tiny_recipe
 
 from compress.checkpoint import load_checkpoint
-from compress.ops.blocks import squeeze_excite_paths
-from compress.ops.onnx_export import export_onnx
 
 # Each test starts a benchmark script in an interpreter of its own (torch imported anew) and
 # runs it end to end: CI runs them, the edit-test loop (-m "not slow") leaves them out.
@@ -141,43 +138,6 @@ def test_peers_quick_mode_measures_every_method(tmp_path, tiny_checkpoint, tiny_
     assert code == 2 and "no peers.json" in err
 
 
-def test_ratio_estimators_times_three_files_in_both_turns(tmp_path, tiny_checkpoint,
-                                                          monkeypatch, capsys):
-    model = load_checkpoint(tiny_checkpoint).model
-    onnx = export_onnx(model, tmp_path / "tiny.onnx", 32)
-    script = [sys.executable, str(REPO / "benchmarks" / "ratio_estimators.py")]
-    result = subprocess.run(script + [str(onnx)] * 3 + ["--rounds", "2", "--runs", "6"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    rounds = [line for line in result.stdout.splitlines() if line.startswith("round ")]
-    assert len(rounds) == 2 and all("three in turn" in r and "two in turn by 5" in r and
-                                    "two in turn by 10" in r for r in rounds), result.stdout
-    # one file against itself: five ratios of four estimates each a round, all near 1
-    ratios = [re.findall(r"(\d+\.\d+) / (\d+\.\d+) / (\d+\.\d+) / (\d+\.\d+)", r)
-              for r in rounds]
-    assert all(len(found) == 5 for found in ratios), result.stdout
-    assert all(0.3 < float(v) < 3 for found in ratios for four in found for v in four)
-    code, _, err = in_process(monkeypatch, capsys, "ratio_estimators.py",
-                              tmp_path / "gone.onnx", onnx, onnx)
-    assert code == 2 and "model file not found" in err
-    assert len(err.strip().splitlines()) == 1
-
-
-def test_se_gate_latency_times_every_kept_subset(tmp_path, tiny_checkpoint, monkeypatch,
-                                                  capsys):
-    script = [sys.executable, str(REPO / "benchmarks" / "se_gate_latency.py")]
-    gates = squeeze_excite_paths(load_checkpoint(tiny_checkpoint).model)
-    assert len(gates) >= 2
-    result = subprocess.run(script + [str(tiny_checkpoint), "--keep", f"mine={gates[0]}",
-                                      "--runs", "4", "--rounds", "1"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    rows = [line.split()[0] for line in result.stdout.splitlines()[1:]]
-    assert rows == ["all", "first", "second"] + gates + ["mine"]
-    code, _, err = in_process(monkeypatch, capsys, "se_gate_latency.py", tiny_checkpoint,
-                              "--keep", "mine=model.nowhere")
-    assert code == 2 and "--keep" in err
-    assert len(err.strip().splitlines()) == 1
 
 
 def test_train_speed_times_both_layouts(tiny_checkpoint):
@@ -239,37 +199,6 @@ def test_latency_budget_runs_the_grid_against_the_teacher_and_rereads_finished_r
     assert (tmp_path / "grid" / "reference" / "report.json").is_file()
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout.count("earlier (re-read)") == 2, again.stdout
-
-
-def test_thread_plans_times_each_plan_at_every_setting(tmp_path, tiny_checkpoint, tiny_data,
-                                                        monkeypatch):
-    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
-    recipe = write_tiny_recipe(tmp_path / "recipe.yaml", tiny_checkpoint, tiny_data, [
-        {"plan": {"target_speedup": 1.05, "tolerance": 0.45, "kinds": ["prune"],
-                  "prune_ratios": [0.5], "timing_runs": 10}},
-        {"finetune": {"epochs": 1}}])
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "thread_plans.py"),
-                             "--recipe", str(recipe), "--data", str(tiny_data), "--out",
-                             str(tmp_path / "plans"), "--threads", "1,2", "--runs", "10",
-                             "--rounds", "1"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    lines = result.stdout.splitlines()
-    for made_at in (1, 2):
-        assert any(line.startswith(f"plan made at {made_at} thread(s): plan:") for line in lines)
-    assert sum("timed at" in line for line in lines) == 4
-    stages = json.loads((tmp_path / "plans" / "t1" / "report.json").read_text())["stages"]
-    assert [s["name"] for s in stages] == ["input", "plan", "export"]  # the fine-tune left out
-    assert any(line.startswith("cuts in every plan:") for line in lines)
-
-
-def test_turn_order_bias_prints_both_orders(tiny_checkpoint):
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "turn_order_bias.py"),
-                             "--checkpoint", str(tiny_checkpoint), "--copies", "3",
-                             "--rounds", "1"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["fixed order", "rotated"]
-    assert all(len(line.split(":")[1].split()) == 2 for line in lines)  # copies 2 and 3
 
 
 def test_runtimes_times_every_file_in_both_runtimes(tmp_path, tiny_checkpoint, tiny_data):
