@@ -4,7 +4,7 @@
 # fine-tune: decompose alone, prune alone to the MACs the decomposition reached, decompose
 # followed by pruning, and prune alone to the MACs of that. Prints each run's table (val macro F1 after the fine-tune),
 # then the batch-1 speed-up of each final ONNX model over the float32 baseline, timed
-# interleaved with it in one sitting (benchmarks/retime.py, 3 rounds).
+# interleaved with it in one sitting (compress retime, 3 rounds).
 #
 #   bash benchmarks/tucker_resnet18.sh        # from the repository root, ../shared beside it
 #
@@ -40,7 +40,7 @@ PY
 echo "prune alone to the MACs of decompose + prune: target_macs=$kept"
 compress run recipes/resnet18_prune.yaml --set "stages.0.target_macs=$kept" --out runs/r18_prune_more --resume
 [ -f runs/r18_baseline.onnx ] || compress export runs/resnet18/last.safetensors --out runs/r18_baseline.onnx
-python benchmarks/retime.py runs/r18_baseline.onnx \
+compress retime runs/r18_baseline.onnx \
   tucker=runs/r18_tucker/stages/03-export/model.onnx \
   prune=runs/r18_prune/stages/03-export/model.onnx \
   tucker+prune=runs/r18_tucker_prune/stages/04-export/model.onnx \

@@ -1,6 +1,6 @@
 """Latency timed in a process of its own that only ever runs the deployed model (ONNX
 Runtime or OpenVINO, or torch where a run's stages are timed in torch), the way a deployed model and
-benchmarks/retime.py run it.
+compress retime run it.
 
 Why: the pipeline's process times ONNX models slower than a fresh one, and small models more
 so. In a plan's process (torch, decoded images, hundreds of exports and ONNX Runtime

@@ -3,7 +3,7 @@ against the reference the target is set on (the run's input, or its teacher), ea
 (compress.measure.latency.time_in_turn).
 
 Why a whole planned model is timed against the reference alone, two models in turn: that is
-how the export stage and benchmarks/retime.py judge it. The plan used to time three models
+how the export stage and compress retime judge it. The plan used to time three models
 in turn (the reference, the stage's input, the planned model) and multiply two ratios; turns
 of three read 15-40 % higher than turns of two of the same files (benchmarks/RESULTS.md,
 "Latency stability and timing method", 2026-11-30, "which speed-up estimator"), and plans

@@ -10,7 +10,7 @@ low-rank factors, squeeze-excite gates and residual blocks.
    none).
 2. The cheapest set that saves enough is chosen greedily (compress.planning.choose).
 3. The planned model is timed whole against the reference, two models in turn as the
-   export stage and benchmarks/retime.py time it (compress.planning.timing), and scored
+   export stage and compress retime time it (compress.planning.timing), and scored
    whole. Neither
    shares nor F1 costs of single cuts add up: every share is scaled by measured /
    predicted, every chosen cut is re-priced at its F1 cost inside the plan, and the choice
