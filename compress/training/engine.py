@@ -179,6 +179,8 @@ def _record_epoch(session: _Session, epoch: int, stats: EpochStats, started: flo
     """Evaluate, save the epoch's files, tell `echo` and `after_epoch` (rank 0)."""
     s = session
     classes = s.run.template.classes
+    if s.step.ema is not None:
+        _settle_average(s)
     metrics = _evaluate(s.evaluated, s.loaders.val, s.device, classes)
     row = _epoch_row(epoch, stats, metrics, s.job, s.step.opt, started)
     if s.loaders.held_out is not None:
@@ -191,6 +193,18 @@ def _record_epoch(session: _Session, epoch: int, stats: EpochStats, started: flo
     s.echo(_epoch_line(row, s.config.epochs, improved))
     if s.run.after_epoch is not None:
         s.run.after_epoch(row)
+
+
+def _settle_average(session: _Session) -> None:
+    """The weight average's BatchNorm statistics for its own weights, before it is
+    evaluated and saved: measured on this epoch's first training batches (the same ones on
+    a resumed run), or the model's where its statistics are frozen."""
+    ema = session.step.ema
+    if session.config.freeze_bn_stats:
+        ema.copy_statistics(session.model)
+        return
+    ema.recalibrate((images for images, _ in session.loaders.train), session.device,
+                    training_memory_format(session.device))
 
 
 def _join(job: Distributed, config: TrainConfig) -> tuple[torch.device, bool]:
@@ -318,7 +332,7 @@ def _finish(session: _Session) -> TrainResult:
 
             dist.destroy_process_group()
     if session.step.ema is not None:  # the model ends as what was evaluated and saved
-        session.model.load_state_dict(session.step.ema.state_dict())
+        session.model.load_state_dict(session.step.ema.average.state_dict())
     session.model.to("cpu", memory_format=torch.contiguous_format)
     if session.step.teacher is not None:
         session.step.teacher.to("cpu", memory_format=torch.contiguous_format)

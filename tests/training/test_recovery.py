@@ -29,23 +29,59 @@ from compress.training.loop import warmup_cosine
 from compress.training.mixing import Mixing, mix_batch
 
 
-def test_the_weight_average_follows_its_formula_for_weights_and_batchnorm_statistics():
+def test_the_weight_average_follows_its_formula_with_its_decay_warming_up():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     average = WeightAverage(model, decay=0.9)
-    before = copy.deepcopy(average.average.state_dict())
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(1.0)
-    model.train()(torch.randn(2, 3, 8, 8))  # moves the running statistics too
-    average.update(model)
-    now = model.state_dict()
-    for key, kept in average.state_dict().items():
-        if kept.dtype.is_floating_point:
-            assert torch.allclose(kept, 0.9 * before[key] + 0.1 * now[key]), key
-        else:  # num_batches_tracked is copied
-            assert torch.equal(kept, now[key]), key
+    statistics = {k: v.clone() for k, v in average.average.state_dict().items()
+                  if "running" in k or "num_batches" in k}
+    for updates, decay in enumerate([(1 + n) / (10 + n) for n in range(7)]):
+        assert average.current_decay() == pytest.approx(min(0.9, decay))
+        before = copy.deepcopy(average.average.state_dict())
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(1.0)
+        model.train()(torch.randn(2, 3, 8, 8))  # moves the model's running statistics
+        average.update(model)
+        for name, kept in average.average.named_parameters():
+            now = dict(model.named_parameters())[name]
+            assert torch.allclose(kept, decay * before[name] + (1 - decay) * now), name
+    average.updates = 80  # (1 + n) / (10 + n) reaches 0.9 at n = 80
+    assert average.current_decay() == pytest.approx(0.9)
+    average.updates = 100
+    assert average.current_decay() == 0.9
+    # The statistics are not averaged: they are measured anew for the averaged weights.
+    for key, value in statistics.items():
+        assert torch.equal(average.average.state_dict()[key], value), key
+    state = average.state_dict()
+    again = WeightAverage(model, decay=0.9)
+    again.load_state_dict(state)
+    assert again.updates == 100 and again.current_decay() == 0.9
     with pytest.raises(ValueError, match="decay"):
         WeightAverage(model, decay=1.0)
+
+
+def test_recalibration_measures_the_averages_batchnorm_statistics_on_training_batches():
+    from compress.training.ema import RECALIBRATION_BATCHES
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5))
+    average = WeightAverage(model, decay=0.5)
+    batches = [torch.randn(5, 3, 8, 8) * 3 + 1 for _ in range(RECALIBRATION_BATCHES + 4)]
+    used = average.recalibrate(iter(batches), torch.device("cpu"))
+    assert used == RECALIBRATION_BATCHES
+    conv, norm = average.average[0], average.average[1]
+    with torch.no_grad():
+        outputs = [conv(batch) for batch in batches[:RECALIBRATION_BATCHES]]
+    # momentum None: the plain mean over the batches of each batch's mean and (unbiased) var
+    means = torch.stack([o.mean((0, 2, 3)) for o in outputs]).mean(0)
+    variances = torch.stack([o.var((0, 2, 3), unbiased=True) for o in outputs]).mean(0)
+    assert torch.allclose(norm.running_mean, means, atol=1e-5)
+    assert torch.allclose(norm.running_var, variances, rtol=1e-4)
+    assert norm.momentum == 0.1 and not average.average.training  # restored; dropout off
+    frozen = WeightAverage(model, decay=0.5)
+    model[1].running_mean.fill_(3.0)
+    frozen.copy_statistics(model)
+    assert torch.equal(frozen.average[1].running_mean, model[1].running_mean)
 
 
 def test_with_ema_the_average_is_evaluated_saved_and_kept(tmp_path, tiny_data,
@@ -61,9 +97,10 @@ def test_with_ema_the_average_is_evaluated_saved_and_kept(tmp_path, tiny_data,
     assert model_macro_f1(saved.model, val_set, saved.classes) == \
         pytest.approx(result.history[-1]["val_macro_f1"])
     tensors = load_file(str(tmp_path / "train_state.safetensors"))
-    ema_keys = [k for k in tensors if k.startswith("ema/")]
+    ema_keys = [k for k in tensors if k.startswith("ema/") and k != "ema/__ema_updates__"]
     raw_keys = [k for k in tensors if k.startswith("model/")]
     assert ema_keys and len(ema_keys) == len(raw_keys)
+    assert int(tensors["ema/__ema_updates__"]) == result.history[-1]["steps"] * 2
     # The raw weights (what training continues from) differ from the average.
     assert any(not torch.equal(tensors[f"model/{k[4:]}"], tensors[k]) for k in ema_keys
                if tensors[k].dtype.is_floating_point)
