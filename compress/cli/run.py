@@ -101,7 +101,8 @@ def _study_options(command):
 @_tracking_options
 def search(recipe, trials, storage, study_name, workers, timeout, minimize, data_root, out,
            overrides, cache, track, tracking_uri) -> None:
-    """Search the recipe's `search:` space with Optuna: maximise val macro F1, minimise
+    """Search the recipe's `search:` space with Optuna: maximise macro F1 on the held-out
+    train images (val where the checkpoint records none), minimise
     batch-1 latency (or MACs). Each trial is a full `compress run` in OUT/trials/; the
     Pareto front is written as OUT/pareto.md, OUT/pareto.png and one runnable recipe per
     front trial in OUT/pareto/. Watch it live with `optuna-dashboard STORAGE_URL`.

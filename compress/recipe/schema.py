@@ -64,7 +64,8 @@ class DataSection(_Strict):
     n_select: int = Field(2, ge=0)
     level: int | None = Field(9, ge=0, le=30)
     cache: Literal["auto", "ram", "disk", "stream"] = Field(
-        "auto", description="where decoded training images are kept (README, \"Data at scale\")")
+        "auto", description="where decoded training images are kept: auto, ram, disk or stream "
+        "(the docs' \"At scale\" page)")
     new_held_out: bool = Field(
         False, description="draw a new held-out split from this folder's train images even "
         "where part of the one the checkpoint records is there (where none is, one is drawn "

@@ -5,7 +5,8 @@ two tiny convs and a broadcast multiply that also break ONNX Runtime's fused con
 measured on the pruned default-recipe model, removing all eight gates took batch-1 latency
 from 1.95x to 3.17x faster than the baseline for 2 % fewer MACs. Which modules go is
 either listed, `all`, or `auto`: every candidate whose removal alone costs at most
-`max_f1_drop` of val macro F1 after BatchNorm re-estimation (no training). Follow the stage
+`max_f1_drop` of macro F1 after BatchNorm re-estimation (no training), judged on the
+held-out train images the input checkpoint records (val where it records none). Follow the stage
 with a fine-tune (distillation helps) to win the accuracy back.
 """
 
@@ -41,7 +42,8 @@ class DropConfig(StageConfig):
     squeeze_excite: Selection = Field("none", description="none, all, auto, or module paths")
     residual_blocks: Selection = Field("none", description="none, all, auto, or module paths")
     max_f1_drop: float = Field(0.01, ge=0, le=1,
-                               description="auto: largest val macro F1 loss of one removal")
+                               description="auto: largest macro F1 loss of one removal, on "
+                               "the held-out train images (val where none are recorded)")
     calibration_images: int = Field(256, ge=8, description="training images for BatchNorm")
 
 

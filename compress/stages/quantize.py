@@ -98,11 +98,10 @@ class QuantizeConfig(StageConfig):
         "performance", description="NNCF's preset: performance (symmetric activations) or "
         "mixed (asymmetric activations)")
     min_speedup: float = Field(
-        1.2, ge=1.0, description="keep: fastest switches to INT8 only above this speed-up: "
-        "on the 2-core development VM the same pruned model's INT8 measured 0.81x, 1.12x and "
-        "1.17x in three runs (200 interleaved runs each), and once 1.12x in the stage but "
-        "0.81x in the pipeline's re-timing a minute later; a smaller 'gain' is noise there, "
-        "and INT8 costs some macro F1")
+        1.2, ge=1.0, description="keep: fastest switches to INT8 only above this speed-up: on a "
+        "2-core AMD EPYC VM (2026-11-23) one pruned model's INT8 measured 0.81x, 1.12x and "
+        "1.17x in three runs of 200 interleaved runs each; a smaller gain is noise on such "
+        "a machine, and INT8 costs some macro F1")
 
     @model_validator(mode="after")
     def _nncf_can_run(self) -> "QuantizeConfig":
