@@ -9,7 +9,9 @@ The start (unless --start names one): the plan stage of recipes/mnv3_small_laten
 (the distilled small model planned to 5x of the baseline, seed 42), run once into
 OUT/start. Every run fine-tunes that checkpoint with the shipped baseline as the teacher;
 the checkpoint's recorded held-out split stays the same in every run, so runs of one seed
-differ only by their arm. Each run writes OUT/runs/<arm>-<epochs>ep-seed<seed>/ and its
+differ only by their arm. The peer arm (`peer_fm_cos_ema`) trains torchvision's
+mobilenet_v3_small from scratch instead, with the same teacher and recovery options, for the
+start's 120 epochs plus the arm's, held out of the same images. Each run writes OUT/runs/<arm>-<epochs>ep-seed<seed>/ and its
 figures to OUT/results/<same>.json; a later invocation skips the runs whose file exists
 (kill it at any time: the run in progress starts again). Run one at a time, nothing heavy
 beside it.
@@ -18,6 +20,12 @@ Per arm and budget: the kept (last) epoch's held-out and val macro F1, mean and 
 seeds, the spread (max - min) of val macro F1 over the last ten epochs, and each arm's
 paired difference to `today` over the seeds they share, with a 95 % bootstrap interval.
 Decisions read the held-out column; val is reported only.
+
+Claim: which recovery recipe brings a planned model closest to its teacher (figures in
+benchmarks/RESULTS.md, "Recovery after the cuts"). Run time on the 2-core VM:
+about 9 min per 55-epoch run of the 11 M-MAC start (the teacher's forward included), 25 min
+per 150 epochs; a peer run of 175 epochs about 45 min (not timed yet). Output: one line per
+run, then the table above.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import argparse
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +60,18 @@ ARMS: dict[str, list[str]] = {
                           "0.02", "--schedule", "cosine", "--warmup-epochs", "3",
                           "--weight-decay", "0.0001", "--ema", "0.998", "--reinit"],
 }
+# The fair peer: torchvision's mobilenet_v3_small from scratch (`compress train`) with the
+# same teacher and recovery recipe, for as many epochs as the compressed model had in all
+# (its start's training, PEER_START_EPOCHS, plus the recovery's), held out of the same images
+# (CALIBRATION_SEED 42) whatever its training seed. The learning rate is the data YAML's.
+PEER_ARMS: dict[str, list[str]] = {
+    "peer_fm_cos_ema": ["--model", "mobilenet_v3_small", "--distill-mode", "function_matching",
+                        "--mixup", "0.4", "--schedule", "cosine", "--warmup-epochs", "3",
+                        "--ema", "0.998"],
+}
+PEER_DATA = REPO / "recipes" / "data" / "trashnet_calibration.yaml"
+PEER_LR = 0.02  # the recovery arms' peak rate
+PEER_START_EPOCHS = 120  # recipes/mnv3_small_latency.yaml's checkpoint was trained 120 epochs
 
 
 def planned_start(out: Path, data: Path) -> Path:
@@ -70,12 +91,33 @@ def planned_start(out: Path, data: Path) -> Path:
     return start
 
 
+def peer_data_yaml(out: Path, data: Path, data_yaml: Path) -> Path:
+    """`data_yaml` with DATA_PATH at `data`, the recovery arms' peak rate and the held-out
+    split of seed 42 for every training seed."""
+    import yaml
+
+    keys = yaml.safe_load(data_yaml.read_text()) | {
+        "DATA_PATH": str(data), "INIT_LR": PEER_LR, "CALIBRATION_SEED": 42}
+    path = out / "peer_data.yaml"
+    path.write_text(yaml.safe_dump(keys, sort_keys=False))
+    return path
+
+
 def run_name(arm: str, epochs: int, seed: int) -> str:
     return f"{arm}-{epochs}ep-seed{seed}"
 
 
+@dataclass(frozen=True)
+class Peer:
+    """How the peer arms train: the data YAML (its DATA_PATH replaced) and the epochs the
+    compressed model's start had."""
+
+    data_yaml: Path = PEER_DATA
+    start_epochs: int = PEER_START_EPOCHS
+
+
 def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs: int,
-            seed: int) -> dict:
+            seed: int, peer: Peer = Peer()) -> dict:
     """The run's figures, from its result file, or trained now."""
     name = run_name(arm, epochs, seed)
     result_path = out / "results" / f"{name}.json"
@@ -84,9 +126,15 @@ def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs:
     run_dir = out / "runs" / name
     log = out / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "compress", "finetune", str(start), "--data", str(data),
-               "--teacher", str(teacher), "--epochs", str(epochs), "--seed", str(seed),
-               "--out", str(run_dir), *ARMS[arm]]
+    if arm in PEER_ARMS:
+        command = [sys.executable, "-m", "compress", "train", "--data",
+                   str(peer_data_yaml(out, data, peer.data_yaml)), "--teacher", str(teacher),
+                   "--epochs", str(peer.start_epochs + epochs), "--seed", str(seed), "--out",
+                   str(run_dir / "train"), *PEER_ARMS[arm]]
+    else:
+        command = [sys.executable, "-m", "compress", "finetune", str(start), "--data",
+                   str(data), "--teacher", str(teacher), "--epochs", str(epochs), "--seed",
+                   str(seed), "--out", str(run_dir), *ARMS[arm]]
     print(f"{name}: {' '.join(command[3:])}", flush=True)
     with open(log, "w") as stream:
         subprocess.run(command, check=True, stdout=stream, stderr=subprocess.STDOUT)
@@ -96,7 +144,8 @@ def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs:
               "held_out_macro_f1": history[-1].get("held_out_macro_f1"),
               "val_macro_f1": history[-1]["val_macro_f1"],
               "val_spread_last_ten": max(last_ten) - min(last_ten),
-              "seconds": sum(row["seconds"] for row in history), "options": ARMS[arm]}
+              "seconds": sum(row["seconds"] for row in history),
+              "options": PEER_ARMS.get(arm) or ARMS[arm]}
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=1))
     print(f"  held-out {result['held_out_macro_f1']:.4f}  val {result['val_macro_f1']:.4f}  "
@@ -149,14 +198,20 @@ def main() -> None:
                         help="the planned checkpoint [default: made once into OUT/start]")
     parser.add_argument("--data", type=Path, default=TRASHNET)
     parser.add_argument("--teacher", type=Path, default=BASELINE)
+    parser.add_argument("--peer-data", type=Path, default=PEER_DATA,
+                        help="the peer arms' data YAML [default: the baseline's]")
+    parser.add_argument("--peer-start-epochs", type=int, default=PEER_START_EPOCHS,
+                        help="epochs the compressed model's start was trained, added to the "
+                        "peer's budget")
     parser.add_argument("--report", action="store_true", help="print the table only")
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     arms = args.arms.split(",")
-    unknown = [arm for arm in arms if arm not in ARMS]
+    known = [*ARMS, *PEER_ARMS]
+    unknown = [arm for arm in arms if arm not in known]
     if unknown:
-        raise SystemExit(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
+        raise SystemExit(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(known)}")
     if not args.report:
         if not args.data.is_dir():
             raise SystemExit(f"needs the data at {args.data}")
@@ -164,7 +219,8 @@ def main() -> None:
         for epochs in (int(e) for e in args.epochs.split(",")):
             for seed in (int(s) for s in args.seeds.split(",")):  # seeds outer: pairs first
                 for arm in arms:
-                    one_run(out, start, args.data, args.teacher, arm, epochs, seed)
+                    one_run(out, start, args.data, args.teacher, arm, epochs, seed,
+                            Peer(args.peer_data, args.peer_start_epochs))
     results = [json.loads(path.read_text()) for path in sorted((out / "results").glob("*.json"))]
     print("\n".join(table(results)))
 

@@ -24,14 +24,16 @@ YAML_KEYS = {
     # Additions of ours; the competition files simply do not have them.
     "LABEL_SMOOTHING": "label_smoothing", "WEIGHT_DECAY": "weight_decay",
     "NUM_WORKERS": "num_workers", "GRAD_CLIP": "grad_clip",
-    "CALIBRATION_RATIO": "calibration_ratio", "CACHE": "cache",
+    "CALIBRATION_RATIO": "calibration_ratio", "CALIBRATION_SEED": "calibration_seed",
+    "CACHE": "cache",
 }
 
 # What a field's annotation lets a YAML value be (bool is not a number here).
 _ALLOWED = {"str": ((str,), "a string"), "int": ((int,), "an integer"),
             "float": ((int, float), "a number"), "bool": ((bool,), "true or false"),
             "dict[str, Any]": ((dict,), "a mapping"),
-            "float | None": ((int, float, type(None)), "a number")}
+            "float | None": ((int, float, type(None)), "a number"),
+            "int | None": ((int, type(None)), "an integer")}
 _KEY_OF_FIELD = {name: key for key, name in YAML_KEYS.items()}
 
 # Keys the competition files carry that mean nothing here (test policy is fixed).
@@ -59,8 +61,16 @@ class DataConfig:
     # Share of train held out of training (stratified, seeded by SEED) for the decisions
     # made later on this model (cuts, calibration, the epoch to keep): never val.
     calibration_ratio: float = 0.0
+    # The seed of that split where it must not follow SEED: runs of several training seeds
+    # judged on one and the same held-out images (paired comparisons).
+    calibration_seed: int | None = None
     # Where decoded images are kept: auto, ram, disk or stream (compress.data.cache).
     cache: str = "auto"
+
+    @property
+    def held_out_seed(self) -> int:
+        """The seed CALIBRATION_RATIO's split is drawn with: CALIBRATION_SEED, else SEED."""
+        return self.seed if self.calibration_seed is None else self.calibration_seed
 
     def __post_init__(self) -> None:
         self._check_types()

@@ -80,7 +80,8 @@ def _calibration_split(train: ImageFolderDataset, indices: list[int], config: Da
         return indices, []
     targets = [train.targets[i] for i in indices]
     # Another stream than VAL_RATIO's split of the same seed.
-    return _stratified_split(indices, targets, config.calibration_ratio, config.seed + 1)
+    return _stratified_split(indices, targets, config.calibration_ratio,
+                             config.held_out_seed + 1)
 
 
 def _stratified_split(indices: list[int], targets: list[int], ratio: float | int, seed: int

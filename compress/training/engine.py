@@ -386,7 +386,7 @@ def _held_out(data_config: DataConfig, classes: list[str], out_dir: Path
     from compress.fileio import write_atomic
 
     held_out = calibration_files(data_config)
-    entry = {"ratio": data_config.calibration_ratio, "seed": data_config.seed,
+    entry = {"ratio": data_config.calibration_ratio, "seed": data_config.held_out_seed,
              "files": held_out}
     write_atomic(out_dir / "calibration.txt", "\n".join(held_out) + "\n")
     every_train_image = ImageFolderDataset(split_folder(data_config.data_path, "train"),

@@ -36,6 +36,9 @@ def test_held_out_images_are_not_trained_on_stratified_and_stable_for_a_seed(tin
     assert not paths & _paths(val) and all(p.is_file() for p in paths)
     assert calibration_files(_config(tiny_data, calibration_ratio=0.25)) == held_out
     assert calibration_files(_config(tiny_data, calibration_ratio=0.25, seed=7)) != held_out
+    # CALIBRATION_SEED keeps the split of one seed under another training seed.
+    assert calibration_files(_config(tiny_data, calibration_ratio=0.25, seed=7,
+                                     calibration_seed=42)) == held_out
 
 
 def test_without_a_val_folder_calibration_and_val_are_disjoint(tmp_path):
