@@ -92,39 +92,6 @@ def test_the_blocks_that_need_no_data_run_as_written_in_a_fresh_copy(tmp_path):
     assert (repo / "runs" / "first" / "report.html").is_file()
 
 
-@pytest.mark.slow
-def test_the_blocks_that_need_trashnet_run_as_written(tmp_path, trashnet):
-    """With every fine-tune cut to one epoch, the sensitivity analysis to a few images and
-    the timings to a few runs (given as --set after the README's own options), so that the
-    tier fits the suite; the full-length run's figures come from
-    benchmarks/default_recipe.py."""
-    repo = fresh_copy(tmp_path)
-    blocks = [code for code, tag in readme_blocks("bash") if tag == "data"]
-    assert blocks
-    for code in blocks:
-        lines = []
-        for line in code.replace(DATA_PLACEHOLDER, str(trashnet)).splitlines():
-            if line.startswith("compress run "):
-                line += " " + " ".join(shortened(repo / line.split()[2]))
-            lines.append(line)
-        run_block("\n".join(lines), "bash", repo)
-    assert (repo / "predictions.csv").stat().st_size > 0
-    assert len((repo / "predictions.csv").read_text().splitlines()) >= 378
-
-
-def shortened(recipe_path: Path) -> list[str]:
-    """--set options that cut each fine-tune of the recipe to one epoch, each sensitivity
-    analysis to a few images and each timing to a few runs."""
-    options = ["--set", "bench.runs=10", "--set", "bench.warmup=0"]
-    for index, stage in enumerate(yaml.safe_load(recipe_path.read_text())["stages"]):
-        kind, config = next(iter(stage.items()))
-        if kind == "finetune":
-            options += ["--set", f"stages.{index}.epochs=1"]
-        if kind == "prune" and (config or {}).get("ratio") == "auto":
-            options += ["--set", f"stages.{index}.calibration_images=8"]
-    return options
-
-
 def glance_table(text: str) -> list[str]:
     """The lines of the first table after the 'at a glance' heading."""
     section = re.split(r"^#+ .*at a glance\s*$", text, maxsplit=1, flags=re.M | re.I)[1]

@@ -227,7 +227,7 @@ def test_a_recipe_timed_in_torch_times_checkpoints_and_checks_the_timed_form(
     assert floor["runtime"] == "torch-cpu-fp32-eager" and floor["launch_floor_ms"] > 0
     assert floor["peak_gflops"] > floor["gflops"] > 0
     markdown = (tmp_path / "run/report.md").read_text()
-    assert "timed runs in torch-cpu-fp32-eager" in markdown
+    assert "timed interleaved in torch-cpu-fp32-eager" in markdown
     assert "Top-1 agreement of the timed torch form" in markdown
     assert "launch floor (a one-kernel model timed the same way)" in markdown
     assert np.isfinite(stages[-1]["score"])
