@@ -10,7 +10,8 @@ The start (unless --start names one): the plan stage of recipes/mnv3_small_laten
 OUT/start. Every run fine-tunes that checkpoint with the shipped baseline as the teacher;
 the checkpoint's recorded held-out split stays the same in every run, so runs of one seed
 differ only by their arm. The peer arm (`peer_fm_cos_ema`) trains torchvision's
-mobilenet_v3_small from scratch instead, with the same teacher and recovery options, for the
+mobilenet_v3_small from scratch instead, and `searched_fm_cos_ema` the searched design
+(recipes/models/mnv3_searched.yaml), with the same teacher and recovery options, for the
 start's 120 epochs plus the arm's, held out of the same images. Each run writes OUT/runs/<arm>-<epochs>ep-seed<seed>/ and its
 figures to OUT/results/<same>.json; a later invocation skips the runs whose file exists
 (kill it at any time: the run in progress starts again). Run one at a time, nothing heavy
@@ -60,16 +61,21 @@ ARMS: dict[str, list[str]] = {
                           "0.02", "--schedule", "cosine", "--warmup-epochs", "3",
                           "--weight-decay", "0.0001", "--ema", "0.998", "--reinit"],
 }
-# The fair peer: torchvision's mobilenet_v3_small from scratch (`compress train`) with the
-# same teacher and recovery recipe, for as many epochs as the compressed model had in all
-# (its start's training, PEER_START_EPOCHS, plus the recovery's), held out of the same images
-# (CALIBRATION_SEED 42) whatever its training seed. The learning rate is the data YAML's.
-PEER_ARMS: dict[str, list[str]] = {
-    "peer_fm_cos_ema": ["--model", "mobilenet_v3_small", "--distill-mode", "function_matching",
-                        "--mixup", "0.4", "--schedule", "cosine", "--warmup-epochs", "3",
-                        "--ema", "0.998"],
-}
+# Models trained from scratch (`compress train`) with the same teacher and recovery options,
+# for as many epochs as the compressed model had in all (its start's training,
+# PEER_START_EPOCHS, plus the recovery's), held out of the same images (CALIBRATION_SEED 42)
+# whatever their training seed; the learning rate is PEER_LR. Each: its options (the model
+# among them) and its data YAML. The fair peer is torchvision's mobilenet_v3_small; the
+# searched design (recipes/models/mnv3_searched.yaml, 112 px) is the third start.
+FM_COS_EMA_TRAIN = ["--distill-mode", "function_matching", "--mixup", "0.4", "--schedule",
+                    "cosine", "--warmup-epochs", "3", "--ema", "0.998"]
 PEER_DATA = REPO / "recipes" / "data" / "trashnet_calibration.yaml"
+PEER_ARMS: dict[str, tuple[list[str], Path]] = {
+    "peer_fm_cos_ema": (["--model", "mobilenet_v3_small", *FM_COS_EMA_TRAIN], PEER_DATA),
+    "searched_fm_cos_ema": (["--model", str(REPO / "recipes" / "models" / "mnv3_searched.yaml"),
+                             *FM_COS_EMA_TRAIN],
+                            REPO / "recipes" / "data" / "trashnet_mnv3_searched.yaml"),
+}
 PEER_LR = 0.02  # the recovery arms' peak rate
 PEER_START_EPOCHS = 120  # recipes/mnv3_small_latency.yaml's checkpoint was trained 120 epochs
 
@@ -91,14 +97,14 @@ def planned_start(out: Path, data: Path) -> Path:
     return start
 
 
-def peer_data_yaml(out: Path, data: Path, data_yaml: Path) -> Path:
+def peer_data_yaml(out: Path, arm: str, data: Path, data_yaml: Path) -> Path:
     """`data_yaml` with DATA_PATH at `data`, the recovery arms' peak rate and the held-out
-    split of seed 42 for every training seed."""
+    split of seed 42 for every training seed, as OUT/<arm>_data.yaml."""
     import yaml
 
     keys = yaml.safe_load(data_yaml.read_text()) | {
         "DATA_PATH": str(data), "INIT_LR": PEER_LR, "CALIBRATION_SEED": 42}
-    path = out / "peer_data.yaml"
+    path = out / f"{arm}_data.yaml"
     path.write_text(yaml.safe_dump(keys, sort_keys=False))
     return path
 
@@ -109,10 +115,11 @@ def run_name(arm: str, epochs: int, seed: int) -> str:
 
 @dataclass(frozen=True)
 class Peer:
-    """How the peer arms train: the data YAML (its DATA_PATH replaced) and the epochs the
-    compressed model's start had."""
+    """How the arms trained from scratch train: their data YAML unless `data_yaml` replaces
+    it (its DATA_PATH replaced in any case), and the epochs the compressed model's start
+    had."""
 
-    data_yaml: Path = PEER_DATA
+    data_yaml: Path | None = None
     start_epochs: int = PEER_START_EPOCHS
 
 
@@ -127,10 +134,11 @@ def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs:
     log = out / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     if arm in PEER_ARMS:
-        command = [sys.executable, "-m", "compress", "train", "--data",
-                   str(peer_data_yaml(out, data, peer.data_yaml)), "--teacher", str(teacher),
-                   "--epochs", str(peer.start_epochs + epochs), "--seed", str(seed), "--out",
-                   str(run_dir / "train"), *PEER_ARMS[arm]]
+        options, data_yaml = PEER_ARMS[arm]
+        data_yaml = peer_data_yaml(out, arm, data, peer.data_yaml or data_yaml)
+        command = [sys.executable, "-m", "compress", "train", "--data", str(data_yaml),
+                   "--teacher", str(teacher), "--epochs", str(peer.start_epochs + epochs),
+                   "--seed", str(seed), "--out", str(run_dir / "train"), *options]
     else:
         command = [sys.executable, "-m", "compress", "finetune", str(start), "--data",
                    str(data), "--teacher", str(teacher), "--epochs", str(epochs), "--seed",
@@ -145,7 +153,7 @@ def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs:
               "val_macro_f1": history[-1]["val_macro_f1"],
               "val_spread_last_ten": max(last_ten) - min(last_ten),
               "seconds": sum(row["seconds"] for row in history),
-              "options": PEER_ARMS.get(arm) or ARMS[arm]}
+              "options": PEER_ARMS[arm][0] if arm in PEER_ARMS else ARMS[arm]}
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=1))
     print(f"  held-out {result['held_out_macro_f1']:.4f}  val {result['val_macro_f1']:.4f}  "
@@ -198,8 +206,9 @@ def main() -> None:
                         help="the planned checkpoint [default: made once into OUT/start]")
     parser.add_argument("--data", type=Path, default=TRASHNET)
     parser.add_argument("--teacher", type=Path, default=BASELINE)
-    parser.add_argument("--peer-data", type=Path, default=PEER_DATA,
-                        help="the peer arms' data YAML [default: the baseline's]")
+    parser.add_argument("--peer-data", type=Path, default=None,
+                        help="one data YAML for every arm trained from scratch [default: "
+                        "each arm's own]")
     parser.add_argument("--peer-start-epochs", type=int, default=PEER_START_EPOCHS,
                         help="epochs the compressed model's start was trained, added to the "
                         "peer's budget")
