@@ -59,6 +59,16 @@ class WeightAverage:
             kept.lerp_(now.detach().to(kept.dtype), weight)
         self.updates += 1
 
+    def settle(self, model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device,
+               memory_format: torch.memory_format, frozen_statistics: bool) -> None:
+        """Ready the average to be evaluated and saved: BatchNorm statistics measured on
+        `batches` (the training loader's, seeded per epoch, so a resumed run measures on
+        the same ones), or the model's where they are frozen."""
+        if frozen_statistics:
+            self.copy_statistics(model)
+        else:
+            self.recalibrate(batches, device, memory_format)
+
     @torch.no_grad()
     def copy_statistics(self, model: nn.Module) -> None:
         """The model's BatchNorm statistics as the average's (for frozen statistics)."""

@@ -179,8 +179,9 @@ def _record_epoch(session: _Session, epoch: int, stats: EpochStats, started: flo
     """Evaluate, save the epoch's files, tell `echo` and `after_epoch` (rank 0)."""
     s = session
     classes = s.run.template.classes
-    if s.step.ema is not None:
-        _settle_average(s)
+    if s.step.ema is not None:  # its BatchNorm statistics for its own weights first
+        s.step.ema.settle(s.model, (images for images, _ in s.loaders.train), s.device,
+                          training_memory_format(s.device), s.config.freeze_bn_stats)
     metrics = _evaluate(s.evaluated, s.loaders.val, s.device, classes)
     row = _epoch_row(epoch, stats, metrics, s.job, s.step.opt, started)
     if s.loaders.held_out is not None:
@@ -193,18 +194,6 @@ def _record_epoch(session: _Session, epoch: int, stats: EpochStats, started: flo
     s.echo(_epoch_line(row, s.config.epochs, improved))
     if s.run.after_epoch is not None:
         s.run.after_epoch(row)
-
-
-def _settle_average(session: _Session) -> None:
-    """The weight average's BatchNorm statistics for its own weights, before it is
-    evaluated and saved: measured on this epoch's first training batches (the same ones on
-    a resumed run), or the model's where its statistics are frozen."""
-    ema = session.step.ema
-    if session.config.freeze_bn_stats:
-        ema.copy_statistics(session.model)
-        return
-    ema.recalibrate((images for images, _ in session.loaders.train), session.device,
-                    training_memory_format(session.device))
 
 
 def _join(job: Distributed, config: TrainConfig) -> tuple[torch.device, bool]:

@@ -104,6 +104,20 @@ def test_with_ema_the_average_is_evaluated_saved_and_kept(tmp_path, tiny_data,
     # The raw weights (what training continues from) differ from the average.
     assert any(not torch.equal(tensors[f"model/{k[4:]}"], tensors[k]) for k in ema_keys
                if tensors[k].dtype.is_floating_point)
+    # The average's BatchNorm statistics were measured for its weights: not the raw model's.
+    assert any(not torch.equal(tensors[f"model/{k[4:]}"], tensors[k]) for k in ema_keys
+               if "running_" in k)
+
+
+def test_with_frozen_batchnorm_statistics_the_average_keeps_the_models(tmp_path, tiny_data,
+                                                                       tiny_model_spec):
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+    config = TrainConfig(epochs=1, lr=0.05, batch_size=8, num_workers=0, device="cpu",
+                         ema_decay=0.5, freeze_bn_stats=True)
+    result = fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path, template))
+    saved = load_checkpoint(result.path).model.state_dict()
+    assert before and all(torch.equal(saved[k], v) for k, v in before.items())
 
 
 def test_an_interrupted_run_with_ema_resumes_to_the_same_average(tmp_path, tiny_data,
