@@ -4,6 +4,7 @@ planned architecture, paired by seed, judged on the held-out train images, repor
     python benchmarks/recovery.py --out runs/recovery [--arms today,fm_cos,fm_cos_ema]
         [--seeds 42,1,2] [--epochs 55,150] [--start PLANNED.safetensors]
     python benchmarks/recovery.py --out runs/recovery --report   # the table, nothing run
+    python benchmarks/recovery.py --out runs/recovery --report --plot curves.png
 
 The start (unless --start names one): the plan stage of recipes/mnv3_small_latency.yaml
 (the distilled small model planned to 5x of the baseline, seed 42), run once into
@@ -196,6 +197,43 @@ def table(results: list[dict]) -> list[str]:
     return lines
 
 
+def plot_curves(out: Path, results: list[dict], path: Path) -> Path:
+    """Val and held-out macro F1 of every finished run against its epochs and against its
+    wall time: one colour per arm and budget, one line per seed, from the runs' histories."""
+    from compress.fileio import atomic_path
+    from compress.plotting import new_figure
+
+    figure = new_figure((12, 8))
+    axes = figure.subplots(2, 2, sharey="row")
+    colours = {}
+    for row in sorted(results, key=lambda r: (r["arm"], r["epochs"], r["seed"])):
+        key = f"{row['arm']} {row['epochs']} ep"
+        colour = colours.setdefault(key, f"C{len(colours) % 10}")
+        history = json.loads((out / "runs" / run_name(row["arm"], row["epochs"], row["seed"]) /
+                              "train" / "history.json").read_text())
+        epochs = [h["epoch"] for h in history]
+        minutes = np.cumsum([h["seconds"] for h in history]) / 60
+        label = key if row["seed"] == min(r["seed"] for r in results
+                                           if (r["arm"], r["epochs"]) ==
+                                           (row["arm"], row["epochs"])) else None
+        for axis_row, split in enumerate(("val_macro_f1", "held_out_macro_f1")):
+            values = [h.get(split) for h in history]
+            axes[axis_row][0].plot(epochs, values, color=colour, lw=0.8, label=label)
+            axes[axis_row][1].plot(minutes, values, color=colour, lw=0.8)
+    for axis_row, split in enumerate(("val", "held-out")):
+        axes[axis_row][0].set_ylabel(f"{split} macro F1")
+        for axis in axes[axis_row]:
+            axis.grid(alpha=0.3)
+    axes[1][0].set_xlabel("epoch")
+    axes[1][1].set_xlabel("wall time, min (this machine)")
+    axes[0][0].legend(fontsize=8)
+    figure.suptitle("Recovery after the cuts: each run's macro F1 (one line per seed)")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/recovery"))
@@ -213,6 +251,9 @@ def main() -> None:
                         help="epochs the compressed model's start was trained, added to the "
                         "peer's budget")
     parser.add_argument("--report", action="store_true", help="print the table only")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="also draw every finished run's F1 against epochs and wall time "
+                        "into this PNG")
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -232,6 +273,8 @@ def main() -> None:
                             Peer(args.peer_data, args.peer_start_epochs))
     results = [json.loads(path.read_text()) for path in sorted((out / "results").glob("*.json"))]
     print("\n".join(table(results)))
+    if args.plot:
+        print(f"plot: {plot_curves(out, results, args.plot)}")
 
 
 if __name__ == "__main__":

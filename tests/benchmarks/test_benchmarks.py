@@ -286,6 +286,10 @@ def test_recovery_runs_each_arm_and_seed_once_and_reports_paired_differences(
     assert again.returncode == 0 and "seed1: " not in again.stdout, again.stdout
     assert [path.stat().st_mtime_ns for path in results] == stamps
     assert line in again.stdout  # the same table from the files
+    plotted = subprocess.run(command + ["--report", "--plot", str(tmp_path / "curves.png")],
+                             capture_output=True, text=True)
+    assert plotted.returncode == 0, plotted.stderr[-2000:]
+    assert (tmp_path / "curves.png").stat().st_size > 10_000 and line in plotted.stdout
 
 
 def test_teacher_forward_times_both_modes_and_compares_their_outputs(tiny_checkpoint):
