@@ -84,7 +84,8 @@ def recovery_settings(schedule: str, warmup_epochs: float, mixup: float, cutmix:
               help="Output folder: last.safetensors, best.safetensors, history.json.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Overrides EPOCHS.")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
-              help="Overrides SEED: weights, batch order and the held-out split it draws.")
+              help="Overrides SEED: weights, batch order and the held-out split it draws "
+              "(unless the data YAML sets CALIBRATION_SEED).")
 @click.option("--width-mult", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Width multiplier (YAML width_multiple, or width_mult of the torchvision "
                    "MobileNets; other families come in named widths).")

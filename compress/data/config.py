@@ -61,15 +61,16 @@ class DataConfig:
     # Share of train held out of training (stratified, seeded by SEED) for the decisions
     # made later on this model (cuts, calibration, the epoch to keep): never val.
     calibration_ratio: float = 0.0
-    # The seed of that split where it must not follow SEED: runs of several training seeds
-    # judged on one and the same held-out images (paired comparisons).
+    # The seed of the splits (that one, and VAL_RATIO's without a val folder) where they
+    # must not follow SEED: runs of several training seeds judged on the same images.
     calibration_seed: int | None = None
     # Where decoded images are kept: auto, ram, disk or stream (compress.data.cache).
     cache: str = "auto"
 
     @property
     def held_out_seed(self) -> int:
-        """The seed CALIBRATION_RATIO's split is drawn with: CALIBRATION_SEED, else SEED."""
+        """The seed the data's splits are drawn with (CALIBRATION_RATIO's, and VAL_RATIO's
+        where there is no val folder): CALIBRATION_SEED, else SEED."""
         return self.seed if self.calibration_seed is None else self.calibration_seed
 
     def __post_init__(self) -> None:
@@ -88,6 +89,9 @@ class DataConfig:
                 not 0.0 <= self.calibration_ratio < 0.5:
             raise UserError(f"CALIBRATION_RATIO: expected a value in [0, 0.5), "
                             f"got {self.calibration_ratio!r}")
+        if self.calibration_seed is not None and not 0 <= self.calibration_seed < 2**32 - 1:
+            raise UserError(f"CALIBRATION_SEED: expected an integer in [0, 2**32 - 1), "
+                            f"got {self.calibration_seed}")
         if self.cache not in CACHE_MODES:
             raise UserError(f"CACHE: expected one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -37,7 +37,7 @@ def train_val_datasets(config: DataConfig) -> tuple[Dataset, Dataset, list[str]]
         if config.val_ratio <= 0:
             raise UserError(f"data folder {root}: no val split (add {val_dir} or set VAL_RATIO)")
         train_idx, val_idx = _stratified_split(list(range(len(train))), train.targets,
-                                               config.val_ratio, config.seed)
+                                               config.val_ratio, config.held_out_seed)
         train, = decoded_after_checks([train], config.img_size, config.cache)
         val = Subset(train.with_transform(eval_transform(config.img_size)), val_idx)
     train_idx, _ = _calibration_split(train, train_idx, config)
@@ -69,7 +69,8 @@ def calibration_files(config: DataConfig) -> list[str]:
     train = ImageFolderDataset(train_dir)
     indices = list(range(len(train)))
     if not (root / "val").is_dir():
-        indices, _ = _stratified_split(indices, train.targets, config.val_ratio, config.seed)
+        indices, _ = _stratified_split(indices, train.targets, config.val_ratio,
+                                       config.held_out_seed)
     _, held_out = _calibration_split(train, indices, config)
     return sorted(str(train.samples[i][0].relative_to(train_dir)) for i in held_out)
 

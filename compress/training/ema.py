@@ -24,9 +24,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-# Training batches the averaged model's BatchNorm statistics are measured on before each
-# evaluation: 16 batches of 64 are 1,024 images, about a third of an epoch's forward passes.
-RECALIBRATION_BATCHES = 16
+# Training images the averaged model's BatchNorm statistics are measured on before each
+# evaluation (whole batches, at least one): 16 batches of 64, about a third of an epoch's
+# forward passes on TrashNet.
+RECALIBRATION_IMAGES = 1024
 
 _UPDATES_KEY = "__ema_updates__"
 
@@ -69,6 +70,16 @@ class WeightAverage:
         else:
             self.recalibrate(batches, device, memory_format)
 
+    def statistics(self) -> dict[str, torch.Tensor]:
+        """The average's BatchNorm buffers (to hand from one process to the others)."""
+        return {name: buffer.detach().cpu().clone()
+                for name, buffer in self.average.named_buffers()}
+
+    @torch.no_grad()
+    def load_statistics(self, statistics: dict[str, torch.Tensor]) -> None:
+        for name, buffer in self.average.named_buffers():
+            buffer.copy_(statistics[name])
+
     @torch.no_grad()
     def copy_statistics(self, model: nn.Module) -> None:
         """The model's BatchNorm statistics as the average's (for frozen statistics)."""
@@ -81,27 +92,31 @@ class WeightAverage:
     def recalibrate(self, batches: Iterable[torch.Tensor], device: torch.device,
                     memory_format: torch.memory_format = torch.contiguous_format) -> int:
         """BatchNorm statistics of the averaged weights, measured anew as the plain mean
-        over up to RECALIBRATION_BATCHES of `batches` (images only); returns how many it
-        used. The average stays in eval mode otherwise: dropout is off."""
+        over `batches` (images only) until RECALIBRATION_IMAGES are seen; returns how many
+        batches it used. Without any batch the statistics stay as they were. The average
+        stays in eval mode otherwise: dropout is off."""
         norms = _batch_norms(self.average)
         if not norms:
             return 0
+        kept = self.statistics()
         momenta = [norm.momentum for norm in norms]
         for norm in norms:
             norm.reset_running_stats()
             norm.momentum = None  # a cumulative mean over the batches
             norm.train()
-        used = 0
+        used = seen = 0
         try:
             for images in batches:
                 self.average(images.to(device, non_blocking=True, memory_format=memory_format))
-                used += 1
-                if used == RECALIBRATION_BATCHES:
+                used, seen = used + 1, seen + len(images)
+                if seen >= RECALIBRATION_IMAGES:
                     break
         finally:
             for norm, momentum in zip(norms, momenta):
                 norm.momentum = momentum
                 norm.eval()
+            if used == 0:
+                self.load_statistics(kept)
         return used
 
     def state_dict(self) -> dict[str, torch.Tensor]:

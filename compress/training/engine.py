@@ -183,7 +183,7 @@ def _record_epoch(session: _Session, epoch: int, stats: EpochStats, started: flo
         s.step.ema.settle(s.model, (images for images, _ in s.loaders.train), s.device,
                           training_memory_format(s.device), s.config.freeze_bn_stats)
     metrics = _evaluate(s.evaluated, s.loaders.val, s.device, classes)
-    row = _epoch_row(epoch, stats, metrics, s.job, s.step.opt, started)
+    row = _epoch_row(epoch, stats, metrics, s.job, s.step.opt, started, s.step.ema)
     if s.loaders.held_out is not None:
         row["held_out_macro_f1"] = _evaluate(s.evaluated, s.loaders.held_out, s.device,
                                              classes)["macro_f1"]
@@ -277,11 +277,12 @@ def _evaluate(model: nn.Module, val_loader: DataLoader, device: torch.device,
 
 
 def _epoch_row(epoch: int, stats: EpochStats, metrics: dict[str, Any], job: Distributed,
-               opt: Optimization, started: float) -> dict[str, Any]:
-    """One entry of history.json."""
+               opt: Optimization, started: float, ema: WeightAverage | None) -> dict[str, Any]:
+    """One entry of history.json (with a weight average, its decay reached so far)."""
     return {"epoch": epoch + 1, "steps": stats.steps, "processes": job.world_size,
             "train_loss": stats.mean_loss, "val_macro_f1": metrics["macro_f1"],
             "val_accuracy": metrics["accuracy"], "lr": opt.scheduler.get_last_lr()[0],
+            **({"ema_decay": ema.current_decay()} if ema is not None else {}),
             "seconds": time.perf_counter() - started, "train_seconds": stats.seconds,
             "train_images_per_s": stats.seen * job.world_size / max(stats.seconds, 1e-9),
             "loader_wait_share": stats.loader_wait_s / max(stats.seconds, 1e-9),
@@ -314,14 +315,17 @@ def _finish(session: _Session) -> TrainResult:
     best_epoch = progress.best_epoch
     best_f1 = progress.history[best_epoch - 1]["val_macro_f1"] if job.is_main else None
     last_f1 = progress.history[-1]["val_macro_f1"] if job.is_main else None
+    ema = session.step.ema
     if job.world_size > 1:
         best_f1, best_epoch, last_f1 = from_main((best_f1, best_epoch, last_f1))
+        if ema is not None:  # rank 0 measured the average's statistics: every rank ends so
+            ema.load_statistics(from_main(ema.statistics() if job.is_main else None))
         if session.started_group:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-    if session.step.ema is not None:  # the model ends as what was evaluated and saved
-        session.model.load_state_dict(session.step.ema.average.state_dict())
+    if ema is not None:  # the model ends as what was evaluated and saved
+        session.model.load_state_dict(ema.average.state_dict())
     session.model.to("cpu", memory_format=torch.contiguous_format)
     if session.step.teacher is not None:
         session.step.teacher.to("cpu", memory_format=torch.contiguous_format)

@@ -49,6 +49,12 @@ def test_without_a_val_folder_calibration_and_val_are_disjoint(tmp_path):
     assert len(_paths(val)) == 12 and len(held_out) == 12 and len(_paths(train)) == 36
     assert not held_out & _paths(val) and not held_out & _paths(train)
     assert not _paths(train) & _paths(val)
+    # CALIBRATION_SEED fixes both splits under another training seed.
+    other = _config(root, val_ratio=0.2, calibration_ratio=0.25, seed=7, calibration_seed=42)
+    assert _paths(train_val_datasets(other)[1]) == _paths(val)
+    assert {root / "train" / name for name in calibration_files(other)} == held_out
+    with pytest.raises(UserError, match="CALIBRATION_SEED"):
+        _config(root, calibration_seed=-1)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 0.5, True, "a tenth"])

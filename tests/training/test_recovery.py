@@ -60,28 +60,34 @@ def test_the_weight_average_follows_its_formula_with_its_decay_warming_up():
         WeightAverage(model, decay=1.0)
 
 
-def test_recalibration_measures_the_averages_batchnorm_statistics_on_training_batches():
-    from compress.training.ema import RECALIBRATION_BATCHES
+def test_recalibration_measures_the_averages_batchnorm_statistics_on_training_batches(
+        monkeypatch):
+    import compress.training.ema as ema
 
+    monkeypatch.setattr(ema, "RECALIBRATION_IMAGES", 18)  # four batches of five
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5))
+    model = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     average = WeightAverage(model, decay=0.5)
-    batches = [torch.randn(5, 3, 8, 8) * 3 + 1 for _ in range(RECALIBRATION_BATCHES + 4)]
-    used = average.recalibrate(iter(batches), torch.device("cpu"))
-    assert used == RECALIBRATION_BATCHES
-    conv, norm = average.average[0], average.average[1]
+    batches = [torch.randn(5, 3, 8, 8) * 3 + 1 for _ in range(8)]
+    assert average.recalibrate(iter(batches), torch.device("cpu")) == 4
+    conv, norm = average.average[1], average.average[2]
     with torch.no_grad():
-        outputs = [conv(batch) for batch in batches[:RECALIBRATION_BATCHES]]
+        outputs = [conv(batch) for batch in batches[:4]]  # dropout off: the images as they are
     # momentum None: the plain mean over the batches of each batch's mean and (unbiased) var
     means = torch.stack([o.mean((0, 2, 3)) for o in outputs]).mean(0)
     variances = torch.stack([o.var((0, 2, 3), unbiased=True) for o in outputs]).mean(0)
     assert torch.allclose(norm.running_mean, means, atol=1e-5)
     assert torch.allclose(norm.running_var, variances, rtol=1e-4)
-    assert norm.momentum == 0.1 and not average.average.training  # restored; dropout off
+    assert norm.momentum == 0.1 and not average.average.training  # restored
+    # No batch at all: the statistics stay as they were.
+    measured = norm.running_mean.clone()
+    assert average.recalibrate(iter([]), torch.device("cpu")) == 0
+    assert torch.equal(norm.running_mean, measured)
     frozen = WeightAverage(model, decay=0.5)
-    model[1].running_mean.fill_(3.0)
-    frozen.copy_statistics(model)
-    assert torch.equal(frozen.average[1].running_mean, model[1].running_mean)
+    model[2].running_mean.fill_(3.0)
+    frozen.settle(model, iter(batches), torch.device("cpu"), torch.contiguous_format,
+                  frozen_statistics=True)
+    assert torch.equal(frozen.average[2].running_mean, model[2].running_mean)
 
 
 def test_with_ema_the_average_is_evaluated_saved_and_kept(tmp_path, tiny_data,
@@ -111,6 +117,7 @@ def test_with_ema_the_average_is_evaluated_saved_and_kept(tmp_path, tiny_data,
 
 def test_with_frozen_batchnorm_statistics_the_average_keeps_the_models(tmp_path, tiny_data,
                                                                        tiny_model_spec):
+    """Frozen statistics are never measured anew for the average (that would change them)."""
     model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
     before = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
     config = TrainConfig(epochs=1, lr=0.05, batch_size=8, num_workers=0, device="cpu",

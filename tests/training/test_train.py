@@ -162,7 +162,8 @@ def test_val_ratio_carves_a_stratified_val_split_when_there_is_no_val_folder(tmp
 def test_two_gloo_processes_take_the_same_steps_and_write_one_checkpoint(tmp_path, tiny_data,
                                                                          tiny_checkpoint):
     """torchrun --nproc_per_node 2 on CPU (gloo): the global batch is split over the two
-    processes, so each epoch takes as many optimizer steps as one process does."""
+    processes, so each epoch takes as many optimizer steps as one process does; with a
+    weight average, as in one process."""
     import json
     import os
     import subprocess
@@ -171,7 +172,8 @@ def test_two_gloo_processes_take_the_same_steps_and_write_one_checkpoint(tmp_pat
     from conftest import REPO, TINY_CLASSES
 
     finetune = ["-m", "compress", "finetune", str(tiny_checkpoint), "--data", str(tiny_data),
-                "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--device", "cpu"]
+                "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--device", "cpu",
+                "--ema", "0.9"]  # rank 0 measures the average's statistics, every rank ends so
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = {}
     for processes in (1, 2):
@@ -186,6 +188,7 @@ def test_two_gloo_processes_take_the_same_steps_and_write_one_checkpoint(tmp_pat
     steps = {p: [epoch["steps"] for epoch in history] for p, history in runs.items()}
     assert steps[1] == steps[2] and len(steps[1]) == 2 and steps[1][0] > 1, steps
     assert [epoch["processes"] for epoch in runs[2]] == [2, 2]
+    assert all(0 < epoch["ema_decay"] <= 0.9 for epoch in runs[2])
     trained = load_checkpoint(tmp_path / "p2/finetuned.safetensors")
     assert trained.classes == TINY_CLASSES
     with torch.no_grad():
