@@ -13,10 +13,11 @@ the checkpoint's recorded held-out split stays the same in every run, so runs of
 differ only by their arm. The peer arm (`peer_fm_cos_ema`) trains torchvision's
 mobilenet_v3_small from scratch instead, and `searched_fm_cos_ema` the searched design
 (recipes/models/mnv3_searched.yaml), with the same teacher and recovery options, for the
-start's 120 epochs plus the arm's, held out of the same images. Each run writes OUT/runs/<arm>-<epochs>ep-seed<seed>/ and its
-figures to OUT/results/<same>.json; a later invocation skips the runs whose file exists
-(kill it at any time: the run in progress starts again). Run one at a time, nothing heavy
-beside it.
+start's 120 epochs plus the arm's, held out of the same images. Each run writes
+OUT/runs/<arm>-<epochs>ep-seed<seed>/ and its figures to OUT/results/<same>.json; a later
+invocation skips the runs whose file exists (kill it at any time: the run in progress
+continues from its last epoch). A result file is named by arm, epochs and seed only: use
+a new OUT for another start or other options. Run one at a time, nothing heavy beside it.
 
 Per arm and budget: the kept (last) epoch's held-out and val macro F1, mean and sd over
 seeds, the spread (max - min) of val macro F1 over the last ten epochs, and each arm's
@@ -40,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from compress.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TRASHNET = REPO.parent / "shared" / "data" / "trashnet"
@@ -98,13 +101,16 @@ def planned_start(out: Path, data: Path) -> Path:
     return start
 
 
-def peer_data_yaml(out: Path, arm: str, data: Path, data_yaml: Path) -> Path:
-    """`data_yaml` with DATA_PATH at `data`, the recovery arms' peak rate and the held-out
-    split of seed 42 for every training seed, as OUT/<arm>_data.yaml."""
+def peer_data_yaml(out: Path, arm: str, data: Path, data_yaml: Path,
+                   held_out: dict) -> Path:
+    """`data_yaml` with DATA_PATH at `data`, the recovery arms' peak rate and the start's
+    held-out split (`held_out`: its recorded ratio and seed) for every training seed, as
+    OUT/<arm>_data.yaml."""
     import yaml
 
     keys = yaml.safe_load(data_yaml.read_text()) | {
-        "DATA_PATH": str(data), "INIT_LR": PEER_LR, "CALIBRATION_SEED": 42}
+        "DATA_PATH": str(data), "INIT_LR": PEER_LR, "CALIBRATION_RATIO": held_out["ratio"],
+        "CALIBRATION_SEED": held_out["seed"]}
     path = out / f"{arm}_data.yaml"
     path.write_text(yaml.safe_dump(keys, sort_keys=False))
     return path
@@ -136,7 +142,8 @@ def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs:
     log.parent.mkdir(parents=True, exist_ok=True)
     if arm in PEER_ARMS:
         options, data_yaml = PEER_ARMS[arm]
-        data_yaml = peer_data_yaml(out, arm, data, peer.data_yaml or data_yaml)
+        data_yaml = peer_data_yaml(out, arm, data, peer.data_yaml or data_yaml,
+                                   load_checkpoint(start).held_out_split)
         command = [sys.executable, "-m", "compress", "train", "--data", str(data_yaml),
                    "--teacher", str(teacher), "--epochs", str(peer.start_epochs + epochs),
                    "--seed", str(seed), "--out", str(run_dir / "train"), *options]
@@ -147,6 +154,10 @@ def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs:
     print(f"{name}: {' '.join(command[3:])}", flush=True)
     with open(log, "w") as stream:
         subprocess.run(command, check=True, stdout=stream, stderr=subprocess.STDOUT)
+    trained = run_dir / "train" / "last.safetensors"
+    if arm in PEER_ARMS and \
+            load_checkpoint(trained).held_out_files != load_checkpoint(start).held_out_files:
+        raise SystemExit(f"{name}: held out of other images than the start; not comparable")
     history = json.loads((run_dir / "train" / "history.json").read_text())
     last_ten = [row["val_macro_f1"] for row in history[-10:]]
     result = {"arm": arm, "epochs": epochs, "seed": seed,

@@ -70,13 +70,21 @@ def label_points(ax: Any, points: list[tuple[float, float]], labels: list[str],
                            fontsize=fontsize,
                            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.6"})
         text.set_in_layout(False)  # a later layout must not move the axes under the labels
+        fewest = None  # where no place is free: the one covering fewest labels, in the figure
         for step in steps:
             text.xyann = (text.xyann[0], 4 + step)
             text.update_positions(renderer)
             box = Text.get_window_extent(text, renderer)  # the words, not the leader
-            if not any(box.overlaps(other) for other in placed) and \
-                    figure.bbox.y0 <= box.y0 and box.y1 <= figure.bbox.y1:
+            if not (figure.bbox.y0 <= box.y0 and box.y1 <= figure.bbox.y1):
+                continue
+            covered = sum(box.overlaps(other) for other in placed)
+            if fewest is None or covered < fewest[0]:
+                fewest = (covered, step, box)
+            if covered == 0:
                 break
+        if fewest is not None:
+            text.xyann = (text.xyann[0], 4 + fewest[1])
+            box = fewest[2]
         placed.append(box)
         texts.append(text)
     return texts

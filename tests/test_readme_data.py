@@ -12,7 +12,8 @@ from test_readme import DATA_PLACEHOLDER, fresh_copy, readme_blocks, run_block
 
 @pytest.mark.slow
 def test_the_blocks_that_need_trashnet_run_as_written(tmp_path, trashnet):
-    """With every fine-tune cut to one epoch, the sensitivity analysis to a few images and
+    """With every fine-tune cut to one epoch, the sensitivity analysis to a few images at
+    one ratio (so `ratio: auto` has no choice to make here: tests/stages cover that) and
     the timings to a few runs (given as --set after the README's own options), so that the
     tier fits the suite; the full-length run's figures come from
     benchmarks/default_recipe.py."""

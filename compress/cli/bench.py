@@ -128,11 +128,13 @@ def retime(baseline, models, runs, rounds, json_out) -> None:
     \b
         compress retime baseline.onnx new=runs/a/final.onnx old=runs/b/final.onnx
     """
-    from compress.fileio import write_json_atomic
+    from compress.fileio import check_writable, write_json_atomic
     from compress.tools.retime import parse_named_models, retime_json, retime_lines
     from compress.tools.retime import retime as retime_models
 
     named = parse_named_models(list(models))
+    if json_out:
+        check_writable(json_out, "--json")
     comparisons = retime_models(baseline, named, runs, rounds, echo=_echo_err)
     for line in retime_lines(baseline, runs, rounds, comparisons):
         click.echo(line)

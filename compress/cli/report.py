@@ -11,7 +11,7 @@ import click
               help="HTML file to write [default: RUN/report.html for one run; "
                    "comparison.html here for several].")
 def report(runs, out) -> None:
-    """Write RUN's report.html again (its stage table, macro F1 against latency, per-layer
+    """Write RUN's report.html again (its stage table, macro F1 against speed-up, per-layer
     plan, parity checks, runtimes, device), or with several RUNs one page comparing them:
     the same table per run and one plot with a series per run. Plots are embedded: the page
     needs no network and no other file. Works on an interrupted run too (its finished

@@ -1,5 +1,5 @@
 """report.html: a run (or several, side by side) as one self-contained page: the stage table,
-macro F1 against latency, the per-layer plan or pruned widths where the run has them, the
+macro F1 against speed-up, the per-layer plan or pruned widths where the run has them, the
 parity checks, the final model in each runtime, the distance to the floor and the device.
 Plots are PNGs embedded as data: URIs, so the file opens anywhere with no network.
 
@@ -160,18 +160,25 @@ def _stage_kind(name: str) -> type[Stage] | None:
 
 def _f1_speedup_png(runs: list[RunPage]) -> bytes:
     """Each run's stages, macro F1 against speed-up over its input, labelled without
-    overlaps (with several runs, a label starts with its run's name)."""
+    overlaps (with several runs, a label starts with its run's name; runs from different
+    inputs name theirs in the legend, since their speed-ups share no reference)."""
     figure = new_figure((7, 4.5))
     ax = figure.subplots()
+    inputs = {run.name: Path(str(run.report.recipe.get("checkpoint", "?"))).name
+              for run in runs}
+    one_input = len(set(inputs.values())) == 1
     every_point, every_label = [], []
     for run in runs:
         points, labels = f1_against_speedup(run.report.records)
         if not points:
             continue
-        ax.plot(*zip(*points), "-o", label=run.name)
+        ax.plot(*zip(*points), "-o",
+                label=run.name if one_input else f"{run.name} (over {inputs[run.name]})")
         every_point += points
         every_label += labels if len(runs) == 1 else [f"{run.name} {x}" for x in labels]
     axes_f1_against_speedup(ax, runs[0].report.records[0].provider)
+    if not one_input:
+        ax.set_xlabel("speed-up over each run's own input (batch 1, timed interleaved)")
     if len(runs) > 1:
         ax.legend(fontsize=8)
     label_points(ax, every_point, every_label, fontsize=7)

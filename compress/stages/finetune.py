@@ -159,12 +159,13 @@ def _train_config(cfg: FinetuneConfig, ctx: StageContext, freeze_bn_stats: bool
 
 def rewound(cfg: FinetuneConfig, training: dict[str, Any] | None) -> FinetuneConfig:
     """The configuration with the peak rate and length of `training` (a checkpoint's
-    recorded info["train"]), a cosine schedule and, unless given, 5 % of it as warmup
+    Checkpoint.original_training), a cosine schedule and, unless given, 5 % of it as warmup
     (Renda et al. 2020; Le & Hua 2021)."""
     if not training or "lr" not in training or "epochs" not in training:
-        raise UserError("finetune: rewind needs the run input's recorded training (lr and "
-                        "epochs in its info['train'], as compress train writes); this "
-                        "checkpoint records none: give lr and epochs instead")
+        raise UserError("finetune: rewind needs the input's recorded training (lr and epochs "
+                        "in its info['train'], as compress train writes, or the "
+                        "original_training a run's stages carry); this checkpoint records "
+                        "none: give lr and epochs instead")
     epochs = int(training["epochs"])
     warmup = cfg.warmup_epochs if "warmup_epochs" in cfg.model_fields_set else \
         round(0.05 * epochs, 2)

@@ -33,6 +33,12 @@ def retime(baseline: str | Path, models: dict[str, str | Path], runs: int = 300,
     per-cycle ratios of block medians, `min_ratio`: of fastest runs)."""
     reference = open_model(baseline)
     opened = {name: open_model(path) for name, path in models.items()}
+    onnx = str(baseline).endswith(".onnx")
+    for name, path in models.items():
+        if str(path).endswith(".onnx") != onnx:
+            echo(f"note: {name} runs in {'torch' if onnx else 'ONNX Runtime'} and the baseline "
+                 f"in {'ONNX Runtime' if onnx else 'torch'}: its speed-up compares the "
+                 "runtimes too (export it with compress export to compare models alone)")
     comparisons: dict[str, list[Comparison]] = {name: [] for name in models}
     for round_index in range(rounds):
         for name, model in opened.items():

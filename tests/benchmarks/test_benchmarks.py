@@ -258,7 +258,7 @@ def test_recovery_runs_each_arm_and_seed_once_and_reports_paired_differences(
                str(tmp_path / "recovery"), "--start", str(start), "--teacher", str(start),
                "--data", str(tiny_data), "--arms", "today,fm_cos_ema,peer_fm_cos_ema",
                "--seeds", "1,2", "--epochs", "2", "--peer-data", str(data_yaml),
-               "--peer-start-epochs", "0"]
+               "--peer-start-epochs", "1"]
     first = subprocess.run(command, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     results = sorted((tmp_path / "recovery" / "results").glob("*.json"))
@@ -272,12 +272,12 @@ def test_recovery_runs_each_arm_and_seed_once_and_reports_paired_differences(
                               "finetuned.safetensors").info["finetune"]
     assert ema_run["recovery"]["ema"] == 0.998 and ema_run["distill"]["mode"] == \
         "function_matching"
-    # The peer: mobilenet_v3_small from scratch for the start's epochs (none here) and the
-    # arm's, held out of the very images the start was, whatever its seed.
+    # The peer: mobilenet_v3_small from scratch for the start's epochs and the arm's, held
+    # out of the very images the start was, whatever its seed.
     peer = load_checkpoint(tmp_path / "recovery" / "runs" / "peer_fm_cos_ema-2ep-seed2" /
                            "train" / "last.safetensors")
     assert peer.model_spec["name"] == "mobilenet_v3_small"
-    assert peer.info["train"]["epochs"] == 2 and peer.info["train"]["seed"] == 2
+    assert peer.info["train"]["epochs"] == 3 and peer.info["train"]["seed"] == 2
     assert peer.held_out_files == load_checkpoint(start).held_out_files
     line = next(line for line in first.stdout.splitlines() if line.startswith("| fm_cos_ema"))
     assert "| 2 | 2 |" in line and "(" in line.split("|")[-2]  # a paired difference, its CI

@@ -36,6 +36,12 @@ def test_no_row_reads_slower_in_milliseconds_and_faster_in_speed_up():
         assert (row_latency < latency[0]) == (row_speedup > 1.0)
         assert abs(row_latency * row_speedup / latency[0] - 1) < 0.02  # 2-digit cells
     assert "1.40" in format_row(RUN[1], 1.74) and "2.37" not in format_row(RUN[1], 1.74)
+    # Without a speed-up (not timed against the input) a row shows its own median; without
+    # the input among the records, every row does.
+    untimed = _record(7, "export", 0.50, None, 0.8205)
+    assert table_rows([*RUN, untimed])[-1][3:5] == ["0.50", "n/a"]
+    assert [row[3] for row in table_rows(RUN[1:])] == \
+        [f"{r.latency_ms:.2f}" for r in RUN[1:]]
 
 
 def test_the_plot_draws_f1_against_speed_up_with_labels_that_do_not_overlap(tmp_path,

@@ -17,6 +17,7 @@ def test_retime_repeats_the_interleaved_timing(tmp_path, tiny_checkpoint):
                             f"checkpoint={tiny_checkpoint}", "--runs", "6", "--rounds", "3",
                             "--json", str(out)])
     assert code == 0, output
+    assert "note: checkpoint runs in torch and the baseline in ONNX Runtime" in output
     ratios = json.loads(out.read_text())["models"]
     assert set(ratios) == {"itself", "checkpoint"}
     assert all(len(r[key]) == 3 and min(r[key]) > 0 for r in ratios.values()
