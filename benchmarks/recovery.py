@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.checkpoint import load_checkpoint
+import compress
 
 REPO = Path(__file__).resolve().parents[1]
 TRASHNET = REPO.parent / "shared" / "data" / "trashnet"
@@ -143,7 +143,7 @@ def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs:
     if arm in PEER_ARMS:
         options, data_yaml = PEER_ARMS[arm]
         data_yaml = peer_data_yaml(out, arm, data, peer.data_yaml or data_yaml,
-                                   load_checkpoint(start).held_out_split)
+                                   compress.load_checkpoint(start).held_out_split)
         command = [sys.executable, "-m", "compress", "train", "--data", str(data_yaml),
                    "--teacher", str(teacher), "--epochs", str(peer.start_epochs + epochs),
                    "--seed", str(seed), "--out", str(run_dir / "train"), *options]
@@ -156,7 +156,7 @@ def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs:
         subprocess.run(command, check=True, stdout=stream, stderr=subprocess.STDOUT)
     trained = run_dir / "train" / "last.safetensors"
     if arm in PEER_ARMS and \
-            load_checkpoint(trained).held_out_files != load_checkpoint(start).held_out_files:
+            compress.load_checkpoint(trained).held_out_files != compress.load_checkpoint(start).held_out_files:
         raise SystemExit(f"{name}: held out of other images than the start; not comparable")
     history = json.loads((run_dir / "train" / "history.json").read_text())
     last_ten = [row["val_macro_f1"] for row in history[-10:]]

@@ -33,8 +33,9 @@ def test_the_blocks_that_need_trashnet_run_as_written(tmp_path, trashnet):
 
 def shortened(recipe_path: Path) -> list[str]:
     """--set options that cut each fine-tune of the recipe to one epoch, each sensitivity
-    analysis to a few images and each timing to a few runs."""
-    options = ["--set", "bench.runs=10", "--set", "bench.warmup=0"]
+    analysis to a few images and each timing to a few runs at batch 1 in one runtime."""
+    options = ["--set", "bench.runs=10", "--set", "bench.warmup=0",
+               "--set", "bench.batch_sizes=[1]", "--set", "bench.compare_runtimes=false"]
     for index, stage in enumerate(yaml.safe_load(recipe_path.read_text())["stages"]):
         kind, config = next(iter(stage.items()))
         if kind == "finetune":

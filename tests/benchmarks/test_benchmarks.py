@@ -257,30 +257,30 @@ def test_recovery_runs_each_arm_and_seed_once_and_reports_paired_differences(
     command = [sys.executable, str(REPO / "benchmarks" / "recovery.py"), "--out",
                str(tmp_path / "recovery"), "--start", str(start), "--teacher", str(start),
                "--data", str(tiny_data), "--arms", "today,fm_cos_ema,peer_fm_cos_ema",
-               "--seeds", "1,2", "--epochs", "2", "--peer-data", str(data_yaml),
+               "--seeds", "1,2", "--epochs", "1", "--peer-data", str(data_yaml),
                "--peer-start-epochs", "1"]
     first = subprocess.run(command, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     results = sorted((tmp_path / "recovery" / "results").glob("*.json"))
     assert [path.stem for path in results] == [
-        "fm_cos_ema-2ep-seed1", "fm_cos_ema-2ep-seed2", "peer_fm_cos_ema-2ep-seed1",
-        "peer_fm_cos_ema-2ep-seed2", "today-2ep-seed1", "today-2ep-seed2"]
+        "fm_cos_ema-1ep-seed1", "fm_cos_ema-1ep-seed2", "peer_fm_cos_ema-1ep-seed1",
+        "peer_fm_cos_ema-1ep-seed2", "today-1ep-seed1", "today-1ep-seed2"]
     for path in results:
         row = json.loads(path.read_text())
         assert 0 <= row["held_out_macro_f1"] <= 1 and 0 <= row["val_macro_f1"] <= 1
-    ema_run = load_checkpoint(tmp_path / "recovery" / "runs" / "fm_cos_ema-2ep-seed1" /
+    ema_run = load_checkpoint(tmp_path / "recovery" / "runs" / "fm_cos_ema-1ep-seed1" /
                               "finetuned.safetensors").info["finetune"]
     assert ema_run["recovery"]["ema"] == 0.998 and ema_run["distill"]["mode"] == \
         "function_matching"
     # The peer: mobilenet_v3_small from scratch for the start's epochs and the arm's, held
     # out of the very images the start was, whatever its seed.
-    peer = load_checkpoint(tmp_path / "recovery" / "runs" / "peer_fm_cos_ema-2ep-seed2" /
+    peer = load_checkpoint(tmp_path / "recovery" / "runs" / "peer_fm_cos_ema-1ep-seed2" /
                            "train" / "last.safetensors")
     assert peer.model_spec["name"] == "mobilenet_v3_small"
-    assert peer.info["train"]["epochs"] == 3 and peer.info["train"]["seed"] == 2
+    assert peer.info["train"]["epochs"] == 2 and peer.info["train"]["seed"] == 2
     assert peer.held_out_files == load_checkpoint(start).held_out_files
     line = next(line for line in first.stdout.splitlines() if line.startswith("| fm_cos_ema"))
-    assert "| 2 | 2 |" in line and "(" in line.split("|")[-2]  # a paired difference, its CI
+    assert "| 1 | 2 |" in line and "(" in line.split("|")[-2]  # a paired difference, its CI
     stamps = [path.stat().st_mtime_ns for path in results]
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0 and "seed1: " not in again.stdout, again.stdout
