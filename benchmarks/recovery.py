@@ -211,10 +211,11 @@ def table(results: list[dict]) -> list[str]:
 def plot_curves(out: Path, results: list[dict], path: Path) -> Path:
     """Val and held-out macro F1 of every finished run against its epochs and against its
     wall time: one colour per arm and budget, one line per seed, from the runs' histories."""
-    from compress.fileio import atomic_path
-    from compress.plotting import new_figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    figure = new_figure((12, 8))
+    figure = Figure(figsize=(12, 8))
+    FigureCanvasAgg(figure)
     axes = figure.subplots(2, 2, sharey="row")
     colours = {}
     for row in sorted(results, key=lambda r: (r["arm"], r["epochs"], r["seed"])):
@@ -240,8 +241,7 @@ def plot_curves(out: Path, results: list[dict], path: Path) -> Path:
     axes[0][0].legend(fontsize=8)
     figure.suptitle("Recovery after the cuts: each run's macro F1 (one line per seed)")
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=110, format="png")
+    figure.savefig(path, dpi=110, format="png")
     return path
 
 
