@@ -161,7 +161,7 @@ def compare_latency(runner_a: Any, runner_b: Any, input_size: int, batch: int = 
     `input_size_b`: B's input size when it differs from A's (a resized model).
 
     Blocks, not single runs: ONNX Runtime's worker threads keep spinning for a while after
-    a run, and with strict A B A B alternation the spinning threads of one session steal
+    a run, and with strict A B A B alternation the spinning threads of one InferenceSession steal
     cores from the other (seen here: 1.7x by A B A B where runs alone and blocks gave 2.0x).
     Each switch waits SWITCH_PAUSE_SECONDS, and the first run of each block is not counted.
     Cycles timed while other processes used the cores are timed again (see Blocks).
