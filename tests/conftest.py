@@ -13,6 +13,10 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 TRASHNET = REPO.parent / "shared" / "data" / "trashnet"
+# --set options that cut a run's stage-table timing to a few batch-1 runs in one runtime:
+# for tests of what a run decides and writes, not of its timing figures.
+BENCH_CUT_SHORT = ["--set", "bench.runs=10", "--set", "bench.warmup=0",
+                   "--set", "bench.batch_sizes=[1]", "--set", "bench.compare_runtimes=false"]
 TINY_CLASSES = ["blue", "green", "red"]
 
 # Every module type of the competition's YAML format, once (the Kindle builder tests).

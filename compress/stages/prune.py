@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,8 +33,8 @@ from compress.stages.base import (
 )
 from compress.stages.registry import register_stage
 
-# A MACs target is approached by bisection on a grid of uniform ratios up to 0.95, 0.95 / 512
-# (< 0.002) apart.
+# A MACs target is approached on a grid of uniform ratios up to 0.95, 0.95 / 512 (< 0.002)
+# apart, by a search that interpolates (see smallest_step_reaching).
 _MAX_RATIO = 0.95
 _RATIO_STEPS = 512
 
@@ -242,7 +243,8 @@ class Prune(Stage):
                 reaching[step] = trial
             return macs
 
-        step = smallest_step_reaching(macs_at, target, _RATIO_STEPS)
+        unpruned = sum(macs_from_shapes(model, positions).values())
+        step = smallest_step_reaching(macs_at, target, _RATIO_STEPS, unpruned)
         # The largest ratio is the answer untried when no smaller one reaches the target.
         return (reaching[step] if step in reaching else pruned_at(step),
                 _MAX_RATIO * step / _RATIO_STEPS)
@@ -282,12 +284,35 @@ class Prune(Stage):
             sensitivity={"baseline_macro_f1": baseline_f1, "cuts": [c.as_dict() for c in cuts]}))
 
 
-def smallest_step_reaching(macs_at: Callable[[int], int], target: float, steps: int) -> int:
+def smallest_step_reaching(macs_at: Callable[[int], int], target: float, steps: int,
+                           unpruned: float) -> int:
     """The smallest step in 1..`steps` whose MACs, `macs_at(step)`, are at most `target`
     (`steps` itself where none below is, without counting its MACs), for MACs that never
-    grow with the step: bisection, log2(steps) calls."""
+    grow with the step; `unpruned` is the MACs at step 0.
+
+    A uniform ratio r leaves about (1 - r)^2 of the MACs, so the square root of the MACs is
+    nearly linear in the step: each call aims where the line through the bracket's ends
+    crosses the target, and a call that does not halve the bracket is followed by a
+    bisection (so never more than about twice bisection's log2(steps) calls). Rounding
+    widths to round_to makes the MACs a staircase whose edges no interpolation finds, so
+    the gain is modest: 5-8 calls against bisection's 9 on six torchvision models
+    (MobileNetV2/V3, ResNet-18, EfficientNet-B0, DenseNet-121 at targets 0.4-0.7), 11 on
+    a tiny model with few, wide steps (tests/stages/test_prune_target.py)."""
     low, high = 0, steps
+    root_low, root_high = math.sqrt(unpruned), math.sqrt(unpruned) * (1 - _MAX_RATIO)
+    root_target = math.sqrt(max(target, 0.0))
+    bisect_next = False
     while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (low, middle) if macs_at(middle) <= target else (middle, high)
+        width = high - low
+        if bisect_next:
+            step = (low + high) // 2
+        else:
+            share = (root_low - root_target) / max(root_low - root_high, 1e-12)
+            step = min(max(math.ceil(low + share * width), low + 1), high - 1)
+        macs = macs_at(step)
+        if macs <= target:
+            high, root_high = step, math.sqrt(macs)
+        else:
+            low, root_low = step, math.sqrt(macs)
+        bisect_next = not bisect_next and 2 * (high - low) > width
     return high

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import REPO
 
 from compress.checkpoint import Checkpoint, save_checkpoint
 from compress.cli import main
@@ -215,15 +214,3 @@ def test_a_teacher_must_predict_the_inputs_classes(tmp_path, tiny_recipe, tiny_m
     line, = output.strip().splitlines()
     assert code == 2 and "teacher: " in line, output
     assert "other.safetensors: its classes ['red', 'green', 'blue'] are not the input's" in line
-
-
-@pytest.mark.slow
-def test_the_smoke_recipe_on_trashnet(tmp_path, trashnet):
-    shipped = REPO / "checkpoints" / "mnv3_trashnet.safetensors"
-    code, output = _run(REPO / "recipes" / "smoke.yaml", "--out", tmp_path / "run",
-                        "--data", trashnet)
-    assert code == 0, output
-    stages = _report(tmp_path / "run")["stages"]
-    assert len(stages) == 5 and all(s["macro_f1"] is not None for s in stages)
-    assert stages[1]["macs"] < 0.65 * stages[0]["macs"]
-    assert shipped.is_file()
