@@ -33,7 +33,7 @@ from compress.training.distributed import (
     join_process_group,
     wait_for_main,
 )
-from compress.training.ema import WeightAverage
+from compress.training.ema import WeightAverage, same_draw
 from compress.training.loop import (
     EpochStats,
     Optimization,
@@ -107,6 +107,9 @@ class _Loaders:
     sampler: DistributedSampler | None  # under torchrun: this process's share of train
     val: DataLoader
     held_out: DataLoader | None
+    # The training images the weight average's BatchNorm statistics are measured on, the
+    # same draw every epoch (compress.training.ema.same_draw).
+    recalibration: DataLoader
 
 
 @dataclass
@@ -180,8 +183,9 @@ def _record_epoch(session: _Session, epoch: int, stats: EpochStats, started: flo
     s = session
     classes = s.run.template.classes
     if s.step.ema is not None:  # its BatchNorm statistics for its own weights first
-        s.step.ema.settle(s.model, (images for images, _ in s.loaders.train), s.device,
-                          training_memory_format(s.device), s.config.freeze_bn_stats)
+        with same_draw(s.loaders.recalibration, s.config.seed) as images:
+            s.step.ema.settle(s.model, images, s.device, training_memory_format(s.device),
+                              s.config.freeze_bn_stats)
     metrics = _evaluate(s.evaluated, s.loaders.val, s.device, classes)
     row = _epoch_row(epoch, stats, metrics, s.job, s.step.opt, started, s.step.ema)
     if s.loaders.held_out is not None:
@@ -242,7 +246,9 @@ def _loaders(inputs: FitInputs, config: TrainConfig, job: Distributed, device: t
                              num_workers=workers, pin_memory=pin)
     held_out_loader = None if inputs.held_out is None else \
         make_loader(inputs.held_out, config.batch_size * 2, shuffle=False, num_workers=0)
-    return _Loaders(train_loader, sampler, val_loader, held_out_loader)
+    recalibration_loader = make_loader(inputs.train, config.batch_size, shuffle=True,
+                                       num_workers=workers, pin_memory=pin)
+    return _Loaders(train_loader, sampler, val_loader, held_out_loader, recalibration_loader)
 
 
 def _resume(out_dir: Path, state: TrainedState, job: Distributed,

@@ -20,10 +20,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from compress.checkpoint import load_checkpoint
+from compress.data.folders import make_loader
 from compress.measure.metrics import model_macro_f1
 from compress.models import build_model
 from compress.stages.finetune import fresh_weights
-from compress.training.ema import WeightAverage
+from compress.training.ema import WeightAverage, same_draw
 from compress.training.engine import FitInputs, FitRun, TrainConfig, fit
 from compress.training.loop import warmup_cosine
 from compress.training.mixing import Mixing, mix_batch
@@ -88,6 +89,47 @@ def test_recalibration_measures_the_averages_batchnorm_statistics_on_training_ba
     frozen.settle(model, iter(batches), torch.device("cpu"), torch.contiguous_format,
                   frozen_statistics=True)
     assert torch.equal(frozen.average[2].running_mean, model[2].running_mean)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_recalibration_draw_is_the_same_at_every_call_and_leaves_training_alone(
+        tiny_data, tiny_model_spec, workers):
+    _, train_set, _, _ = tiny_fit_setup(tiny_data, tiny_model_spec)
+    loader = make_loader(train_set, 4, shuffle=True, num_workers=workers)
+
+    def draw(seed: int) -> list[torch.Tensor]:
+        with same_draw(loader, seed) as images:
+            return list(images)
+
+    torch.manual_seed(5)
+    first = draw(seed=3)
+    after_draw = torch.rand(3)
+    torch.manual_seed(5)
+    again = draw(seed=3)
+    assert torch.equal(torch.rand(3), after_draw)  # the global generator was left as it was
+    assert len(first) == len(again) > 1
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    # Another seed: other crops or another order (the augmentation is random).
+    assert not all(torch.equal(a, b) for a, b in zip(first, draw(seed=4)))
+
+
+def test_with_ema_every_epoch_recalibrates_on_the_same_images(tmp_path, tiny_data,
+                                                              tiny_model_spec, monkeypatch):
+    seen = []
+    settle = WeightAverage.settle
+
+    def recording(self, model, batches, *args):
+        batches = list(batches)
+        seen.append(batches)
+        return settle(self, model, iter(batches), *args)
+
+    monkeypatch.setattr(WeightAverage, "settle", recording)
+    model, train_set, val_set, template = tiny_fit_setup(tiny_data, tiny_model_spec)
+    config = TrainConfig(epochs=3, lr=0.05, batch_size=8, num_workers=0, device="cpu",
+                         ema_decay=0.5)
+    fit(model, FitInputs(train_set, val_set), config, FitRun(tmp_path, template))
+    assert len(seen) == 3
+    assert all(torch.equal(a, b) for later in seen[1:] for a, b in zip(seen[0], later))
 
 
 def test_with_ema_the_average_is_evaluated_saved_and_kept(tmp_path, tiny_data,
