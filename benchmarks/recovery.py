@@ -2,13 +2,14 @@
 planned architecture, paired by seed, judged on the held-out train images, reported on val.
 
     python benchmarks/recovery.py --out runs/recovery [--arms today,fm_cos,fm_cos_ema]
-        [--seeds 42,1,2] [--epochs 55,150] [--start PLANNED.safetensors]
+        [--seeds 42,1,2] [--epochs 55,150] [--start PLANNED.safetensors | --plan-recipe R]
     python benchmarks/recovery.py --out runs/recovery --report   # the table, nothing run
     python benchmarks/recovery.py --out runs/recovery --report --plot curves.png
 
 The start (unless --start names one): the plan stage of recipes/mnv3_small_latency.yaml
 (the distilled small model planned to 5x of the baseline, seed 42), run once into
-OUT/start. Every run fine-tunes that checkpoint with the shipped baseline as the teacher;
+OUT/start; `--plan-recipe recipes/mnv3_latency.yaml` starts from the baseline itself,
+pruned, fine-tuned and planned to 5x by that recipe's stages up to its plan. Every run fine-tunes that checkpoint with the shipped baseline as the teacher;
 the checkpoint's recorded held-out split stays the same in every run, so runs of one seed
 differ only by their arm. The peer arm (`peer_fm_cos_ema`) trains torchvision's
 mobilenet_v3_small from scratch instead, and `searched_fm_cos_ema` the searched design
@@ -84,21 +85,27 @@ PEER_LR = 0.02  # the recovery arms' peak rate
 PEER_START_EPOCHS = 120  # recipes/mnv3_small_latency.yaml's checkpoint was trained 120 epochs
 
 
-def planned_start(out: Path, data: Path) -> Path:
-    """The plan stage's model of PLAN_RECIPE (seed 42), run once."""
-    start = out / "start" / "stages" / "01-plan" / "model.safetensors"
-    if start.exists():
-        return start
-    recipe = out / "plan_only.yaml"
-    text = PLAN_RECIPE.read_text()
-    head, _, stages = text.partition("stages:\n")
-    plan_line = next(line for line in stages.splitlines() if "- plan:" in line)
-    recipe.write_text(head.replace("checkpoint: checkpoints/", f"checkpoint: {REPO}/checkpoints/")
-                      .replace("teacher: checkpoints/", f"teacher: {REPO}/checkpoints/")
-                      + "stages:\n" + plan_line + "\n")
-    subprocess.run([sys.executable, "-m", "compress", "run", str(recipe), "--data", str(data),
+def planned_start(out: Path, data: Path, plan_recipe: Path = PLAN_RECIPE) -> Path:
+    """The plan stage's model of `plan_recipe` (its stages up to and including the first
+    plan, at the recipe's seed), run once into OUT/start."""
+    import yaml
+
+    found = sorted((out / "start" / "stages").glob("*-plan/model.safetensors"))
+    if found:
+        return found[0]
+    recipe = yaml.safe_load(plan_recipe.read_text())
+    kinds = [next(iter(stage)) for stage in recipe["stages"]]
+    if "plan" not in kinds:
+        raise SystemExit(f"{plan_recipe}: no plan stage to start from")
+    recipe["stages"] = recipe["stages"][:kinds.index("plan") + 1]
+    for key in ("checkpoint", "teacher"):  # relative to the repository, read from OUT
+        if key in recipe and not Path(recipe[key]).is_absolute():
+            recipe[key] = str(REPO / recipe[key])
+    path = out / "plan_only.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    subprocess.run([sys.executable, "-m", "compress", "run", str(path), "--data", str(data),
                     "--out", str(out / "start")], check=True)
-    return start
+    return planned_start(out, data, plan_recipe)
 
 
 def peer_data_yaml(out: Path, arm: str, data: Path, data_yaml: Path,
@@ -253,6 +260,10 @@ def main() -> None:
     parser.add_argument("--epochs", default="55")
     parser.add_argument("--start", type=Path, default=None,
                         help="the planned checkpoint [default: made once into OUT/start]")
+    parser.add_argument("--plan-recipe", type=Path, default=PLAN_RECIPE,
+                        help="without --start: the recipe whose stages up to its plan make "
+                        "the start, e.g. recipes/mnv3_latency.yaml for the baseline planned "
+                        "to 5x [default: recipes/mnv3_small_latency.yaml]")
     parser.add_argument("--data", type=Path, default=TRASHNET)
     parser.add_argument("--teacher", type=Path, default=BASELINE)
     parser.add_argument("--peer-data", type=Path, default=None,
@@ -276,7 +287,7 @@ def main() -> None:
     if not args.report:
         if not args.data.is_dir():
             raise SystemExit(f"needs the data at {args.data}")
-        start = args.start or planned_start(out, args.data)
+        start = args.start or planned_start(out, args.data, args.plan_recipe.resolve())
         for epochs in (int(e) for e in args.epochs.split(",")):
             for seed in (int(s) for s in args.seeds.split(",")):  # seeds outer: pairs first
                 for arm in arms:
