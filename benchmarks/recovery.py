@@ -61,6 +61,10 @@ ARMS: dict[str, list[str]] = {
     "fm_cos_ema": ["--distill-mode", "function_matching", "--mixup", "0.4", "--lr", "0.02",
                    "--schedule", "cosine", "--warmup-epochs", "3", "--weight-decay",
                    "0.0001", "--ema", "0.998"],
+    # The same schedule, mixing and average with today's loss (half the labels, half the
+    # teacher's soft targets at temperature 4): which of the two moves val.
+    "kd_cos_ema": ["--mixup", "0.4", "--lr", "0.02", "--schedule", "cosine", "--warmup-epochs",
+                   "3", "--weight-decay", "0.0001", "--ema", "0.998"],
     # The same architecture from fresh weights (Liu et al. 2019), the same teacher and recipe.
     "fm_cos_ema_reinit": ["--distill-mode", "function_matching", "--mixup", "0.4", "--lr",
                           "0.02", "--schedule", "cosine", "--warmup-epochs", "3",
