@@ -157,6 +157,35 @@ def test_with_ema_the_average_is_evaluated_saved_and_kept(tmp_path, tiny_data,
                if "running_" in k)
 
 
+def test_a_recipes_finetune_with_ema_exports_the_average(tmp_path, tiny_data,
+                                                          tiny_checkpoint):
+    """The fine-tune stage's model is the average, and the export stage writes it: the
+    ONNX file computes the average's logits, not the raw weights' that training ended on."""
+    import numpy as np
+    import onnxruntime as ort
+
+    recipe = write_tiny_recipe(tmp_path / "ema.yaml", tiny_checkpoint, tiny_data, [
+        {"finetune": {"epochs": 2, "lr": 0.05, "ema": 0.5}}, {"export": {}}])
+    code, output = run_cli(["run", str(recipe), "--out", str(tmp_path / "run")])
+    assert code == 0, output
+    stages = tmp_path / "run" / "stages"
+    average = load_checkpoint(stages / "01-finetune" / "model.safetensors")
+    raw = copy.deepcopy(average.model)
+    raw_state = {key.removeprefix("model/"): value for key, value in load_file(
+        str(next(stages.glob("01-finetune/**/train_state.safetensors")))).items()
+        if key.startswith("model/")}
+    raw.load_state_dict(raw_state)
+    images = torch.randn(4, 3, average.input_size, average.input_size,
+                         generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, trained = average.model.eval()(images), raw.eval()(images)
+    assert not torch.allclose(expected, trained, atol=1e-3)  # the average is not the raw model
+    session = ort.InferenceSession(str(next(stages.glob("02-export/*.onnx"))),
+                                   providers=["CPUExecutionProvider"])
+    exported = session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
+    assert np.allclose(exported, expected.numpy(), atol=1e-4)
+
+
 def test_with_frozen_batchnorm_statistics_the_average_keeps_the_models(tmp_path, tiny_data,
                                                                        tiny_model_spec):
     """Frozen statistics are never measured anew for the average (that would change them)."""
