@@ -20,6 +20,7 @@ from torch import nn
 from compress.errors import StageFailed
 from compress.measure.macs import count_macs, layer_positions, macs_from_shapes
 from compress.models import classifier_layer
+from compress.ops.batchnorm import recalibrate_batchnorm
 from compress.ops.pruning import PruningUnit, broken_module_type, prune_units, pruning_units
 from compress.stages.base import (
     ReportBars,
@@ -37,6 +38,7 @@ from compress.stages.registry import register_stage
 # apart, by a search that interpolates (see smallest_step_reaching).
 _MAX_RATIO = 0.95
 _RATIO_STEPS = 512
+_BN_BATCH = 32  # images per batch of the BatchNorm re-estimation after the cut
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class PruneResult(StageResult):
     widths: dict[str, list[int]] = field(default_factory=dict)  # layer -> [before, after]
     ratios: dict[str, float] = field(default_factory=dict)  # auto: group -> ratio
     sensitivity: dict[str, Any] | None = None  # auto: the analysis it chose from
+    # Training images the BatchNorm statistics were measured on after the cut (0: none,
+    # without a data folder).
+    batchnorm_images: int = 0
 
 
 class PruneConfig(StageConfig):
@@ -68,7 +73,9 @@ class PruneConfig(StageConfig):
     taylor_batches: int = Field(4, ge=1, description="training batches for taylor gradients")
     sensitivity_ratios: list[float] = Field(
         default_factory=lambda: [0.25, 0.5, 0.75], description="auto: ratios tried per group")
-    calibration_images: int = Field(256, ge=8, description="auto: images for BatchNorm")
+    calibration_images: int = Field(256, ge=8, description="training images the BatchNorm "
+                                    "statistics are measured on after the cut (and, with "
+                                    "auto, the sensitivity analysis's)")
 
     @model_validator(mode="after")
     def _one_amount(self):
@@ -187,7 +194,22 @@ class Prune(Stage):
             note="; ".join(notes), importance=cfg.importance, ratio=cfg.ratio,
             uniform_ratio=round(done.ratio, 4), steps=done.steps, macs_before=macs_before,
             macs_after=macs_after, macs_kept=macs_after / macs_before, widths=widths,
-            untraced=done.untraced))
+            untraced=done.untraced, batchnorm_images=self._measure_batchnorm(model, ctx)))
+
+    def _measure_batchnorm(self, model: nn.Module, ctx: StageContext) -> int:
+        """BatchNorm statistics measured anew for the cut model on training images (through
+        the test transform), where there is a data folder; returns how many. A layer that
+        lost input channels no longer produces the activations its successor's statistics
+        describe: right after a uniform cut to 60 % of the MACs the shipped baseline
+        predicted one class (val macro F1 0.064); with its statistics re-measured on 256
+        training images, 0.40."""
+        if ctx.data is None:
+            return 0
+        images = ctx.data.calibration_images(self.config.calibration_images, ctx.input_size,
+                                             ctx.seed)
+        recalibrate_batchnorm(model, images, batches=math.ceil(len(images) / _BN_BATCH),
+                              batch_size=_BN_BATCH, seed=ctx.seed)
+        return len(images)
 
     def _prune_uniformly(self, model: nn.Module, ctx: StageContext, kept: list[str],
                          traced: _Uniform, macs_before: int) -> _Uniform:
@@ -281,7 +303,8 @@ class Prune(Stage):
         return StageOutput(model, PruneResult(
             importance=cfg.importance, ratio="auto", ratios=ratios, macs_before=macs_before,
             macs_after=macs_after, macs_kept=macs_after / macs_before,
-            sensitivity={"baseline_macro_f1": baseline_f1, "cuts": [c.as_dict() for c in cuts]}))
+            sensitivity={"baseline_macro_f1": baseline_f1, "cuts": [c.as_dict() for c in cuts]},
+            batchnorm_images=self._measure_batchnorm(model, ctx)))
 
 
 def smallest_step_reaching(macs_at: Callable[[int], int], target: float, steps: int,

@@ -107,9 +107,7 @@ class _Loaders:
     sampler: DistributedSampler | None  # under torchrun: this process's share of train
     val: DataLoader
     held_out: DataLoader | None
-    # The training images the weight average's BatchNorm statistics are measured on, the
-    # same draw every epoch (compress.training.ema.same_draw).
-    recalibration: DataLoader
+    recalibration: DataLoader  # for the weight average's BatchNorm statistics (same_draw)
 
 
 @dataclass

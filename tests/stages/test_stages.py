@@ -76,6 +76,30 @@ def test_prune_to_a_macs_target_and_ignored_layers(tmp_path, tiny_model_spec):
     assert kept <= 0.5
 
 
+def test_prune_measures_the_batchnorm_statistics_of_the_cut_model(tmp_path, tiny_data):
+    """With data, every BatchNorm's statistics after the cut are the plain mean over the
+    stage's training images (the stale ones describe the uncut model); without, they stay."""
+    model = build_model(TV_SMALL).eval()
+    stage = create_stage("prune", {"ratio": 0.5, "calibration_images": 24})
+    data = _tiny_data(tiny_data)
+    inherited, without = apply_stage(stage, build_model(TV_SMALL).eval(), _ctx(tmp_path,
+                                                                                TV_SMALL))
+    assert without["batchnorm_images"] == 0
+    pruned, result = apply_stage(stage, model, _ctx(tmp_path, TV_SMALL, data))
+    assert result["batchnorm_images"] == 24
+    norm_name = next(n for n, m in pruned.named_modules() if isinstance(m, nn.BatchNorm2d))
+    norm = dict(pruned.named_modules())[norm_name]
+    stale = dict(inherited.named_modules())[norm_name]
+    assert not torch.allclose(norm.running_mean, stale.running_mean)
+    # The first BatchNorm's input is the first conv's output: its mean over the 24 images.
+    ctx_seed = _ctx(tmp_path, TV_SMALL).seed
+    images = torch.stack([image for image, _ in data.calibration_images(24, SIZE, ctx_seed)])
+    conv = next(m for m in pruned.modules() if isinstance(m, nn.Conv2d))
+    with torch.no_grad():
+        first_outputs = conv(images)  # one batch: its mean is the statistic
+    assert torch.allclose(norm.running_mean, first_outputs.mean((0, 2, 3)), atol=1e-4)
+
+
 def test_prune_taylor_uses_real_gradients(tmp_path, tiny_model_spec, tiny_data):
     model = build_model(tiny_model_spec).eval()
     stage = create_stage("prune", {"importance": "taylor", "ratio": 0.3})
