@@ -17,9 +17,10 @@ averaged weights on training batches, as stochastic weight averaging does
 
 Those batches are the same augmented images at every epoch (`same_draw`). Drawn anew each
 epoch, the draw alone moved val macro F1 as much as training did: the kept averages of two
-150-epoch function-matching runs, re-measured on twelve draws of 1024 images each, spread
-over 2.4 and 0.8 points of val macro F1 at fixed weights, where their last ten epochs
-(learning rate near zero) had swung 2.4 and 1.3 points. Through the test transform
+150-epoch function-matching runs, re-measured on two sets of six draws of 1024 images
+each, spread over 1.1 and 2.4 points of val macro F1 (one run) and 0.8 and 0.8 (the other)
+at fixed weights, where their last ten epochs (learning rate near zero) had swung 2.4 and
+1.3 points. Through the test transform
 instead (no crop, no flip) the statistics cost 0.5-1.7 points on all five runs tried: the
 weights were trained on augmented images.
 """
