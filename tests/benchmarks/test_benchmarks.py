@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -208,3 +209,35 @@ def test_suite_times_sums_a_junit_file_by_folder(tmp_path, monkeypatch, capsys):
     junit.write_text("not xml")
     code, _, err = in_process(monkeypatch, capsys, "suite_times.py", junit)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_split_resolution_prices_one_image_on_each_split(tmp_path, tiny_data, monkeypatch,
+                                                         capsys):
+    from conftest import run_cli, write_train_yamls
+
+    spec = importlib.util.spec_from_file_location(
+        "split_resolution", REPO / "benchmarks" / "split_resolution.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # Class 0: precision 1, recall 1/2 (F1 2/3); class 1: 2/3, 1 (F1 4/5); the one wrong
+    # image made right gives F1 1 for both: macro 11/15 -> 1.
+    base, overall, by_class = module.one_image_rise(
+        np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 2)
+    assert base == pytest.approx(11 / 15) and overall == pytest.approx(4 / 15)
+    assert by_class == {0: pytest.approx(4 / 15)}
+    model_yaml, data_yaml = write_train_yamls(tmp_path, tiny_data, CALIBRATION_RATIO=0.25)
+    code, output = run_cli(["train", "--model", model_yaml, "--data", data_yaml, "--out",
+                            tmp_path / "trained"])
+    assert code == 0, output
+    trained = tmp_path / "trained" / "last.safetensors"
+    code, out, err = in_process(monkeypatch, capsys, "split_resolution.py", trained,
+                                "--data", tiny_data)
+    assert code == 0, err
+    val_line, held_line = out.strip().splitlines()
+    val_count = sum(1 for path in (tiny_data / "val").rglob("*") if path.is_file())
+    assert val_line.startswith(f"val: {val_count} images")
+    held_out = load_checkpoint(trained).held_out_files
+    assert held_line.startswith(f"held-out: {len(held_out)} images")
+    # The macro F1 printed is the model's on val, as the training engine measured it.
+    last = json.loads((tmp_path / "trained" / "history.json").read_text())[-1]
+    assert f"macro F1 {last['val_macro_f1']:.4f}" in val_line
