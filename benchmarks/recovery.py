@@ -22,7 +22,8 @@ a new OUT for another start or other options. Run one at a time, nothing heavy b
 
 Per arm and budget: the kept (last) epoch's held-out and val macro F1, mean and sd over
 seeds, the spread (max - min) of val macro F1 over the last ten epochs, and each arm's
-paired difference to `today` over the seeds they share, with a 95 % bootstrap interval.
+paired difference to `today` on each split over the seeds they share, with a 95 %
+bootstrap interval.
 Decisions read the held-out column; val is reported only.
 
 Claim: which recovery recipe brings a planned model closest to its teacher (figures in
@@ -200,22 +201,25 @@ def table(results: list[dict]) -> list[str]:
     for row in results:
         by_key.setdefault((row["arm"], row["epochs"]), {})[row["seed"]] = row
     lines = ["| arm | epochs | seeds | held-out F1 mean (sd) | val F1 mean (sd) | last-ten val "
-             "spread | held-out vs today (95 % CI) |", "|---|---|---|---|---|---|---|"]
+             "spread | held-out vs today (95 % CI) | val vs today (95 % CI) |",
+             "|---|---|---|---|---|---|---|---|"]
     for (arm, epochs), runs in sorted(by_key.items(), key=lambda item: (item[0][1], item[0][0])):
         held = [r["held_out_macro_f1"] for r in runs.values()]
         val = [r["val_macro_f1"] for r in runs.values()]
         spread = np.mean([r["val_spread_last_ten"] for r in runs.values()])
         today = by_key.get(("today", epochs), {})
         shared = sorted(set(runs) & set(today))
-        paired = "n/a"
+        paired = {"held_out_macro_f1": "n/a", "val_macro_f1": "n/a"}
         if arm != "today" and shared:
-            differences = [runs[s]["held_out_macro_f1"] - today[s]["held_out_macro_f1"]
-                           for s in shared]
-            low, high = bootstrap_interval(differences)
-            paired = f"{np.mean(differences):+.4f} ({low:+.4f} to {high:+.4f}, {len(shared)})"
+            for split in paired:
+                differences = [runs[s][split] - today[s][split] for s in shared]
+                low, high = bootstrap_interval(differences)
+                paired[split] = (f"{np.mean(differences):+.4f} ({low:+.4f} to {high:+.4f}, "
+                                 f"{len(shared)})")
         sd = (lambda v: f"{np.std(v, ddof=1):.4f}" if len(v) > 1 else "-")
         lines.append(f"| {arm} | {epochs} | {len(runs)} | {np.mean(held):.4f} ({sd(held)}) | "
-                     f"{np.mean(val):.4f} ({sd(val)}) | {spread:.4f} | {paired} |")
+                     f"{np.mean(val):.4f} ({sd(val)}) | {spread:.4f} | "
+                     f"{paired['held_out_macro_f1']} | {paired['val_macro_f1']} |")
     return lines
 
 
