@@ -66,6 +66,12 @@ ARMS: dict[str, list[str]] = {
     # teacher's soft targets at temperature 4): which of the two moves val.
     "kd_cos_ema": ["--mixup", "0.4", "--lr", "0.02", "--schedule", "cosine", "--warmup-epochs",
                    "3", "--weight-decay", "0.0001", "--ema", "0.998"],
+    # Which of kd_cos_ema's two differences from today costs val: its rate without the
+    # mixing, and today's rate with the mixing (both with the average).
+    "kd_cos_ema_nomix": ["--lr", "0.02", "--schedule", "cosine", "--warmup-epochs", "3",
+                         "--weight-decay", "0.0001", "--ema", "0.998"],
+    "today_mix_ema": ["--lr", "0.005", "--schedule", "onecycle", "--weight-decay", "0.0001",
+                      "--mixup", "0.4", "--ema", "0.998"],
     # The same architecture from fresh weights (Liu et al. 2019), the same teacher and recipe.
     "fm_cos_ema_reinit": ["--distill-mode", "function_matching", "--mixup", "0.4", "--lr",
                           "0.02", "--schedule", "cosine", "--warmup-epochs", "3",
