@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from compress.checkpoint import Checkpoint
-from compress.data.folders import make_loader
 from compress.device import resolve_device
 from compress.errors import UserError
 from compress.measure.metrics import classification_metrics, predict
@@ -34,6 +33,7 @@ from compress.training.distributed import (
     wait_for_main,
 )
 from compress.training.ema import WeightAverage, same_draw
+from compress.training.loaders import FitLoaders, fit_loaders
 from compress.training.loop import (
     EpochStats,
     Optimization,
@@ -49,7 +49,6 @@ from compress.training.loop import (
 if TYPE_CHECKING:
     from compress.data.config import DataConfig
 
-CUDA_LOADER_WORKERS = 8
 LOADER_WAIT_WARNING = 0.25  # the epoch line says so when training waited longer for images
 
 
@@ -102,15 +101,6 @@ def fit(model: nn.Module, inputs: FitInputs, config: TrainConfig, run: FitRun) -
 
 
 @dataclass
-class _Loaders:
-    train: DataLoader
-    sampler: DistributedSampler | None  # under torchrun: this process's share of train
-    val: DataLoader
-    held_out: DataLoader | None
-    recalibration: DataLoader  # for the weight average's BatchNorm statistics (same_draw)
-
-
-@dataclass
 class _Session:
     """One fit's state, shared by its epochs."""
 
@@ -122,7 +112,7 @@ class _Session:
     job: Distributed
     device: torch.device
     started_group: bool  # this fit started the process group, and so must end it
-    loaders: _Loaders
+    loaders: FitLoaders
     started_as: str  # the fingerprint a resumed run must match
     progress: Progress
 
@@ -146,7 +136,7 @@ def _start(model: nn.Module, inputs: FitInputs, config: TrainConfig, run: FitRun
     if job.is_main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
-    loaders = _loaders(inputs, config, job, device, echo)
+    loaders = fit_loaders(inputs, config, job, device, echo)
     opt = make_optimization(model, config, len(loaders.train), uses_amp(config, device))
     started_as = checkpointing.fingerprint(model, inputs.teacher, inputs.train, inputs.val,
                                            config)
@@ -211,42 +201,6 @@ def _join(job: Distributed, config: TrainConfig) -> tuple[torch.device, bool]:
                         f"{job.world_size} processes")
     started_group = not dist.is_initialized()
     return join_process_group(job, device), started_group
-
-
-def loader_workers(configured: int, device: torch.device) -> int:
-    """Loader processes: as configured on the CPU (the cores also train); on CUDA at least
-    all usable cores but one, up to CUDA_LOADER_WORKERS, since decoding and augmenting is
-    then all the CPU does and a starved GPU idles (the epoch line says when it waited)."""
-    if device.type != "cuda":
-        return configured
-    from compress.measure.machine import usable_cores
-
-    return max(configured, min(CUDA_LOADER_WORKERS, usable_cores() - 1))
-
-
-def _loaders(inputs: FitInputs, config: TrainConfig, job: Distributed, device: torch.device,
-             echo: Callable[[str], None]) -> _Loaders:
-    """Each process loads its share of the global batch; val and the held-out images are
-    read by rank 0 alone."""
-    workers = loader_workers(config.num_workers, device)
-    if workers != config.num_workers and job.is_main:
-        echo(f"loader: {workers} worker processes instead of {config.num_workers} (on CUDA "
-             "the CPU's work is to keep the GPU fed)")
-    sampler = None
-    if job.world_size > 1:
-        sampler = DistributedSampler(inputs.train, job.world_size, job.rank, shuffle=True,
-                                     seed=config.seed)
-    pin = device.type == "cuda"
-    train_loader = make_loader(inputs.train, config.batch_size // job.world_size, shuffle=True,
-                               num_workers=workers, seed=config.seed, sampler=sampler,
-                               pin_memory=pin)
-    val_loader = make_loader(inputs.val, config.batch_size * 2, shuffle=False,
-                             num_workers=workers, pin_memory=pin)
-    held_out_loader = None if inputs.held_out is None else \
-        make_loader(inputs.held_out, config.batch_size * 2, shuffle=False, num_workers=0)
-    recalibration_loader = make_loader(inputs.train, config.batch_size, shuffle=True,
-                                       num_workers=workers, pin_memory=pin)
-    return _Loaders(train_loader, sampler, val_loader, held_out_loader, recalibration_loader)
 
 
 def _resume(out_dir: Path, state: TrainedState, job: Distributed,

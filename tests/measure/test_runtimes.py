@@ -18,7 +18,7 @@ from compress.errors import UserError
 from compress.measure.latency import measure_latency, random_batch
 from compress.measure.runtime import RuntimeChoice, choose_bench_runtime, choose_stage_runtime
 from compress.measure.torch_runner import TorchRunner, launch_floor
-from compress.training.engine import CUDA_LOADER_WORKERS, loader_workers
+from compress.training.loaders import CUDA_LOADER_WORKERS, loader_workers
 
 FAST = ["--warmup", "0", "--runs", "4"]
 
