@@ -9,7 +9,9 @@ planned architecture, paired by seed, judged on the held-out train images, repor
 The start (unless --start names one): the plan stage of recipes/mnv3_small_latency.yaml
 (the distilled small model planned to 5x of the baseline, seed 42), run once into
 OUT/start; `--plan-recipe recipes/mnv3_latency.yaml` starts from the baseline itself,
-pruned, fine-tuned and planned to 5x by that recipe's stages up to its plan. Every run fine-tunes that checkpoint with the shipped baseline as the teacher;
+pruned, fine-tuned and planned to 5x by that recipe's stages up to its plan. Every run
+fine-tunes that checkpoint with the shipped baseline as the teacher (the `*_uncut` arms:
+with the model the plan cut, the plan recipe's checkpoint);
 the checkpoint's recorded held-out split stays the same in every run, so runs of one seed
 differ only by their arm. The peer arm (`peer_fm_cos_ema`) trains torchvision's
 mobilenet_v3_small from scratch instead, and `searched_fm_cos_ema` the searched design
@@ -72,6 +74,13 @@ ARMS: dict[str, list[str]] = {
                          "--weight-decay", "0.0001", "--ema", "0.998"],
     "today_mix_ema": ["--lr", "0.005", "--schedule", "onecycle", "--weight-decay", "0.0001",
                       "--mixup", "0.4", "--ema", "0.998"],
+    # kd_cos_ema and fm_cos_ema distilled from the start's own model before the cuts
+    # (UNCUT_TEACHER_ARMS) instead of the baseline.
+    "kd_cos_ema_uncut": ["--mixup", "0.4", "--lr", "0.02", "--schedule", "cosine",
+                         "--warmup-epochs", "3", "--weight-decay", "0.0001", "--ema", "0.998"],
+    "fm_cos_ema_uncut": ["--distill-mode", "function_matching", "--mixup", "0.4", "--lr",
+                         "0.02", "--schedule", "cosine", "--warmup-epochs", "3",
+                         "--weight-decay", "0.0001", "--ema", "0.998"],
     # The same architecture from fresh weights (Liu et al. 2019), the same teacher and recipe.
     "fm_cos_ema_reinit": ["--distill-mode", "function_matching", "--mixup", "0.4", "--lr",
                           "0.02", "--schedule", "cosine", "--warmup-epochs", "3",
@@ -92,6 +101,9 @@ PEER_ARMS: dict[str, tuple[list[str], Path]] = {
                              *FM_COS_EMA_TRAIN],
                             REPO / "recipes" / "data" / "trashnet_mnv3_searched.yaml"),
 }
+# Arms whose teacher is the model the plan cut (the plan recipe's checkpoint, or --uncut):
+# the distilled small start scores held-out 0.8274 before its cuts, the baseline 0.7998.
+UNCUT_TEACHER_ARMS = {"kd_cos_ema_uncut", "fm_cos_ema_uncut"}
 PEER_LR = 0.02  # the recovery arms' peak rate
 PEER_START_EPOCHS = 120  # recipes/mnv3_small_latency.yaml's checkpoint was trained 120 epochs
 
@@ -117,6 +129,14 @@ def planned_start(out: Path, data: Path, plan_recipe: Path = PLAN_RECIPE) -> Pat
     subprocess.run([sys.executable, "-m", "compress", "run", str(path), "--data", str(data),
                     "--out", str(out / "start")], check=True)
     return planned_start(out, data, plan_recipe)
+
+
+def uncut_checkpoint(plan_recipe: Path) -> Path:
+    """The checkpoint `plan_recipe` plans: the start's model before its cuts."""
+    import yaml
+
+    checkpoint = Path(yaml.safe_load(plan_recipe.read_text())["checkpoint"])
+    return checkpoint if checkpoint.is_absolute() else REPO / checkpoint
 
 
 def peer_data_yaml(out: Path, arm: str, data: Path, data_yaml: Path,
@@ -173,8 +193,8 @@ def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs:
     with open(log, "w") as stream:
         subprocess.run(command, check=True, stdout=stream, stderr=subprocess.STDOUT)
     trained = run_dir / "train" / "last.safetensors"
-    if arm in PEER_ARMS and \
-            compress.load_checkpoint(trained).held_out_files != compress.load_checkpoint(start).held_out_files:
+    held_out_files = compress.load_checkpoint(start).held_out_files
+    if arm in PEER_ARMS and compress.load_checkpoint(trained).held_out_files != held_out_files:
         raise SystemExit(f"{name}: held out of other images than the start; not comparable")
     history = json.loads((run_dir / "train" / "history.json").read_text())
     last_ten = [row["val_macro_f1"] for row in history[-10:]]
@@ -182,7 +202,7 @@ def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs:
               "held_out_macro_f1": history[-1].get("held_out_macro_f1"),
               "val_macro_f1": history[-1]["val_macro_f1"],
               "val_spread_last_ten": max(last_ten) - min(last_ten),
-              "seconds": sum(row["seconds"] for row in history),
+              "seconds": sum(row["seconds"] for row in history), "teacher": str(teacher),
               "options": PEER_ARMS[arm][0] if arm in PEER_ARMS else ARMS[arm]}
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=1))
@@ -280,6 +300,9 @@ def main() -> None:
                         "to 5x [default: recipes/mnv3_small_latency.yaml]")
     parser.add_argument("--data", type=Path, default=TRASHNET)
     parser.add_argument("--teacher", type=Path, default=BASELINE)
+    parser.add_argument("--uncut", type=Path, default=None,
+                        help="the teacher of the *_uncut arms [default: the plan recipe's "
+                        "checkpoint, the model the start was cut from]")
     parser.add_argument("--peer-data", type=Path, default=None,
                         help="one data YAML for every arm trained from scratch [default: "
                         "each arm's own]")
@@ -302,10 +325,12 @@ def main() -> None:
         if not args.data.is_dir():
             raise SystemExit(f"needs the data at {args.data}")
         start = args.start or planned_start(out, args.data, args.plan_recipe.resolve())
+        uncut = args.uncut or uncut_checkpoint(args.plan_recipe.resolve())
         for epochs in (int(e) for e in args.epochs.split(",")):
             for seed in (int(s) for s in args.seeds.split(",")):  # seeds outer: pairs first
                 for arm in arms:
-                    one_run(out, start, args.data, args.teacher, arm, epochs, seed,
+                    teacher = uncut if arm in UNCUT_TEACHER_ARMS else args.teacher
+                    one_run(out, start, args.data, teacher, arm, epochs, seed,
                             Peer(args.peer_data, args.peer_start_epochs))
     results = [json.loads(path.read_text()) for path in sorted((out / "results").glob("*.json"))]
     print("\n".join(table(results)))

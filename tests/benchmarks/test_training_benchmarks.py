@@ -5,6 +5,7 @@ suite's workers take it beside tests/benchmarks/test_benchmarks.py."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -97,18 +98,25 @@ def test_recovery_runs_each_arm_and_seed_once_and_reports_paired_differences(
                              capture_output=True, text=True)
     assert plotted.returncode == 0, plotted.stderr[-2000:]
     assert (tmp_path / "curves.png").stat().st_size > 10_000 and line in plotted.stdout
-    # A start made by a recipe's stages up to its plan (the ones after it are left out).
+    # A start made by a recipe's stages up to its plan (the ones after it are left out);
+    # the *_uncut arms distil from the recipe's checkpoint, the others from --teacher.
     recipe = write_tiny_recipe(tmp_path / "plan.yaml", start, tiny_data, [
         {"prune": {"ratio": 0.25}},
         {"plan": {"target_speedup": 1.05, "tolerance": 0.45, "kinds": ["prune"],
                   "prune_ratios": [0.5], "timing_runs": 10}},
         {"finetune": {"epochs": 1}}])
+    teacher = tmp_path / "teacher.safetensors"
+    shutil.copy(start, teacher)
     planned = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "recovery.py"), "--out",
-         str(tmp_path / "planned"), "--plan-recipe", str(recipe), "--teacher", str(start),
-         "--data", str(tiny_data), "--arms", "today", "--seeds", "1", "--epochs", "1"],
+         str(tmp_path / "planned"), "--plan-recipe", str(recipe), "--teacher", str(teacher),
+         "--data", str(tiny_data), "--arms", "today,kd_cos_ema_uncut", "--seeds", "1",
+         "--epochs", "1"],
         capture_output=True, text=True)
     assert planned.returncode == 0, planned.stdout[-2000:] + planned.stderr[-2000:]
+    teachers = {arm: json.loads((tmp_path / "planned" / "results" / f"{arm}-1ep-seed1.json")
+                                .read_text())["teacher"] for arm in ("today", "kd_cos_ema_uncut")}
+    assert teachers == {"today": str(teacher), "kd_cos_ema_uncut": str(start)}
     stages = sorted(path.name for path in (tmp_path / "planned" / "start" / "stages").iterdir())
     assert stages == ["00-input", "01-prune", "02-plan"]
     plan = load_checkpoint(tmp_path / "planned" / "start" / "stages" / "02-plan" /
