@@ -42,6 +42,11 @@ class DistillConfig(StageConfig):
         "soft_hard", description="soft_hard: (1 - alpha) x the labels' cross-entropy + alpha "
         "x the teacher's soft targets; function_matching: the teacher's outputs only, on the "
         "very images the student trains on (mixed ones too)")
+    teacher: Literal["teacher", "input"] = Field(
+        "teacher", description="teacher: the recipe's teacher (compress finetune's --teacher; "
+        "the run's input checkpoint where there is none); input: the run's input checkpoint, "
+        "the model before the run's cuts, while the recipe's teacher stays what a plan times "
+        "against")
 
 
 class MixConfig(StageConfig):
@@ -95,6 +100,13 @@ class FinetuneConfig(StageConfig):
         return value
 
 
+def _teacher(distill: DistillConfig | None, ctx: StageContext) -> nn.Module | None:
+    """The model to distil from, where the stage distils."""
+    if distill is None:
+        return None
+    return ctx.run_input if distill.teacher == "input" else ctx.teacher
+
+
 @register_stage
 class Finetune(Stage):
     name = "finetune"
@@ -130,7 +142,7 @@ class Finetune(Stage):
         template = Checkpoint(model, ctx.base_model_spec, ctx.classes, ctx.input_size)
         result = fit(model, FitInputs(ctx.data.train, ctx.data.val,
                                       held_out=ctx.data.calibration,
-                                      teacher=ctx.teacher if cfg.distill else None),
+                                      teacher=_teacher(cfg.distill, ctx)),
                      train_config, FitRun(ctx.stage_dir / "train", template, echo=ctx.echo))
         return StageOutput(load_checkpoint(result.path).model, FinetuneResult(
             freeze=cfg.freeze, trainable_tensors=len(trainable), keep=cfg.keep,

@@ -213,7 +213,8 @@ def test_finetune_distils_from_another_teacher_with_the_same_classes(tmp_path,
     code, output = run_cli(command + ["--teacher", tiny_checkpoint, "--out", tmp_path / "b"])
     assert code == 0, output
     details = json.loads((tmp_path / "b" / "finetune.json").read_text())
-    assert details["distill"] == {"temperature": 4.0, "alpha": 0.5, "mode": "soft_hard"}
+    assert details["distill"] == {"temperature": 4.0, "alpha": 0.5, "mode": "soft_hard",
+                                  "teacher": "teacher"}
 
 
 def test_a_second_finetune_with_other_settings_into_the_same_out_is_refused(tmp_path,

@@ -203,7 +203,31 @@ def test_finetune_with_distillation_runs(tmp_path, tiny_model_spec, tiny_data):
     stage = create_stage("finetune", {"epochs": 1, "distill": {"temperature": 2.0, "alpha": 0.7}})
     ctx = _ctx(tmp_path, tiny_model_spec, _tiny_data(tiny_data), teacher=teacher)
     _, result = apply_stage(stage, student, ctx)
-    assert result["distill"] == {"temperature": 2.0, "alpha": 0.7, "mode": "soft_hard"}
+    assert result["distill"] == {"temperature": 2.0, "alpha": 0.7, "mode": "soft_hard",
+                                 "teacher": "teacher"}
+
+
+def test_finetune_distils_from_the_run_input_on_request(tmp_path, tiny_model_spec, tiny_data,
+                                                       monkeypatch):
+    """distill.teacher: input: the model before the run's cuts, not the recipe's teacher
+    (which a plan times against)."""
+    import compress.stages.finetune as finetune
+
+    recipe_teacher, run_input = build_model(tiny_model_spec).eval(), build_model(tiny_model_spec)
+    taught_by = []
+    real_fit = finetune.fit
+    monkeypatch.setattr(finetune, "fit", lambda model, inputs, *rest: (
+        taught_by.append(inputs.teacher), real_fit(model, inputs, *rest))[1])
+    for choice in ("input", "teacher"):
+        stage = create_stage("finetune", {"epochs": 1, "distill": {"teacher": choice}})
+        ctx = stage_context(SIZE, ["blue", "green", "red"], torch.device("cpu"),
+                            tmp_path / choice, tiny_model_spec, teacher=recipe_teacher,
+                            run_input=run_input, data=_tiny_data(tiny_data))
+        _, result = apply_stage(stage, build_model(tiny_model_spec), ctx)
+        assert result["distill"]["teacher"] == choice
+    assert taught_by[0] is run_input and taught_by[1] is recipe_teacher
+    with pytest.raises(ValueError, match="teacher"):
+        create_stage("finetune", {"distill": {"teacher": "baseline"}})
 
 
 def test_finetune_clips_the_gradient_norm(tmp_path, tiny_model_spec, tiny_data):
