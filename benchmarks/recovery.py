@@ -74,13 +74,6 @@ ARMS: dict[str, list[str]] = {
                          "--weight-decay", "0.0001", "--ema", "0.998"],
     "today_mix_ema": ["--lr", "0.005", "--schedule", "onecycle", "--weight-decay", "0.0001",
                       "--mixup", "0.4", "--ema", "0.998"],
-    # kd_cos_ema and fm_cos_ema distilled from the start's own model before the cuts
-    # (UNCUT_TEACHER_ARMS) instead of the baseline.
-    "kd_cos_ema_uncut": ["--mixup", "0.4", "--lr", "0.02", "--schedule", "cosine",
-                         "--warmup-epochs", "3", "--weight-decay", "0.0001", "--ema", "0.998"],
-    "fm_cos_ema_uncut": ["--distill-mode", "function_matching", "--mixup", "0.4", "--lr",
-                         "0.02", "--schedule", "cosine", "--warmup-epochs", "3",
-                         "--weight-decay", "0.0001", "--ema", "0.998"],
     # The same architecture from fresh weights (Liu et al. 2019), the same teacher and recipe.
     "fm_cos_ema_reinit": ["--distill-mode", "function_matching", "--mixup", "0.4", "--lr",
                           "0.02", "--schedule", "cosine", "--warmup-epochs", "3",
@@ -101,9 +94,11 @@ PEER_ARMS: dict[str, tuple[list[str], Path]] = {
                              *FM_COS_EMA_TRAIN],
                             REPO / "recipes" / "data" / "trashnet_mnv3_searched.yaml"),
 }
-# Arms whose teacher is the model the plan cut (the plan recipe's checkpoint, or --uncut):
-# the distilled small start scores held-out 0.8274 before its cuts, the baseline 0.7998.
-UNCUT_TEACHER_ARMS = {"kd_cos_ema_uncut", "fm_cos_ema_uncut"}
+# kd_cos_ema and fm_cos_ema with the model the plan cut as the teacher (the plan recipe's
+# checkpoint, or --uncut) instead of the baseline: the distilled small start scores
+# held-out 0.8274 before its cuts, the baseline 0.7998.
+UNCUT_TEACHER_ARMS = {f"{arm}_uncut": ARMS[arm] for arm in ("kd_cos_ema", "fm_cos_ema")}
+ARMS |= UNCUT_TEACHER_ARMS
 PEER_LR = 0.02  # the recovery arms' peak rate
 PEER_START_EPOCHS = 120  # recipes/mnv3_small_latency.yaml's checkpoint was trained 120 epochs
 
@@ -193,8 +188,8 @@ def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs:
     with open(log, "w") as stream:
         subprocess.run(command, check=True, stdout=stream, stderr=subprocess.STDOUT)
     trained = run_dir / "train" / "last.safetensors"
-    held_out_files = compress.load_checkpoint(start).held_out_files
-    if arm in PEER_ARMS and compress.load_checkpoint(trained).held_out_files != held_out_files:
+    if arm in PEER_ARMS and compress.load_checkpoint(trained).held_out_files != \
+            compress.load_checkpoint(start).held_out_files:
         raise SystemExit(f"{name}: held out of other images than the start; not comparable")
     history = json.loads((run_dir / "train" / "history.json").read_text())
     last_ten = [row["val_macro_f1"] for row in history[-10:]]
