@@ -25,19 +25,23 @@ a new OUT for another start or other options. Run one at a time, nothing heavy b
 Per arm and budget: the kept (last) epoch's held-out and val macro F1, mean and sd over
 seeds, the spread (max - min) of val macro F1 over the last ten epochs, and each arm's
 paired difference to `today` on each split over the seeds they share, with a 95 %
-bootstrap interval.
+bootstrap interval, and the val macro F1 of the epoch `--keep best` would have kept (the
+best on held-out; its held-out figure chose it, so it is not reported). Figures are derived
+again from each run's history whenever the table is printed; a result file records the
+digest of its start, and a run measured from another start in the same OUT is refused.
 Decisions read the held-out column; val is reported only.
 
 Claim: which recovery recipe brings a planned model closest to its teacher (figures in
 benchmarks/RESULTS.md, "Recovery after the cuts"). Run time on the 2-core VM:
 about 9 min per 55-epoch run of the 11 M-MAC start (the teacher's forward included), 25 min
-per 150 epochs; a peer run of 175 epochs about 45 min (not timed yet). Output: one line per
+per 150 epochs; a peer run of 175 epochs about 82 min (28 s an epoch). Output: one line per
 run, then the table above.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -163,13 +167,53 @@ class Peer:
     start_epochs: int = PEER_START_EPOCHS
 
 
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def figures(history: list[dict]) -> dict:
+    """A run's figures from its per-epoch history: the kept (last) epoch's held-out and val
+    macro F1, the spread of val over the last ten epochs, the wall time, and the epoch
+    `--keep best` would keep (the first with the best held-out macro F1) with its val macro
+    F1; that epoch's held-out F1 chose it, so only its val F1 is a fair figure."""
+    last_ten = [row["val_macro_f1"] for row in history[-10:]]
+    judged = [row for row in history if row.get("held_out_macro_f1") is not None]
+    best = max(judged, key=lambda row: row["held_out_macro_f1"]) if judged else {}
+    return {"held_out_macro_f1": history[-1].get("held_out_macro_f1"),
+            "val_macro_f1": history[-1]["val_macro_f1"],
+            "val_spread_last_ten": max(last_ten) - min(last_ten),
+            "seconds": sum(row["seconds"] for row in history),
+            "best_held_out_epoch": best.get("epoch"),
+            "val_macro_f1_at_best_held_out": best.get("val_macro_f1")}
+
+
+def read_result(out: Path, result_path: Path, start_sha256: str | None = None) -> dict:
+    """A finished run's result file, its figures re-derived from the run's history where the
+    run folder is there (so that figures added later reach runs finished before). Refuses a
+    result measured from another start than the one whose digest is `start_sha256`."""
+    result = json.loads(result_path.read_text())
+    recorded = result.get("start_sha256")
+    if start_sha256 and recorded and recorded != start_sha256:
+        raise SystemExit(f"{result_path} was measured from another start (sha256 "
+                         f"{recorded[:12]}, not {start_sha256[:12]}); use a new --out")
+    history_path = out / "runs" / result_path.stem / "train" / "history.json"
+    if history_path.is_file():
+        refreshed = result | figures(json.loads(history_path.read_text()))
+        if refreshed != result:
+            result_path.write_text(json.dumps(refreshed, indent=1))
+        result = refreshed
+    return result
+
+
 def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs: int,
             seed: int, peer: Peer = Peer()) -> dict:
     """The run's figures, from its result file, or trained now."""
     name = run_name(arm, epochs, seed)
     result_path = out / "results" / f"{name}.json"
+    start_sha256 = file_sha256(start)
     if result_path.exists():
-        return json.loads(result_path.read_text())
+        return read_result(out, result_path, start_sha256)
     run_dir = out / "runs" / name
     log = out / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -192,12 +236,8 @@ def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs:
             compress.load_checkpoint(start).held_out_files:
         raise SystemExit(f"{name}: held out of other images than the start; not comparable")
     history = json.loads((run_dir / "train" / "history.json").read_text())
-    last_ten = [row["val_macro_f1"] for row in history[-10:]]
-    result = {"arm": arm, "epochs": epochs, "seed": seed,
-              "held_out_macro_f1": history[-1].get("held_out_macro_f1"),
-              "val_macro_f1": history[-1]["val_macro_f1"],
-              "val_spread_last_ten": max(last_ten) - min(last_ten),
-              "seconds": sum(row["seconds"] for row in history), "teacher": str(teacher),
+    result = {"arm": arm, "epochs": epochs, "seed": seed, **figures(history),
+              "teacher": str(teacher), "start": str(start), "start_sha256": start_sha256,
               "options": PEER_ARMS[arm][0] if arm in PEER_ARMS else ARMS[arm]}
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=1))
@@ -217,13 +257,15 @@ def bootstrap_interval(differences: list[float], draws: int = 10_000,
 
 
 def table(results: list[dict]) -> list[str]:
-    """One line per arm and budget: means, sd, last-ten spread, paired difference to today."""
+    """One line per arm and budget: means, sd, last-ten spread, paired difference to today,
+    and the val macro F1 of the epochs `--keep best` would have kept."""
     by_key: dict[tuple[str, int], dict[int, dict]] = {}
     for row in results:
         by_key.setdefault((row["arm"], row["epochs"]), {})[row["seed"]] = row
     lines = ["| arm | epochs | seeds | held-out F1 mean (sd) | val F1 mean (sd) | last-ten val "
-             "spread | held-out vs today (95 % CI) | val vs today (95 % CI) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "spread | held-out vs today (95 % CI) | val vs today (95 % CI) | kept by "
+             "held-out: val F1 mean (epochs) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for (arm, epochs), runs in sorted(by_key.items(), key=lambda item: (item[0][1], item[0][0])):
         held = [r["held_out_macro_f1"] for r in runs.values()]
         val = [r["val_macro_f1"] for r in runs.values()]
@@ -237,10 +279,15 @@ def table(results: list[dict]) -> list[str]:
                 low, high = bootstrap_interval(differences)
                 paired[split] = (f"{np.mean(differences):+.4f} ({low:+.4f} to {high:+.4f}, "
                                  f"{len(shared)})")
+        kept = [(r.get("val_macro_f1_at_best_held_out"), r.get("best_held_out_epoch"))
+                for r in runs.values()]
+        kept_by_held_out = "n/a" if any(f1 is None for f1, _ in kept) else (
+            f"{np.mean([f1 for f1, _ in kept]):.4f} ({', '.join(str(e) for _, e in kept)})")
         sd = (lambda v: f"{np.std(v, ddof=1):.4f}" if len(v) > 1 else "-")
         lines.append(f"| {arm} | {epochs} | {len(runs)} | {np.mean(held):.4f} ({sd(held)}) | "
                      f"{np.mean(val):.4f} ({sd(val)}) | {spread:.4f} | "
-                     f"{paired['held_out_macro_f1']} | {paired['val_macro_f1']} |")
+                     f"{paired['held_out_macro_f1']} | {paired['val_macro_f1']} | "
+                     f"{kept_by_held_out} |")
     return lines
 
 
@@ -327,7 +374,7 @@ def main() -> None:
                     teacher = uncut if arm in UNCUT_TEACHER_ARMS else args.teacher
                     one_run(out, start, args.data, teacher, arm, epochs, seed,
                             Peer(args.peer_data, args.peer_start_epochs))
-    results = [json.loads(path.read_text()) for path in sorted((out / "results").glob("*.json"))]
+    results = [read_result(out, path) for path in sorted((out / "results").glob("*.json"))]
     print("\n".join(table(results)))
     if args.plot:
         print(f"plot: {plot_curves(out, results, args.plot)}")

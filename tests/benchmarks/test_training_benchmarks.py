@@ -4,6 +4,7 @@ suite's workers take it beside tests/benchmarks/test_benchmarks.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -76,6 +77,13 @@ def test_recovery_runs_each_arm_and_seed_once_and_reports_paired_differences(
     for path in results:
         row = json.loads(path.read_text())
         assert 0 <= row["held_out_macro_f1"] <= 1 and 0 <= row["val_macro_f1"] <= 1
+        assert row["start_sha256"] == hashlib.sha256(start.read_bytes()).hexdigest()
+        # The epoch `--keep best` keeps: the first with the best held-out F1, and its val F1.
+        history = json.loads((tmp_path / "recovery" / "runs" / path.stem / "train" /
+                              "history.json").read_text())
+        best = max(history, key=lambda epoch: epoch["held_out_macro_f1"])
+        assert (row["best_held_out_epoch"], row["val_macro_f1_at_best_held_out"]) == \
+            (best["epoch"], best["val_macro_f1"])
     ema_run = load_checkpoint(tmp_path / "recovery" / "runs" / "fm_cos_ema-1ep-seed1" /
                               "finetuned.safetensors").info["finetune"]
     assert ema_run["recovery"]["ema"] == 0.998 and ema_run["distill"]["mode"] == \
@@ -98,6 +106,13 @@ def test_recovery_runs_each_arm_and_seed_once_and_reports_paired_differences(
                              capture_output=True, text=True)
     assert plotted.returncode == 0, plotted.stderr[-2000:]
     assert (tmp_path / "curves.png").stat().st_size > 10_000 and line in plotted.stdout
+    # A figure missing from a result file (one written before the figure existed) is derived
+    # again from the run's history.
+    row = json.loads(results[0].read_text())
+    del row["val_macro_f1_at_best_held_out"]
+    results[0].write_text(json.dumps(row))
+    assert subprocess.run(command + ["--report"], capture_output=True).returncode == 0
+    assert "val_macro_f1_at_best_held_out" in json.loads(results[0].read_text())
     # A start made by a recipe's stages up to its plan (the ones after it are left out);
     # the *_uncut arms distil from the recipe's checkpoint, the others from --teacher.
     recipe = write_tiny_recipe(tmp_path / "plan.yaml", start, tiny_data, [
@@ -125,6 +140,15 @@ def test_recovery_runs_each_arm_and_seed_once_and_reports_paired_differences(
                                 "finetuned.safetensors")
     assert {k: v.shape for k, v in recovered.model.state_dict().items()} == \
         {k: v.shape for k, v in plan.model.state_dict().items()}
+    # Another start in an OUT whose runs were measured from the first: refused, nothing
+    # trained or rewritten.
+    other_start = [*command]
+    other_start[other_start.index("--start") + 1] = str(
+        tmp_path / "planned" / "start" / "stages" / "02-plan" / "model.safetensors")
+    stamps = [path.stat().st_mtime_ns for path in results]
+    refused = subprocess.run(other_start, capture_output=True, text=True)
+    assert refused.returncode != 0 and "measured from another start" in refused.stderr
+    assert [path.stat().st_mtime_ns for path in results] == stamps
 
 
 def test_teacher_forward_times_both_modes_and_compares_their_outputs(tiny_checkpoint):
