@@ -1,15 +1,19 @@
 """Recovery after the cuts: arms x seeds x epoch budgets of `compress finetune` on one fixed
 planned architecture, paired by seed, judged on the held-out train images, reported on val.
 
-    python benchmarks/recovery.py --out runs/recovery [--arms today,fm_cos,fm_cos_ema]
+    python benchmarks/recovery.py [--out benchmarks/recovery] [--arms today,fm_cos,fm_cos_ema]
         [--seeds 42,1,2] [--epochs 55,150] [--start PLANNED.safetensors | --plan-recipe R]
-    python benchmarks/recovery.py --out runs/recovery --report   # the table, nothing run
-    python benchmarks/recovery.py --out runs/recovery --report --plot curves.png
+    python benchmarks/recovery.py --report   # the table, nothing run
+    python benchmarks/recovery.py --report --plot curves.png
 
-The start (unless --start names one): the plan stage of recipes/mnv3_small_latency.yaml
-(the distilled small model planned to 5x of the baseline, seed 42), run once into
-OUT/start; `--plan-recipe recipes/mnv3_latency.yaml` starts from the baseline itself,
-pruned, fine-tuned and planned to 5x by that recipe's stages up to its plan. Every run
+The start (unless --start names one): the shipped
+checkpoints/mnv3_small_latency_plan.safetensors, the plan stage of
+recipes/mnv3_small_latency.yaml (the distilled small model planned to 5x of the baseline,
+seed 42). A plan times its cuts, so planning again on another machine or in another
+sitting cuts other channels: the start ships so that runs made anywhere stay paired.
+`--plan-recipe R` plans a new start with R's stages up to its plan, once, into OUT/start
+(`recipes/mnv3_latency.yaml`: the baseline itself, pruned, fine-tuned and planned to 5x).
+Every run
 fine-tunes that checkpoint with the shipped baseline as the teacher (the `*_uncut` arms:
 with the model the plan cut, the plan recipe's checkpoint);
 the checkpoint's recorded held-out split stays the same in every run, so runs of one seed
@@ -17,7 +21,9 @@ differ only by their arm. The peer arm (`peer_fm_cos_ema`) trains torchvision's
 mobilenet_v3_small from scratch instead, and `searched_fm_cos_ema` the searched design
 (recipes/models/mnv3_searched.yaml), with the same teacher and recovery options, for the
 start's 120 epochs plus the arm's, held out of the same images. Each run writes
-OUT/runs/<arm>-<epochs>ep-seed<seed>/ and its figures to OUT/results/<same>.json; a later
+OUT/runs/<arm>-<epochs>ep-seed<seed>/ and its figures and per-epoch history to
+OUT/results/<same>.json. The default OUT, benchmarks/recovery, keeps its results/ in the
+repository (runs/, logs/ and start/ are ignored by git): commit them, and a later
 invocation skips the runs whose file exists (kill it at any time: the run in progress
 continues from its last epoch). A result file is named by arm, epochs and seed only: use
 a new OUT for another start or other options. Run one at a time, nothing heavy beside it.
@@ -56,6 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 TRASHNET = REPO.parent / "shared" / "data" / "trashnet"
 BASELINE = REPO / "checkpoints" / "mnv3_trashnet.safetensors"
 PLAN_RECIPE = REPO / "recipes" / "mnv3_small_latency.yaml"
+START = REPO / "checkpoints" / "mnv3_small_latency_plan.safetensors"  # PLAN_RECIPE's plan
 
 # Each arm: `compress finetune` options besides the checkpoint, data, teacher, epochs, seed.
 # `today` is the last fine-tune of recipes/mnv3_small_latency.yaml as it stands.
@@ -189,17 +196,20 @@ def figures(history: list[dict]) -> dict:
 
 
 def read_result(out: Path, result_path: Path, start_sha256: str | None = None) -> dict:
-    """A finished run's result file, its figures re-derived from the run's history where the
-    run folder is there (so that figures added later reach runs finished before). Refuses a
-    result measured from another start than the one whose digest is `start_sha256`."""
+    """A finished run's result file, its history taken from the run folder where that is
+    there and its figures derived again from the history (so that figures added later reach
+    runs finished before). Refuses a result measured from another start than the one whose
+    digest is `start_sha256`."""
     result = json.loads(result_path.read_text())
     recorded = result.get("start_sha256")
     if start_sha256 and recorded and recorded != start_sha256:
         raise SystemExit(f"{result_path} was measured from another start (sha256 "
                          f"{recorded[:12]}, not {start_sha256[:12]}); use a new --out")
     history_path = out / "runs" / result_path.stem / "train" / "history.json"
-    if history_path.is_file():
-        refreshed = result | figures(json.loads(history_path.read_text()))
+    history = (json.loads(history_path.read_text()) if history_path.is_file()
+               else result.get("history"))
+    if history:
+        refreshed = result | figures(history) | {"history": history}
         if refreshed != result:
             result_path.write_text(json.dumps(refreshed, indent=1))
         result = refreshed
@@ -238,7 +248,8 @@ def one_run(out: Path, start: Path, data: Path, teacher: Path, arm: str, epochs:
     history = json.loads((run_dir / "train" / "history.json").read_text())
     result = {"arm": arm, "epochs": epochs, "seed": seed, **figures(history),
               "teacher": str(teacher), "start": str(start), "start_sha256": start_sha256,
-              "options": PEER_ARMS[arm][0] if arm in PEER_ARMS else ARMS[arm]}
+              "options": PEER_ARMS[arm][0] if arm in PEER_ARMS else ARMS[arm],
+              "history": history}
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=1))
     print(f"  held-out {result['held_out_macro_f1']:.4f}  val {result['val_macro_f1']:.4f}  "
@@ -291,9 +302,10 @@ def table(results: list[dict]) -> list[str]:
     return lines
 
 
-def plot_curves(out: Path, results: list[dict], path: Path) -> Path:
+def plot_curves(results: list[dict], path: Path) -> Path:
     """Val and held-out macro F1 of every finished run against its epochs and against its
-    wall time: one colour per arm and budget, one line per seed, from the runs' histories."""
+    wall time: one colour per arm and budget, one line per seed, from the runs' histories
+    (runs whose result file has none are left out)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -304,8 +316,7 @@ def plot_curves(out: Path, results: list[dict], path: Path) -> Path:
     for row in sorted(results, key=lambda r: (r["arm"], r["epochs"], r["seed"])):
         key = f"{row['arm']} {row['epochs']} ep"
         colour = colours.setdefault(key, f"C{len(colours) % 10}")
-        history = json.loads((out / "runs" / run_name(row["arm"], row["epochs"], row["seed"]) /
-                              "train" / "history.json").read_text())
+        history = row["history"]
         epochs = [h["epoch"] for h in history]
         minutes = np.cumsum([h["seconds"] for h in history]) / 60
         label = key if row["seed"] == min(r["seed"] for r in results
@@ -330,16 +341,19 @@ def plot_curves(out: Path, results: list[dict], path: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/recovery"))
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "recovery",
+                        help="where runs and results go [default: benchmarks/recovery, whose "
+                        "results/ is kept in the repository]")
     parser.add_argument("--arms", default="today,fm_cos,fm_cos_ema")
     parser.add_argument("--seeds", default="42,1,2")
     parser.add_argument("--epochs", default="55")
     parser.add_argument("--start", type=Path, default=None,
-                        help="the planned checkpoint [default: made once into OUT/start]")
-    parser.add_argument("--plan-recipe", type=Path, default=PLAN_RECIPE,
-                        help="without --start: the recipe whose stages up to its plan make "
-                        "the start, e.g. recipes/mnv3_latency.yaml for the baseline planned "
-                        "to 5x [default: recipes/mnv3_small_latency.yaml]")
+                        help="the planned checkpoint [default: "
+                        "checkpoints/mnv3_small_latency_plan.safetensors]")
+    parser.add_argument("--plan-recipe", type=Path, default=None,
+                        help="instead of --start: plan a new start once into OUT/start with "
+                        "this recipe's stages up to its plan, e.g. recipes/mnv3_latency.yaml "
+                        "for the baseline planned to 5x")
     parser.add_argument("--data", type=Path, default=TRASHNET)
     parser.add_argument("--teacher", type=Path, default=BASELINE)
     parser.add_argument("--uncut", type=Path, default=None,
@@ -366,8 +380,11 @@ def main() -> None:
     if not args.report:
         if not args.data.is_dir():
             raise SystemExit(f"needs the data at {args.data}")
-        start = args.start or planned_start(out, args.data, args.plan_recipe.resolve())
-        uncut = args.uncut or uncut_checkpoint(args.plan_recipe.resolve())
+        if args.start and args.plan_recipe:
+            raise SystemExit("--start and --plan-recipe each name a start; give one")
+        start = (planned_start(out, args.data, args.plan_recipe.resolve()) if args.plan_recipe
+                 else args.start or START)
+        uncut = args.uncut or uncut_checkpoint((args.plan_recipe or PLAN_RECIPE).resolve())
         for epochs in (int(e) for e in args.epochs.split(",")):
             for seed in (int(s) for s in args.seeds.split(",")):  # seeds outer: pairs first
                 for arm in arms:
@@ -377,7 +394,8 @@ def main() -> None:
     results = [read_result(out, path) for path in sorted((out / "results").glob("*.json"))]
     print("\n".join(table(results)))
     if args.plot:
-        print(f"plot: {plot_curves(out, results, args.plot)}")
+        plotted = plot_curves([row for row in results if row.get("history")], args.plot)
+        print(f"plot: {plotted}")
 
 
 if __name__ == "__main__":

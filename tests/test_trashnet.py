@@ -13,7 +13,7 @@ from compress.tools.evaluate import evaluate_checkpoint
 SHIPPED = REPO / "checkpoints" / "mnv3_trashnet.safetensors"
 # Every shipped checkpoint has its own card in checkpoints/README.md.
 CARDS = ["mnv3_trashnet.safetensors", "mnv3_small_trashnet.safetensors",
-         "mnv3_small_kd_trashnet.safetensors"]
+         "mnv3_small_kd_trashnet.safetensors", "mnv3_small_latency_plan.safetensors"]
 
 
 def _model_card_figure(name: str, checkpoint: str = SHIPPED.name) -> float:

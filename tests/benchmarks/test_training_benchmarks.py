@@ -113,6 +113,14 @@ def test_recovery_runs_each_arm_and_seed_once_and_reports_paired_differences(
     results[0].write_text(json.dumps(row))
     assert subprocess.run(command + ["--report"], capture_output=True).returncode == 0
     assert "val_macro_f1_at_best_held_out" in json.loads(results[0].read_text())
+    # The result files alone give the table and the curves (a results folder carried to
+    # another machine without its runs).
+    shutil.rmtree(tmp_path / "recovery" / "runs")
+    (tmp_path / "curves.png").unlink()
+    carried = subprocess.run(command + ["--report", "--plot", str(tmp_path / "curves.png")],
+                             capture_output=True, text=True)
+    assert carried.returncode == 0, carried.stderr[-2000:]
+    assert line in carried.stdout and (tmp_path / "curves.png").stat().st_size > 10_000
     # A start made by a recipe's stages up to its plan (the ones after it are left out);
     # the *_uncut arms distil from the recipe's checkpoint, the others from --teacher.
     recipe = write_tiny_recipe(tmp_path / "plan.yaml", start, tiny_data, [
@@ -129,6 +137,9 @@ def test_recovery_runs_each_arm_and_seed_once_and_reports_paired_differences(
          "--epochs", "1"],
         capture_output=True, text=True)
     assert planned.returncode == 0, planned.stdout[-2000:] + planned.stderr[-2000:]
+    both = subprocess.run(command + ["--plan-recipe", str(recipe)], capture_output=True,
+                          text=True)
+    assert both.returncode != 0 and "give one" in both.stderr
     teachers = {arm: json.loads((tmp_path / "planned" / "results" / f"{arm}-1ep-seed1.json")
                                 .read_text())["teacher"] for arm in ("today", "kd_cos_ema_uncut")}
     assert teachers == {"today": str(teacher), "kd_cos_ema_uncut": str(start)}
