@@ -38,10 +38,10 @@ digest of its start, and a run measured from another start in the same OUT is re
 Decisions read the held-out column; val is reported only.
 
 Claim: which recovery recipe brings a planned model closest to its teacher (figures in
-benchmarks/RESULTS.md, "Recovery after the cuts"). Run time on the 2-core VM:
-about 9 min per 55-epoch run of the 11 M-MAC start (the teacher's forward included), 25 min
-per 150 epochs; a peer run of 175 epochs about 82 min (28 s an epoch). Output: one line per
-run, then the table above.
+benchmarks/RESULTS.md, "Recovery after the cuts"). Run time on a 2-core AMD EPYC VM with
+AVX2 only: 14-18 min per 55-epoch run of the shipped start (15-17 s an epoch, the teacher's
+forward included; with AVX-512 about 9 s an epoch), a peer run of 175 epochs 83 min (28 s
+an epoch). Output: one line per run, then the table above.
 """
 
 from __future__ import annotations
