@@ -21,7 +21,8 @@ from compress.checkpoint import load_checkpoint
 
 # Each test starts a benchmark script in an interpreter of its own (torch imported anew) and
 # runs it end to end: CI runs them, the edit-test loop (-m "not slow") leaves them out.
-pytestmark = pytest.mark.slow
+# Run by .ci/run after the suite, or with -m benchmark_scripts (see pyproject.toml).
+pytestmark = [pytest.mark.slow, pytest.mark.benchmark_scripts]
 
 METHODS = ["default recipe", "unstructured L1 30 %", "torch-pruning uniform L2",
            "Tucker alone (VBMF)", "ORT INT8 static alone"]

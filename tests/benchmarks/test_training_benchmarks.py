@@ -16,7 +16,8 @@ from conftest import REPO, write_tiny_recipe
 
 from compress.checkpoint import load_checkpoint
 
-pytestmark = pytest.mark.slow
+# Run by .ci/run after the suite, or with -m benchmark_scripts (see pyproject.toml).
+pytestmark = [pytest.mark.slow, pytest.mark.benchmark_scripts]
 
 
 def test_latency_budget_runs_the_grid_against_the_teacher_and_rereads_finished_runs(
