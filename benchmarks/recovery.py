@@ -4,7 +4,7 @@ planned architecture, paired by seed, judged on the held-out train images, repor
     python benchmarks/recovery.py [--out benchmarks/recovery] [--arms today,fm_cos,fm_cos_ema]
         [--seeds 42,1,2] [--epochs 55,150] [--start PLANNED.safetensors | --plan-recipe R]
     python benchmarks/recovery.py --report   # the table, nothing run
-    python benchmarks/recovery.py --report --plot curves.png
+    python benchmarks/recovery.py --report --plot curves.png [--arms today,kd_cos_ema_uncut]
 
 The start (unless --start names one): the shipped
 checkpoints/mnv3_small_latency_plan.safetensors, the plan stage of
@@ -65,7 +65,8 @@ PLAN_RECIPE = REPO / "recipes" / "mnv3_small_latency.yaml"
 START = REPO / "checkpoints" / "mnv3_small_latency_plan.safetensors"  # PLAN_RECIPE's plan
 
 # Each arm: `compress finetune` options besides the checkpoint, data, teacher, epochs, seed.
-# `today` is the last fine-tune of recipes/mnv3_small_latency.yaml as it stands.
+# `today` is the fine-tune recipes/mnv3_small_latency.yaml had before it took
+# `kd_cos_ema_uncut` (2026-12-07): the control every arm is paired with.
 ARMS: dict[str, list[str]] = {
     "today": ["--lr", "0.005", "--schedule", "onecycle", "--weight-decay", "0.0001"],
     # Function matching (Beyer et al. 2022): the teacher's outputs only, on mixed images,
@@ -110,6 +111,7 @@ PEER_ARMS: dict[str, tuple[list[str], Path]] = {
 # held-out 0.8274 before its cuts, the baseline 0.7998.
 UNCUT_TEACHER_ARMS = {f"{arm}_uncut": ARMS[arm] for arm in ("kd_cos_ema", "fm_cos_ema")}
 ARMS |= UNCUT_TEACHER_ARMS
+DEFAULT_ARMS = "today,fm_cos,fm_cos_ema"
 PEER_LR = 0.02  # the recovery arms' peak rate
 PEER_START_EPOCHS = 120  # recipes/mnv3_small_latency.yaml's checkpoint was trained 120 epochs
 
@@ -344,7 +346,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "recovery",
                         help="where runs and results go [default: benchmarks/recovery, whose "
                         "results/ is kept in the repository]")
-    parser.add_argument("--arms", default="today,fm_cos,fm_cos_ema")
+    parser.add_argument("--arms", default=None,
+                        help="comma-separated arms to run, and the only ones --plot draws "
+                        "[default: today,fm_cos,fm_cos_ema; --plot: every arm]")
     parser.add_argument("--seeds", default="42,1,2")
     parser.add_argument("--epochs", default="55")
     parser.add_argument("--start", type=Path, default=None,
@@ -372,7 +376,7 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    arms = args.arms.split(",")
+    arms = (args.arms or DEFAULT_ARMS).split(",")
     known = [*ARMS, *PEER_ARMS]
     unknown = [arm for arm in arms if arm not in known]
     if unknown:
@@ -394,8 +398,9 @@ def main() -> None:
     results = [read_result(out, path) for path in sorted((out / "results").glob("*.json"))]
     print("\n".join(table(results)))
     if args.plot:
-        plotted = plot_curves([row for row in results if row.get("history")], args.plot)
-        print(f"plot: {plotted}")
+        drawn = [row for row in results
+                 if row.get("history") and (args.arms is None or row["arm"] in arms)]
+        print(f"plot: {plot_curves(drawn, args.plot)} ({len(drawn)} runs)")
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ SAMPLE_TRAIN, SAMPLE_VAL = 50, 20  # images per class
 @pytest.mark.slow
 def test_the_blocks_that_need_trashnet_run_as_written(tmp_path, trashnet):
     """On a sample of TrashNet (see trashnet_sample), with every fine-tune cut to one epoch,
-    the sensitivity analysis to a few images at one ratio (so `ratio: auto` has no choice to
-    make here: tests/stages cover that) and the timings to a few runs (given as --set after
-    the README's own options), so that the tier fits the suite; the full-length run's
-    figures come from benchmarks/default_recipe.py."""
+    a sensitivity analysis to a few images at one ratio (so `ratio: auto` has no choice to
+    make here: tests/stages cover that), a plan to one ratio without re-plans
+    (tests/stages/test_plan.py covers the search) and the timings to a few runs (given as
+    --set after the README's own options), so that the tier fits the suite; the full-length
+    run's figures come from benchmarks/recovery.py and benchmarks/latency_budget.py."""
     repo = fresh_copy(tmp_path)
     sample = trashnet_sample(trashnet, tmp_path / "trashnet")
     blocks = [code for code, tag in readme_blocks("bash") if tag == "data"]
@@ -35,25 +36,28 @@ def test_the_blocks_that_need_trashnet_run_as_written(tmp_path, trashnet):
             lines.append(line)
         run_block("\n".join(lines), "bash", repo)
     # The run on real images: F1 on both splits at every stage (the held-out split drawn
-    # anew, as for any folder without the baseline's held-out images), the first prune to
-    # 60 % of the MACs, and a prediction for every val image.
-    report = json.loads((repo / "runs" / "mnv3" / "report.json").read_text())
+    # anew, as for any folder without the start's held-out images), the plan's cuts, the
+    # recovery as the recipe sets it (the weight average, distilled from the model before
+    # the cuts), and a prediction for every val image.
+    report = json.loads((repo / "runs" / "small" / "report.json").read_text())
     stages = report["stages"]
-    assert len(stages) == 9
+    assert [s["name"] for s in stages] == ["input", "plan", "finetune", "export"]
     assert all(s["macro_f1"] is not None and s["held_out_macro_f1"] is not None
                for s in stages), stages
-    assert stages[1]["macs"] < 0.65 * stages[0]["macs"]
-    # Its BatchNorm statistics re-measured after the cut: not one class for every image
-    # (macro F1 at most 1/6 then; the full TrashNet val gives about 0.40).
-    assert stages[1]["macro_f1"] > 0.25, stages[1]
+    assert stages[1]["macs"] < 0.8 * stages[0]["macs"]
+    recovery = stages[2]["result"]
+    assert recovery["distill"]["teacher"] == "input" and recovery["recovery"]["ema"] == 0.998
+    # Its BatchNorm statistics measured again after the cuts: not one class for every image
+    # (macro F1 at most 1/6 then).
+    assert stages[2]["macro_f1"] > 0.25, stages[2]
     predictions = (repo / "predictions.csv").read_text().splitlines()
     assert len(predictions) == 1 + 6 * SAMPLE_VAL, predictions[:3]
 
 
 def trashnet_sample(trashnet: Path, into: Path) -> Path:
     """A TrashNet folder of the first SAMPLE_TRAIN train and SAMPLE_VAL val images of each
-    class (links to the real files), leaving out the train images the shipped baseline
-    holds out: with none of them there, the run draws a held-out split of its own (a part
+    class (links to the real files), leaving out the train images the shipped checkpoints
+    hold out: with none of them there, the run draws a held-out split of its own (a part
     of them would be refused)."""
     held_out = set(load_checkpoint(REPO / "checkpoints" / "mnv3_trashnet.safetensors")
                    .held_out_files)
@@ -69,7 +73,8 @@ def trashnet_sample(trashnet: Path, into: Path) -> Path:
 
 def shortened(recipe_path: Path) -> list[str]:
     """--set options that cut each fine-tune of the recipe to one epoch, each sensitivity
-    analysis to a few images and each timing to a few runs at batch 1 in one runtime."""
+    analysis to a few images, each plan to one prune ratio timed a few times without
+    re-plans, and each timing to a few runs at batch 1 in one runtime."""
     options = list(BENCH_CUT_SHORT)
     for index, stage in enumerate(yaml.safe_load(recipe_path.read_text())["stages"]):
         kind, config = next(iter(stage.items()))
@@ -78,4 +83,9 @@ def shortened(recipe_path: Path) -> list[str]:
         if kind == "prune" and (config or {}).get("ratio") == "auto":
             options += ["--set", f"stages.{index}.calibration_images=8",
                         "--set", f"stages.{index}.sensitivity_ratios=[0.5]"]
+        if kind == "plan":
+            options += ["--set", f"stages.{index}.timing_runs=10",
+                        "--set", f"stages.{index}.calibration_images=8",
+                        "--set", f"stages.{index}.prune_ratios=[0.5]",
+                        "--set", f"stages.{index}.refits=0"]
     return options

@@ -117,6 +117,13 @@ def test_recovery_runs_each_arm_and_seed_once_and_reports_paired_differences(
                              capture_output=True, text=True)
     assert carried.returncode == 0, carried.stderr[-2000:]
     assert line in carried.stdout and (tmp_path / "curves.png").stat().st_size > 10_000
+    assert "(6 runs)" in carried.stdout
+    # --arms picks the runs drawn.
+    today_only = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "recovery.py"), "--out",
+         str(tmp_path / "recovery"), "--arms", "today", "--report", "--plot",
+         str(tmp_path / "today.png")], capture_output=True, text=True)
+    assert today_only.returncode == 0 and "(2 runs)" in today_only.stdout, today_only.stderr
     assert "val_macro_f1_at_best_held_out" in json.loads(results[0].read_text())
     # A start made by a recipe's stages up to its plan (the ones after it are left out);
     # the *_uncut arms distil from the recipe's checkpoint, the others from --teacher.
