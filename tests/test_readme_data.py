@@ -49,8 +49,8 @@ def test_the_blocks_that_need_trashnet_run_as_written(tmp_path, trashnet):
     recovery = stages[2]["result"]
     assert recovery["distill"]["teacher"] == "input" and recovery["recovery"]["ema"] == 0.998
     # Its BatchNorm statistics measured again after the cuts: not one class for every image
-    # (macro F1 at most 1/6 then).
-    assert stages[2]["macro_f1"] > 0.25, stages[2]
+    # (macro F1 at most 1/6 then), before the fine-tune and after it.
+    assert stages[1]["macro_f1"] > 0.25 and stages[2]["macro_f1"] > 0.25, stages[1:3]
     predictions = (repo / "predictions.csv").read_text().splitlines()
     assert len(predictions) == 1 + 6 * SAMPLE_VAL, predictions[:3]
 
