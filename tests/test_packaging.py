@@ -29,6 +29,7 @@ def _python(*args: str, site: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P needs Python 3.11+")
 def test_the_wheel_installs_and_runs_the_no_data_recipe(tmp_path):
     dist = tmp_path / "dist"

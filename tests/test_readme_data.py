@@ -20,8 +20,9 @@ SAMPLE_TRAIN, SAMPLE_VAL = 50, 20  # images per class
 def test_the_blocks_that_need_trashnet_run_as_written(tmp_path, trashnet):
     """On a sample of TrashNet (see trashnet_sample), with every fine-tune cut to one epoch,
     a sensitivity analysis to a few images at one ratio (so `ratio: auto` has no choice to
-    make here: tests/stages cover that), a plan to 1.3x its input at one ratio
-    (tests/stages/test_plan.py covers the search and `relative_to: teacher`) and
+    make here: tests/stages cover that), a plan to 1.3x its input with prune cuts at one
+    ratio (tests/stages/test_plan.py covers the other kinds of cut, the search and
+    `relative_to: teacher`) and
     the timings to a few runs (given as --set after the README's own options), so that the
     tier fits the suite; the full-length run's figures come from benchmarks/recovery.py and
     benchmarks/latency_budget.py."""
@@ -74,8 +75,8 @@ def trashnet_sample(trashnet: Path, into: Path) -> Path:
 
 def shortened(recipe_path: Path) -> list[str]:
     """--set options that cut each fine-tune of the recipe to one epoch, each sensitivity
-    analysis to a few images, each plan to 1.3x its input with one prune ratio timed a few
-    times (its re-plans kept: beside other tests, a first plan's predicted saving can be far
+    analysis to a few images, each plan to 1.3x its input with prune cuts at one ratio
+    timed a few times (its re-plans kept: beside other tests, a first plan's predicted saving can be far
     off), and each timing to a few runs at batch 1 in one runtime."""
     options = list(BENCH_CUT_SHORT)
     for index, stage in enumerate(yaml.safe_load(recipe_path.read_text())["stages"]):
@@ -92,5 +93,6 @@ def shortened(recipe_path: Path) -> list[str]:
                         "--set", f"stages.{index}.tolerance=0.2",
                         "--set", f"stages.{index}.timing_runs=10",
                         "--set", f"stages.{index}.calibration_images=8",
-                        "--set", f"stages.{index}.prune_ratios=[0.5]"]
+                        "--set", f"stages.{index}.prune_ratios=[0.5]",
+                        "--set", f"stages.{index}.kinds=[prune]"]
     return options

@@ -38,11 +38,19 @@ def model_macro_f1(model: nn.Module, images: Dataset, classes: list[str],
 
 def classification_metrics(targets: np.ndarray, predictions: np.ndarray,
                            classes: list[str]) -> dict[str, Any]:
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    labels = list(range(len(classes)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        targets, predictions, labels=labels, zero_division=0)
+    """Per-class precision, recall and F1 (0 where undefined, as scikit-learn's
+    zero_division=0), their macro mean, accuracy and the confusion matrix. Counted with
+    numpy: importing scikit-learn's metrics took 2 s of every command's start."""
+    count = len(classes)
+    targets, predictions = np.asarray(targets, dtype=np.int64), np.asarray(predictions,
+                                                                         dtype=np.int64)
+    confusion = np.bincount(targets * count + predictions,
+                            minlength=count * count).reshape(count, count)
+    hits, support, predicted = np.diag(confusion), confusion.sum(1), confusion.sum(0)
+    precision = np.divide(hits, predicted, out=np.zeros(count), where=predicted > 0)
+    recall = np.divide(hits, support, out=np.zeros(count), where=support > 0)
+    f1 = np.divide(2 * hits, support + predicted, out=np.zeros(count),
+                   where=support + predicted > 0)
     return {
         "macro_f1": float(np.mean(f1)),
         "accuracy": float(np.mean(targets == predictions)) if len(targets) else 0.0,
@@ -52,7 +60,7 @@ def classification_metrics(targets: np.ndarray, predictions: np.ndarray,
                    "recall": float(recall[i]), "support": int(support[i])}
             for i, name in enumerate(classes)
         },
-        "confusion_matrix": confusion_matrix(targets, predictions, labels=labels).tolist(),
+        "confusion_matrix": confusion.tolist(),
     }
 
 

@@ -187,6 +187,7 @@ def test_the_median_rule_stops_a_trial_far_below_the_finished_ones():
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_two_workers_share_one_sqlite_study_without_running_a_trial_twice(
         tmp_path, arch_search_file):
     out = tmp_path / "search"

@@ -139,6 +139,7 @@ def test_nsga2_on_macs_with_an_f1_constraint(tmp_path, search_recipe):
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_workers_run_trials_in_parallel_processes(tmp_path, search_recipe):
     import optuna
 
@@ -199,6 +200,8 @@ def _postgres_url() -> str:
     return POSTGRES_URL
 
 
+@pytest.mark.slow
+@pytest.mark.processes
 def test_two_processes_share_one_postgres_study(tmp_path, search_recipe):
     import optuna
 

@@ -159,6 +159,7 @@ def test_val_ratio_carves_a_stratified_val_split_when_there_is_no_val_folder(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_two_gloo_processes_take_the_same_steps_and_write_one_checkpoint(tmp_path, tiny_data,
                                                                          tiny_checkpoint):
     """torchrun --nproc_per_node 2 on CPU (gloo): the global batch is split over the two
