@@ -21,8 +21,8 @@ def test_the_blocks_that_need_trashnet_run_as_written(tmp_path, trashnet):
     """On a sample of TrashNet (see trashnet_sample), with every fine-tune cut to one epoch,
     a sensitivity analysis to a few images at one ratio (so `ratio: auto` has no choice to
     make here: tests/stages cover that), a plan to 1.3x its input with prune cuts at one
-    ratio (tests/stages/test_plan.py covers the other kinds of cut, the search and
-    `relative_to: teacher`) and
+    ratio (tests/planning covers the other kinds of cut, tests/stages/test_plan.py the
+    search and `relative_to: teacher`) and
     the timings to a few runs (given as --set after the README's own options), so that the
     tier fits the suite; the full-length run's figures come from benchmarks/recovery.py and
     benchmarks/latency_budget.py."""
