@@ -13,10 +13,11 @@ a plan kept at 95 % of the budget had no room for that timing's noise (a tiny mo
 so found none confirmed in 3 of 12 test runs).
 
 Two corrections after each timing, since single cuts add up neither in time nor in F1:
-every share is scaled by measured / predicted saving; and every chosen cut is re-priced at
-what it costs inside the plan (the plan's F1 with that cut left out, less the plan's) where
-that is more than alone, so cuts that are cheap alone and ruinous together are swapped (a
-35-cut plan of such cuts scored 0.18 macro F1 where its parts summed to -0.3; see
+every share is scaled by measured / predicted saving (once one scale fell short and a smaller
+one met the budget, the next lies halfway between them: _ScaleBracket); and every chosen cut
+is re-priced at what it costs inside the plan (the plan's F1 with that cut left out, less the
+plan's) where that is more than alone, so cuts that are cheap alone and ruinous together are
+swapped (a 35-cut plan of such cuts scored 0.18 macro F1 where its parts summed to -0.3; see
 choose.repriced for why never less).
 """
 
@@ -31,6 +32,9 @@ from compress.errors import StageFailed
 from compress.planning.choose import Priced, choose, repriced
 from compress.planning.options import Option, apply_options
 from compress.planning.timing import Budget, PlanTiming, WholeTiming
+
+# Choices per timing allowed: a choice that repeats a timed plan only halves the bracket.
+REPEATS_PER_TIMING = 4
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,46 @@ class _Met:
 
 
 @dataclass
+class _ScaleBracket:
+    """The scales of the shares between which the budget lies: the largest that met it
+    (its plan saved enough, perhaps too much) and the smallest that fell short. A smaller
+    scale makes every cut look cheaper in time, so more are chosen.
+
+    Why not the proportional correction alone: the error of the shares differs from cut to
+    cut, so scaling them all by one plan's measured / predicted saving swung between plans
+    that fell short and plans far past the budget. Three 5x plans from the distilled small
+    start (2026-12-07, AMD EPYC) alternated between 4.0-4.8x and 6.5-8.5x for all seven
+    timings; none landed within twice the tolerance, and the kept ones overshot by 10-17 %
+    (benchmarks/RESULTS.md, "The plan's search: halving between scales")."""
+
+    met_at: float | None = None
+    short_at: float | None = None
+
+    def add(self, scale: float, met: bool) -> None:
+        """The latest timing wins where it contradicts an earlier one (timing noise)."""
+        if met:
+            self.met_at = scale
+            if self.short_at is not None and self.short_at <= scale:
+                self.short_at = None
+        else:
+            self.short_at = scale
+            if self.met_at is not None and self.met_at >= scale:
+                self.met_at = None
+
+    def closed(self) -> bool:
+        """Both ends within 1 % of each other: no other plan is left between them."""
+        return (self.met_at is not None and self.short_at is not None
+                and self.met_at / self.short_at > 0.99)
+
+    def next(self, proportional: float) -> float:
+        """The geometric middle of the bracket once both ends are known, else the
+        proportional correction."""
+        if self.met_at is None or self.short_at is None:
+            return proportional
+        return (self.met_at * self.short_at) ** 0.5
+
+
+@dataclass
 class PlanSearch:
     """`sensitivity`: evaluates a model's macro F1 (BatchNorm re-estimated) and knows its
     input size; None without data, where MACs stand in for F1."""
@@ -100,23 +144,34 @@ class PlanSearch:
                           "more kinds of cuts or larger prune_ratios, or lower the target")
 
     def _refit(self) -> list[_Met]:
-        """Up to `refits` + 1 choices, each timed whole; the plans that met the budget."""
+        """Up to `refits` + 1 plans, each timed whole; the plans that met the budget. A choice
+        that leads back to a plan already timed costs no timing: it moves the bracket."""
         settings, budget = self.settings, self.budget
+        required = budget.required
+        needed = 1.0 - 1.0 / required
+        high = required * (1 + 2 * settings.tolerance)
         scale, margin, in_plan_drop = 1.0, 0.0, {}
         met: list[_Met] = []
         tried: dict[frozenset, float] = {}
-        for _ in range(settings.refits + 1):
-            required = budget.required
-            needed = 1.0 - 1.0 / required
-            high = required * (1 + 2 * settings.tolerance)
+        bracket = _ScaleBracket()
+        for _ in range(REPEATS_PER_TIMING * (settings.refits + 1)):
+            if len(self.refits) > settings.refits:
+                break
             chosen, predicted, exhausted = choose(repriced(self.priced, scale, in_plan_drop),
                                                   min(needed + margin, 0.99))
             plan_key = frozenset(p.option for p in chosen)
-            if plan_key in tried:  # the corrections led back to a plan already timed:
-                if tried[plan_key] >= required or exhausted:
-                    break  # it met the budget (settled), or nothing is left to add
-                # it fell short and the scaled shares still choose it: ask for more
-                margin += needed - (1.0 - 1.0 / tried[plan_key]) + 0.01
+            if plan_key in tried:  # the corrections led back to a plan already timed
+                ratio = tried[plan_key]
+                if ratio < required and exhausted:
+                    break  # it fell short and nothing is left to add
+                if bracket.closed() or (ratio >= required and bracket.short_at is None):
+                    break  # it met the budget and no plan between is left to find (settled)
+                if ratio < required and bracket.met_at is None:
+                    # it fell short and the scaled shares still choose it: ask for more
+                    margin += needed - (1.0 - 1.0 / ratio) + 0.01
+                    continue
+                bracket.add(scale, met=ratio >= required)
+                scale = bracket.next(scale)
                 continue
             planned, step, drops_in_plan = self._time_plan(
                 chosen, predicted, scale, min(needed + margin, 0.99))
@@ -131,8 +186,11 @@ class PlanSearch:
             elif exhausted:  # every option that saves anything is in, and it is not enough
                 break
             # The shares promised `predicted` and the whole model saved the measured saving:
-            # scale them all, at most 4 times either way a refit (one timing can be far off).
-            scale *= min(4.0, max(0.25, step["measured_saving"] / max(predicted, 1e-6)))
+            # scale them all, at most 4 times either way a refit (one timing can be far off),
+            # or, once one scale fell short and a smaller one met, halve between the two.
+            bracket.add(scale, met=ratio >= required)
+            scale = bracket.next(scale * min(4.0, max(
+                0.25, step["measured_saving"] / max(predicted, 1e-6))))
         return met
 
     def _time_plan(self, chosen: list[Priced], predicted: float, scale: float, asked: float
