@@ -73,16 +73,17 @@ class _Met:
 
 @dataclass
 class _ScaleBracket:
-    """The scales of the shares between which the budget lies: the largest that met it
-    (its plan saved enough, perhaps too much) and the smallest that fell short. A smaller
+    """The scales of the shares between which the budget lies: the last that met it (its
+    plan saved enough, perhaps too much) and the last that fell short, above it. A smaller
     scale makes every cut look cheaper in time, so more are chosen.
 
     Why not the proportional correction alone: the error of the shares differs from cut to
     cut, so scaling them all by one plan's measured / predicted saving swung between plans
     that fell short and plans far past the budget. Three 5x plans from the distilled small
-    start (2026-12-07, AMD EPYC) alternated between 4.0-4.8x and 6.5-8.5x for all seven
-    timings; none landed within twice the tolerance, and the kept ones overshot by 10-17 %
-    (benchmarks/RESULTS.md, "The plan's search: halving between scales")."""
+    start (2026-12-07, AMD EPYC) alternated between 4.0-4.9x and 5.6-8.5x, timing after
+    timing; none of 21 timings landed within twice the tolerance, and the kept plans first
+    read 11-30 % past the budget (benchmarks/RESULTS.md, "The plan's search: halving
+    between scales")."""
 
     met_at: float | None = None
     short_at: float | None = None

@@ -242,3 +242,19 @@ def test_split_resolution_prices_one_image_on_each_split(tmp_path, tiny_data, mo
     # The macro F1 printed is the model's on val, as the training engine measured it.
     last = json.loads((tmp_path / "trained" / "history.json").read_text())[-1]
     assert f"macro F1 {last['val_macro_f1']:.4f}" in val_line
+
+
+def test_plan_timing_noise_times_each_length_in_alternation(tiny_checkpoint):
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "plan_timing_noise.py"),
+                             "--repeats", "2", "--runs", "10,20", "--reference",
+                             str(tiny_checkpoint), "--model", str(tiny_checkpoint)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:4]] == [
+        "repeat 1, 10 runs", "repeat 1, 20 runs", "repeat 2, 10 runs", "repeat 2, 20 runs"]
+    # The same file against itself: about 1x at each length.
+    for runs, line in zip((10, 20), lines[4:]):
+        assert line.startswith(f"{runs} runs: median ")
+        assert 0.5 < float(line.split("median ")[1].split("x")[0]) < 2.0
+    assert len(lines) == 6
