@@ -3,7 +3,8 @@
 For each target speed-up and seed it runs the recipe into OUT/x{target}_s{seed} (a finished
 run is kept and only re-read, an interrupted one resumes: the grid can be filled over
 several invocations), re-times each final ONNX model interleaved with the input in one
-sitting (median of `--rounds` rounds), and prints one row per run plus the seed mean per
+sitting (median of `--rounds` rounds) at the recipe's `bench.threads` (the threads its plan
+was timed at) and, where those are set, at the runtime's default threads too, and prints one row per run plus the seed mean per
 target: measured
 speed-up against the target, val and held-out macro F1 and their change, and the wall
 time. Each run's plan reports whether its latency table was reused (a second run on the
@@ -85,6 +86,25 @@ def reference_input(recipe: str, data: str, out: Path) -> dict | None:
     return json.loads((out / "reference" / "report.json").read_text())["stages"][0]
 
 
+def timing_threads(recipe: str, overrides: list[str]) -> int | None:
+    """The intra-op threads the recipe's runs time at: its bench.threads, or an override."""
+    threads = (yaml.safe_load(Path(recipe).read_text()).get("bench") or {}).get("threads")
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.strip() == "bench.threads":
+            threads = yaml.safe_load(value)
+    return threads
+
+
+def retimed(first: str, last: str, runs: int, rounds: int, threads: int | None
+            ) -> tuple[list[float], float]:
+    """Each round's speed-up (median of per-cycle ratios) and the median ratio of fastest
+    runs over the rounds."""
+    comparisons = [compress.time_interleaved(first, last, runs=runs, threads=threads)
+                   for _ in range(rounds)]
+    return [c.ratio for c in comparisons], statistics.median(c.min_ratio for c in comparisons)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=str(REPO / "recipes" / "mnv3_latency.yaml"))
@@ -105,6 +125,7 @@ def main() -> int:
     if not Path(args.data).is_dir():
         print(f"skipped: no data at {args.data}")
         return 0
+    threads = timing_threads(args.recipe, args.overrides)
     reference = reference_input(args.recipe, args.data, Path(args.out))
     print("speed-ups and F1 changes against " + (
         f"the recipe's teacher (measured in {Path(args.out) / 'reference'})" if reference
@@ -115,11 +136,13 @@ def main() -> int:
             run = run_one(args.recipe, args.data, Path(args.out) / f"x{target:g}_s{seed}",
                           target, seed, args.overrides)
             first, last = reference or run["first"], run["last"]
-            comparisons = [compress.time_interleaved(first["onnx"], last["onnx"],
-                                                     runs=args.runs) for _ in range(args.rounds)]
-            retimed = [c.ratio for c in comparisons]
-            row = {"target": target, "seed": seed, "retimed": statistics.median(retimed),
-                   "retimed_fastest_runs": statistics.median(c.min_ratio for c in comparisons),
+            rounds, fastest = retimed(first["onnx"], last["onnx"], args.runs, args.rounds,
+                                      threads)
+            default_rounds, _ = (retimed(first["onnx"], last["onnx"], args.runs, args.rounds,
+                                         None) if threads else (rounds, fastest))
+            row = {"target": target, "seed": seed, "retimed": statistics.median(rounds),
+                   "retimed_fastest_runs": fastest, "threads": threads,
+                   "retimed_default_threads": statistics.median(default_rounds),
                    "first": first,
                    # the run's own timing; with a teacher, times the run's input's speed-up
                    # over it (the plan, first in such recipes, timed that)
@@ -136,9 +159,13 @@ def main() -> int:
             rows.setdefault(target, []).append(row)
             table = row["table"]
             print(f"x{target:g} seed {seed}: re-timed {row['retimed']:.2f}x (rounds "
-                  f"{', '.join(f'{r:.2f}' for r in retimed)}; fastest runs "
+                  f"{', '.join(f'{r:.2f}' for r in rounds)}; fastest runs "
                   f"{row['retimed_fastest_runs']:.2f}x; in-run {row['in_run']:.2f}x, "
-                  f"{row['retimed'] / target:.0%} of the target), {row['macs'] / 1e6:.1f} M "
+                  f"{row['retimed'] / target:.0%} of the target"
+                  + (f"; at {threads} thread(s), and {row['retimed_default_threads']:.2f}x at "
+                     "the runtime's default threads (rounds "
+                     + ", ".join(f"{r:.2f}" for r in default_rounds) + ")" if threads else "")
+                  + f"), {row['macs'] / 1e6:.1f} M "
                   f"MACs, {row['params']:,} params, val macro F1 {row['val']:.4f} "
                   f"({100 * row['val_change']:+.2f} pt), held-out "
                   + (f"{row['held_out']:.4f} ({100 * row['held_out_change']:+.2f} pt)"

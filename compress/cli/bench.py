@@ -115,7 +115,12 @@ def bench(model, runtime, device, provider, precision, graphs, batches, threads,
               help="Comparisons of each model with the baseline, one after another.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write every round's ratios to this file.")
-def retime(baseline, models, runs, rounds, json_out) -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op threads of every model [default: the runtime's own choice; "
+              "ONNX Runtime: one per physical core, pinned]. On a shared VM the default can "
+              "move a small model's speed-up between two levels for minutes at a time; one "
+              "thread reads steadier (docs/latency-plan.md, 'Timing threads').")
+def retime(baseline, models, runs, rounds, json_out, threads) -> None:
     """Speed-ups of finished models over BASELINE, timed again in one sitting: each round
     times every model interleaved with the baseline (batch 1, ONNX Runtime on the CPU for
     .onnx files, torch for checkpoints), and the table gives each model's median over rounds,
@@ -135,11 +140,12 @@ def retime(baseline, models, runs, rounds, json_out) -> None:
     named = parse_named_models(list(models))
     if json_out:
         check_writable(json_out, "--json")
-    comparisons = retime_models(baseline, named, runs, rounds, echo=_echo_err)
-    for line in retime_lines(baseline, runs, rounds, comparisons):
+    comparisons = retime_models(baseline, named, runs, rounds, echo=_echo_err, threads=threads)
+    for line in retime_lines(baseline, runs, rounds, comparisons, threads):
         click.echo(line)
     if json_out:
-        write_json_atomic(Path(json_out), retime_json(baseline, named, runs, comparisons))
+        write_json_atomic(Path(json_out), retime_json(baseline, named, runs, comparisons,
+                                                      threads))
 
 
 @click.command()

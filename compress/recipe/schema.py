@@ -86,7 +86,11 @@ class BenchSection(_Strict):
                         "half a second of them; 0: no warm-up at all (smoke runs, tests: the "
                         "figures then include cold runs)")
     runs: int = Field(50, ge=3)
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(
+        None, ge=1, description="intra-op threads of every timing (the plan's too); null: the "
+        "runtime's default (ONNX Runtime: one per physical core, pinned), which on a shared "
+        "VM can move a small model's speed-up between two levels for minutes at a time; 1 "
+        "reads steadiest there (docs/latency-plan.md, 'Timing threads')")
     compare_runtimes: bool = Field(
         True, description="on the CPU, time the final model in every installed runtime "
         "(ONNX Runtime, OpenVINO) in turn and check their classes agree, for the report")

@@ -27,12 +27,14 @@ def time_interleaved(path_a: str | Path, path_b: str | Path, runs: int = 300,
 
 
 def retime(baseline: str | Path, models: dict[str, str | Path], runs: int = 300,
-           rounds: int = 3, echo: Callable[[str], None] = print
+           rounds: int = 3, echo: Callable[[str], None] = print, threads: int | None = None
            ) -> dict[str, list[Comparison]]:
     """Each model against the baseline, one comparison per round (`ratio`: the median of
-    per-cycle ratios of block medians, `min_ratio`: of fastest runs)."""
-    reference = open_model(baseline)
-    opened = {name: open_model(path) for name, path in models.items()}
+    per-cycle ratios of block medians, `min_ratio`: of fastest runs), at `threads` intra-op
+    threads (None: the runtime's default)."""
+    options = RunnerOptions(threads=threads)
+    reference = open_model(baseline, options)
+    opened = {name: open_model(path, options) for name, path in models.items()}
     onnx = str(baseline).endswith(".onnx")
     for name, path in models.items():
         if str(path).endswith(".onnx") != onnx:
@@ -42,8 +44,10 @@ def retime(baseline: str | Path, models: dict[str, str | Path], runs: int = 300,
     comparisons: dict[str, list[Comparison]] = {name: [] for name in models}
     for round_index in range(rounds):
         for name, model in opened.items():
-            comparison = compare_latency(reference.runner, model.runner, reference.input_size,
-                                         runs=runs, input_size_b=model.input_size)
+            with torch_threads(threads):
+                comparison = compare_latency(reference.runner, model.runner,
+                                             reference.input_size, runs=runs,
+                                             input_size_b=model.input_size)
             comparisons[name].append(comparison)
             echo(f"round {round_index + 1}/{rounds}  {name}: {comparison.ratio:.2f}x "
                  f"({comparison.spread_text}; fastest runs {comparison.min_ratio:.2f}x)")
@@ -64,12 +68,13 @@ def parse_named_models(items: list[str]) -> dict[str, str]:
 
 
 def retime_lines(baseline: str | Path, runs: int, rounds: int,
-                 comparisons: dict[str, list[Comparison]]) -> list[str]:
+                 comparisons: dict[str, list[Comparison]], threads: int | None = None
+                 ) -> list[str]:
     """The table `compress retime` prints: per model the median over rounds of the speed-up
     and each round's, as a ratio of medians and of fastest runs."""
     lines = [f"speed-up over {baseline} (batch 1, {runs} interleaved runs each, {rounds} "
-             "rounds): ratio of medians, and of fastest runs (they can disagree on a shared "
-             "machine)"]
+             f"rounds, {_threads_text(threads)}): ratio of "
+             "medians, and of fastest runs (they can disagree on a shared machine)"]
     for name, done in comparisons.items():
         medians, fastest = [c.ratio for c in done], [c.min_ratio for c in done]
         lines.append(f"{name:<32} median {statistics.median(medians):.2f}x   rounds "
@@ -79,9 +84,15 @@ def retime_lines(baseline: str | Path, runs: int, rounds: int,
     return lines
 
 
+def _threads_text(threads: int | None) -> str:
+    if not threads:
+        return "the runtime's default threads"
+    return f"{threads} intra-op thread{'s' if threads > 1 else ''}"
+
+
 def retime_json(baseline: str | Path, models: dict[str, str | Path], runs: int,
-                comparisons: dict[str, list[Comparison]]) -> dict:
-    return {"baseline": str(baseline), "runs": runs,
+                comparisons: dict[str, list[Comparison]], threads: int | None = None) -> dict:
+    return {"baseline": str(baseline), "runs": runs, "threads": threads,
             "models": {name: {"path": str(models[name]),
                               "speedups": [c.ratio for c in done],
                               "speedups_fastest_runs": [c.min_ratio for c in done]}

@@ -244,17 +244,21 @@ def test_split_resolution_prices_one_image_on_each_split(tmp_path, tiny_data, mo
     assert f"macro F1 {last['val_macro_f1']:.4f}" in val_line
 
 
-def test_plan_timing_noise_times_each_length_in_alternation(tiny_checkpoint):
+def test_plan_timing_noise_times_each_length_and_thread_count_in_alternation(tiny_checkpoint):
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "plan_timing_noise.py"),
-                             "--repeats", "2", "--runs", "10,20", "--reference",
-                             str(tiny_checkpoint), "--model", str(tiny_checkpoint)],
+                             "--repeats", "2", "--runs", "10,20", "--threads", "default,1",
+                             "--reference", str(tiny_checkpoint), "--model",
+                             str(tiny_checkpoint)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines[:4]] == [
-        "repeat 1, 10 runs", "repeat 1, 20 runs", "repeat 2, 10 runs", "repeat 2, 20 runs"]
-    # The same file against itself: about 1x at each length.
-    for runs, line in zip((10, 20), lines[4:]):
-        assert line.startswith(f"{runs} runs: median ")
+    settings = ["10 runs, default threads", "10 runs, 1 thread(s)", "20 runs, default threads",
+                "20 runs, 1 thread(s)"]
+    assert [line.split(":")[0] for line in lines[:8]] == [
+        f"repeat {repeat}, {setting}" for repeat in (1, 2) for setting in settings]
+    assert all(" ms, model " in line for line in lines[:8])
+    # The same file against itself: about 1x at each length and thread count.
+    for setting, line in zip(settings, lines[8:]):
+        assert line.startswith(f"{setting}: median ")
         assert 0.5 < float(line.split("median ")[1].split("x")[0]) < 2.0
-    assert len(lines) == 6
+    assert len(lines) == 12

@@ -31,3 +31,25 @@ def test_retime_repeats_the_interleaved_timing(tmp_path, tiny_checkpoint):
         assert_user_error(["retime", str(onnx), bad, "--json", str(out)], message)
         assert not out.exists()
     assert_user_error(["retime", str(onnx), f"a={onnx}", f"a={onnx}"], "named twice")
+
+
+def test_retime_threads_reach_every_session(tmp_path, tiny_checkpoint, monkeypatch):
+    import compress.tools.retime as retime_module
+
+    opened = []
+    real_open = retime_module.open_model
+
+    def recording_open(path, options=None):
+        model = real_open(path, options) if options is not None else real_open(path)
+        opened.append(model.runner.session.get_session_options().intra_op_num_threads)
+        return model
+
+    monkeypatch.setattr(retime_module, "open_model", recording_open)
+    onnx = export_onnx(load_checkpoint(tiny_checkpoint).model, tmp_path / "tiny.onnx", 32)
+    out = tmp_path / "ratios.json"
+    code, output = run_cli(["retime", str(onnx), f"itself={onnx}", "--runs", "4", "--rounds",
+                            "1", "--threads", "1", "--json", str(out)])
+    assert code == 0, output
+    assert opened == [1, 1]
+    assert "1 intra-op thread)" in output and json.loads(out.read_text())["threads"] == 1
+    assert_user_error(["retime", str(onnx), f"itself={onnx}", "--threads", "0"], "--threads")
