@@ -117,9 +117,10 @@ def bench(model, runtime, device, provider, precision, graphs, batches, threads,
               help="Also write every round's ratios to this file.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Intra-op threads of every model [default: the runtime's own choice; "
-              "ONNX Runtime: one per physical core, pinned]. On a shared VM the default can "
-              "move a small model's speed-up between two levels for minutes at a time; one "
-              "thread reads steadier (docs/latency-plan.md, 'Timing threads').")
+              "ONNX Runtime: one per physical core, with its own thread affinity]. On a shared "
+              "VM the default can move a small model's speed-up between two levels for "
+              "minutes at a time; one thread reads steadier (docs/latency-plan.md, 'Timing "
+              "threads').")
 def retime(baseline, models, runs, rounds, json_out, threads) -> None:
     """Speed-ups of finished models over BASELINE, timed again in one sitting: each round
     times every model interleaved with the baseline (batch 1, ONNX Runtime on the CPU for

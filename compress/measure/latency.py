@@ -4,8 +4,9 @@ How the figures are kept stable on a shared, noisy machine:
 - warm-up: `warmup` runs and at least WARMUP_MIN_SECONDS of runs, so that thread pools,
   allocators, caches and clock frequency have settled before timing starts (`warmup` 0:
   none at all, for smoke runs and tests, whose figures then include cold runs);
-- fixed threads: ONNX Runtime's intra-op pool size is set explicitly (bench: the cores this
-  process may use), one inter-op thread;
+- threads: ONNX Runtime's intra-op pool size as asked (bench --threads, bench.threads; none
+  asked: ONNX Runtime's default, one thread per physical core with its own affinity), one
+  inter-op thread;
 - robust statistics: the median is the headline figure (a run that the OS pre-empts lands
   in p99, not in the median); mean and standard deviation are reported to show the spread;
 - comparisons run interleaved in blocks (see compare_latency), so drift hits both models;

@@ -133,8 +133,11 @@ class Measurer:
             usable_cores,
         )
 
+        # The runtime's default threads time otherwise than as many set explicitly (ONNX
+        # Runtime's default sets its own thread affinity): they are not one fingerprint.
         return {"cpu": cpu_model(), "cpu_flags": sorted(cpu_flags()),
-                "threads": self.bench.threads or usable_cores(), "provider": self.provider,
+                "threads": self.bench.threads or f"default ({usable_cores()} cores)",
+                "provider": self.provider,
                 "runtime": self.runtime.runtime,
                 "gpu": gpu_description(), "versions": library_versions()}
 

@@ -88,9 +88,10 @@ class BenchSection(_Strict):
     runs: int = Field(50, ge=3)
     threads: int | None = Field(
         None, ge=1, description="intra-op threads of every timing (the plan's too); null: the "
-        "runtime's default (ONNX Runtime: one per physical core, pinned), which on a shared "
-        "VM can move a small model's speed-up between two levels for minutes at a time; 1 "
-        "reads steadiest there (docs/latency-plan.md, 'Timing threads')")
+        "runtime's default (ONNX Runtime: one per physical core, with its own thread "
+        "affinity), which on a shared VM can move a small model's speed-up between two levels "
+        "for minutes at a time; 1 reads steadiest there (docs/latency-plan.md, 'Timing "
+        "threads')")
     compare_runtimes: bool = Field(
         True, description="on the CPU, time the final model in every installed runtime "
         "(ONNX Runtime, OpenVINO) in turn and check their classes agree, for the report")
