@@ -4,13 +4,13 @@ For each target speed-up and seed it runs the recipe into OUT/x{target}_s{seed} 
 run is kept and only re-read, an interrupted one resumes: the grid can be filled over
 several invocations), re-times each final ONNX model interleaved with the input in one
 sitting (median of `--rounds` rounds) at the recipe's `bench.threads` (the threads its plan
-was timed at) and, where those are set, at the runtime's default threads too, and prints one row per run plus the seed mean per
-target: measured
-speed-up against the target, val and held-out macro F1 and their change, and the wall
-time. Each run's plan reports whether its latency table was reused (a second run on the
-same device) or timed cold. A recipe with a `teacher` (a small model trained from scratch,
-planned relative_to: teacher) is measured against the teacher instead of its input: the
-teacher's own one-stage run (OUT/reference) gives its ONNX file and F1 figures.
+was timed at) and, where those are set, at the runtime's default threads too, and prints
+one row per run plus the seed mean per target: measured speed-up against the target, val
+and held-out macro F1 and their change, and the wall time. Each run's plan reports whether
+its latency table was reused (a second run on the same device) or timed cold. A recipe
+with a `teacher` (a small model trained from scratch, planned relative_to: teacher) is
+measured against the teacher instead of its input: the teacher's own one-stage run
+(OUT/reference) gives its ONNX file and F1 figures.
 
     python benchmarks/latency_budget.py --targets 5 --seeds 42
     python benchmarks/latency_budget.py --targets 3,4,5,6,8 --seeds 1,2,3 --out runs/latency
