@@ -87,13 +87,8 @@ def reference_input(recipe: str, data: str, out: Path) -> dict | None:
 
 
 def timing_threads(recipe: str, overrides: list[str]) -> int | None:
-    """The intra-op threads the recipe's runs time at: its bench.threads, or an override."""
-    threads = (yaml.safe_load(Path(recipe).read_text()).get("bench") or {}).get("threads")
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key.strip() == "bench.threads":
-            threads = yaml.safe_load(value)
-    return threads
+    """The intra-op threads the recipe's runs time at: its bench.threads, overrides applied."""
+    return compress.load_recipe(recipe, overrides).bench.threads
 
 
 def retimed(first: str, last: str, runs: int, rounds: int, threads: int | None
